@@ -1,0 +1,138 @@
+import Foundation
+
+/// A username and secret for a registry. An empty username with a secret is an identity token (OAuth2 refresh token).
+public struct Credentials: Sendable, Equatable {
+    public var username: String
+    public var secret: String
+
+    public init(username: String, secret: String) {
+        self.username = username
+        self.secret = secret
+    }
+
+    var basicHeader: String { "Basic " + Data("\(username):\(secret)".utf8).base64EncodedString() }
+}
+
+/// Finds credentials for a registry host the way Docker does: `credHelpers[host]`, then `credsStore`, then `auths`.
+public protocol CredentialProvider: Sendable {
+    func credentials(for registry: String) async throws -> Credentials?
+}
+
+/// Credentials from `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) and `docker-credential-*` helpers.
+public struct DockerConfigCredentials: CredentialProvider {
+    struct ConfigFile: Decodable {
+        struct AuthEntry: Decodable {
+            var auth: String?
+            var username: String?
+            var password: String?
+            var identitytoken: String?
+        }
+        var auths: [String: AuthEntry]?
+        var credsStore: String?
+        var credHelpers: [String: String]?
+    }
+
+    public let path: String
+    private let config: ConfigFile?
+
+    /// Reads the config now; a missing file means anonymous access, a malformed one is an error.
+    public init(path: String? = nil) throws {
+        let environment = ProcessInfo.processInfo.environment
+        let resolved = path
+            ?? environment["DOCKER_CONFIG"].map { "\($0)/config.json" }
+            ?? "\(environment["HOME"] ?? NSHomeDirectory())/.docker/config.json"
+        self.path = resolved
+        guard let data = FileManager.default.contents(atPath: resolved) else {
+            config = nil
+            return
+        }
+        do {
+            config = try JSONDecoder().decode(ConfigFile.self, from: data)
+        } catch {
+            throw RegistryError.credentialHelper(helper: "config", reason: "cannot parse \(resolved): \(error)")
+        }
+    }
+
+    public func credentials(for registry: String) async throws -> Credentials? {
+        guard let config else { return nil }
+        let keys = Self.lookupKeys(for: registry)
+        if let helpers = config.credHelpers, let helper = keys.lazy.compactMap({ helpers[$0] }).first {
+            return try await Self.runHelper(helper, serverURL: keys[0])
+        }
+        if let store = config.credsStore, !store.isEmpty,
+            let found = try await Self.runHelper(store, serverURL: registry == "docker.io" ? "https://index.docker.io/v1/" : registry)
+        {
+            return found
+        }
+        for key in keys {
+            if let entry = config.auths?[key] { return Self.decode(entry) }
+        }
+        return nil
+    }
+
+    /// Docker Hub's legacy key and URL forms users have in their files.
+    static func lookupKeys(for registry: String) -> [String] {
+        if registry == "docker.io" {
+            return ["docker.io", "https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
+        }
+        return [registry, "https://\(registry)", "http://\(registry)", "https://\(registry)/v1/", "https://\(registry)/v2/"]
+    }
+
+    static func decode(_ entry: ConfigFile.AuthEntry) -> Credentials? {
+        if let token = entry.identitytoken, !token.isEmpty { return Credentials(username: "", secret: token) }
+        if let auth = entry.auth, let data = Data(base64Encoded: auth), let text = String(data: data, encoding: .utf8),
+            let colon = text.firstIndex(of: ":")
+        {
+            return Credentials(username: String(text[..<colon]), secret: String(text[text.index(after: colon)...]))
+        }
+        if let username = entry.username, let password = entry.password { return Credentials(username: username, secret: password) }
+        return nil
+    }
+
+    /// Runs `docker-credential-NAME get` with the server URL on stdin (the credential-helper protocol).
+    static func runHelper(_ name: String, serverURL: String) async throws -> Credentials? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["docker-credential-\(name)", "get"]
+        let input = Pipe(), output = Pipe(), errors = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errors
+        do {
+            try process.run()
+        } catch {
+            throw RegistryError.credentialHelper(helper: name, reason: "cannot start: \(error)")
+        }
+        try input.fileHandleForWriting.write(contentsOf: Data(serverURL.utf8))
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        if process.terminationStatus != 0 {
+            let message = (String(decoding: data, as: UTF8.self) + errorText).trimmingCharacters(in: .whitespacesAndNewlines)
+            // The protocol's way of saying "no credentials for this server".
+            if message.contains("credentials not found") { return nil }
+            if process.terminationStatus == 127 {
+                throw RegistryError.credentialHelper(helper: name, reason: "docker-credential-\(name) is not installed or not on PATH")
+            }
+            throw RegistryError.credentialHelper(helper: name, reason: message.isEmpty ? "exit \(process.terminationStatus)" : message)
+        }
+        struct Answer: Decodable {
+            var Username: String
+            var Secret: String
+        }
+        do {
+            let answer = try JSONDecoder().decode(Answer.self, from: data)
+            return Credentials(username: answer.Username == "<token>" ? "" : answer.Username, secret: answer.Secret)
+        } catch {
+            throw RegistryError.credentialHelper(helper: name, reason: "unreadable answer: \(error)")
+        }
+    }
+}
+
+/// Fixed credentials, e.g. from `--creds USER:PASS`.
+public struct StaticCredentials: CredentialProvider {
+    let map: [String: Credentials]
+    public init(_ map: [String: Credentials]) { self.map = map }
+    public func credentials(for registry: String) async throws -> Credentials? { map[registry] }
+}

@@ -1,0 +1,184 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import OCI
+
+/// A manifest or index as served, with the descriptor that names it.
+public struct FetchedManifest: Sendable {
+    public var descriptor: Descriptor
+    public var bytes: [UInt8]
+    public var document: ManifestDocument
+}
+
+extension RegistryClient {
+    /// Largest manifest we accept (distribution's own limit is 4 MiB).
+    static let manifestLimit = 4 << 20
+
+    /// Fetches a manifest or index by tag or digest and verifies it: against the digest when asked by digest,
+    /// against `Docker-Content-Digest` otherwise.
+    public func fetchManifest(repository: String, reference: String) async throws -> FetchedManifest {
+        var request = Request(method: .GET, target: "/v2/\(repository)/manifests/\(reference)", scope: Self.scope(repository))
+        request.headers.add(name: "Accept", value: MediaType.manifestAccept.joined(separator: ", "))
+        request.timeout = .seconds(120)
+        let url = resolve(request.target)
+        let response = try await send(request, expecting: [200])
+        let bytes = try await Self.collect(response.body, limit: Self.manifestLimit)
+        let contentType = response.headers.first(name: "Content-Type")
+        let document = try ManifestDocument.decode(bytes, contentType: contentType)
+        let requested = try? Digest(reference)
+        let announced = response.headers.first(name: "Docker-Content-Digest").flatMap { try? Digest($0) }
+        let algorithm = requested?.algorithm ?? announced?.algorithm ?? .sha256
+        var hasher = DigestHasher(algorithm)
+        hasher.update(bytes)
+        let actual = hasher.finalize()
+        if let expected = requested ?? announced, expected != actual {
+            throw RegistryError.digestMismatch(expected: expected, actual: actual, url: url)
+        }
+        let mediaType: String
+        switch document {
+        case .manifest(let manifest): mediaType = manifest.mediaType ?? MediaType.ociManifest
+        case .index(let index): mediaType = index.mediaType ?? MediaType.ociIndex
+        }
+        return FetchedManifest(descriptor: Descriptor(mediaType: mediaType, digest: actual, size: Int64(bytes.count)), bytes: bytes, document: document)
+    }
+
+    /// Resolves a tag to a descriptor with HEAD (does not count against Docker Hub's pull limit).
+    public func resolve(repository: String, reference: String) async throws -> Descriptor {
+        var request = Request(method: .HEAD, target: "/v2/\(repository)/manifests/\(reference)", scope: Self.scope(repository))
+        request.headers.add(name: "Accept", value: MediaType.manifestAccept.joined(separator: ", "))
+        request.timeout = .seconds(60)
+        let response = try await send(request, expecting: [200])
+        guard let digestHeader = response.headers.first(name: "Docker-Content-Digest"), let digest = try? Digest(digestHeader) else {
+            throw RegistryError.invalidResponse(url: resolve(request.target), reason: "no Docker-Content-Digest header")
+        }
+        let type = response.headers.first(name: "Content-Type").map(ManifestDocument.stripParameters) ?? MediaType.ociManifest
+        let size = response.headers.first(name: "Content-Length").flatMap { Int64($0) } ?? 0
+        return Descriptor(mediaType: type, digest: digest, size: size)
+    }
+
+    /// Fetches a small blob (a config) into memory, verified.
+    public func fetchSmallBlob(repository: String, descriptor: Descriptor, limit: Int = 64 << 20) async throws -> [UInt8] {
+        guard descriptor.size <= limit else { throw RegistryError.tooLarge(limit: Int64(limit), url: "\(repository)@\(descriptor.digest)") }
+        let sink = MemoryBlobSink()
+        try await fetchBlob(repository: repository, descriptor: descriptor, into: sink)
+        return sink.bytes
+    }
+
+    /// Streams a blob into `sink`, hashing as bytes arrive. An interrupted transfer resumes with a Range request
+    /// from what the sink already holds; a 200 answer to that restarts from zero. Bytes beyond the declared size,
+    /// or a final digest that does not match, make the sink discard everything, and the transfer is retried.
+    public func fetchBlob(repository: String, descriptor: Descriptor, into sink: any BlobSink) async throws {
+        let target = "/v2/\(repository)/blobs/\(descriptor.digest)"
+        let url = resolve(target)
+        var attempt = 0
+        var lastFailure = ""
+        while attempt < retry.maxAttempts {
+            attempt += 1
+            if attempt > 1 {
+                try await Task.sleep(for: .seconds(retry.delay(afterAttempt: attempt - 1, retryAfter: nil)))
+            }
+            let start = sink.count
+            if start < descriptor.size {
+                var request = Request(method: .GET, target: target, scope: Self.scope(repository))
+                if start > 0 { request.headers.add(name: "Range", value: "bytes=\(start)-") }
+                let response: HTTPClientResponse
+                do {
+                    response = try await send(request, expecting: start > 0 ? [200, 206] : [200])
+                } catch let error as RegistryError where error.isTransient {
+                    lastFailure = error.description
+                    continue
+                }
+                if response.status == .partialContent {
+                    guard let range = response.headers.first(name: "Content-Range"), range.hasPrefix("bytes \(start)-") else {
+                        try sink.reset()
+                        lastFailure = "unexpected Content-Range for resume at \(start)"
+                        continue
+                    }
+                    logger.info("resuming \(descriptor.digest.short) at byte \(start)")
+                } else if start > 0 {
+                    try sink.reset()
+                }
+                do {
+                    for try await buffer in response.body {
+                        guard sink.count + Int64(buffer.readableBytes) <= descriptor.size else {
+                            try sink.reset()
+                            throw RegistryError.sizeMismatch(expected: descriptor.size, actual: sink.count + Int64(buffer.readableBytes), url: url)
+                        }
+                        try buffer.withUnsafeReadableBytes { try sink.append($0) }
+                    }
+                } catch let error as RegistryError {
+                    lastFailure = error.description
+                    continue
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch let error as BlobSinkError {
+                    throw error
+                } catch {
+                    lastFailure = "connection lost after \(sink.count) of \(descriptor.size) bytes: \(error)"
+                    logger.info("\(descriptor.digest.short): \(lastFailure); will resume")
+                    continue
+                }
+                guard sink.count == descriptor.size else {
+                    lastFailure = "body ended after \(sink.count) of \(descriptor.size) bytes"
+                    logger.info("\(descriptor.digest.short): \(lastFailure); will resume")
+                    continue
+                }
+            }
+            let actual = sink.digest(descriptor.digest.algorithm)
+            if actual == descriptor.digest { return }
+            try sink.reset()
+            lastFailure = RegistryError.digestMismatch(expected: descriptor.digest, actual: actual, url: url).description
+            logger.warning("\(lastFailure)")
+        }
+        throw RegistryError.retriesExhausted(attempts: attempt, last: lastFailure)
+    }
+
+    /// Tags of a repository, following pagination.
+    public func listTags(repository: String) async throws -> [String] {
+        var tags: [String] = []
+        var target = "/v2/\(repository)/tags/list?n=1000"
+        while true {
+            let response = try await send(Request(method: .GET, target: target, scope: Self.scope(repository)), expecting: [200])
+            let bytes = try await Self.collect(response.body, limit: 16 << 20)
+            struct TagList: Decodable { var tags: [String]? }
+            guard let list = try? JSONDecoder().decode(TagList.self, from: Data(bytes)) else {
+                throw RegistryError.invalidResponse(url: resolve(target), reason: "tag list is not JSON")
+            }
+            tags += list.tags ?? []
+            guard let link = response.headers.first(name: "Link"), let open = link.firstIndex(of: "<"), let close = link.firstIndex(of: ">") else {
+                return tags
+            }
+            target = String(link[link.index(after: open)..<close])
+        }
+    }
+}
+
+public struct BlobSinkError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where blob bytes go while downloading. The sink hashes what it holds so a resumed transfer can be verified.
+public protocol BlobSink: AnyObject, Sendable {
+    var count: Int64 { get }
+    func append(_ bytes: UnsafeRawBufferPointer) throws
+    /// Drops everything held (a server ignored Range, or the bytes were wrong).
+    func reset() throws
+    func digest(_ algorithm: Digest.Algorithm) -> Digest
+}
+
+/// A sink for small blobs held in memory.
+public final class MemoryBlobSink: BlobSink, @unchecked Sendable {
+    // Used by one download at a time; the registry client never appends concurrently.
+    public private(set) var bytes: [UInt8] = []
+    public init() {}
+    public var count: Int64 { Int64(bytes.count) }
+    public func append(_ chunk: UnsafeRawBufferPointer) throws { bytes.append(contentsOf: chunk) }
+    public func reset() throws { bytes = [] }
+    public func digest(_ algorithm: Digest.Algorithm) -> Digest {
+        var hasher = DigestHasher(algorithm)
+        hasher.update(bytes)
+        return hasher.finalize()
+    }
+}

@@ -1,0 +1,253 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import OCI
+
+/// A distribution-spec client for one registry host: authentication (anonymous, basic, bearer tokens with
+/// per-scope caching and refresh), retries with backoff, and plain HTTP for loopback.
+public final class RegistryClient: Sendable {
+    public let registry: String
+    public let baseURL: String
+    let http: HTTPClient
+    let credentials: any CredentialProvider
+    let retry: RetryPolicy
+    let auth: AuthCache
+    let logger: Logger
+
+    /// - Parameters:
+    ///   - registry: the host as written in references (`docker.io`, `localhost:5000`).
+    ///   - plainHTTP: force HTTP; by default HTTP is used for localhost and 127.0.0.0/8 only.
+    public init(
+        registry: String, plainHTTP: Bool = false, credentials: any CredentialProvider, http: HTTPClient,
+        retry: RetryPolicy = .default, logger: Logger = Logger(label: "slipway.registry")
+    ) {
+        self.registry = registry
+        let host = registry == Reference.dockerHub ? "registry-1.docker.io" : registry
+        let scheme = plainHTTP || Self.isLoopback(host) ? "http" : "https"
+        self.baseURL = "\(scheme)://\(host)"
+        self.http = http
+        self.credentials = credentials
+        self.retry = retry
+        self.auth = AuthCache()
+        self.logger = logger
+    }
+
+    /// Whether a host is on this machine, where TLS is not expected (`localhost`, 127.0.0.0/8, `[::1]`).
+    public static func isLoopback(_ host: String) -> Bool {
+        var name = Substring(host)
+        if name.hasPrefix("[") { return name.hasPrefix("[::1]") }
+        if let colon = name.lastIndex(of: ":") { name = name[..<colon] }
+        return name == "localhost" || name.hasPrefix("127.")
+    }
+
+    /// An HTTP client configured for registries: no transparent decompression (blob bytes must hash as served),
+    /// bounded redirects (AHC strips `Authorization` on cross-origin hops), and a read timeout that turns a stalled
+    /// server into a retryable error.
+    public static func makeHTTPClient(readTimeout: TimeAmount = .seconds(60)) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
+        configuration.timeout = .init(connect: .seconds(15), read: readTimeout)
+        configuration.decompression = .disabled
+        configuration.httpVersion = .automatic
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    // MARK: Requests
+
+    struct Request {
+        var method: HTTPMethod
+        /// A path below the base URL (`/v2/…`) or an absolute URL (upload locations).
+        var target: String
+        var headers: HTTPHeaders = [:]
+        var scope: String
+        var body: (@Sendable () -> HTTPClientRequest.Body)? = nil
+        var timeout: TimeAmount = .hours(6)
+
+        var url: String = ""
+    }
+
+    /// Sends a request with authentication and retries on 429/5xx and network errors. The caller owns the
+    /// response body and must consume it.
+    func send(_ request: Request, expecting accepted: Set<Int>) async throws -> HTTPClientResponse {
+        let url = resolve(request.target)
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let response = try await sendAuthenticated(request, url: url)
+                let status = Int(response.status.code)
+                if accepted.contains(status) { return response }
+                let body = try await Self.collect(response.body, limit: 64 * 1024)
+                let error = Self.error(for: status, method: request.method.rawValue, url: url, body: body)
+                if error.isTransient, attempt < retry.maxAttempts {
+                    let delay = retry.delay(afterAttempt: attempt, retryAfter: RetryPolicy.parseRetryAfter(response.headers.first(name: "Retry-After")))
+                    logger.info("\(request.method) \(url): HTTP \(status), retrying in \(String(format: "%.1f", delay)) s (attempt \(attempt + 1) of \(retry.maxAttempts))")
+                    try await Task.sleep(for: .seconds(delay))
+                    continue
+                }
+                if error.isTransient { throw RegistryError.retriesExhausted(attempts: attempt, last: error.description) }
+                throw error
+            } catch let error as RegistryError {
+                throw error
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                let failure = RegistryError.transport(url: url, underlying: String(describing: error))
+                guard attempt < retry.maxAttempts else { throw RegistryError.retriesExhausted(attempts: attempt, last: failure.description) }
+                let delay = retry.delay(afterAttempt: attempt, retryAfter: nil)
+                logger.info("\(failure), retrying in \(String(format: "%.1f", delay)) s")
+                try await Task.sleep(for: .seconds(delay))
+            }
+        }
+    }
+
+    /// One request, answering at most one authentication challenge.
+    private func sendAuthenticated(_ request: Request, url: String) async throws -> HTTPClientResponse {
+        var authorization = await auth.header(for: request.scope, registry: registry)
+        for round in 0..<2 {
+            var outgoing = HTTPClientRequest(url: url)
+            outgoing.method = request.method
+            outgoing.headers = request.headers
+            outgoing.headers.replaceOrAdd(name: "User-Agent", value: "slipway/0.1")
+            if let authorization { outgoing.headers.replaceOrAdd(name: "Authorization", value: authorization) }
+            if let body = request.body { outgoing.body = body() }
+            let response = try await http.execute(outgoing, timeout: request.timeout)
+            guard response.status == .unauthorized, round == 0,
+                let header = response.headers.first(name: "WWW-Authenticate"), let challenge = AuthChallenge(header: header)
+            else { return response }
+            _ = try? await Self.collect(response.body, limit: 64 * 1024)
+            authorization = try await authenticate(challenge, scope: request.scope)
+        }
+        preconditionFailure("unreachable: the loop returns on its second round")
+    }
+
+    private func authenticate(_ challenge: AuthChallenge, scope: String) async throws -> String {
+        let found = try await credentials.credentials(for: registry)
+        switch challenge.scheme {
+        case .basic:
+            guard let found else { throw RegistryError.unauthorized(url: baseURL, detail: "the registry asks for a user name and password") }
+            let header = found.basicHeader
+            await auth.storeBasic(header)
+            return header
+        case .bearer:
+            guard let realm = challenge.realm else { throw RegistryError.invalidResponse(url: baseURL, reason: "Bearer challenge without realm") }
+            let token = try await fetchToken(realm: realm, service: challenge.service, scope: challenge.scope ?? scope, credentials: found)
+            await auth.storeToken(token.value, scope: scope, expiresIn: token.expiresIn)
+            return "Bearer \(token.value)"
+        case .other(let name):
+            throw RegistryError.unauthorized(url: baseURL, detail: "unsupported authentication scheme \(name)")
+        }
+    }
+
+    private func fetchToken(realm: String, service: String?, scope: String, credentials: Credentials?) async throws
+        -> (value: String, expiresIn: Double)
+    {
+        guard var components = URLComponents(string: realm), let realmHost = components.host else {
+            throw RegistryError.invalidResponse(url: baseURL, reason: "bad token realm '\(realm)'")
+        }
+        var query = components.queryItems ?? []
+        if let service { query.append(URLQueryItem(name: "service", value: service)) }
+        for item in scope.split(separator: " ") { query.append(URLQueryItem(name: "scope", value: String(item))) }
+        components.queryItems = query
+        guard let tokenURL = components.string else { throw RegistryError.invalidResponse(url: baseURL, reason: "bad token realm") }
+        var request = HTTPClientRequest(url: tokenURL)
+        if let credentials, Self.mayReceiveCredentials(realmHost: realmHost, scheme: components.scheme, registryURL: baseURL) {
+            if credentials.username.isEmpty {
+                request = HTTPClientRequest(url: realm)
+                request.method = .POST
+                request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+                var form = URLComponents()
+                form.queryItems = [
+                    URLQueryItem(name: "grant_type", value: "refresh_token"), URLQueryItem(name: "refresh_token", value: credentials.secret),
+                    URLQueryItem(name: "service", value: service ?? ""), URLQueryItem(name: "scope", value: scope),
+                    URLQueryItem(name: "client_id", value: "slipway"),
+                ]
+                request.body = .bytes(ByteBuffer(string: form.percentEncodedQuery ?? ""))
+            } else {
+                request.headers.add(name: "Authorization", value: credentials.basicHeader)
+            }
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .seconds(60))
+        } catch {
+            throw RegistryError.transport(url: tokenURL, underlying: String(describing: error))
+        }
+        let body = try await Self.collect(response.body, limit: 1 << 20)
+        guard response.status == .ok else {
+            if response.status == .unauthorized || response.status == .forbidden {
+                throw RegistryError.unauthorized(url: realm, detail: "token server refused: \(ErrorBody.summary(of: body))")
+            }
+            throw RegistryError.unexpectedStatus(Int(response.status.code), method: "GET", url: realm, detail: ErrorBody.summary(of: body))
+        }
+        struct TokenAnswer: Decodable {
+            var token: String?
+            var access_token: String?
+            var expires_in: Double?
+        }
+        guard let answer = try? JSONDecoder().decode(TokenAnswer.self, from: Data(body)), let value = answer.token ?? answer.access_token,
+            !value.isEmpty
+        else { throw RegistryError.invalidResponse(url: realm, reason: "token answer without a token") }
+        // The token spec's default lifetime is 60 s when unstated.
+        return (value, max(answer.expires_in ?? 60, 1))
+    }
+
+    /// Credentials go only to a token realm on the registry's own host or its registrable domain, and never over
+    /// plain HTTP to another host (the lesson of distribution's f215e51).
+    static func mayReceiveCredentials(realmHost: String, scheme: String?, registryURL: String) -> Bool {
+        guard let registryHost = URLComponents(string: registryURL)?.host else { return false }
+        if realmHost == registryHost { return true }
+        guard scheme == "https" else { return false }
+        func domain(_ host: String) -> String { host.split(separator: ".").suffix(2).joined(separator: ".") }
+        return domain(realmHost) == domain(registryHost)
+    }
+
+    func resolve(_ target: String) -> String {
+        if target.hasPrefix("http://") || target.hasPrefix("https://") { return target }
+        return baseURL + target
+    }
+
+    static func collect(_ body: HTTPClientResponse.Body, limit: Int) async throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for try await buffer in body {
+            guard bytes.count + buffer.readableBytes <= limit else { throw RegistryError.tooLarge(limit: Int64(limit), url: "response body") }
+            bytes.append(contentsOf: buffer.readableBytesView)
+        }
+        return bytes
+    }
+
+    static func error(for status: Int, method: String, url: String, body: [UInt8]) -> RegistryError {
+        let detail = ErrorBody.summary(of: body)
+        switch status {
+        case 401: return .unauthorized(url: url, detail: detail)
+        case 403: return .denied(url: url, detail: detail)
+        case 404: return .notFound(what: url.contains("/manifests/") ? "manifest" : url.contains("/blobs/") ? "blob" : "resource", url: url, detail: detail)
+        default: return .unexpectedStatus(status, method: method, url: url, detail: detail)
+        }
+    }
+
+    static func scope(_ repository: String, push: Bool = false) -> String {
+        "repository:\(repository):\(push ? "pull,push" : "pull")"
+    }
+}
+
+/// Authorization headers by scope. Tokens are refreshed a little before they expire and on any 401.
+actor AuthCache {
+    private var tokens: [String: (header: String, expires: ContinuousClock.Instant)] = [:]
+    private var basic: String?
+
+    func header(for scope: String, registry: String) -> String? {
+        if let basic { return basic }
+        guard let entry = tokens[scope], entry.expires > .now else { return nil }
+        return entry.header
+    }
+
+    func storeBasic(_ header: String) { basic = header }
+
+    func storeToken(_ token: String, scope: String, expiresIn: Double) {
+        let margin = min(10, expiresIn / 4)
+        tokens[scope] = ("Bearer \(token)", .now + .seconds(expiresIn - margin))
+    }
+}

@@ -1,0 +1,90 @@
+import Testing
+@testable import OCI
+
+@Suite struct ReferenceTests {
+    struct Case: Sendable, CustomStringConvertible {
+        let input: String, registry: String, repository: String, tag: String?, digest: String?
+        var description: String { input }
+    }
+
+    static let hex = String(repeating: "a", count: 64)
+    static let cases: [Case] = [
+        Case(input: "ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: "latest", digest: nil),
+        Case(input: "docker://ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04", digest: nil),
+        Case(input: "user/app", registry: "docker.io", repository: "user/app", tag: "latest", digest: nil),
+        Case(input: "index.docker.io/library/busybox:1", registry: "docker.io", repository: "library/busybox", tag: "1", digest: nil),
+        Case(input: "localhost:5000/etl:v1", registry: "localhost:5000", repository: "etl", tag: "v1", digest: nil),
+        Case(input: "localhost/etl", registry: "localhost", repository: "etl", tag: "latest", digest: nil),
+        Case(input: "127.0.0.1:5000/a/b/c:v_1.2-x", registry: "127.0.0.1:5000", repository: "a/b/c", tag: "v_1.2-x", digest: nil),
+        Case(input: "ghcr.io/org/app@sha256:\(hex)", registry: "ghcr.io", repository: "org/app", tag: nil, digest: "sha256:\(hex)"),
+        Case(input: "ghcr.io/org/app:1.2@sha256:\(hex)", registry: "ghcr.io", repository: "org/app", tag: "1.2", digest: "sha256:\(hex)"),
+        Case(input: "[::1]:5000/x", registry: "[::1]:5000", repository: "x", tag: "latest", digest: nil),
+    ]
+
+    @Test(arguments: cases) func parses(_ c: Case) throws {
+        let reference = try Reference(parsing: c.input)
+        #expect(reference.registry == c.registry)
+        #expect(reference.repository == c.repository)
+        #expect(reference.tag == c.tag)
+        #expect(reference.digest?.description == c.digest)
+    }
+
+    @Test(arguments: ["", "UPPER/case", "a//b", "app:", "app:-bad", "app@sha256:short", "ghcr.io/-x/y", "x:\(String(repeating: "t", count: 129))"])
+    func rejects(_ input: String) {
+        #expect(throws: OCIError.self) { try Reference(parsing: input) }
+    }
+
+    @Test func dockerHubApiHost() throws {
+        #expect(try Reference(parsing: "ubuntu").apiHost == "registry-1.docker.io")
+        #expect(try Reference(parsing: "localhost:5000/x").apiHost == "localhost:5000")
+    }
+
+    @Test func layoutLocations() throws {
+        #expect(try ImageLocation(parsing: "oci:/tmp/layout:v1") == .layout(path: "/tmp/layout", tag: "v1"))
+        #expect(try ImageLocation(parsing: "oci:/tmp/layout") == .layout(path: "/tmp/layout", tag: nil))
+        #expect(try ImageLocation(parsing: "oci:relative/dir:tag") == .layout(path: "relative/dir", tag: "tag"))
+        #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci:") }
+    }
+}
+
+@Suite struct DigestTests {
+    @Test func validatesAlgorithmAndHex() throws {
+        let digest = try Digest("sha256:" + String(repeating: "0", count: 64))
+        #expect(digest.algorithm == .sha256)
+        #expect(throws: OCIError.self) { try Digest("sha256:../../etc/passwd") }
+        #expect(throws: OCIError.self) { try Digest("md5:" + String(repeating: "0", count: 32)) }
+        #expect(throws: OCIError.self) { try Digest("sha256:" + String(repeating: "A", count: 64)) }
+    }
+
+    @Test func hashesLikeSha256sum() {
+        #expect(Digest.sha256(of: Array("hello\n".utf8)).hex == "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+    }
+}
+
+@Suite struct DocumentTests {
+    @Test func rejectsNonJSON() {
+        #expect(throws: OCIError.self) { try ManifestDocument.decode(Array("<html>".utf8), contentType: MediaType.ociManifest) }
+    }
+
+    @Test func rejectsUnknownMediaType() {
+        let json = #"{"schemaVersion":2,"mediaType":"application/vnd.example+json","config":{},"layers":[]}"#
+        #expect(throws: OCIError.unsupportedMediaType("application/vnd.example+json")) {
+            try ManifestDocument.decode(Array(json.utf8), contentType: nil)
+        }
+    }
+
+    @Test func reportsMissingField() {
+        let json = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#
+        #expect(throws: OCIError.self) { try ManifestDocument.decode(Array(json.utf8), contentType: nil) }
+    }
+
+    @Test func decodesIndexAndPlatform() throws {
+        let hex = String(repeating: "b", count: 64)
+        let json = #"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:\#(hex)","size":7,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}"#
+        guard case .index(let index) = try ManifestDocument.decode(Array(json.utf8), contentType: nil) else {
+            Issue.record("expected an index"); return
+        }
+        #expect(index.manifests[0].platform?.description == "linux/arm64/v8")
+        #expect(Platform(os: "linux", architecture: "aarch64").satisfies(try Platform(parsing: "linux/arm64")))
+    }
+}

@@ -9,6 +9,12 @@ public struct FetchedManifest: Sendable {
     public var descriptor: Descriptor
     public var bytes: [UInt8]
     public var document: ManifestDocument
+
+    public init(descriptor: Descriptor, bytes: [UInt8], document: ManifestDocument) {
+        self.descriptor = descriptor
+        self.bytes = bytes
+        self.document = document
+    }
 }
 
 extension RegistryClient {
@@ -154,31 +160,3 @@ extension RegistryClient {
     }
 }
 
-public struct BlobSinkError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
-
-/// Where blob bytes go while downloading. The sink hashes what it holds so a resumed transfer can be verified.
-public protocol BlobSink: AnyObject, Sendable {
-    var count: Int64 { get }
-    func append(_ bytes: UnsafeRawBufferPointer) throws
-    /// Drops everything held (a server ignored Range, or the bytes were wrong).
-    func reset() throws
-    func digest(_ algorithm: Digest.Algorithm) -> Digest
-}
-
-/// A sink for small blobs held in memory.
-public final class MemoryBlobSink: BlobSink, @unchecked Sendable {
-    // Used by one download at a time; the registry client never appends concurrently.
-    public private(set) var bytes: [UInt8] = []
-    public init() {}
-    public var count: Int64 { Int64(bytes.count) }
-    public func append(_ chunk: UnsafeRawBufferPointer) throws { bytes.append(contentsOf: chunk) }
-    public func reset() throws { bytes = [] }
-    public func digest(_ algorithm: Digest.Algorithm) -> Digest {
-        var hasher = DigestHasher(algorithm)
-        hasher.update(bytes)
-        return hasher.finalize()
-    }
-}

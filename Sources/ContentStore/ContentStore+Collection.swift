@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import OCI
+
+/// Garbage collection: everything not reachable from a named image goes — blobs, extracted layers, and the
+/// leftovers of interrupted downloads.
+extension ContentStore {
+    public struct CollectionReport: Sendable, Codable {
+        public var removedBlobs = 0
+        public var removedLayers = 0
+        public var removedPartials = 0
+        public var freedBytes: Int64 = 0
+    }
+
+    public func collectGarbage(dryRun: Bool = false) throws -> CollectionReport {
+        let lock = try lockForCollection()
+        defer { lock.release() }
+        var liveBlobs = Set<Digest>()
+        var liveLayers = Set<Digest>()
+        var pending = try readIndex().manifests
+        while let descriptor = pending.popLast() {
+            guard liveBlobs.insert(descriptor.digest).inserted, hasBlob(descriptor) else { continue }
+            let bytes = try readBlob(descriptor.digest)
+            if MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType) {
+                switch try ManifestDocument.decode(bytes, contentType: descriptor.mediaType) {
+                case .index(let index): pending += index.manifests
+                case .manifest(let manifest):
+                    liveBlobs.formUnion(manifest.layers.map(\.digest))
+                    liveBlobs.insert(manifest.config.digest)
+                    if let configBytes = try? readBlob(manifest.config.digest),
+                        let config = try? JSONDecoder().decode(ImageConfig.self, from: Data(configBytes))
+                    {
+                        liveLayers.formUnion(config.rootfs.diff_ids)
+                    }
+                }
+            }
+        }
+        var report = CollectionReport()
+        let fileManager = FileManager.default
+        for algorithm in [Digest.Algorithm.sha256, .sha512] {
+            let directory = "\(root)/blobs/\(algorithm.rawValue)"
+            for name in (try? fileManager.contentsOfDirectory(atPath: directory)) ?? [] {
+                guard let digest = try? Digest(algorithm: algorithm, hex: name), !liveBlobs.contains(digest) else {
+                    if name.hasPrefix(".tmp-") { report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun); report.removedPartials += 1 }
+                    continue
+                }
+                report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
+                report.removedBlobs += 1
+            }
+            let layers = "\(root)/layers/\(algorithm.rawValue)"
+            for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {
+                guard let digest = try? Digest(algorithm: algorithm, hex: name), liveLayers.contains(digest) else {
+                    report.freedBytes += remove("\(layers)/\(name)", dryRun: dryRun)
+                    report.removedLayers += 1
+                    continue
+                }
+            }
+        }
+        // With the store lock exclusive no download is running, so every partial file is abandoned.
+        for name in (try? fileManager.contentsOfDirectory(atPath: "\(root)/ingest")) ?? [] {
+            report.freedBytes += remove("\(root)/ingest/\(name)", dryRun: dryRun)
+            if !name.hasSuffix(".lock") { report.removedPartials += 1 }
+        }
+        return report
+    }
+
+    private func remove(_ path: String, dryRun: Bool) -> Int64 {
+        let size = diskUsage(path)
+        if !dryRun { try? FileManager.default.removeItem(atPath: path) }
+        return size
+    }
+
+    func diskUsage(_ path: String) -> Int64 {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return 0 }
+        if (info.st_mode & S_IFMT) != S_IFDIR { return Int64(info.st_size) }
+        var total: Int64 = 0
+        if let enumerator = FileManager.default.enumerator(atPath: path) {
+            for case let child as String in enumerator {
+                var childInfo = stat()
+                if lstat("\(path)/\(child)", &childInfo) == 0, (childInfo.st_mode & S_IFMT) == S_IFREG { total += Int64(childInfo.st_size) }
+            }
+        }
+        return total
+    }
+}

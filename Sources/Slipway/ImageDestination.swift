@@ -1,0 +1,99 @@
+import ContentStore
+import Foundation
+import OCI
+import Registry
+
+/// Where a copy writes: a registry or an OCI layout (the store included).
+public protocol ImageDestination: Sendable {
+    var name: String { get }
+    /// Transfers one blob unless present; returns the bytes moved (0 when skipped).
+    func putBlob(_ descriptor: Descriptor, from source: any ImageSource, progress: @escaping ProgressHandler) async throws -> Int64
+    /// Stores a manifest, index or config (small, already verified bytes).
+    func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws
+    /// Names the image's top-level manifest (tag in a registry, ref name in a layout).
+    func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws
+}
+
+/// An OCI layout destination.
+public struct LayoutDestination: ImageDestination {
+    public let store: ContentStore
+    public let imageName: String
+
+    public init(store: ContentStore, imageName: String) {
+        self.store = store
+        self.imageName = imageName
+    }
+
+    public var name: String { "oci:\(store.root):\(imageName)" }
+
+    public func putBlob(_ descriptor: Descriptor, from source: any ImageSource, progress: @escaping ProgressHandler) async throws -> Int64 {
+        if store.hasBlob(descriptor) { return 0 }
+        let outcome = try await store.ingest(descriptor, onWait: { progress(.blobWaiting(descriptor.digest)) }) { sink in
+            try await source.fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
+        }
+        if case .fetched(let bytes) = outcome { return bytes }
+        return 0
+    }
+
+    public func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws {
+        try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
+    }
+
+    public func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws {
+        try store.setImage(named: imageName, to: descriptor)
+    }
+}
+
+/// A registry destination. Blobs already there are skipped (HEAD); blobs from another repository of the same
+/// registry are mounted instead of uploaded.
+public struct RemoteDestination: ImageDestination {
+    public let reference: Reference
+    public let client: RegistryClient
+    /// Upload in chunks of this size (PATCH) instead of one PUT.
+    public var chunkSize: Int64?
+
+    public init(reference: Reference, client: RegistryClient, chunkSize: Int64? = nil) {
+        self.reference = reference
+        self.client = client
+        self.chunkSize = chunkSize
+    }
+
+    public var name: String { reference.description }
+
+    public func putBlob(_ descriptor: Descriptor, from source: any ImageSource, progress: @escaping ProgressHandler) async throws -> Int64 {
+        let repository = reference.repository
+        if try await client.blobExists(repository: repository, digest: descriptor.digest) { return 0 }
+        if let remote = source as? RemoteImageSource, remote.reference.registry == reference.registry,
+            remote.reference.repository != repository,
+            try await client.mountBlob(repository: repository, digest: descriptor.digest, from: remote.reference.repository)
+        {
+            return 0
+        }
+        if let path = source.localBlobPath(descriptor) {
+            try await client.uploadBlob(repository: repository, descriptor: descriptor, fromFile: path, chunkSize: chunkSize)
+            progress(.blobProgress(descriptor.digest, bytes: descriptor.size))
+            return descriptor.size
+        }
+        // Registry to registry: stage through a verified scratch layout, then upload from the file.
+        let scratch = try ContentStore(root: FileManager.default.temporaryDirectory.appendingPathComponent("slipway-copy-\(getpid())").path)
+        _ = try await scratch.ingest(descriptor) { sink in
+            try await source.fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
+        }
+        defer { try? FileManager.default.removeItem(atPath: scratch.blobPath(descriptor.digest)) }
+        try await client.uploadBlob(repository: repository, descriptor: descriptor, fromFile: scratch.blobPath(descriptor.digest), chunkSize: chunkSize)
+        return descriptor.size
+    }
+
+    public func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws {
+        if MediaType.isManifest(descriptor.mediaType) || MediaType.isIndex(descriptor.mediaType) {
+            try await client.pushManifest(repository: reference.repository, reference: descriptor.digest.description, bytes: bytes, mediaType: descriptor.mediaType)
+        } else if !(try await client.blobExists(repository: reference.repository, digest: descriptor.digest)) {
+            try await client.uploadBlob(repository: reference.repository, descriptor: descriptor, bytes: bytes)
+        }
+    }
+
+    public func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws {
+        try await client.pushManifest(
+            repository: reference.repository, reference: reference.tag ?? descriptor.digest.description, bytes: bytes, mediaType: descriptor.mediaType)
+    }
+}

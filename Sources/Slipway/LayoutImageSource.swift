@@ -1,0 +1,60 @@
+import ContentStore
+import OCI
+import Registry
+
+/// An image in an OCI image layout — the Slipway store or any directory skopeo, umoci or crane wrote.
+public struct LayoutImageSource: ImageSource {
+    public let store: ContentStore
+    /// The `org.opencontainers.image.ref.name` to read; nil takes the only image of the layout.
+    public let imageName: String?
+
+    public init(store: ContentStore, imageName: String?) {
+        self.store = store
+        self.imageName = imageName
+    }
+
+    public var name: String { "oci:\(store.root)" + (imageName.map { ":\($0)" } ?? "") }
+
+    public func rootDocument() async throws -> FetchedManifest {
+        let descriptor: Descriptor
+        if let imageName {
+            guard let found = try store.image(named: imageName) else {
+                let known = (try? store.images().map(\.name)) ?? []
+                throw StoreError.notFound("image '\(imageName)' (the layout has: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+            }
+            descriptor = found
+        } else {
+            let all = try store.allManifestDescriptors()
+            guard all.count == 1, let only = all.first else {
+                throw StoreError.notFound("a single image in \(store.root) (it has \(all.count); name one as oci:PATH:NAME)")
+            }
+            descriptor = only
+        }
+        let bytes = try store.readBlob(descriptor.digest)
+        let document = try ManifestDocument.decode(bytes, contentType: descriptor.mediaType)
+        return FetchedManifest(
+            descriptor: Descriptor(mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size), bytes: bytes,
+            document: document)
+    }
+
+    public func document(_ descriptor: Descriptor) async throws -> [UInt8] {
+        try store.readBlob(descriptor.digest)
+    }
+
+    public func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
+        guard store.hasBlob(descriptor) else { throw StoreError.notFound("blob \(descriptor.digest)") }
+        let path = store.blobPath(descriptor.digest)
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StoreError.notFound("blob \(descriptor.digest)") }
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(sink.count))
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            try data.withUnsafeBytes { try sink.append($0) }
+        }
+    }
+
+    public func localBlobPath(_ descriptor: Descriptor) -> String? {
+        store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil
+    }
+}
+
+import Foundation

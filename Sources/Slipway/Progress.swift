@@ -1,0 +1,47 @@
+import OCI
+
+/// What long operations report, for progress bars on a terminal and log lines elsewhere.
+public enum ProgressEvent: Sendable {
+    case blobStarted(Descriptor, label: String)
+    case blobProgress(Digest, bytes: Int64)
+    case blobWaiting(Digest)
+    case blobFinished(Digest, transferred: Int64, skipped: Bool)
+    case layerExtracting(index: Int, of: Int, Descriptor)
+    case layerExtracted(index: Int, Descriptor, seconds: Double)
+    case message(String)
+}
+
+public typealias ProgressHandler = @Sendable (ProgressEvent) -> Void
+
+/// A sink that reports bytes as they pass, at most every 256 KiB, to keep handlers cheap.
+final class ReportingSink: BlobSink, @unchecked Sendable {
+    // Wraps one download's sink; the registry client drives it from one task at a time.
+    private let inner: any BlobSink
+    private let digest: Digest
+    private let progress: ProgressHandler
+    private var unreported: Int64 = 0
+
+    init(_ inner: any BlobSink, digest: Digest, progress: @escaping ProgressHandler) {
+        self.inner = inner
+        self.digest = digest
+        self.progress = progress
+    }
+
+    var count: Int64 { inner.count }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        try inner.append(bytes)
+        unreported += Int64(bytes.count)
+        if unreported >= 256 << 10 {
+            progress(.blobProgress(digest, bytes: inner.count))
+            unreported = 0
+        }
+    }
+
+    func reset() throws {
+        try inner.reset()
+        progress(.blobProgress(digest, bytes: 0))
+    }
+
+    func digest(_ algorithm: Digest.Algorithm) -> Digest { inner.digest(algorithm) }
+}

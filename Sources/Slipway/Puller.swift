@@ -1,0 +1,112 @@
+import Archive
+import ContentStore
+import Foundation
+import OCI
+
+/// `slipway pull` and `slipway unpack`: fetch an image into the store (verified, deduplicated, safe alongside other
+/// processes) and optionally extract it while the download is still running.
+public struct Puller: Sendable {
+    public let session: Session
+    public let store: ContentStore
+    public var progress: ProgressHandler
+
+    public init(session: Session, store: ContentStore, progress: @escaping ProgressHandler = { _ in }) {
+        self.session = session
+        self.store = store
+        self.progress = progress
+    }
+
+    /// The name an image gets in the store: the full reference, as skopeo's `oci:STORE:NAME` expects.
+    public static func storeName(for location: ImageLocation) -> String {
+        switch location {
+        case .registry(let reference): return reference.description
+        case .layout(let path, let name): return "oci:\(path):\(name ?? "")"
+        }
+    }
+
+    public func pull(_ location: ImageLocation) async throws -> (ResolvedImage, TransferReport) {
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
+        let source = try session.source(for: location)
+        let image = try await source.resolve(platform: session.options.platform)
+        let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
+        let report = try await Copier(concurrency: session.options.concurrency, progress: progress).copy(image, from: source, to: destination)
+        return (image, report)
+    }
+
+    /// Pulls and unpacks with the two overlapped: layer `i` is extracted as soon as its blob is verified in the
+    /// store, while later layers are still downloading.
+    public func pullAndUnpack(_ location: ImageLocation, to directory: String, options: ApplyOptions = ApplyOptions()) async throws
+        -> (TransferReport, UnpackReport)
+    {
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
+        let source = try session.source(for: location)
+        let image = try await source.resolve(platform: session.options.platform)
+        let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
+        let arrivals = Arrivals()
+        let copier = Copier(concurrency: session.options.concurrency, progress: progress)
+        let unpacker = Unpacker(store: store, progress: progress)
+        let layerDigests = image.manifest.layers.map(\.digest)
+        async let transfer: TransferReport = {
+            do {
+                let report = try await copier.copy(image, from: source, to: destination) { digest in arrivals.arrived(digest) }
+                return report
+            } catch {
+                arrivals.fail(error)
+                throw error
+            }
+        }()
+        let unpacked: UnpackReport
+        do {
+            unpacked = try await unpacker.unpack(image, to: directory, options: options) { position in
+                try await arrivals.wait(for: layerDigests[position])
+            }
+        } catch {
+            _ = try? await transfer
+            throw error
+        }
+        return (try await transfer, unpacked)
+    }
+}
+
+/// Which blobs have landed, for consumers that wait on them in another order than they arrive.
+final class Arrivals: Sendable {
+    private struct State {
+        var landed = Set<Digest>()
+        var waiters: [Digest: [CheckedContinuation<Void, any Error>]] = [:]
+        var failure: (any Error)?
+    }
+    private let state = Mutex(State())
+
+    func arrived(_ digest: Digest) {
+        let waiting = state.withLock { state in
+            state.landed.insert(digest)
+            return state.waiters.removeValue(forKey: digest) ?? []
+        }
+        waiting.forEach { $0.resume() }
+    }
+
+    func fail(_ error: any Error) {
+        let waiting = state.withLock { state in
+            state.failure = error
+            defer { state.waiters = [:] }
+            return state.waiters.values.flatMap { $0 }
+        }
+        waiting.forEach { $0.resume(throwing: error) }
+    }
+
+    func wait(for digest: Digest) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let immediate: Result<Void, any Error>? = state.withLock { state in
+                if state.landed.contains(digest) { return .success(()) }
+                if let failure = state.failure { return .failure(failure) }
+                state.waiters[digest, default: []].append(continuation)
+                return nil
+            }
+            if let immediate { continuation.resume(with: immediate) }
+        }
+    }
+}
+
+import Synchronization

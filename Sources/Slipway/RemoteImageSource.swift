@@ -1,0 +1,33 @@
+import OCI
+import Registry
+
+/// An image in a registry.
+public struct RemoteImageSource: ImageSource {
+    public let reference: Reference
+    public let client: RegistryClient
+
+    public init(reference: Reference, client: RegistryClient) {
+        self.reference = reference
+        self.client = client
+    }
+
+    public var name: String { reference.description }
+
+    public func rootDocument() async throws -> FetchedManifest {
+        try await client.fetchManifest(repository: reference.repository, reference: reference.identifier)
+    }
+
+    public func document(_ descriptor: Descriptor) async throws -> [UInt8] {
+        if MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType) {
+            let fetched = try await client.fetchManifest(repository: reference.repository, reference: descriptor.digest.description)
+            return fetched.bytes
+        }
+        return try await client.fetchSmallBlob(repository: reference.repository, descriptor: descriptor)
+    }
+
+    public func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
+        try await client.fetchBlob(repository: reference.repository, descriptor: descriptor, into: sink)
+    }
+
+    public func localBlobPath(_ descriptor: Descriptor) -> String? { nil }
+}

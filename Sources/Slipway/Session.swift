@@ -1,0 +1,71 @@
+import AsyncHTTPClient
+import ContentStore
+import Foundation
+import Logging
+import OCI
+import Registry
+
+/// Shared state of one command: the HTTP client, one registry client per host, credentials and options.
+/// Call `shutdown()` when done (AsyncHTTPClient requires an explicit shutdown).
+public final class Session: Sendable {
+    public struct Options: Sendable {
+        public var plainHTTP = false
+        public var platform = Platform.host
+        public var retry = RetryPolicy.default
+        public var readTimeoutSeconds: Int64 = 60
+        public var concurrency = 4
+        public var credentials: (any CredentialProvider)?
+        public init() {}
+    }
+
+    public let options: Options
+    public let logger: Logger
+    let http: HTTPClient
+    let credentials: any CredentialProvider
+    private let clients = Mutex<[String: RegistryClient]>([:])
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        self.http = RegistryClient.makeHTTPClient(readTimeout: .seconds(options.readTimeoutSeconds))
+        self.credentials = try options.credentials ?? DockerConfigCredentials()
+    }
+
+    public func shutdown() async {
+        try? await http.shutdown()
+    }
+
+    public func client(for registry: String) -> RegistryClient {
+        clients.withLock { clients in
+            if let existing = clients[registry] { return existing }
+            let client = RegistryClient(
+                registry: registry, plainHTTP: options.plainHTTP, credentials: credentials, http: http, retry: options.retry, logger: logger)
+            clients[registry] = client
+            return client
+        }
+    }
+
+    /// A source for `oci:PATH[:NAME]` or a registry reference.
+    public func source(for location: ImageLocation) throws -> any ImageSource {
+        switch location {
+        case .registry(let reference):
+            return RemoteImageSource(reference: reference, client: client(for: reference.registry))
+        case .layout(let path, let name):
+            guard FileManager.default.fileExists(atPath: "\(path)/index.json") else {
+                throw StoreError.notFound("OCI layout at \(path) (no index.json)")
+            }
+            return LayoutImageSource(store: try ContentStore(root: path), imageName: name)
+        }
+    }
+
+    public func destination(for location: ImageLocation, chunkSize: Int64? = nil) throws -> any ImageDestination {
+        switch location {
+        case .registry(let reference):
+            return RemoteDestination(reference: reference, client: client(for: reference.registry), chunkSize: chunkSize)
+        case .layout(let path, let name):
+            return LayoutDestination(store: try ContentStore(root: path), imageName: name ?? "latest")
+        }
+    }
+}
+
+import Synchronization

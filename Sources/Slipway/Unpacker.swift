@@ -1,0 +1,113 @@
+import Archive
+import ContentStore
+import Foundation
+import OCI
+
+public enum UnpackError: Error, CustomStringConvertible {
+    case destinationNotEmpty(String)
+    case diffIDMismatch(layer: Int, expected: Digest, actual: String)
+
+    public var description: String {
+        switch self {
+        case .destinationNotEmpty(let path): return "\(path) exists and is not empty; choose a new directory"
+        case .diffIDMismatch(let layer, let expected, let actual):
+            return "layer \(layer + 1) unpacks to \(actual), but the image config promises \(expected); the image is inconsistent"
+        }
+    }
+}
+
+/// Turns layers in the store into root filesystems: a flat directory (`unpack`) or one cached directory per
+/// layer diffID for overlay mounts.
+public struct Unpacker: Sendable {
+    public let store: ContentStore
+    public var progress: ProgressHandler
+
+    public init(store: ContentStore, progress: @escaping ProgressHandler = { _ in }) {
+        self.store = store
+        self.progress = progress
+    }
+
+    /// Applies the image's layers in order into `directory`. Layer `i` starts as soon as `ready(i)` returns, so a
+    /// pull running alongside feeds extraction as blobs land. The tree is built beside `directory` and renamed
+    /// into place at the end: an interrupted unpack leaves no half tree under the requested name.
+    public func unpack(
+        _ image: ResolvedImage, to directory: String, options: ApplyOptions = ApplyOptions(),
+        ready: @Sendable (Int) async throws -> Void = { _ in }
+    ) async throws -> UnpackReport {
+        let started = ContinuousClock.now
+        let target = URL(fileURLWithPath: directory).standardizedFileURL.path
+        let fileManager = FileManager.default
+        if let existing = try? fileManager.contentsOfDirectory(atPath: target), !existing.isEmpty {
+            throw UnpackError.destinationNotEmpty(target)
+        }
+        let parent = (target as NSString).deletingLastPathComponent
+        try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let staging = "\(parent)/.\((target as NSString).lastPathComponent).slipway-partial"
+        try? fileManager.removeItem(atPath: staging)
+        try fileManager.createDirectory(atPath: staging, withIntermediateDirectories: false)
+        var unpackedBytes: Int64 = 0
+        do {
+            for (position, layer) in image.layers.enumerated() {
+                try await ready(position)
+                progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
+                let layerStart = ContinuousClock.now
+                let result = try await apply(layer.descriptor, to: staging, options: options)
+                guard result.diffID == layer.diffID.description else {
+                    throw UnpackError.diffIDMismatch(layer: position, expected: layer.diffID, actual: result.diffID)
+                }
+                unpackedBytes += result.uncompressedSize
+                progress(.layerExtracted(index: position, layer.descriptor, seconds: layerStart.secondsElapsed))
+            }
+            if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
+            try fileManager.moveItem(atPath: staging, toPath: target)
+        } catch {
+            try? fileManager.removeItem(atPath: staging)
+            throw error
+        }
+        return UnpackReport(directory: target, layers: image.layers.count, unpackedBytes: unpackedBytes, seconds: started.secondsElapsed)
+    }
+
+    /// Extracts every layer of the image into the per-layer cache (overlay whiteouts), skipping cached ones.
+    public func cacheLayers(_ image: ResolvedImage) async throws -> Int {
+        var extracted = 0
+        for (position, layer) in image.layers.enumerated() {
+            let created = try await store.ensureLayerDirectory(layer.diffID) { temporary in
+                progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
+                let path = store.blobPath(layer.descriptor.digest)
+                let compression = compression(of: layer.descriptor)
+                let result = try LayerApplier.apply(layerAt: path, compression: compression, to: temporary, options: ApplyOptions(whiteouts: .overlay))
+                return try Digest(result.diffID)
+            }
+            if created { extracted += 1 }
+        }
+        return extracted
+    }
+
+    private func apply(_ layer: Descriptor, to root: String, options: ApplyOptions) async throws -> ApplyResult {
+        let path = store.blobPath(layer.digest)
+        let compression = compression(of: layer)
+        return try await runOnDedicatedThread {
+            try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options)
+        }
+    }
+
+    /// The media type's compression, except that an uncompressed type is checked against the bytes: some tools
+    /// label gzip content as plain `tar`.
+    func compression(of layer: Descriptor) -> LayerCompression {
+        switch MediaType.layerCompression(layer.mediaType) {
+        case .gzip: return .gzip
+        case .zstd: return .zstd
+        default:
+            guard let handle = FileHandle(forReadingAtPath: store.blobPath(layer.digest)) else { return .none }
+            defer { try? handle.close() }
+            return LayerCompression.detect([UInt8]((try? handle.read(upToCount: 4)) ?? Data()))
+        }
+    }
+}
+
+public struct UnpackReport: Sendable, Codable {
+    public var directory: String
+    public var layers: Int
+    public var unpackedBytes: Int64
+    public var seconds: Double
+}

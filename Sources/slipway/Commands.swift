@@ -1,0 +1,245 @@
+import ArgumentParser
+import ContentStore
+import Foundation
+import OCI
+import Registry
+import Slipway
+
+struct Pull: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pull an image into the store, verified; prints the manifest digest.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference (ubuntu, localhost:5000/app:v1, oci:PATH:NAME).") var image: String
+    @Flag(name: .long, help: "Also extract every layer into the per-layer cache (for overlay runs).") var unpackLayers = false
+
+    func run() async throws {
+        let location = try parseLocation(image)
+        let session = try global.makeSession(registries: [location])
+        let store = try global.openStore()
+        let display = global.makeProgress()
+        do {
+            let (image, report) = try await Puller(session: session, store: store, progress: display.handler).pull(location)
+            var cached = 0
+            if unpackLayers { cached = try await Unpacker(store: store, progress: display.handler).cacheLayers(image) }
+            display.finish()
+            await session.shutdown()
+            if global.json {
+                struct Output: Encodable { var pull: TransferReport; var layersExtracted: Int }
+                try printJSON(Output(pull: report, layersExtracted: cached))
+            } else {
+                print(report.manifestDigest)
+                if !global.quiet {
+                    FileHandle.standardError.write(Data(String(
+                        format: "pulled %@: %d layers, %@ transferred of %@, %.2f s\n", report.source, report.layers,
+                        formatBytes(report.bytesTransferred), formatBytes(report.bytesTotal), report.seconds).utf8))
+                }
+            }
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+    }
+}
+
+struct Copy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Copy an image between registries and OCI layouts, like skopeo copy.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Source: a registry reference or oci:PATH[:NAME].") var source: String
+    @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
+    @Option(name: .long, help: "Upload blobs in chunks of this many bytes (PATCH) instead of one request.") var chunkSize: Int64?
+
+    func run() async throws {
+        let from = try parseLocation(source)
+        let to = try parseLocation(destination)
+        if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
+            throw ValidationError("the destination needs a tag, not only a digest")
+        }
+        let session = try global.makeSession(registries: [from, to])
+        let display = global.makeProgress()
+        do {
+            let sourceImage = try session.source(for: from)
+            let target = try session.destination(for: to, chunkSize: chunkSize)
+            let image = try await sourceImage.resolve(platform: session.options.platform)
+            let report = try await Copier(concurrency: session.options.concurrency, progress: display.handler).copy(image, from: sourceImage, to: target)
+            display.finish()
+            await session.shutdown()
+            if global.json { try printJSON(report) } else { print(report.manifestDigest) }
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+    }
+}
+
+struct Unpack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Materialize an image's root filesystem in DIR (pulling as needed, extraction overlapped with download).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference or oci:PATH[:NAME].") var image: String
+    @Argument(help: "Directory to create (must not exist or be empty).") var directory: String
+
+    func run() async throws {
+        let location = try parseLocation(image)
+        let session = try global.makeSession(registries: [location])
+        let store = try global.openStore()
+        let display = global.makeProgress()
+        do {
+            let (transfer, unpacked) = try await Puller(session: session, store: store, progress: display.handler)
+                .pullAndUnpack(location, to: directory)
+            display.finish()
+            await session.shutdown()
+            if global.json {
+                struct Output: Encodable { var pull: TransferReport; var unpack: UnpackReport }
+                try printJSON(Output(pull: transfer, unpack: unpacked))
+            } else if !global.quiet {
+                FileHandle.standardError.write(Data(String(
+                    format: "unpacked %@ into %@: %d layers, %@, %.2f s\n", transfer.source, unpacked.directory, unpacked.layers,
+                    formatBytes(unpacked.unpackedBytes), unpacked.seconds).utf8))
+            }
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+    }
+}
+
+struct Images: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the images in the store.")
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let store = try global.openStore()
+        struct Row: Encodable { var name: String; var digest: String; var size: Int64; var layers: Int }
+        var rows: [Row] = []
+        for image in try store.images() {
+            var size: Int64 = 0
+            var layers = 0
+            if let bytes = try? store.readBlob(image.descriptor.digest),
+                case .manifest(let manifest) = try ManifestDocument.decode(bytes, contentType: image.descriptor.mediaType)
+            {
+                size = manifest.layers.reduce(0) { $0 + $1.size }
+                layers = manifest.layers.count
+            }
+            rows.append(Row(name: image.name, digest: image.descriptor.digest.description, size: size, layers: layers))
+        }
+        if global.json { return try printJSON(rows) }
+        let width = max(5, rows.map(\.name.count).max() ?? 0)
+        print("NAME".padding(toLength: width, withPad: " ", startingAt: 0) + "  DIGEST        LAYERS  SIZE")
+        for row in rows.sorted(by: { $0.name < $1.name }) {
+            let digest = String(row.digest.dropFirst("sha256:".count).prefix(12))
+            print(row.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(digest)  \(String(row.layers).padding(toLength: 6, withPad: " ", startingAt: 0))  \(formatBytes(row.size))")
+        }
+    }
+}
+
+struct Inspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an image's manifest, config and layers (remote or local).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference or oci:PATH[:NAME].") var image: String
+    @Flag(name: .long, help: "Print the manifest bytes as served.") var raw = false
+
+    func run() async throws {
+        let location = try parseLocation(image)
+        let session = try global.makeSession(registries: [location])
+        do {
+            let source = try session.source(for: location)
+            let resolved = try await source.resolve(platform: session.options.platform)
+            await session.shutdown()
+            if raw {
+                FileHandle.standardOutput.write(Data(resolved.manifestBytes))
+                return
+            }
+            let summary = ImageSummary(resolved, name: source.name)
+            if global.json { return try printJSON(summary) }
+            print("Name:       \(summary.name)")
+            print("Digest:     \(summary.digest)")
+            if let index = summary.indexDigest { print("Index:      \(index)") }
+            print("Media type: \(summary.mediaType)")
+            print("Platform:   \(summary.platform)")
+            if let created = summary.created { print("Created:    \(created)") }
+            if let entrypoint = summary.entrypoint { print("Entrypoint: \(entrypoint.joined(separator: " "))") }
+            if let cmd = summary.cmd { print("Cmd:        \(cmd.joined(separator: " "))") }
+            for variable in summary.env ?? [] { print("Env:        \(variable)") }
+            print("Layers:     \(summary.layers.count), \(formatBytes(summary.totalSize)) compressed")
+            for layer in summary.layers {
+                print("  \(layer.digest)  \(formatBytes(layer.size).padding(toLength: 9, withPad: " ", startingAt: 0))  \(layer.mediaType)")
+            }
+        } catch {
+            await session.shutdown()
+            throw error
+        }
+    }
+}
+
+struct ImageSummary: Encodable {
+    struct Layer: Encodable { var digest: String; var size: Int64; var mediaType: String; var diffID: String }
+    var name: String
+    var digest: String
+    var indexDigest: String?
+    var mediaType: String
+    var platform: String
+    var created: String?
+    var entrypoint: [String]?
+    var cmd: [String]?
+    var env: [String]?
+    var workingDir: String?
+    var totalSize: Int64
+    var layers: [Layer]
+
+    init(_ image: ResolvedImage, name: String) {
+        self.name = name
+        digest = image.manifestDescriptor.digest.description
+        indexDigest = image.index?.descriptor.digest.description
+        mediaType = image.manifestDescriptor.mediaType
+        platform = [image.config.os, image.config.architecture, image.config.variant].compactMap { $0 }.joined(separator: "/")
+        created = image.config.created
+        entrypoint = image.config.config?.Entrypoint
+        cmd = image.config.config?.Cmd
+        env = image.config.config?.Env
+        workingDir = image.config.config?.WorkingDir
+        totalSize = image.totalLayerBytes
+        layers = image.layers.map { Layer(digest: $0.descriptor.digest.description, size: $0.descriptor.size, mediaType: $0.descriptor.mediaType, diffID: $0.diffID.description) }
+    }
+}
+
+struct GC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gc", abstract: "Remove blobs, layers and partial downloads no image references.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(name: .long, help: "Only report what would be removed.") var dryRun = false
+
+    func run() async throws {
+        let report = try global.openStore().collectGarbage(dryRun: dryRun)
+        if global.json { return try printJSON(report) }
+        print("\(dryRun ? "would remove" : "removed") \(report.removedBlobs) blobs, \(report.removedLayers) layers, \(report.removedPartials) partial downloads; \(formatBytes(report.freedBytes)) freed")
+    }
+}
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmi", abstract: "Remove an image name from the store (its content goes at the next gc).")
+    @OptionGroup var global: GlobalOptions
+    @Argument var image: String
+
+    func run() async throws {
+        let name = Puller.storeName(for: try parseLocation(image))
+        guard try global.openStore().removeImage(named: name) else { throw StoreError.notFound("image '\(name)'") }
+    }
+}
+
+struct DemoImageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo-image", abstract: "Write the demo image (3 layers: links, long names, whiteouts, a large file) to an OCI layout.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Destination oci:PATH:NAME (push it anywhere with slipway copy).") var destination: String
+    @Option(name: .long, help: "Size of the incompressible asset in MiB.") var assetMiB = 8
+    @Option(name: .long, help: "Text of /version.txt.") var version = "1"
+
+    func run() async throws {
+        guard case .layout(let path, let name) = try parseLocation(destination) else {
+            throw ValidationError("the destination must be an OCI layout: oci:PATH:NAME")
+        }
+        let descriptor = try DemoImage.build(into: try ContentStore(root: path), name: name ?? "latest", largeFileBytes: assetMiB << 20, version: version)
+        print(descriptor.digest)
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import ContentStore
+import Foundation
+import Logging
+import OCI
+import Registry
+import Slipway
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Content store directory (env SLIPWAY_STORE; default /var/lib/slipway for root, else $XDG_CACHE_HOME/slipway).")
+    var store: String?
+
+    @Flag(name: .long, help: "Print one machine-readable JSON document on stdout.")
+    var json = false
+
+    @Flag(name: .long, help: "Use plain HTTP for registries (implied for localhost and 127.0.0.0/8).")
+    var plainHTTP = false
+
+    @Flag(name: .shortAndLong, help: "No progress output.")
+    var quiet = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
+    var logLevel: String = "warning"
+
+    @Option(name: .long, help: "Platform to select from multi-platform images (default: this machine's).")
+    var platform: String?
+
+    @Option(name: .long, help: "Layers transferred at once.")
+    var jobs: Int = 4
+
+    @Option(name: .long, help: "Seconds without data before a transfer counts as stalled and is retried.")
+    var readTimeout: Int64 = 60
+
+    @Option(name: .long, help: "Credentials USER:PASSWORD for the registries of this command (else ~/.docker/config.json).")
+    var creds: String?
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+        if let platform { _ = try Platform(parsing: platform) }
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        if let creds, !creds.contains(":") { throw ValidationError("--creds takes USER:PASSWORD") }
+    }
+
+    var storeRoot: String { store ?? ContentStore.defaultRoot }
+
+    func openStore() throws -> ContentStore { try ContentStore(root: storeRoot) }
+
+    func makeLogger() -> Logger {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: "slipway")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
+        return logger
+    }
+
+    func makeSession(registries: [ImageLocation] = []) throws -> Session {
+        var options = Session.Options()
+        options.plainHTTP = plainHTTP
+        options.concurrency = jobs
+        options.readTimeoutSeconds = readTimeout
+        if let platform { options.platform = try Platform(parsing: platform) }
+        if let creds, let colon = creds.firstIndex(of: ":") {
+            let credentials = Credentials(username: String(creds[..<colon]), secret: String(creds[creds.index(after: colon)...]))
+            var map: [String: Credentials] = [:]
+            for case .registry(let reference) in registries { map[reference.registry] = credentials }
+            options.credentials = StaticCredentials(map)
+        }
+        return try Session(options: options, logger: makeLogger())
+    }
+
+    func makeProgress() -> ProgressDisplay { ProgressDisplay(enabled: !quiet && !json) }
+}
+
+func parseLocation(_ text: String) throws -> ImageLocation {
+    do {
+        return try ImageLocation(parsing: text)
+    } catch {
+        throw ValidationError("\(error)")
+    }
+}
+
+/// Prints a value as the one JSON document on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    FileHandle.standardOutput.write(try encoder.encode(value))
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+func formatBytes(_ bytes: Int64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1000, unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}

@@ -13,7 +13,7 @@ public enum DemoImage {
             [
                 directory("etc"), directory("usr"), directory("usr/bin"), directory("usr/share"), directory("usr/share/demo"),
                 directory("var"), directory("var/cache"), directory("var/cache/demo"), directory("tmp", mode: 0o1777),
-                file("etc/os-release", "NAME=\"Slipway demo\"\nID=slipway-demo\n"),
+                file("etc/os-release", "NAME=\"Slipway demo\"\nID=slipway-demo\n", xattrs: ["user.slipway.origin": Array("demo".utf8)]),
                 file("etc/motd", "This file is deleted by the third layer.\n"),
                 file("var/cache/demo/stale-1", "stale cache entry\n"),
                 file("var/cache/demo/stale-2", "stale cache entry\n"),
@@ -69,12 +69,12 @@ public enum DemoImage {
         (TarHeader(name: name + "/", type: .directory, mode: mode, mtime: mtime), [])
     }
 
-    static func file(_ name: String, _ text: String, mode: UInt32 = 0o644) -> (TarHeader, [UInt8]) {
-        file(name, Array(text.utf8), mode: mode)
+    static func file(_ name: String, _ text: String, mode: UInt32 = 0o644, xattrs: [String: [UInt8]] = [:]) -> (TarHeader, [UInt8]) {
+        file(name, Array(text.utf8), mode: mode, xattrs: xattrs)
     }
 
-    static func file(_ name: String, _ bytes: [UInt8], mode: UInt32 = 0o644) -> (TarHeader, [UInt8]) {
-        (TarHeader(name: name, type: .regular, mode: mode, size: Int64(bytes.count), mtime: mtime), bytes)
+    static func file(_ name: String, _ bytes: [UInt8], mode: UInt32 = 0o644, xattrs: [String: [UInt8]] = [:]) -> (TarHeader, [UInt8]) {
+        (TarHeader(name: name, type: .regular, mode: mode, size: Int64(bytes.count), mtime: mtime, xattrs: xattrs), bytes)
     }
 
     static func symlink(_ name: String, target: String) -> (TarHeader, [UInt8]) {

@@ -4,6 +4,7 @@ import Foundation
 import OCI
 import Registry
 import Slipway
+import Archive
 
 struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pull an image into the store, verified; prints the manifest digest.")
@@ -240,6 +241,29 @@ struct DemoImageCommand: AsyncParsableCommand {
             throw ValidationError("the destination must be an OCI layout: oci:PATH:NAME")
         }
         let descriptor = try DemoImage.build(into: try ContentStore(root: path), name: name ?? "latest", largeFileBytes: assetMiB << 20, version: version)
+        print(descriptor.digest)
+    }
+}
+
+struct Assemble: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Build an image in an OCI layout from layer tar files (uncompressed), in order, without Docker.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Destination oci:PATH:NAME.") var destination: String
+    @Option(name: .long, help: "An uncompressed layer tar file; repeat for more layers, bottom first.") var layer: [String] = []
+    @Option(name: .long, help: "Layer compression: gzip, zstd or none.") var compression: String = "gzip"
+    @Option(name: .long, parsing: .upToNextOption, help: "Entrypoint of the image config.") var entrypoint: [String] = []
+
+    func run() async throws {
+        guard case .layout(let path, let name) = try parseLocation(destination) else {
+            throw ValidationError("the destination must be an OCI layout: oci:PATH:NAME")
+        }
+        guard let kind = LayerCompression(rawValue: compression) else { throw ValidationError("unknown compression '\(compression)'") }
+        guard !layer.isEmpty else { throw ValidationError("give at least one --layer") }
+        var builder = ImageBuilder(store: try ContentStore(root: path), compression: kind)
+        for file in layer { try builder.addLayer(tarFile: file, comment: "slipway assemble \((file as NSString).lastPathComponent)") }
+        let descriptor = try builder.commit(
+            name: name ?? "latest", config: ImageConfig.ContainerConfig(Env: ["PATH=/usr/local/bin:/usr/bin:/bin"], Entrypoint: entrypoint.isEmpty ? nil : entrypoint))
         print(descriptor.digest)
     }
 }

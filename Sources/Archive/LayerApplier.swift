@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Decompresses, hashes and extracts OCI layer tars.
+///
+/// Two threads: a decompression+hashing thread feeds ~1 MiB buffers through a bounded queue to the
+/// calling thread, which parses the tar and writes files. Extraction is *not* atomic: on error the
+/// root may contain a partial layer. Callers should extract into a fresh temporary directory and
+/// rename it into place on success (and delete it on failure).
+public enum LayerApplier {
+    /// Decompresses, hashes and extracts the layer file at `path` into `root` (which must exist).
+    public static func apply(
+        layerAt path: String, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions()
+    ) throws -> ApplyResult {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw ArchiveError.io("open layer", path) }
+        defer { close(fd) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        return try run(input: .fileDescriptor(fd, path: path), compression: compression, root: root, options: options)
+    }
+
+    /// Same as `apply(layerAt:)` reading the blob from a pull-style chunk source (e.g. a download).
+    public static func apply(
+        from source: ChunkSource, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions()
+    ) throws -> ApplyResult {
+        try run(input: .chunks(source), compression: compression, root: root, options: options)
+    }
+
+    static func run(input: LayerInput, compression: LayerCompression, root: String, options: ApplyOptions) throws
+        -> ApplyResult
+    {
+        let rootDirectory = try RootDirectory(path: root)
+        let pipe = ChunkPipe()
+        let digest = DigestBox()
+        DecompressionPipeline.startProducer(input: input, compression: compression, pipe: pipe, result: digest)
+        let extractor = Extractor(root: rootDirectory, options: options)
+        do {
+            let reader = TarReader(source: PipeByteSource(pipe))
+            while let header = try reader.next() {
+                try extractor.extract(header, from: reader)
+            }
+            try reader.drain()  // hash everything after the end-of-archive blocks too
+            try extractor.finish()
+        } catch {
+            // Keep consuming so a corrupt compressed stream is reported as the root cause
+            // rather than the tar error it led to.
+            drain(pipe)
+            pipe.waitForProducerExit()
+            if let failure = pipe.failure { throw failure }
+            throw error
+        }
+        pipe.waitForProducerExit()
+        if let failure = pipe.failure { throw failure }
+        guard let result = digest.value else {
+            throw ArchiveError(.truncated(detail: "decompression did not complete"))
+        }
+        return ApplyResult(
+            diffID: result.diffID, uncompressedSize: result.size, entries: extractor.entries,
+            skipped: extractor.skipped)
+    }
+}
+
+extension LayerApplier {
+    /// Consumes the remaining decoded chunks until the producer finishes (or fails).
+    static func drain(_ pipe: ChunkPipe) {
+        while true {
+            do {
+                guard let chunk = try pipe.pop() else { return }
+                pipe.recycle(chunk)
+            } catch {
+                return
+            }
+        }
+    }
+}
+
+/// Computes diffIDs without extracting.
+public enum LayerDigester {
+    /// diffID (`sha256:<hex>` of the uncompressed tar) and uncompressed size of the layer file at `path`.
+    public static func diffID(ofLayerAt path: String, compression: LayerCompression) throws -> (diffID: String, size: Int64) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw ArchiveError.io("open layer", path) }
+        defer { close(fd) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        let d = try DecompressionPipeline.digest(input: .fileDescriptor(fd, path: path), compression: compression)
+        return (d.diffID, d.size)
+    }
+
+    public static func diffID(of source: ChunkSource, compression: LayerCompression) throws -> (diffID: String, size: Int64) {
+        let d = try DecompressionPipeline.digest(input: .chunks(source), compression: compression)
+        return (d.diffID, d.size)
+    }
+}

@@ -1,0 +1,3 @@
+// Linux headers Swift's Glibc module leaves out.
+#include <sys/xattr.h>
+#include <sys/sysmacros.h>

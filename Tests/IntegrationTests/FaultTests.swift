@@ -1,0 +1,166 @@
+import ContentStore
+import Foundation
+import OCI
+import Registry
+import Slipway
+import Testing
+import TestSupport
+
+/// A misbehaving registry: pulls retry or fail with a clear message, and no blob with a wrong digest is ever stored.
+@Suite struct FaultTests {
+    /// Pushes the demo image (large layer `largeBytes`) through the proxy and returns the reference and the layer
+    /// descriptor of the large layer.
+    func prepare(_ proxy: FaultProxy, _ scratch: ScratchDirectory, session: Session, largeBytes: Int = 4 << 20) async throws
+        -> (reference: String, large: Descriptor)
+    {
+        let layout = try makeDemoLayout(scratch, largeFileBytes: largeBytes)
+        let reference = "\(proxy.host)/demo:v1"
+        try await push(layout, to: reference, session: session)
+        let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
+        proxy.clearLog()
+        return (reference, image.manifest.layers.max { $0.size < $1.size }!)
+    }
+
+    func pull(_ reference: String, into store: ContentStore, session: Session) async throws -> ResolvedImage {
+        try await Puller(session: session, store: store).pull(try ImageLocation(parsing: reference)).0
+    }
+
+    func blobFiles(_ store: ContentStore) -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: "\(store.root)/blobs/sha256")) ?? []
+    }
+
+    @Test func retriesServerErrorsAndHonoursRetryAfter() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.internalServerError, path: "/manifests/v1")
+                proxy.inject(.serviceUnavailable, path: "/blobs/\(large.digest)")
+                proxy.inject(.tooManyRequests(retryAfter: 1), path: "/blobs/\(large.digest)")
+                let started = ContinuousClock.now
+                let image = try await pull(reference, into: try ContentStore(root: scratch.sub("store")), session: session)
+                #expect(image.manifest.layers.contains(large))
+                #expect(proxy.remainingFaults == 0)
+                // Retry-After: 1 was honoured (the backoff alone would be ~0.1 s).
+                #expect(ContinuousClock.now - started >= .milliseconds(900))
+                let statuses = proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").compactMap(\.status)
+                #expect(statuses == [503, 429, 200])
+            }
+        }
+    }
+
+    @Test func resumesAfterConnectionResetAndTruncation() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.resetAfter(bytes: 1_000_000), path: "/blobs/\(large.digest)")
+                proxy.inject(.truncateBody(bytes: 1_000_000), path: "/blobs/\(large.digest)")
+                let store = try ContentStore(root: scratch.sub("store"))
+                _ = try await pull(reference, into: store, session: session)
+                #expect(store.hasBlob(large))
+                let gets = proxy.requests(matching: "/blobs/\(large.digest)", method: "GET")
+                #expect(gets.count == 3)
+                // The later attempts asked only for the missing bytes.
+                #expect(gets.dropFirst().allSatisfy { $0.range?.hasPrefix("bytes=") ?? false })
+                #expect(gets.last?.status == 206)
+                let transferred = gets.reduce(0) { $0 + $1.responseBodyBytes }
+                #expect(transferred < Int(large.size) + 1_100_000)
+            }
+        }
+    }
+
+    @Test func restartsWhenTheServerIgnoresRange() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.resetAfter(bytes: 500_000), path: "/blobs/\(large.digest)")
+                proxy.inject(.ignoreRange, path: "/blobs/\(large.digest)")
+                let store = try ContentStore(root: scratch.sub("store"))
+                _ = try await pull(reference, into: store, session: session)
+                #expect(store.hasBlob(large))
+                #expect(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").map(\.status) == [200, 200])
+            }
+        }
+    }
+
+    @Test func discardsFlippedBytesAndRetries() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.flipByte(at: 12345), path: "/blobs/\(large.digest)")
+                let store = try ContentStore(root: scratch.sub("store"))
+                _ = try await pull(reference, into: store, session: session)
+                let bytes = try #require(FileManager.default.contents(atPath: store.blobPath(large.digest)))
+                #expect(Digest.sha256(of: [UInt8](bytes)) == large.digest)
+                #expect(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").count == 2)
+            }
+        }
+    }
+
+    @Test func neverStoresABlobThatKeepsFailingVerification() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.flipByte(at: 7), path: "/blobs/\(large.digest)", times: .max)
+                let store = try ContentStore(root: scratch.sub("store"))
+                await #expect {
+                    _ = try await pull(reference, into: store, session: session)
+                } throws: { error in
+                    String(describing: error).contains("digest mismatch") && String(describing: error).contains(large.digest.description)
+                }
+                #expect(!store.hasBlob(large))
+                #expect(!blobFiles(store).contains(large.digest.hex))
+                #expect(try store.images().isEmpty)
+            }
+        }
+    }
+
+    @Test func retriesAStalledServer() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession(readTimeout: 1)) { session in
+                let (reference, large) = try await prepare(proxy, scratch, session: session)
+                proxy.inject(.stall(seconds: 3), path: "/blobs/\(large.digest)")
+                let store = try ContentStore(root: scratch.sub("store"))
+                _ = try await pull(reference, into: store, session: session)
+                #expect(store.hasBlob(large))
+            }
+        }
+    }
+
+    @Test func rejectsMalformedManifests() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (reference, _) = try await prepare(proxy, scratch, session: session)
+                let store = try ContentStore(root: scratch.sub("store"))
+                proxy.inject(.status(200, headers: [("Content-Type", MediaType.ociManifest)], body: "<html>gateway</html>"), path: "/manifests/v1")
+                await #expect { _ = try await pull(reference, into: store, session: session) } throws: {
+                    String(describing: $0).contains("not a JSON object")
+                }
+                let unknown = #"{"schemaVersion":2,"mediaType":"application/vnd.example.thing+json","config":{},"layers":[]}"#
+                proxy.inject(.status(200, headers: [("Content-Type", "application/vnd.example.thing+json")], body: unknown), path: "/manifests/v1")
+                await #expect { _ = try await pull(reference, into: store, session: session) } throws: {
+                    String(describing: $0).contains("unsupported media type 'application/vnd.example.thing+json'")
+                }
+                #expect(blobFiles(store).isEmpty)
+            }
+        }
+    }
+
+    @Test func cliReportsMissingTagsAndBadReferencesWithExitCodes() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let missing = try run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "\(registry.host)/nothing:here"])
+            #expect(missing.status == 1)
+            #expect(missing.stderr.contains("not found"), "\(missing.stderr)")
+            let usage = try run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "UPPER/Case:tag"])
+            #expect(usage.status == 2)
+            #expect(usage.stderr.contains("invalid image reference"), "\(usage.stderr)")
+        }
+    }
+}

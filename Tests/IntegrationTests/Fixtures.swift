@@ -1,0 +1,164 @@
+import ContentStore
+import CLinux
+import Crypto
+import Foundation
+import Logging
+import OCI
+import Registry
+import Slipway
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A scratch directory removed when the test ends.
+final class ScratchDirectory: @unchecked Sendable {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-it-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func sub(_ name: String) -> String { "\(path)/\(name)" }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Builds the demo image in a layout under `scratch` and returns the layout store and image name.
+func makeDemoLayout(_ scratch: ScratchDirectory, largeFileBytes: Int = 4 << 20, version: String = "1") throws -> ContentStore {
+    let layout = try ContentStore(root: scratch.sub("layout-\(version)"))
+    try DemoImage.build(into: layout, name: "demo", largeFileBytes: largeFileBytes, version: version)
+    return layout
+}
+
+func makeSession(plainHTTP: Bool = true, credentials: [String: Credentials] = [:], readTimeout: Int64 = 10) throws -> Session {
+    var options = Session.Options()
+    options.plainHTTP = plainHTTP
+    options.credentials = StaticCredentials(credentials)
+    options.readTimeoutSeconds = readTimeout
+    options.retry = RetryPolicy(maxAttempts: 5, baseDelay: 0.05, maxDelay: 0.5, maxRetryAfter: 2)
+    var logger = Logger(label: "test")
+    logger.logLevel = .error
+    return try Session(options: options, logger: logger)
+}
+
+/// Pushes the demo layout to `host/repository:tag` with Slipway's own copier.
+@discardableResult
+func push(_ layout: ContentStore, to reference: String, session: Session, chunkSize: Int64? = nil) async throws -> TransferReport {
+    let source = LayoutImageSource(store: layout, imageName: "demo")
+    let destination = try session.destination(for: try ImageLocation(parsing: reference), chunkSize: chunkSize)
+    return try await Copier().copy(try await source.resolve(), from: source, to: destination)
+}
+
+/// Runs with a session that is shut down afterwards, whatever happens.
+func withSession<T>(_ session: Session, _ body: (Session) async throws -> T) async throws -> T {
+    do {
+        let result = try await body(session)
+        await session.shutdown()
+        return result
+    } catch {
+        await session.shutdown()
+        throw error
+    }
+}
+
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a command to completion, capturing its output.
+@discardableResult
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
+    process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// The `slipway` executable built beside the test bundle (scripts/test builds it before testing).
+let slipwayBinary: String = {
+    let candidates = [
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("slipway").path,
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(".build/debug/slipway").path,
+    ]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[1]
+}()
+
+/// Everything a tree comparison looks at for one path: type, mode, owner, size, content hash, link target,
+/// link count and extended attributes.
+struct TreeEntry: Equatable, CustomStringConvertible {
+    var type: String
+    var mode: UInt32
+    var uid: UInt32
+    var gid: UInt32
+    var size: Int64
+    var contentHash: String
+    var linkTarget: String
+    var links: UInt
+    var xattrs: [String: String]
+
+    var description: String {
+        "\(type) \(String(mode, radix: 8)) \(uid):\(gid) \(size) \(contentHash.prefix(12)) ->\(linkTarget) n=\(links) \(xattrs)"
+    }
+}
+
+func describeTree(_ root: String) throws -> [String: TreeEntry] {
+    var result: [String: TreeEntry] = [:]
+    guard let enumerator = FileManager.default.enumerator(atPath: root) else { return result }
+    for case let relative as String in enumerator {
+        let path = "\(root)/\(relative)"
+        var info = stat()
+        guard lstat(path, &info) == 0 else { continue }
+        let format = info.st_mode & S_IFMT
+        var entry = TreeEntry(
+            type: "?", mode: info.st_mode & 0o7777, uid: info.st_uid, gid: info.st_gid, size: 0, contentHash: "", linkTarget: "",
+            links: UInt(info.st_nlink), xattrs: readXattrs(path))
+        switch format {
+        case S_IFREG:
+            entry.type = "file"
+            entry.size = Int64(info.st_size)
+            entry.contentHash = SHA256.hash(data: FileManager.default.contents(atPath: path) ?? Data()).map { String(format: "%02x", $0) }.joined()
+        case S_IFDIR:
+            entry.type = "dir"
+            entry.links = 0  // directory link counts depend on subdirectory counts only; compared through the entries
+        case S_IFLNK:
+            entry.type = "symlink"
+            entry.linkTarget = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? ""
+        case S_IFCHR: entry.type = "char \(info.st_rdev)"
+        case S_IFBLK: entry.type = "block \(info.st_rdev)"
+        case S_IFIFO: entry.type = "fifo"
+        default: break
+        }
+        result[relative] = entry
+    }
+    return result
+}
+
+func readXattrs(_ path: String) -> [String: String] {
+    var names = [CChar](repeating: 0, count: 4096)
+    let length = llistxattr(path, &names, names.count)
+    guard length > 0 else { return [:] }
+    var result: [String: String] = [:]
+    let raw = names.prefix(length).map { UInt8(bitPattern: $0) }
+    for nameBytes in raw.split(separator: 0) {
+        let name = String(decoding: nameBytes, as: UTF8.self)
+        var value = [UInt8](repeating: 0, count: 4096)
+        let size = lgetxattr(path, name, &value, value.count)
+        result[name] = size >= 0 ? value.prefix(size).map { String(format: "%02x", $0) }.joined() : "?"
+    }
+    return result
+}
+
+func layerBlobGETs(_ proxy: FaultProxy) -> [LoggedRequest] {
+    proxy.requests(matching: "/blobs/sha256:", method: "GET")
+}

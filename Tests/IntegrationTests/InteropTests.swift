@@ -1,0 +1,107 @@
+import ContentStore
+import Foundation
+import OCI
+import Registry
+import Slipway
+import Testing
+import TestSupport
+
+/// Slipway against the real peers: docker-registry, skopeo and umoci must agree with what we write and read.
+@Suite(.serialized) struct InteropTests {
+    @Test func pulledAndUnpackedTreeMatchesUmoci() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        try await RegistryProcess.withRegistry { registry in
+            try await withSession(try makeSession()) { session in
+                let reference = "\(registry.host)/demo:v1"
+                try await push(layout, to: reference, session: session)
+                let store = try ContentStore(root: scratch.sub("store"))
+                let (transfer, unpacked) = try await Puller(session: session, store: store).pullAndUnpack(
+                    try ImageLocation(parsing: reference), to: scratch.sub("rootfs"))
+                #expect(unpacked.layers == 3)
+
+                // skopeo reads our store as an OCI layout and sees the same manifest.
+                let inspect = try run("skopeo", ["inspect", "oci:\(store.root):\(reference)"])
+                #expect(inspect.status == 0, "\(inspect.stderr)")
+                #expect(inspect.stdout.contains(transfer.manifestDigest))
+
+                // umoci unpacks the same image from our store; the trees must be identical.
+                let umoci = try run("umoci", ["unpack", "--image", "\(store.root):\(reference)", scratch.sub("bundle")])
+                #expect(umoci.status == 0, "\(umoci.stderr)")
+                let ours = try describeTree(scratch.sub("rootfs"))
+                let theirs = try describeTree(scratch.sub("bundle/rootfs"))
+                #expect(ours.count > 20)
+                #expect(Set(ours.keys) == Set(theirs.keys))
+                for (path, entry) in ours where theirs[path] != entry {
+                    Issue.record("\(path): slipway \(entry) vs umoci \(theirs[path].map(\.description) ?? "missing")")
+                }
+                // Whiteouts and the opaque directory took effect; the xattr came through.
+                #expect(ours["etc/motd"] == nil)
+                #expect(ours["var/cache/demo/stale-1"] == nil)
+                #expect(ours["var/cache/demo/fresh"] != nil)
+                #expect(ours["usr/bin/hello"]?.links == 2)
+                #expect(ours["etc/os-release"]?.xattrs["user.slipway.origin"] == "64656d6f")
+            }
+        }
+    }
+
+    @Test func skopeoAndSlipwayReadEachOthersPushes() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        try await RegistryProcess.withRegistry { registry in
+            try await withSession(try makeSession()) { session in
+                // Ours → skopeo.
+                let ours = try await push(layout, to: "\(registry.host)/ours:v1", session: session)
+                let inspected = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/ours:v1"])
+                #expect(inspected.status == 0, "\(inspected.stderr)")
+                #expect(inspected.stdout.contains(ours.manifestDigest))
+                let copied = try run("skopeo", ["copy", "-q", "--src-tls-verify=false", "docker://\(registry.host)/ours:v1", "oci:\(scratch.sub("skopeo-layout")):x"])
+                #expect(copied.status == 0, "\(copied.stderr)")
+
+                // skopeo → ours, as a Docker schema 2 image (skopeo converts on request).
+                let pushed = try run("skopeo", [
+                    "copy", "-q", "--format", "v2s2", "--dest-tls-verify=false", "oci:\(layout.root):demo", "docker://\(registry.host)/theirs:v1",
+                ])
+                #expect(pushed.status == 0, "\(pushed.stderr)")
+                let store = try ContentStore(root: scratch.sub("store"))
+                let (image, _) = try await Puller(session: session, store: store).pull(try ImageLocation(parsing: "\(registry.host)/theirs:v1"))
+                #expect(image.manifestDescriptor.mediaType == MediaType.dockerManifest)
+                #expect(image.manifest.layers.allSatisfy { $0.mediaType == MediaType.dockerLayerGzip })
+                for layer in image.manifest.layers { #expect(store.hasBlob(layer)) }
+
+                // A layout skopeo wrote is a source too.
+                let fromLayout = LayoutImageSource(store: try ContentStore(root: scratch.sub("skopeo-layout")), imageName: "x")
+                #expect(try await fromLayout.resolve().manifestDescriptor.digest.description == ours.manifestDigest)
+            }
+        }
+    }
+
+    @Test func chunkedUploadAndCrossRepositoryMount() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        try await withRegistryAndProxy { registry, proxy in
+            try await withSession(try makeSession()) { session in
+                try await push(layout, to: "\(proxy.host)/chunked:v1", session: session, chunkSize: 1 << 20)
+                // The 4 MiB layer went up in 1 MiB PATCHes.
+                #expect(proxy.requests(matching: "/blobs/uploads/", method: "PATCH").count >= 4)
+                let inspect = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/chunked:v1"])
+                #expect(inspect.status == 0, "\(inspect.stderr)")
+
+                // Copy to another repository on the same registry: blobs are mounted, not uploaded again.
+                proxy.clearLog()
+                let source = RemoteImageSource(reference: try Reference(parsing: "\(proxy.host)/chunked:v1"), client: session.client(for: proxy.host))
+                let destination = try session.destination(for: try ImageLocation(parsing: "\(proxy.host)/mounted:v1"))
+                let image = try await source.resolve()
+                let report = try await Copier().copy(image, from: source, to: destination)
+                #expect(report.bytesTransferred < 4096)
+                let mounts = proxy.requestLog.filter { $0.method == "POST" && ($0.query?.contains("mount=") ?? false) }
+                #expect(mounts.count == image.manifest.layers.count)
+                #expect(mounts.allSatisfy { $0.status == 201 })
+                #expect(proxy.requests(matching: "/blobs/uploads/", method: "PATCH").isEmpty)
+                // Only the config was read (by resolve); no layer crossed the wire.
+                let layerDigests = Set(image.manifest.layers.map(\.digest.description))
+                #expect(layerBlobGETs(proxy).filter { layerDigests.contains(String($0.path.split(separator: "/").last ?? "")) }.isEmpty)
+            }
+        }
+    }
+}

@@ -133,7 +133,7 @@ public final class RegistryClient: Sendable {
             return header
         case .bearer:
             guard let realm = challenge.realm else { throw RegistryError.invalidResponse(url: baseURL, reason: "Bearer challenge without realm") }
-            let token = try await fetchToken(realm: realm, service: challenge.service, scope: challenge.scope ?? scope, credentials: found)
+            let token = try await fetchToken(realm: realm, service: challenge.service, scope: Self.tokenScope(asked: scope, challenged: challenge.scope), credentials: found)
             await auth.storeToken(token.value, scope: scope, expiresIn: token.expiresIn)
             return "Bearer \(token.value)"
         case .other(let name):
@@ -192,6 +192,15 @@ public final class RegistryClient: Sendable {
         else { throw RegistryError.invalidResponse(url: realm, reason: "token answer without a token") }
         // The token spec's default lifetime is 60 s when unstated.
         return (value, max(answer.expires_in ?? 60, 1))
+    }
+
+    /// The scope to ask the token server for: ours, which names every action this request needs (a HEAD before a
+    /// push is challenged for `pull` only), plus the challenge's when it names another resource.
+    static func tokenScope(asked: String, challenged: String?) -> String {
+        guard let challenged, !challenged.isEmpty else { return asked }
+        let resources = Set(asked.split(separator: " ").map { $0.split(separator: ":").dropLast().joined(separator: ":") })
+        let extra = challenged.split(separator: " ").filter { !resources.contains($0.split(separator: ":").dropLast().joined(separator: ":")) }
+        return ([asked] + extra.map(String.init)).joined(separator: " ")
     }
 
     /// Credentials go only to a token realm on the registry's own host or its registrable domain, and never over

@@ -27,7 +27,7 @@ public struct Puller: Sendable {
     public func pull(_ location: ImageLocation) async throws -> (ResolvedImage, TransferReport) {
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        let source = try session.source(for: location)
+        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
         let image = try await source.resolve(platform: session.options.platform)
         let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
         let report = try await Copier(concurrency: session.options.concurrency, progress: progress).copy(image, from: source, to: destination)
@@ -41,7 +41,7 @@ public struct Puller: Sendable {
     {
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        let source = try session.source(for: location)
+        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
         let image = try await source.resolve(platform: session.options.platform)
         let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
         let arrivals = Arrivals()

@@ -1,0 +1,29 @@
+import ContentStore
+import OCI
+import Registry
+
+/// Wraps a source so configs go through the store's ingest: many processes resolving the same image at once
+/// fetch its config once (the others wait on the blob's lock and read it from the store), and a config already
+/// in the store is not fetched at all.
+struct StoreBackedSource: ImageSource {
+    let inner: any ImageSource
+    let store: ContentStore
+
+    var name: String { inner.name }
+
+    func rootDocument() async throws -> FetchedManifest { try await inner.rootDocument() }
+
+    func document(_ descriptor: Descriptor) async throws -> [UInt8] {
+        if MediaType.isManifest(descriptor.mediaType) || MediaType.isIndex(descriptor.mediaType) {
+            return try await inner.document(descriptor)
+        }
+        _ = try await store.ingest(descriptor) { sink in try await inner.fetchBlob(descriptor, into: sink) }
+        return try store.readBlob(descriptor.digest)
+    }
+
+    func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
+        try await inner.fetchBlob(descriptor, into: sink)
+    }
+
+    func localBlobPath(_ descriptor: Descriptor) -> String? { inner.localBlobPath(descriptor) }
+}

@@ -1,0 +1,142 @@
+import Archive
+import ContentStore
+import Foundation
+import OCI
+import Slipway
+import Testing
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The store shared by many processes: concurrent pulls, a pull killed with SIGKILL, garbage collection, and a
+/// hostile image — all through the `slipway` command as users run it.
+@Suite struct StoreSharingTests {
+    func startSlipway(_ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: slipwayBinary)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    @Test func eightConcurrentPullsDownloadEachBlobOnce() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch, largeFileBytes: 4 << 20)
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in try await push(layout, to: "\(proxy.host)/demo:v1", session: session) }
+            let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
+            proxy.clearLog()
+            // Slow the large layer down so the eight processes overlap while it downloads.
+            let large = image.manifest.layers.max { $0.size < $1.size }!
+            proxy.inject(.throttle(bytesPerSecond: 8 << 20), path: "/blobs/\(large.digest)", times: .max)
+            let store = scratch.sub("shared-store")
+            let processes = try (0..<8).map { _ in try startSlipway(["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"]) }
+            for process in processes { process.waitUntilExit() }
+            #expect(processes.allSatisfy { $0.terminationStatus == 0 })
+            for blob in image.manifest.layers.map(\.digest) + [image.manifest.config.digest] {
+                let fetched = proxy.requests(matching: "/blobs/\(blob)", method: "GET").filter { $0.status == 200 || $0.status == 206 }
+                #expect(fetched.count == 1, "\(blob) fetched \(fetched.count) times")
+            }
+            let shared = try ContentStore(root: store)
+            for layer in image.manifest.layers { #expect(shared.hasBlob(layer)) }
+            #expect(try shared.images().map(\.name) == ["\(proxy.host)/demo:v1"])
+        }
+    }
+
+    @Test func killedPullLeavesNothingVisibleAndResumes() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch, largeFileBytes: 16 << 20)
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in try await push(layout, to: "\(proxy.host)/demo:v1", session: session) }
+            let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
+            let large = image.manifest.layers.max { $0.size < $1.size }!
+            proxy.clearLog()
+            proxy.inject(.throttle(bytesPerSecond: 4 << 20), path: "/blobs/\(large.digest)")
+            let store = scratch.sub("store")
+            let partial = "\(store)/ingest/sha256-\(large.digest.hex).partial"
+            let victim = try startSlipway(["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"])
+            var partialBytes: Int64 = 0
+            for _ in 0..<400 where partialBytes < 2 << 20 {
+                try await Task.sleep(for: .milliseconds(10))
+                partialBytes = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int64) ?? 0
+            }
+            kill(victim.processIdentifier, SIGKILL)
+            victim.waitUntilExit()
+            #expect(partialBytes >= 2 << 20 && partialBytes < large.size)
+            let shared = try ContentStore(root: store)
+            #expect(!shared.hasBlob(large))
+            #expect(try shared.images().isEmpty)
+
+            let again = try run(slipwayBinary, ["pull", "--store", store, "\(proxy.host)/demo:v1"])
+            #expect(again.status == 0, "\(again.stderr)")
+            #expect(shared.hasBlob(large))
+            let resumed = try #require(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").last)
+            #expect(resumed.status == 206)
+            #expect(resumed.range.map { $0.hasPrefix("bytes=") && !$0.hasPrefix("bytes=0-") } ?? false, "\(String(describing: resumed.range))")
+            let bytes = try #require(FileManager.default.contents(atPath: shared.blobPath(large.digest)))
+            #expect(Digest.sha256(of: [UInt8](bytes)) == large.digest)
+        }
+    }
+
+    @Test func gcKeepsWhatImagesShareAndRemovesTheRest() async throws {
+        let scratch = try ScratchDirectory()
+        let v1 = try makeDemoLayout(scratch, version: "1")
+        let v2 = try makeDemoLayout(scratch, version: "2")
+        try await RegistryProcess.withRegistry { registry in
+            try await withSession(try makeSession()) { session in
+                try await push(v1, to: "\(registry.host)/demo:v1", session: session)
+                try await push(v2, to: "\(registry.host)/demo:v2", session: session)
+            }
+            let store = scratch.sub("store")
+            for tag in ["v1", "v2"] {
+                let pulled = try run(slipwayBinary, ["pull", "--unpack-layers", "--store", store, "\(registry.host)/demo:\(tag)"])
+                #expect(pulled.status == 0, "\(pulled.stderr)")
+            }
+            let shared = try ContentStore(root: store)
+            let first = try await LayoutImageSource(store: shared, imageName: "\(registry.host)/demo:v1").resolve()
+            let second = try await LayoutImageSource(store: shared, imageName: "\(registry.host)/demo:v2").resolve()
+            for (_, diffID) in first.layers + second.layers { #expect(shared.hasLayerDirectory(diffID)) }
+
+            #expect(try run(slipwayBinary, ["rmi", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
+            let collected = try run(slipwayBinary, ["gc", "--json", "--store", store])
+            #expect(collected.status == 0, "\(collected.stderr)")
+            let report = try JSONDecoder().decode(ContentStore.CollectionReport.self, from: Data(collected.stdout.utf8))
+            // v1's manifest, config and version layer go; the two shared layers stay.
+            #expect(report.removedBlobs == 3)
+            #expect(report.removedLayers == 1)
+            for layer in second.manifest.layers { #expect(shared.hasBlob(layer)) }
+            for (_, diffID) in second.layers { #expect(shared.hasLayerDirectory(diffID)) }
+            #expect(!shared.hasBlob(first.manifestDescriptor))
+            let inspect = try run("skopeo", ["inspect", "oci:\(store):\(registry.host)/demo:v2"])
+            #expect(inspect.status == 0, "\(inspect.stderr)")
+        }
+    }
+
+    @Test func hostileLayerWritesNothingOutsideTheTarget() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try ContentStore(root: scratch.sub("layout"))
+        var builder = ImageBuilder(store: layout)
+        try builder.addLayer(
+            [
+                (TarHeader(name: "etc/", type: .directory, mode: 0o755), []),
+                (TarHeader(name: "escape", type: .symbolicLink, mode: 0o777, linkName: "../../"), []),
+                (TarHeader(name: "escape/owned", type: .regular, mode: 0o644, size: 5), Array("owned".utf8)),
+                (TarHeader(name: "../outside", type: .regular, mode: 0o644, size: 5), Array("owned".utf8)),
+            ], comment: "hostile")
+        try builder.commit(name: "demo", config: .init())
+        try await RegistryProcess.withRegistry { registry in
+            try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/evil:v1", session: session) }
+            let target = scratch.sub("jail/rootfs")
+            let result = try run(slipwayBinary, ["unpack", "--store", scratch.sub("store"), "\(registry.host)/evil:v1", target])
+            #expect(result.status == 1)
+            #expect(result.stderr.lowercased().contains("outside") || result.stderr.lowercased().contains("escape"), "\(result.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("jail")).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: scratch.sub("owned")))
+            #expect(!FileManager.default.fileExists(atPath: scratch.sub("outside")))
+        }
+    }
+}

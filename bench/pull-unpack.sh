@@ -48,19 +48,24 @@ import json,sys; d=json.load(sys.stdin)
 print(" ".join(sys.argv[1] + "/blobs/sha256/" + l["digest"].split(":")[1] for l in d["layers"]))' "$WORK/layout")
 "$SLIPWAY" inspect "$REF" | sed -n '/Layers/,$p'
 
+# Every run starts from a cold page cache, dentry and inode cache: on ext4 here, extracting over the
+# remains of a just-deleted tree cost up to 5x more kernel time and made every tool's figures swing
+# 1.2-6 s. Dropping caches (root only) makes runs repeatable; it also means each run reads the registry's
+# blobs from disk, like a node that did not just push the image.
+COLD="sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi"
 mkdir -p "$OUT"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$OUT/results.json" \
   -n "slipway unpack (pull overlapped)" \
-  --prepare "rm -rf $WORK/s $WORK/rootfs" \
+  --prepare "rm -rf $WORK/s $WORK/rootfs; $COLD" \
   "$SLIPWAY unpack -q --store $WORK/s $REF $WORK/rootfs" \
   -n "slipway pull + slipway unpack" \
-  --prepare "rm -rf $WORK/s $WORK/rootfs" \
+  --prepare "rm -rf $WORK/s $WORK/rootfs; $COLD" \
   "$SLIPWAY pull -q --store $WORK/s $REF >/dev/null && $SLIPWAY unpack -q --store $WORK/s $REF $WORK/rootfs" \
   -n "skopeo copy + umoci unpack" \
-  --prepare "rm -rf $WORK/sk $WORK/bundle" \
+  --prepare "rm -rf $WORK/sk $WORK/bundle; $COLD" \
   "skopeo copy -q --src-tls-verify=false docker://$REF oci:$WORK/sk:bench && umoci unpack --image $WORK/sk:bench $WORK/bundle" \
   -n "GNU tar -xzf of the local layer files" \
-  --prepare "rm -rf $WORK/tarout && mkdir $WORK/tarout" \
+  --prepare "rm -rf $WORK/tarout && mkdir $WORK/tarout; $COLD" \
   "for f in $LAYER_FILES; do tar -xzf \$f -C $WORK/tarout; done"
 
 python3 - "$OUT" "$SIZE_MB" <<'PY'
@@ -70,7 +75,8 @@ results = json.load(open(f"{out}/results.json"))["results"]
 by = {r["command"]: r for r in results}
 slip = by["slipway pull + slipway unpack"]["mean"]
 lines = [f"# pull + unpack, {size} MB generated image, docker-registry on loopback", "",
-         f"{os.cpu_count()} cores, {platform.platform()}; {len(results[0]['times'])} runs each after one warm-up.", "",
+         f"{os.cpu_count()} cores, {platform.platform()}; {len(results[0]['times'])} runs each after one warm-up;",
+         "page, dentry and inode caches dropped before every run (cold node).", "",
          "| variant | mean s | stddev s | min s | slipway (pull + unpack) / variant |", "|---|---|---|---|---|"]
 for r in results:
     lines.append(f"| {r['command']} | {r['mean']:.3f} | {r['stddev'] or 0:.3f} | {r['min']:.3f} | {slip / r['mean']:.3f} |")

@@ -47,7 +47,7 @@ struct GlobalOptions: ParsableArguments {
     func openStore() throws -> ContentStore { try ContentStore(root: storeRoot) }
 
     func makeLogger() -> Logger {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        _ = loggingBootstrap
         var logger = Logger(label: "slipway")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .warning
         return logger
@@ -97,3 +97,6 @@ func formatBytes(_ bytes: Int64) -> String {
     }
     return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }
+
+/// swift-log allows one bootstrap per process.
+private let loggingBootstrap: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }

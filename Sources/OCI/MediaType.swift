@@ -24,7 +24,7 @@ public enum MediaType {
     public static func layerCompression(_ type: String) -> LayerCompressionKind? {
         switch type {
         case ociLayer, "application/vnd.oci.image.layer.nondistributable.v1.tar", "application/vnd.docker.image.rootfs.diff.tar":
-            return .none
+            return .uncompressed
         case ociLayerGzip, ociLayerNondistributableGzip, dockerLayerGzip, dockerForeignLayerGzip: return .gzip
         case ociLayerZstd, "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": return .zstd
         default: return nil
@@ -32,4 +32,6 @@ public enum MediaType {
     }
 }
 
-public enum LayerCompressionKind: String, Sendable { case none, gzip, zstd }
+/// A layer's compression as its media type declares it (`uncompressed`, not `none`, so it never reads as
+/// `Optional.none`).
+public enum LayerCompressionKind: String, Sendable { case uncompressed, gzip, zstd }

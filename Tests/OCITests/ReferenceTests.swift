@@ -88,3 +88,13 @@ import Testing
         #expect(Platform(os: "linux", architecture: "aarch64").satisfies(try Platform(parsing: "linux/arm64")))
     }
 }
+
+@Suite struct MediaTypeTests {
+    @Test func layerCompressionOfEveryLayerType() {
+        #expect(MediaType.layerCompression(MediaType.ociLayer) == .uncompressed)
+        #expect(MediaType.layerCompression(MediaType.ociLayerGzip) == .gzip)
+        #expect(MediaType.layerCompression(MediaType.dockerLayerGzip) == .gzip)
+        #expect(MediaType.layerCompression(MediaType.ociLayerZstd) == .zstd)
+        #expect(MediaType.layerCompression(MediaType.ociConfig) == nil)
+    }
+}

@@ -24,7 +24,7 @@ let package = Package(
             name: "Archive",
             dependencies: ["CISAL", "CZstd", "CLinux", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        .target(name: "ContentStore", dependencies: ["OCI", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Registry",
             dependencies: [
@@ -64,6 +64,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(

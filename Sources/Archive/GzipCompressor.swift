@@ -2,7 +2,7 @@ import CISAL
 
 /// Streaming gzip compressor on ISA-L `isal_deflate` (levels 0...3; 1 is the fast default).
 /// Used by tests and the image generator to produce gzip layers.
-public final class GzipCompressor {
+public final class GzipCompressor: StreamCompressor {
     private let stream: UnsafeMutablePointer<isal_zstream>
     private let levelBuffer: UnsafeMutableRawPointer?
     private let outBuffer: UnsafeMutablePointer<UInt8>
@@ -68,18 +68,9 @@ public final class GzipCompressor {
             remaining = UnsafeRawBufferPointer(rebasing: remaining[chunk...])
         } while remaining.count > 0
     }
-
-    /// One-shot gzip of `data`.
-    public static func gzip(_ data: [UInt8], level: Int = 1) throws -> [UInt8] {
-        let c = GzipCompressor(level: level)
-        var out: [UInt8] = []
-        try data.withUnsafeBytes { try c.compress($0) { out += $0 } }
-        try c.finish { out += $0 }
-        return out
-    }
 }
 
 /// One-shot gzip (ISA-L, level 1).
 public func gzip(data: [UInt8], level: Int = 1) throws -> [UInt8] {
-    try GzipCompressor.gzip(data, level: level)
+    try GzipCompressor(level: level).compressAll(data)
 }

@@ -1,7 +1,7 @@
 import CZstd
 
 /// Streaming zstd compressor (`ZSTD_compressStream2`).
-public final class ZstdCompressor {
+public final class ZstdCompressor: StreamCompressor {
     private let context: OpaquePointer
     private let outBuffer: UnsafeMutableRawPointer
     private let outCapacity: Int
@@ -42,17 +42,9 @@ public final class ZstdCompressor {
             if done { return }
         }
     }
-
-    public static func zstd(_ data: [UInt8], level: Int32 = 3) throws -> [UInt8] {
-        let c = ZstdCompressor(level: level)
-        var out: [UInt8] = []
-        try data.withUnsafeBytes { try c.compress($0) { out += $0 } }
-        try c.finish { out += $0 }
-        return out
-    }
 }
 
 /// One-shot zstd compression.
 public func zstd(data: [UInt8], level: Int32 = 3) throws -> [UInt8] {
-    try ZstdCompressor.zstd(data, level: level)
+    try ZstdCompressor(level: level).compressAll(data)
 }

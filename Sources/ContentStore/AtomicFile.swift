@@ -11,12 +11,16 @@ enum AtomicFile {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw StoreError.io(path: temporary, operation: "create", errno: errno) }
         do {
+            defer { close(fd) }
             try writeAll(fd, bytes, path: temporary)
             guard fsync(fd) == 0 else { throw StoreError.io(path: temporary, operation: "fsync", errno: errno) }
-            close(fd)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        do {
             try rename(temporary, to: path)
         } catch {
-            close(fd)
             unlink(temporary)
             throw error
         }

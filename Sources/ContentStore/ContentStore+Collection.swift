@@ -20,20 +20,25 @@ extension ContentStore {
         var liveBlobs = Set<Digest>()
         var liveLayers = Set<Digest>()
         var pending = try readIndex().manifests
+        // Marking reads every reachable document; anything unreadable stops gc before it removes a byte, since a
+        // misread would make live content look like garbage.
         while let descriptor = pending.popLast() {
-            guard liveBlobs.insert(descriptor.digest).inserted, hasBlob(descriptor) else { continue }
-            let bytes = try readBlob(descriptor.digest)
-            if MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType) {
-                switch try ManifestDocument.decode(bytes, contentType: descriptor.mediaType) {
-                case .index(let index): pending += index.manifests
-                case .manifest(let manifest):
-                    liveBlobs.formUnion(manifest.layers.map(\.digest))
-                    liveBlobs.insert(manifest.config.digest)
-                    if let configBytes = try? readBlob(manifest.config.digest),
-                        let config = try? JSONDecoder().decode(ImageConfig.self, from: Data(configBytes))
-                    {
-                        liveLayers.formUnion(config.rootfs.diff_ids)
-                    }
+            guard liveBlobs.insert(descriptor.digest).inserted,
+                FileManager.default.fileExists(atPath: blobPath(descriptor.digest)),
+                MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType)
+            else { continue }
+            switch try ManifestDocument.decode(try readBlob(descriptor.digest), contentType: descriptor.mediaType) {
+            case .index(let index): pending += index.manifests
+            case .manifest(let manifest):
+                liveBlobs.formUnion(manifest.layers.map(\.digest))
+                liveBlobs.insert(manifest.config.digest)
+                guard FileManager.default.fileExists(atPath: blobPath(manifest.config.digest)) else { continue }
+                do {
+                    let config = try JSONDecoder().decode(ImageConfig.self, from: Data(try readBlob(manifest.config.digest)))
+                    liveLayers.formUnion(config.rootfs.diff_ids)
+                } catch {
+                    throw StoreError.corrupt(
+                        path: blobPath(manifest.config.digest), reason: "gc stopped, nothing removed: cannot read this image config (\(error))")
                 }
             }
         }

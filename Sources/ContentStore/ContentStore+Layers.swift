@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Foundation
 import OCI
 
@@ -17,7 +18,7 @@ extension ContentStore {
     /// diffID it computed; the directory is renamed into place only when that matches, so a crash or a lie leaves
     /// nothing visible.
     @discardableResult
-    public func ensureLayerDirectory(_ diffID: Digest, extract: (String) throws -> Digest) async throws -> Bool {
+    public func ensureLayerDirectory(_ diffID: Digest, extract: (String) async throws -> Digest) async throws -> Bool {
         let final = layerDirectory(diffID)
         if hasLayerDirectory(diffID) { return false }
         try FileManager.default.createDirectory(atPath: "\(root)/layers/\(diffID.algorithm.rawValue)", withIntermediateDirectories: true)
@@ -28,9 +29,14 @@ extension ContentStore {
         try? FileManager.default.removeItem(atPath: temporary)
         try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         do {
-            let actual = try extract(temporary)
+            let actual = try await extract(temporary)
             guard actual == diffID else { throw StoreError.verification(expected: diffID, actual: actual, size: 0) }
-            sync()
+            // Flush the extracted files before the rename publishes them; only this filesystem, not the node's.
+            let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd >= 0 {
+                syncfs(fd)
+                close(fd)
+            }
             try AtomicFile.rename(temporary, to: final)
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)

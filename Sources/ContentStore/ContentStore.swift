@@ -13,13 +13,14 @@ import OCI
 public final class ContentStore: Sendable {
     public let root: String
 
+    /// Opens the store at `root`, creating it (and its directories) if needed.
     public init(root: String) throws {
-        self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
+        self.root = Self.normalize(root)
         for directory in [self.root, "\(self.root)/blobs/sha256", "\(self.root)/ingest", "\(self.root)/layers/sha256", "\(self.root)/.slipway"] {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             } catch {
-                throw StoreError.io(path: directory, operation: "create directory", errno: (error as NSError).code == 513 ? EACCES : EIO)
+                throw StoreError.io(path: directory, operation: "create directory", errno: Self.posixCode(of: error))
             }
         }
         let layoutFile = "\(self.root)/oci-layout"
@@ -27,8 +28,33 @@ public final class ContentStore: Sendable {
             try AtomicFile.write(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: layoutFile)
         }
         if !FileManager.default.fileExists(atPath: indexPath) {
-            try withIndexLock { try writeIndex(Index(manifests: [])) }
+            try withIndexLock {
+                // Checked again under the lock: another node may have written it while we waited.
+                if !FileManager.default.fileExists(atPath: indexPath) { try writeIndex(Index(manifests: [])) }
+            }
         }
+    }
+
+    /// Opens an existing OCI layout for reading without writing anything to it (it may be read-only, or
+    /// belong to another tool).
+    public init(existingLayoutAt root: String) throws {
+        self.root = Self.normalize(root)
+        guard FileManager.default.fileExists(atPath: "\(self.root)/index.json") else {
+            throw StoreError.notFound("OCI layout at \(self.root) (no index.json)")
+        }
+    }
+
+    private static func normalize(_ root: String) -> String {
+        root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
+    }
+
+    /// The errno behind a Foundation file error, so messages say "Read-only file system", not "I/O error".
+    static func posixCode(of error: any Error) -> Int32 {
+        let nsError = error as NSError
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return Int32(underlying.code)
+        }
+        return nsError.domain == NSPOSIXErrorDomain ? Int32(nsError.code) : EIO
     }
 
     /// Default location: `$SLIPWAY_STORE`, else `/var/lib/slipway` for root, else `$XDG_CACHE_HOME/slipway`.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A username and secret for a registry. An empty username with a secret is an identity token (OAuth2 refresh token).
 public struct Credentials: Sendable, Equatable {
@@ -103,10 +104,21 @@ public struct DockerConfigCredentials: CredentialProvider {
         } catch {
             throw RegistryError.credentialHelper(helper: name, reason: "cannot start: \(error)")
         }
-        try input.fileHandleForWriting.write(contentsOf: Data(serverURL.utf8))
-        try input.fileHandleForWriting.close()
+        // stderr is drained on its own thread so a chatty helper cannot fill the pipe and stall both sides.
+        let errorOutput = Mutex(Data())
+        let drained = DispatchGroup()
+        drained.enter()
+        DispatchQueue.global().async {
+            let data = errors.fileHandleForReading.readDataToEndOfFile()
+            errorOutput.withLock { $0 = data }
+            drained.leave()
+        }
+        // A helper that exits without reading stdin makes this write fail (EPIPE; SIGPIPE is ignored by the CLI).
+        try? input.fileHandleForWriting.write(contentsOf: Data(serverURL.utf8))
+        try? input.fileHandleForWriting.close()
         let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        drained.wait()
+        let errorText = String(decoding: errorOutput.withLock { $0 }, as: UTF8.self)
         process.waitUntilExit()
         if process.terminationStatus != 0 {
             let message = (String(decoding: data, as: UTF8.self) + errorText).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -130,7 +142,21 @@ public struct DockerConfigCredentials: CredentialProvider {
     }
 }
 
-/// Fixed credentials, e.g. from `--creds USER:PASS`.
+/// Credentials given on the command line for some registries, docker's config for the others.
+public struct OverridingCredentials: CredentialProvider {
+    let explicit: [String: Credentials]
+    let fallback: any CredentialProvider
+    public init(explicit: [String: Credentials], fallback: any CredentialProvider) {
+        self.explicit = explicit
+        self.fallback = fallback
+    }
+    public func credentials(for registry: String) async throws -> Credentials? {
+        if let given = explicit[registry] { return given }
+        return try await fallback.credentials(for: registry)
+    }
+}
+
+/// Fixed credentials, as tests use them.
 public struct StaticCredentials: CredentialProvider {
     let map: [String: Credentials]
     public init(_ map: [String: Credentials]) { self.map = map }

@@ -22,14 +22,14 @@ extension RegistryClient {
     static let manifestLimit = 4 << 20
 
     /// Fetches a manifest or index by tag or digest and verifies it: against the digest when asked by digest,
-    /// against `Docker-Content-Digest` otherwise.
-    public func fetchManifest(repository: String, reference: String) async throws -> FetchedManifest {
+    /// against `Docker-Content-Digest` otherwise; and against `expectedSize` when an index or descriptor gave one.
+    public func fetchManifest(repository: String, reference: String, expectedSize: Int64? = nil) async throws -> FetchedManifest {
         var request = Request(method: .GET, target: "/v2/\(repository)/manifests/\(reference)", scope: Self.scope(repository))
         request.headers.add(name: "Accept", value: MediaType.manifestAccept.joined(separator: ", "))
         request.timeout = .seconds(120)
         let url = resolve(request.target)
         let response = try await send(request, expecting: [200])
-        let bytes = try await Self.collect(response.body, limit: Self.manifestLimit)
+        let bytes = try await Self.collect(response.body, limit: Self.manifestLimit, url: url)
         let contentType = response.headers.first(name: "Content-Type")
         let document = try ManifestDocument.decode(bytes, contentType: contentType)
         let requested = try? Digest(reference)
@@ -40,6 +40,9 @@ extension RegistryClient {
         let actual = hasher.finalize()
         if let expected = requested ?? announced, expected != actual {
             throw RegistryError.digestMismatch(expected: expected, actual: actual, url: url)
+        }
+        if let expectedSize, Int64(bytes.count) != expectedSize {
+            throw RegistryError.sizeMismatch(expected: expectedSize, actual: Int64(bytes.count), url: url)
         }
         let mediaType: String
         switch document {
@@ -79,7 +82,14 @@ extension RegistryClient {
         let url = resolve(target)
         var attempt = 0
         var lastFailure = ""
-        while attempt < retry.maxAttempts {
+        var heldBefore = sink.count
+        var rounds = 0
+        while attempt < retry.maxAttempts, rounds < 100 {
+            // An attempt that moved the download forward by at least 1 MiB does not use up the budget: a proxy
+            // that cuts every connection after 500 MB must not fail a 5 GB layer. `rounds` bounds the whole.
+            if rounds > 0, sink.count >= heldBefore + (1 << 20) { attempt -= 1 }
+            heldBefore = sink.count
+            rounds += 1
             attempt += 1
             if attempt > 1 {
                 try await Task.sleep(for: .seconds(retry.delay(afterAttempt: attempt - 1, retryAfter: nil)))

@@ -39,7 +39,9 @@ public final class RegistryClient: Sendable {
         var name = Substring(host)
         if name.hasPrefix("[") { return name.hasPrefix("[::1]") }
         if let colon = name.lastIndex(of: ":") { name = name[..<colon] }
-        return name == "localhost" || name.hasPrefix("127.")
+        if name == "localhost" { return true }
+        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     /// An HTTP client configured for registries: no transparent decompression (blob bytes must hash as served),
@@ -79,7 +81,7 @@ public final class RegistryClient: Sendable {
                 let response = try await sendAuthenticated(request, url: url)
                 let status = Int(response.status.code)
                 if accepted.contains(status) { return response }
-                let body = try await Self.collect(response.body, limit: 64 * 1024)
+                let body = try await Self.collect(response.body, limit: 64 * 1024, url: url)
                 let error = Self.error(for: status, method: request.method.rawValue, url: url, body: body)
                 if error.isTransient, attempt < retry.maxAttempts {
                     let delay = retry.delay(afterAttempt: attempt, retryAfter: RetryPolicy.parseRetryAfter(response.headers.first(name: "Retry-After")))
@@ -105,7 +107,9 @@ public final class RegistryClient: Sendable {
 
     /// One request, answering at most one authentication challenge.
     private func sendAuthenticated(_ request: Request, url: String) async throws -> HTTPClientResponse {
-        var authorization = await auth.header(for: request.scope, registry: registry)
+        // Absolute URLs (upload locations, Link pages) may name another host: our credentials stay home.
+        let sameOrigin = Self.origin(of: url) == Self.origin(of: baseURL)
+        var authorization = sameOrigin ? await auth.header(for: request.scope, registry: registry) : nil
         for round in 0..<2 {
             var outgoing = HTTPClientRequest(url: url)
             outgoing.method = request.method
@@ -114,7 +118,7 @@ public final class RegistryClient: Sendable {
             if let authorization { outgoing.headers.replaceOrAdd(name: "Authorization", value: authorization) }
             if let body = request.body { outgoing.body = body() }
             let response = try await http.execute(outgoing, timeout: request.timeout)
-            guard response.status == .unauthorized, round == 0,
+            guard response.status == .unauthorized, round == 0, sameOrigin,
                 let header = response.headers.first(name: "WWW-Authenticate"), let challenge = AuthChallenge(header: header)
             else { return response }
             _ = try? await Self.collect(response.body, limit: 64 * 1024)
@@ -124,7 +128,13 @@ public final class RegistryClient: Sendable {
     }
 
     private func authenticate(_ challenge: AuthChallenge, scope: String) async throws -> String {
-        let found = try await credentials.credentials(for: registry)
+        let found: Credentials?
+        if case .known(let known) = await auth.credentials {
+            found = known
+        } else {
+            found = try await credentials.credentials(for: registry)
+            await auth.remember(credentials: found)
+        }
         switch challenge.scheme {
         case .basic:
             guard let found else { throw RegistryError.unauthorized(url: baseURL, detail: "the registry asks for a user name and password") }
@@ -203,14 +213,23 @@ public final class RegistryClient: Sendable {
         return ([asked] + extra.map(String.init)).joined(separator: " ")
     }
 
-    /// Credentials go only to a token realm on the registry's own host or its registrable domain, and never over
-    /// plain HTTP to another host (the lesson of distribution's f215e51).
+    /// Credentials go only to a token realm on the registry's own host (over TLS if the registry uses TLS), or over
+    /// TLS to a host of the same domain (Docker Hub: registry-1.docker.io → auth.docker.io), never to an IP
+    /// address other than the registry's (the lesson of distribution's f215e51). The domain test takes the last two
+    /// labels; a registry under a public suffix such as co.uk shares with its suffix, which we accept knowingly.
     static func mayReceiveCredentials(realmHost: String, scheme: String?, registryURL: String) -> Bool {
-        guard let registryHost = URLComponents(string: registryURL)?.host else { return false }
-        if realmHost == registryHost { return true }
+        guard let registry = URLComponents(string: registryURL), let registryHost = registry.host else { return false }
+        if realmHost == registryHost { return scheme == "https" || registry.scheme == "http" }
         guard scheme == "https" else { return false }
+        func isAddress(_ host: String) -> Bool { host.contains(":") || host.split(separator: ".").allSatisfy { UInt8($0) != nil } }
+        guard !isAddress(realmHost), !isAddress(registryHost) else { return false }
         func domain(_ host: String) -> String { host.split(separator: ".").suffix(2).joined(separator: ".") }
         return domain(realmHost) == domain(registryHost)
+    }
+
+    static func origin(of url: String) -> String {
+        guard let components = URLComponents(string: url) else { return url }
+        return "\(components.scheme ?? "")://\(components.host ?? ""):\(components.port.map(String.init) ?? "")"
     }
 
     func resolve(_ target: String) -> String {
@@ -218,10 +237,10 @@ public final class RegistryClient: Sendable {
         return baseURL + target
     }
 
-    static func collect(_ body: HTTPClientResponse.Body, limit: Int) async throws -> [UInt8] {
+    static func collect(_ body: HTTPClientResponse.Body, limit: Int, url: String = "response body") async throws -> [UInt8] {
         var bytes: [UInt8] = []
         for try await buffer in body {
-            guard bytes.count + buffer.readableBytes <= limit else { throw RegistryError.tooLarge(limit: Int64(limit), url: "response body") }
+            guard bytes.count + buffer.readableBytes <= limit else { throw RegistryError.tooLarge(limit: Int64(limit), url: url) }
             bytes.append(contentsOf: buffer.readableBytesView)
         }
         return bytes
@@ -246,6 +265,11 @@ public final class RegistryClient: Sendable {
 actor AuthCache {
     private var tokens: [String: (header: String, expires: ContinuousClock.Instant)] = [:]
     private var basic: String?
+    enum CredentialLookup { case notYet, known(Credentials?) }
+    /// Looked up once per client: a credential helper is a process start, not something to run per 401.
+    private(set) var credentials = CredentialLookup.notYet
+
+    func remember(credentials found: Credentials?) { credentials = .known(found) }
 
     func header(for scope: String, registry: String) -> String? {
         if let basic { return basic }

@@ -19,7 +19,7 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .notFound(let what, let url, let detail): return "\(what) not found: \(url)\(suffix(detail))"
         case .unauthorized(let url, let detail):
-            return "authentication required for \(url)\(suffix(detail)) (log in: add credentials to ~/.docker/config.json)"
+            return "authentication required for \(url)\(suffix(detail)) (no accepted credentials: check ~/.docker/config.json or --creds)"
         case .denied(let url, let detail): return "access denied to \(url)\(suffix(detail))"
         case .unexpectedStatus(let status, let method, let url, let detail): return "\(method) \(url): HTTP \(status)\(suffix(detail))"
         case .digestMismatch(let expected, let actual, let url):

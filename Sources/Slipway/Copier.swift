@@ -28,6 +28,8 @@ public struct Copier: Sendable {
         onBlobReady: @escaping @Sendable (Digest) -> Void = { _ in }
     ) async throws -> TransferReport {
         let started = ContinuousClock.now
+        let lease = try await destination.acquireWriteLease()
+        defer { lease?.release() }
         try await destination.putDocument(image.configBytes, descriptor: image.manifest.config)
         let progress = self.progress
         let transferred = try await withThrowingTaskGroup(of: Int64.self) { group in

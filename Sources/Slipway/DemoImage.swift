@@ -3,8 +3,9 @@ import ContentStore
 import OCI
 
 /// A small image that exercises what real images contain: three layers with directories, files, symlinks,
-/// hardlinks, long names, a large file, a whiteout and an opaque directory. `slipway demo-image` writes it, the
-/// README's first command pushes and unpacks it, and the integration tests use it as their fixture.
+/// hardlinks, long names, xattrs, a device node, a FIFO, a file owned by another user, a large file, a whiteout
+/// and an opaque directory. `slipway demo-image` writes it, the README's first command pushes and unpacks it,
+/// and the integration tests use it as their fixture.
 public enum DemoImage {
     public static func build(into store: ContentStore, name: String, largeFileBytes: Int = 8 << 20, version: String = "1") throws -> Descriptor {
         var builder = ImageBuilder(store: store)
@@ -34,7 +35,10 @@ public enum DemoImage {
                 file("etc/.wh.motd", ""),
                 directory("var/cache/demo"),
                 file("var/cache/demo/.wh..wh..opq", ""),
-                file("var/cache/demo/fresh", "only this survives the opaque directory\n"),
+                owned(file("var/cache/demo/fresh", "only this survives the opaque directory\n"), uid: 1000, gid: 100),
+                directory("dev"),
+                (TarHeader(name: "dev/null", type: .characterDevice, mode: 0o666, mtime: mtime, devMajor: 1, devMinor: 3), []),
+                (TarHeader(name: "dev/demo.fifo", type: .fifo, mode: 0o600, mtime: mtime), []),
                 file("version.txt", "version \(version)\n"),
             ], comment: "patch: whiteout, opaque directory, version")
         return try builder.commit(
@@ -75,6 +79,13 @@ public enum DemoImage {
 
     static func file(_ name: String, _ bytes: [UInt8], mode: UInt32 = 0o644, xattrs: [String: [UInt8]] = [:]) -> (TarHeader, [UInt8]) {
         (TarHeader(name: name, type: .regular, mode: mode, size: Int64(bytes.count), mtime: mtime, xattrs: xattrs), bytes)
+    }
+
+    static func owned(_ entry: (TarHeader, [UInt8]), uid: Int, gid: Int) -> (TarHeader, [UInt8]) {
+        var header = entry.0
+        header.uid = uid
+        header.gid = gid
+        return (header, entry.1)
     }
 
     static func symlink(_ name: String, target: String) -> (TarHeader, [UInt8]) {

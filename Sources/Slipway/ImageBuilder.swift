@@ -52,22 +52,13 @@ public struct ImageBuilder {
             try output.write(contentsOf: bytes)
         }
         do {
-            switch compression {
-            case .gzip:
-                let compressor = GzipCompressor(level: 1)
+            if let compressor = makeCompressor(for: compression) {
                 try produce { chunk in
                     diffHasher.update(chunk)
                     try compressor.compress(chunk, output: write)
                 }
                 try compressor.finish(output: write)
-            case .zstd:
-                let compressor = ZstdCompressor(level: 3)
-                try produce { chunk in
-                    diffHasher.update(chunk)
-                    try compressor.compress(chunk, output: write)
-                }
-                try compressor.finish(output: write)
-            case .none:
+            } else {
                 try produce { chunk in
                     diffHasher.update(chunk)
                     try write([UInt8](chunk))

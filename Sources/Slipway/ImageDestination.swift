@@ -12,6 +12,8 @@ public protocol ImageDestination: Sendable {
     func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws
     /// Names the image's top-level manifest (tag in a registry, ref name in a layout).
     func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws
+    /// Held for the whole copy: a layout's shared store lock, so `gc` cannot remove blobs before they are named.
+    func acquireWriteLease() async throws -> FileLock?
 }
 
 /// An OCI layout destination.
@@ -42,6 +44,8 @@ public struct LayoutDestination: ImageDestination {
     public func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws {
         try store.setImage(named: imageName, to: descriptor)
     }
+
+    public func acquireWriteLease() async throws -> FileLock? { try await store.lockForWriting() }
 }
 
 /// A registry destination. Blobs already there are skipped (HEAD); blobs from another repository of the same
@@ -74,12 +78,14 @@ public struct RemoteDestination: ImageDestination {
             progress(.blobProgress(descriptor.digest, bytes: descriptor.size))
             return descriptor.size
         }
-        // Registry to registry: stage through a verified scratch layout, then upload from the file.
-        let scratch = try ContentStore(root: FileManager.default.temporaryDirectory.appendingPathComponent("slipway-copy-\(getpid())").path)
+        // Registry to registry: stage through a private, verified scratch layout, then upload from the file.
+        let scratchPath = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-copy-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratchPath, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: scratchPath) }
+        let scratch = try ContentStore(root: scratchPath)
         _ = try await scratch.ingest(descriptor) { sink in
             try await source.fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
         }
-        defer { try? FileManager.default.removeItem(atPath: scratch.blobPath(descriptor.digest)) }
         try await client.uploadBlob(repository: repository, descriptor: descriptor, fromFile: scratch.blobPath(descriptor.digest), chunkSize: chunkSize)
         return descriptor.size
     }
@@ -91,6 +97,8 @@ public struct RemoteDestination: ImageDestination {
             try await client.uploadBlob(repository: reference.repository, descriptor: descriptor, bytes: bytes)
         }
     }
+
+    public func acquireWriteLease() async throws -> FileLock? { nil }
 
     public func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws {
         try await client.pushManifest(

@@ -25,6 +25,7 @@ public struct Puller: Sendable {
     }
 
     public func pull(_ location: ImageLocation) async throws -> (ResolvedImage, TransferReport) {
+        // Held from resolving on: the config enters the store before the copier takes its own lease.
         let lock = try await store.lockForWriting()
         defer { lock.release() }
         let source = StoreBackedSource(inner: try session.source(for: location), store: store)
@@ -57,14 +58,10 @@ public struct Puller: Sendable {
                 throw error
             }
         }()
-        let unpacked: UnpackReport
-        do {
-            unpacked = try await unpacker.unpack(image, to: directory, options: options) { position in
-                try await arrivals.wait(for: layerDigests[position])
-            }
-        } catch {
-            _ = try? await transfer
-            throw error
+        // If unpacking fails, leaving this scope cancels the transfer (an un-awaited `async let`); verified blobs
+        // and resumable partial files stay for the next attempt.
+        let unpacked = try await unpacker.unpack(image, to: directory, options: options) { position in
+            try await arrivals.wait(for: layerDigests[position])
         }
         return (try await transfer, unpacked)
     }

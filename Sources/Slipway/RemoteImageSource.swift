@@ -19,7 +19,8 @@ public struct RemoteImageSource: ImageSource {
 
     public func document(_ descriptor: Descriptor) async throws -> [UInt8] {
         if MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType) {
-            let fetched = try await client.fetchManifest(repository: reference.repository, reference: descriptor.digest.description)
+            let fetched = try await client.fetchManifest(
+                repository: reference.repository, reference: descriptor.digest.description, expectedSize: descriptor.size)
             return fetched.bytes
         }
         return try await client.fetchSmallBlob(repository: reference.repository, descriptor: descriptor)

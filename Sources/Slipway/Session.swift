@@ -25,10 +25,12 @@ public final class Session: Sendable {
     private let clients = Mutex<[String: RegistryClient]>([:])
 
     public init(options: Options, logger: Logger) throws {
+        // Credentials first: if the docker config is unreadable we throw before owning an HTTP client, which
+        // must be shut down explicitly.
+        self.credentials = try options.credentials ?? DockerConfigCredentials()
         self.options = options
         self.logger = logger
         self.http = RegistryClient.makeHTTPClient(readTimeout: .seconds(options.readTimeoutSeconds))
-        self.credentials = try options.credentials ?? DockerConfigCredentials()
     }
 
     public func shutdown() async {
@@ -51,10 +53,7 @@ public final class Session: Sendable {
         case .registry(let reference):
             return RemoteImageSource(reference: reference, client: client(for: reference.registry))
         case .layout(let path, let name):
-            guard FileManager.default.fileExists(atPath: "\(path)/index.json") else {
-                throw StoreError.notFound("OCI layout at \(path) (no index.json)")
-            }
-            return LayoutImageSource(store: try ContentStore(root: path), imageName: name)
+            return LayoutImageSource(store: try ContentStore(existingLayoutAt: path), imageName: name)
         }
     }
 

@@ -9,7 +9,7 @@ public enum UnpackError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .destinationNotEmpty(let path): return "\(path) exists and is not empty; choose a new directory"
+        case .destinationNotEmpty(let path): return "\(path) exists and is not an empty directory; choose a new directory"
         case .diffIDMismatch(let layer, let expected, let actual):
             return "layer \(layer + 1) unpacks to \(actual), but the image config promises \(expected); the image is inconsistent"
         }
@@ -37,8 +37,11 @@ public struct Unpacker: Sendable {
         let started = ContinuousClock.now
         let target = URL(fileURLWithPath: directory).standardizedFileURL.path
         let fileManager = FileManager.default
-        if let existing = try? fileManager.contentsOfDirectory(atPath: target), !existing.isEmpty {
-            throw UnpackError.destinationNotEmpty(target)
+        var isDirectory: ObjCBool = false
+        if fileManager.fileExists(atPath: target, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue, (try fileManager.contentsOfDirectory(atPath: target)).isEmpty else {
+                throw UnpackError.destinationNotEmpty(target)
+            }
         }
         let parent = (target as NSString).deletingLastPathComponent
         try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
@@ -69,13 +72,13 @@ public struct Unpacker: Sendable {
 
     /// Extracts every layer of the image into the per-layer cache (overlay whiteouts), skipping cached ones.
     public func cacheLayers(_ image: ResolvedImage) async throws -> Int {
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
         var extracted = 0
         for (position, layer) in image.layers.enumerated() {
             let created = try await store.ensureLayerDirectory(layer.diffID) { temporary in
                 progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
-                let path = store.blobPath(layer.descriptor.digest)
-                let compression = compression(of: layer.descriptor)
-                let result = try LayerApplier.apply(layerAt: path, compression: compression, to: temporary, options: ApplyOptions(whiteouts: .overlay))
+                let result = try await apply(layer.descriptor, to: temporary, options: ApplyOptions(whiteouts: .overlay))
                 return try Digest(result.diffID)
             }
             if created { extracted += 1 }

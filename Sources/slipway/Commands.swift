@@ -15,29 +15,24 @@ struct Pull: AsyncParsableCommand {
 
     func run() async throws {
         let location = try parseLocation(image)
-        let session = try global.makeSession(registries: [location])
         let store = try global.openStore()
         let display = global.makeProgress()
-        do {
-            let (image, report) = try await Puller(session: session, store: store, progress: display.handler).pull(location)
-            var cached = 0
-            if unpackLayers { cached = try await Unpacker(store: store, progress: display.handler).cacheLayers(image) }
-            display.finish()
-            await session.shutdown()
-            if global.json {
-                struct Output: Encodable { var pull: TransferReport; var layersExtracted: Int }
-                try printJSON(Output(pull: report, layersExtracted: cached))
-            } else {
-                print(report.manifestDigest)
-                if !global.quiet {
-                    FileHandle.standardError.write(Data(String(
-                        format: "pulled %@: %d layers, %@ transferred of %@, %.2f s\n", report.source, report.layers,
-                        formatBytes(report.bytesTransferred), formatBytes(report.bytesTotal), report.seconds).utf8))
-                }
+        let (image, report) = try await global.withSession(for: [location]) { session in
+            try await Puller(session: session, store: store, progress: display.handler).pull(location)
+        }
+        var cached = 0
+        if unpackLayers { cached = try await Unpacker(store: store, progress: display.handler).cacheLayers(image) }
+        display.finish()
+        if global.json {
+            struct Output: Encodable { var pull: TransferReport; var layersExtracted: Int }
+            try printJSON(Output(pull: report, layersExtracted: cached))
+        } else {
+            print(report.manifestDigest)
+            if !global.quiet {
+                FileHandle.standardError.write(Data(String(
+                    format: "pulled %@: %d layers, %@ transferred of %@, %.2f s\n", report.source, report.layers,
+                    formatBytes(report.bytesTransferred), formatBytes(report.bytesTotal), report.seconds).utf8))
             }
-        } catch {
-            await session.shutdown()
-            throw error
         }
     }
 }
@@ -49,6 +44,11 @@ struct Copy: AsyncParsableCommand {
     @Argument(help: "Source: a registry reference or oci:PATH[:NAME].") var source: String
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
     @Option(name: .long, help: "Upload blobs in chunks of this many bytes (PATCH) instead of one request.") var chunkSize: Int64?
+    @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
+
+    func validate() throws {
+        if let destCreds, !destCreds.contains(":") { throw ValidationError("--dest-creds takes USER:PASSWORD") }
+    }
 
     func run() async throws {
         let from = try parseLocation(source)
@@ -56,20 +56,15 @@ struct Copy: AsyncParsableCommand {
         if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
             throw ValidationError("the destination needs a tag, not only a digest")
         }
-        let session = try global.makeSession(registries: [from, to])
         let display = global.makeProgress()
-        do {
+        let report = try await global.withSession(for: [from, to], destinationCreds: destCreds) { session in
             let sourceImage = try session.source(for: from)
             let target = try session.destination(for: to, chunkSize: chunkSize)
             let image = try await sourceImage.resolve(platform: session.options.platform)
-            let report = try await Copier(concurrency: session.options.concurrency, progress: display.handler).copy(image, from: sourceImage, to: target)
-            display.finish()
-            await session.shutdown()
-            if global.json { try printJSON(report) } else { print(report.manifestDigest) }
-        } catch {
-            await session.shutdown()
-            throw error
+            return try await Copier(concurrency: session.options.concurrency, progress: display.handler).copy(image, from: sourceImage, to: target)
         }
+        display.finish()
+        if global.json { try printJSON(report) } else { print(report.manifestDigest) }
     }
 }
 
@@ -83,25 +78,19 @@ struct Unpack: AsyncParsableCommand {
 
     func run() async throws {
         let location = try parseLocation(image)
-        let session = try global.makeSession(registries: [location])
         let store = try global.openStore()
         let display = global.makeProgress()
-        do {
-            let (transfer, unpacked) = try await Puller(session: session, store: store, progress: display.handler)
-                .pullAndUnpack(location, to: directory)
-            display.finish()
-            await session.shutdown()
-            if global.json {
-                struct Output: Encodable { var pull: TransferReport; var unpack: UnpackReport }
-                try printJSON(Output(pull: transfer, unpack: unpacked))
-            } else if !global.quiet {
-                FileHandle.standardError.write(Data(String(
-                    format: "unpacked %@ into %@: %d layers, %@, %.2f s\n", transfer.source, unpacked.directory, unpacked.layers,
-                    formatBytes(unpacked.unpackedBytes), unpacked.seconds).utf8))
-            }
-        } catch {
-            await session.shutdown()
-            throw error
+        let (transfer, unpacked) = try await global.withSession(for: [location]) { session in
+            try await Puller(session: session, store: store, progress: display.handler).pullAndUnpack(location, to: directory)
+        }
+        display.finish()
+        if global.json {
+            struct Output: Encodable { var pull: TransferReport; var unpack: UnpackReport }
+            try printJSON(Output(pull: transfer, unpack: unpacked))
+        } else if !global.quiet {
+            FileHandle.standardError.write(Data(String(
+                format: "unpacked %@ into %@: %d layers, %@, %.2f s\n", transfer.source, unpacked.directory, unpacked.layers,
+                formatBytes(unpacked.unpackedBytes), unpacked.seconds).utf8))
         }
     }
 }
@@ -143,33 +132,28 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let location = try parseLocation(image)
-        let session = try global.makeSession(registries: [location])
-        do {
+        let (resolved, name) = try await global.withSession(for: [location]) { session in
             let source = try session.source(for: location)
-            let resolved = try await source.resolve(platform: session.options.platform)
-            await session.shutdown()
-            if raw {
-                FileHandle.standardOutput.write(Data(resolved.manifestBytes))
-                return
-            }
-            let summary = ImageSummary(resolved, name: source.name)
-            if global.json { return try printJSON(summary) }
-            print("Name:       \(summary.name)")
-            print("Digest:     \(summary.digest)")
-            if let index = summary.indexDigest { print("Index:      \(index)") }
-            print("Media type: \(summary.mediaType)")
-            print("Platform:   \(summary.platform)")
-            if let created = summary.created { print("Created:    \(created)") }
-            if let entrypoint = summary.entrypoint { print("Entrypoint: \(entrypoint.joined(separator: " "))") }
-            if let cmd = summary.cmd { print("Cmd:        \(cmd.joined(separator: " "))") }
-            for variable in summary.env ?? [] { print("Env:        \(variable)") }
-            print("Layers:     \(summary.layers.count), \(formatBytes(summary.totalSize)) compressed")
-            for layer in summary.layers {
-                print("  \(layer.digest)  \(formatBytes(layer.size).padding(toLength: 9, withPad: " ", startingAt: 0))  \(layer.mediaType)")
-            }
-        } catch {
-            await session.shutdown()
-            throw error
+            return (try await source.resolve(platform: session.options.platform), source.name)
+        }
+        if raw {
+            FileHandle.standardOutput.write(Data(resolved.manifestBytes))
+            return
+        }
+        let summary = ImageSummary(resolved, name: name)
+        if global.json { return try printJSON(summary) }
+        print("Name:       \(summary.name)")
+        print("Digest:     \(summary.digest)")
+        if let index = summary.indexDigest { print("Index:      \(index)") }
+        print("Media type: \(summary.mediaType)")
+        print("Platform:   \(summary.platform)")
+        if let created = summary.created { print("Created:    \(created)") }
+        if let entrypoint = summary.entrypoint { print("Entrypoint: \(entrypoint.joined(separator: " "))") }
+        if let cmd = summary.cmd { print("Cmd:        \(cmd.joined(separator: " "))") }
+        for variable in summary.env ?? [] { print("Env:        \(variable)") }
+        print("Layers:     \(summary.layers.count), \(formatBytes(summary.totalSize)) compressed")
+        for layer in summary.layers {
+            print("  \(layer.digest)  \(formatBytes(layer.size).padding(toLength: 9, withPad: " ", startingAt: 0))  \(layer.mediaType)")
         }
     }
 }
@@ -225,6 +209,10 @@ struct Remove: AsyncParsableCommand {
     func run() async throws {
         let name = Puller.storeName(for: try parseLocation(image))
         guard try global.openStore().removeImage(named: name) else { throw StoreError.notFound("image '\(name)'") }
+        if global.json {
+            struct Output: Encodable { var removed: String }
+            try printJSON(Output(removed: name))
+        }
     }
 }
 
@@ -240,8 +228,11 @@ struct DemoImageCommand: AsyncParsableCommand {
         guard case .layout(let path, let name) = try parseLocation(destination) else {
             throw ValidationError("the destination must be an OCI layout: oci:PATH:NAME")
         }
-        let descriptor = try DemoImage.build(into: try ContentStore(root: path), name: name ?? "latest", largeFileBytes: assetMiB << 20, version: version)
-        print(descriptor.digest)
+        let store = try ContentStore(root: path)
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
+        let descriptor = try DemoImage.build(into: store, name: name ?? "latest", largeFileBytes: assetMiB << 20, version: version)
+        try printDigest(descriptor, json: global.json)
     }
 }
 
@@ -260,10 +251,23 @@ struct Assemble: AsyncParsableCommand {
         }
         guard let kind = LayerCompression(rawValue: compression) else { throw ValidationError("unknown compression '\(compression)'") }
         guard !layer.isEmpty else { throw ValidationError("give at least one --layer") }
-        var builder = ImageBuilder(store: try ContentStore(root: path), compression: kind)
+        let store = try ContentStore(root: path)
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
+        var builder = ImageBuilder(store: store, compression: kind)
         for file in layer { try builder.addLayer(tarFile: file, comment: "slipway assemble \((file as NSString).lastPathComponent)") }
         let descriptor = try builder.commit(
             name: name ?? "latest", config: ImageConfig.ContainerConfig(Env: ["PATH=/usr/local/bin:/usr/bin:/bin"], Entrypoint: entrypoint.isEmpty ? nil : entrypoint))
+        try printDigest(descriptor, json: global.json)
+    }
+}
+
+/// A command's result when it is one manifest digest: bare on stdout, or as JSON.
+func printDigest(_ descriptor: Descriptor, json: Bool) throws {
+    if json {
+        struct Output: Encodable { var digest: String; var size: Int64; var mediaType: String }
+        try printJSON(Output(digest: descriptor.digest.description, size: descriptor.size, mediaType: descriptor.mediaType))
+    } else {
         print(descriptor.digest)
     }
 }

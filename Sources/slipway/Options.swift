@@ -32,7 +32,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds without data before a transfer counts as stalled and is retried.")
     var readTimeout: Int64 = 60
 
-    @Option(name: .long, help: "Credentials USER:PASSWORD for the registries of this command (else ~/.docker/config.json).")
+    @Option(name: .long, help: "Credentials USER:PASSWORD for the source registry of this command (else ~/.docker/config.json).")
     var creds: String?
 
     func validate() throws {
@@ -53,19 +53,38 @@ struct GlobalOptions: ParsableArguments {
         return logger
     }
 
-    func makeSession(registries: [ImageLocation] = []) throws -> Session {
+    /// `--creds` goes to the first location's registry (the source), `destinationCreds` to the second's, so one
+    /// registry's password is never offered to another.
+    func makeSession(registries: [ImageLocation] = [], destinationCreds: String? = nil) throws -> Session {
         var options = Session.Options()
         options.plainHTTP = plainHTTP
         options.concurrency = jobs
         options.readTimeoutSeconds = readTimeout
         if let platform { options.platform = try Platform(parsing: platform) }
-        if let creds, let colon = creds.firstIndex(of: ":") {
-            let credentials = Credentials(username: String(creds[..<colon]), secret: String(creds[creds.index(after: colon)...]))
-            var map: [String: Credentials] = [:]
-            for case .registry(let reference) in registries { map[reference.registry] = credentials }
-            options.credentials = StaticCredentials(map)
+        let hosts = registries.map { location -> String? in
+            if case .registry(let reference) = location { return reference.registry }
+            return nil
         }
+        var explicit: [String: Credentials] = [:]
+        for (given, host) in zip([creds, destinationCreds], hosts) {
+            guard let given, let host, let colon = given.firstIndex(of: ":") else { continue }
+            explicit[host] = Credentials(username: String(given[..<colon]), secret: String(given[given.index(after: colon)...]))
+        }
+        if !explicit.isEmpty { options.credentials = OverridingCredentials(explicit: explicit, fallback: try DockerConfigCredentials()) }
         return try Session(options: options, logger: makeLogger())
+    }
+
+    /// Runs `body` with a session for these locations and shuts the session down however `body` ends.
+    func withSession<T>(for locations: [ImageLocation], destinationCreds: String? = nil, _ body: (Session) async throws -> T) async throws -> T {
+        let session = try makeSession(registries: locations, destinationCreds: destinationCreds)
+        do {
+            let result = try await body(session)
+            await session.shutdown()
+            return result
+        } catch {
+            await session.shutdown()
+            throw error
+        }
     }
 
     func makeProgress() -> ProgressDisplay { ProgressDisplay(enabled: !quiet && !json) }

@@ -16,6 +16,8 @@ struct SlipwayCommand: AsyncParsableCommand {
 
     /// Exit codes as DESIGN.md promises: 0 success, 1 operational failure, 2 usage error.
     static func main() async {
+        // Writes to a pipe whose reader is gone (a credential helper, `| head`) must fail, not kill us.
+        signal(SIGPIPE, SIG_IGN)
         var command: any ParsableCommand
         do {
             command = try parseAsRoot()
@@ -35,13 +37,32 @@ struct SlipwayCommand: AsyncParsableCommand {
                 try command.run()
             }
         } catch let error as ValidationError {
-            FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-            Glibc.exit(2)
-        } catch is CleanExit {
+            fail(error.message, exitCode: 2)
+        } catch let error as CleanExit {
+            print(fullMessage(for: error))
             Glibc.exit(0)
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            Glibc.exit(1)
+            fail(describe(error), exitCode: 1)
         }
+    }
+
+    /// Reports a failure on stderr, and with `--json` also as the one JSON document on stdout.
+    static func fail(_ message: String, exitCode: Int32) -> Never {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        if CommandLine.arguments.contains("--json") {
+            struct Failure: Encodable { var error: String; var exitCode: Int32 }
+            try? printJSON(Failure(error: message, exitCode: exitCode))
+        }
+        Glibc.exit(exitCode)
+    }
+
+    /// Foundation's file errors print as dictionaries; users need the path and the reason.
+    static func describe(_ error: any Error) -> String {
+        if let cocoa = error as? CocoaError {
+            let path = (cocoa.userInfo[NSFilePathErrorKey] as? String) ?? cocoa.filePath ?? ""
+            let reason = (cocoa.userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? cocoa.localizedDescription
+            return path.isEmpty ? reason : "\(path): \(reason)"
+        }
+        return String(describing: error)
     }
 }

@@ -64,8 +64,10 @@ import TestSupport
                 // The later attempts asked only for the missing bytes.
                 #expect(gets.dropFirst().allSatisfy { $0.range?.hasPrefix("bytes=") ?? false })
                 #expect(gets.last?.status == 206)
+                // Never started over: at most the two cut-off prefixes came twice (a reset may lose bytes in flight,
+                // so the resume points are not exactly 1,000,000).
                 let transferred = gets.reduce(0) { $0 + $1.responseBodyBytes }
-                #expect(transferred < Int(large.size) + 1_100_000)
+                #expect(transferred <= Int(large.size) + 2_000_000)
             }
         }
     }

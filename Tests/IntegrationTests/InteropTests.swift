@@ -40,6 +40,10 @@ import TestSupport
                 #expect(ours["var/cache/demo/stale-1"] == nil)
                 #expect(ours["var/cache/demo/fresh"] != nil)
                 #expect(ours["usr/bin/hello"]?.links == 2)
+                let fresh = try #require(ours["var/cache/demo/fresh"])
+                if geteuid() == 0 { #expect(fresh.uid == 1000 && fresh.gid == 100) }
+                #expect(ours["dev/demo.fifo"]?.type == "fifo")
+                if geteuid() == 0 { #expect(ours["dev/null"]?.type.hasPrefix("char") == true) }
                 #expect(ours["etc/os-release"]?.xattrs["user.slipway.origin"] == "64656d6f")
             }
         }

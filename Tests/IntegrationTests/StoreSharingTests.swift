@@ -60,7 +60,7 @@ import Glibc
             let partial = "\(store)/ingest/sha256-\(large.digest.hex).partial"
             let victim = try startSlipway(["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"])
             var partialBytes: Int64 = 0
-            for _ in 0..<400 where partialBytes < 2 << 20 {
+            for _ in 0..<2000 where partialBytes < 2 << 20 {
                 try await Task.sleep(for: .milliseconds(10))
                 partialBytes = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int64) ?? 0
             }
@@ -138,5 +138,31 @@ import Glibc
             #expect(!FileManager.default.fileExists(atPath: scratch.sub("owned")))
             #expect(!FileManager.default.fileExists(atPath: scratch.sub("outside")))
         }
+    }
+}
+
+/// The command-line contract on bad input: nothing lost, one JSON document, read-only reads.
+@Suite struct CommandLineContractTests {
+    @Test func unpackNeverReplacesAnExistingFile() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        try "precious\n".write(toFile: scratch.sub("notes.txt"), atomically: true, encoding: .utf8)
+        let result = try run(slipwayBinary, ["unpack", "--json", "--store", scratch.sub("store"), "oci:\(layout.root):demo", scratch.sub("notes.txt")])
+        #expect(result.status == 1)
+        #expect(try String(contentsOfFile: scratch.sub("notes.txt"), encoding: .utf8) == "precious\n")
+        // Even a failure prints exactly one JSON document on stdout.
+        let failure = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect((failure?["error"] as? String)?.contains("not an empty directory") == true)
+    }
+
+    @Test func readingALayoutWritesNothingToIt() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        let copied = try run("skopeo", ["copy", "-q", "oci:\(layout.root):demo", "oci:\(scratch.sub("theirs")):demo"])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        let before = try FileManager.default.contentsOfDirectory(atPath: scratch.sub("theirs")).sorted()
+        let inspected = try run(slipwayBinary, ["inspect", "--json", "oci:\(scratch.sub("theirs")):demo"])
+        #expect(inspected.status == 0, "\(inspected.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("theirs")).sorted() == before)
     }
 }

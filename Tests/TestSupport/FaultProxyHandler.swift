@@ -24,6 +24,8 @@ private final class Exchange {
     var pendingParts: [HTTPClientRequestPart] = []
     var responseHeadSent = false
     var responseBytes = 0
+    /// For `.throttle`: when upstream reads may resume, accumulated over every chunk forwarded so far.
+    var throttledUntil = NIODeadline.now()
     var aborted = false
     var lastWrite: EventLoopFuture<Void>?
     var stallTimer: Scheduled<Void>?
@@ -261,12 +263,16 @@ final class ProxyServerHandler: ChannelInboundHandler, RemovableChannelHandler {
             core.recordBytes(id, response: buffer.readableBytes)
             ex.lastWrite = context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
             if case .throttle(let rate) = ex.fault, let upstream = ex.upstream {
-                // Pause upstream reads for as long as these bytes take at the given rate.
-                let pause = TimeAmount.nanoseconds(Int64(Double(buffer.readableBytes) / Double(max(rate, 1)) * 1e9))
-                upstream.setOption(ChannelOptions.autoRead, value: false).whenSuccess {
-                    upstream.eventLoop.scheduleTask(in: pause) {
-                        upstream.setOption(ChannelOptions.autoRead, value: true).whenSuccess { upstream.read() }
-                    }
+                // Stop reading upstream until the bytes forwarded so far would have taken this long at `rate`.
+                // The debt accumulates because one NIO read cycle can deliver several chunks before it stops.
+                let cost = TimeAmount.nanoseconds(Int64(Double(buffer.readableBytes) / Double(max(rate, 1)) * 1e9))
+                ex.throttledUntil = max(ex.throttledUntil, .now()) + cost
+                let resumeAt = ex.throttledUntil
+                upstream.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+                // Scheduled on this handler's loop, which owns `ex`.
+                context.eventLoop.scheduleTask(deadline: resumeAt) {
+                    guard resumeAt == ex.throttledUntil else { return }  // a later chunk moved the deadline
+                    upstream.setOption(ChannelOptions.autoRead, value: true).whenSuccess { upstream.read() }
                 }
                 return
             }

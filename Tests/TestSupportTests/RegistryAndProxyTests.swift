@@ -95,15 +95,13 @@ struct FaultProxyTests {
             let location = try #require(start.header("Location"))
             // Chunked request body (no Content-Length) through the proxy; the
             // proxy answers `Expect: 100-continue` itself.
-            let clock = ContinuousClock()
-            let patchStart = clock.now
+            // curl would wait 60 s for a 100 that never comes, past the 20 s limit: a pass means the proxy sent it.
             let patch = try await curl(
                 [
                     "-X", "PATCH", "-H", "Transfer-Encoding: chunked", "-H", "Expect: 100-continue", "-H", "Content-Type: application/octet-stream",
-                    "--data-binary", "@\(file.path)",
-                ], location)
+                    "--expect100-timeout", "60", "--data-binary", "@\(file.path)",
+                ], location, maxTime: 20)
             #expect(patch.status == 202)
-            #expect(clock.now - patchStart < .milliseconds(900))  // curl waits 1 s when no 100 comes
             #expect(patch.header("Range") == "0-\(data.count - 1)")
             let next = try #require(patch.header("Location"))
             #expect(next.hasPrefix("http://\(proxy.host)/"))

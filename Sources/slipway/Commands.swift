@@ -221,7 +221,7 @@ struct DemoImageCommand: AsyncParsableCommand {
         commandName: "demo-image", abstract: "Write the demo image (3 layers: links, long names, whiteouts, a large file) to an OCI layout.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Destination oci:PATH:NAME (push it anywhere with slipway copy).") var destination: String
-    @Option(name: .long, help: "Size of the incompressible asset in MiB.") var assetMiB = 8
+    @Option(name: .customLong("asset-mib"), help: "Size of the incompressible asset in MiB.") var assetMiB = 8
     @Option(name: .long, help: "Text of /version.txt.") var version = "1"
 
     func run() async throws {

@@ -14,6 +14,7 @@ final class ProgressDisplay: Sendable {
         var total: Int64
         var current: Int64 = 0
         var started = ContinuousClock.now
+        var ended: ContinuousClock.Instant?
         var state = "fetching"
     }
     private struct State {
@@ -50,7 +51,8 @@ final class ProgressDisplay: Sendable {
             case .blobFinished(let digest, _, let skipped):
                 update(&state, digest) {
                     $0.current = $0.total
-                    $0.state = skipped ? "already present" : "done"
+                    $0.ended = .now
+                    $0.state = skipped ? "already present" : "verified"
                 }
             case .layerExtracting(let index, let count, let descriptor):
                 update(&state, descriptor.digest) { $0.state = "extracting \(index + 1)/\(count)" }
@@ -84,7 +86,7 @@ final class ProgressDisplay: Sendable {
             let fraction = bar.total > 0 ? min(1, Double(bar.current) / Double(bar.total)) : 1
             let width = 24
             let filled = Int(fraction * Double(width))
-            let seconds = max(0.001, (ContinuousClock.now - bar.started).seconds)
+            let seconds = max(0.001, ((bar.ended ?? .now) - bar.started).seconds)
             let rate = Double(bar.current) / seconds
             let eta = rate > 0 && bar.current < bar.total ? String(format: " ETA %.0fs", Double(bar.total - bar.current) / rate) : ""
             output += "\u{1B}[2K\(bar.label) [\(String(repeating: "=", count: filled))\(String(repeating: " ", count: width - filled))] "
@@ -96,10 +98,10 @@ final class ProgressDisplay: Sendable {
 
     private func plainLine(for event: ProgressEvent) -> String? {
         switch event {
-        case .blobStarted(let descriptor, let label): return "\(label) \(descriptor.digest.short): fetching \(formatBytes(descriptor.size))"
+        case .blobStarted: return nil
         case .blobWaiting(let digest): return "blob \(digest.short): waiting for another process fetching it"
         case .blobFinished(let digest, let transferred, let skipped):
-            return "blob \(digest.short): " + (skipped ? "already present" : "\(formatBytes(transferred)) transferred, verified")
+            return "blob \(digest.short): " + (skipped ? "already present" : "\(formatBytes(transferred)) transferred and verified")
         case .layerExtracting(let index, let count, let descriptor): return "layer \(index + 1)/\(count) \(descriptor.digest.short): extracting"
         case .layerExtracted(let index, _, let seconds): return String(format: "layer %d: extracted in %.2f s", index + 1, seconds)
         case .message(let text): return text

@@ -13,11 +13,12 @@ public enum LayerApplier {
     public static func apply(
         layerAt path: String, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions()
     ) throws -> ApplyResult {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw ArchiveError.io("open layer", path) }
-        defer { close(fd) }
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-        return try run(input: .fileDescriptor(fd, path: path), compression: compression, root: root, options: options)
+        try apply(try DecodedLayer(layerAt: path, compression: compression), to: root, options: options)
+    }
+
+    /// Extracts a layer whose decompression is already under way.
+    public static func apply(_ layer: DecodedLayer, to root: String, options: ApplyOptions = ApplyOptions()) throws -> ApplyResult {
+        try extract(from: layer.pipe, digest: layer.digest, root: root, options: options)
     }
 
     /// Same as `apply(layerAt:)` reading the blob from a pull-style chunk source (e.g. a download).
@@ -30,10 +31,21 @@ public enum LayerApplier {
     static func run(input: LayerInput, compression: LayerCompression, root: String, options: ApplyOptions) throws
         -> ApplyResult
     {
-        let rootDirectory = try RootDirectory(path: root)
         let pipe = ChunkPipe()
         let digest = DigestBox()
         DecompressionPipeline.startProducer(input: input, compression: compression, pipe: pipe, result: digest)
+        return try extract(from: pipe, digest: digest, root: root, options: options)
+    }
+
+    static func extract(from pipe: ChunkPipe, digest: DigestBox, root: String, options: ApplyOptions) throws -> ApplyResult {
+        let rootDirectory: RootDirectory
+        do {
+            rootDirectory = try RootDirectory(path: root)
+        } catch {
+            pipe.cancel()
+            pipe.waitForProducerExit()
+            throw error
+        }
         let extractor = Extractor(root: rootDirectory, options: options)
         do {
             let reader = TarReader(source: PipeByteSource(pipe))

@@ -50,11 +50,21 @@ public struct Unpacker: Sendable {
         try fileManager.createDirectory(atPath: staging, withIntermediateDirectories: false)
         var unpackedBytes: Int64 = 0
         do {
+            var decodingAhead: DecodedLayer?
             for (position, layer) in image.layers.enumerated() {
                 try await ready(position)
                 progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
                 let layerStart = ContinuousClock.now
-                let result = try await apply(layer.descriptor, to: staging, options: options)
+                let decoded = try decodingAhead ?? DecodedLayer(layerAt: store.blobPath(layer.descriptor.digest), compression: compression(of: layer.descriptor))
+                decodingAhead = nil
+                // The next layer decompresses while this one's files are created: extraction is mostly kernel
+                // work on one core, decompression user work on the other.
+                if position + 1 < image.layers.count, store.hasBlob(image.layers[position + 1].descriptor) {
+                    let following = image.layers[position + 1].descriptor
+                    decodingAhead = try DecodedLayer(
+                        layerAt: store.blobPath(following.digest), compression: compression(of: following), readAhead: Self.readAhead)
+                }
+                let result = try await runOnDedicatedThread { try LayerApplier.apply(decoded, to: staging, options: options) }
                 guard result.diffID == layer.diffID.description else {
                     throw UnpackError.diffIDMismatch(layer: position, expected: layer.diffID, actual: result.diffID)
                 }
@@ -85,6 +95,9 @@ public struct Unpacker: Sendable {
         }
         return extracted
     }
+
+    /// Decoded bytes a layer may hold ahead of its extraction (memory is bounded by this per layer in flight).
+    static let readAhead = 64 << 20
 
     private func apply(_ layer: Descriptor, to root: String, options: ApplyOptions) async throws -> ApplyResult {
         let path = store.blobPath(layer.digest)

@@ -1,0 +1,32 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A layer whose decompression and hashing have started on their own thread, holding up to `readAhead` bytes
+/// of decoded tar until an extraction consumes them. Creating the next layer's `DecodedLayer` while the current
+/// one is being extracted overlaps one layer's decompression with the other's file creation, which keeps both
+/// cores busy across layer boundaries. Consume it once with `LayerApplier.apply(_:to:options:)`.
+public final class DecodedLayer: @unchecked Sendable {
+    // The pipe synchronises producer and consumer; `fd` lives until the producer thread has exited.
+    let pipe: ChunkPipe
+    let digest = DigestBox()
+    private let fd: Int32
+    public let path: String
+
+    public init(layerAt path: String, compression: LayerCompression, readAhead: Int = 6 << 20) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw ArchiveError.io("open layer", path) }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        self.fd = fd
+        self.path = path
+        pipe = ChunkPipe(chunkSize: 1 << 20, chunkCount: max(2, readAhead >> 20))
+        DecompressionPipeline.startProducer(input: .fileDescriptor(fd, path: path), compression: compression, pipe: pipe, result: digest)
+    }
+
+    deinit {
+        // An unconsumed layer (the unpack failed earlier) stops its producer before the fd goes.
+        pipe.cancel()
+        pipe.waitForProducerExit()
+        close(fd)
+    }
+}

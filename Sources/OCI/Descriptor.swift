@@ -24,5 +24,4 @@ public struct Descriptor: Codable, Sendable, Hashable {
 
 public enum Annotation {
     public static let refName = "org.opencontainers.image.ref.name"
-    public static let created = "org.opencontainers.image.created"
 }

@@ -62,15 +62,6 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
     /// The tag or digest to ask the registry for; a digest wins over a tag.
     public var identifier: String { digest?.description ?? tag ?? "latest" }
 
-    public func with(digest: Digest) -> Reference {
-        // Validated fields stay valid with another digest.
-        try! Reference(registry: registry, repository: repository, tag: tag, digest: digest)
-    }
-
-    public func with(tag: String) throws -> Reference {
-        try Reference(registry: registry, repository: repository, tag: tag, digest: nil)
-    }
-
     public var description: String {
         var text = "\(registry)/\(repository)"
         if let tag { text += ":\(tag)" }

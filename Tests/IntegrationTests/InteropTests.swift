@@ -73,6 +73,13 @@ import TestSupport
                 #expect(image.manifest.layers.allSatisfy { $0.mediaType == MediaType.dockerLayerGzip })
                 for layer in image.manifest.layers { #expect(store.hasBlob(layer)) }
 
+                // Tags resolve with HEAD (free against Docker Hub's pull limit) and list with pagination.
+                let client = session.client(for: registry.host)
+                let head = try await client.resolve(repository: "ours", reference: "v1")
+                #expect(head.digest.description == ours.manifestDigest)
+                #expect(head.mediaType == MediaType.ociManifest)
+                #expect(try await client.listTags(repository: "ours") == ["v1"])
+
                 // A layout skopeo wrote is a source too.
                 let fromLayout = LayoutImageSource(store: try ContentStore(root: scratch.sub("skopeo-layout")), imageName: "x")
                 #expect(try await fromLayout.resolve().manifestDescriptor.digest.description == ours.manifestDigest)

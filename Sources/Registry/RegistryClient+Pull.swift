@@ -27,8 +27,8 @@ extension RegistryClient {
         var request = Request(method: .GET, target: "/v2/\(repository)/manifests/\(reference)", scope: Self.scope(repository))
         request.headers.add(name: "Accept", value: MediaType.manifestAccept.joined(separator: ", "))
         request.timeout = .seconds(120)
-        let url = resolve(request.target)
         let response = try await send(request, expecting: [200])
+        let url = resolve(request.target)
         let bytes = try await Self.collect(response.body, limit: Self.manifestLimit, url: url)
         let contentType = response.headers.first(name: "Content-Type")
         let document = try ManifestDocument.decode(bytes, contentType: contentType)
@@ -79,6 +79,7 @@ extension RegistryClient {
     /// or a final digest that does not match, make the sink discard everything, and the transfer is retried.
     public func fetchBlob(repository: String, descriptor: Descriptor, into sink: any BlobSink) async throws {
         let target = "/v2/\(repository)/blobs/\(descriptor.digest)"
+        await resolveScheme()
         let url = resolve(target)
         var attempt = 0
         var lastFailure = ""

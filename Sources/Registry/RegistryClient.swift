@@ -3,13 +3,20 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import OCI
+import Synchronization
 
 /// A distribution-spec client for one registry host: authentication (anonymous, basic, bearer tokens with
 /// per-scope caching and refresh), retries with backoff, and plain HTTP for loopback.
 public final class RegistryClient: Sendable {
     public let registry: String
-    public let baseURL: String
+    /// Host and port to connect to (`registry-1.docker.io` for Docker Hub).
+    let host: String
+    /// The scheme when it is known without asking: https for remote hosts, http when forced.
+    private let fixedScheme: String?
+    /// For loopback registries: the scheme learnt by probing once (TLS first, as Docker does).
+    private let probedScheme = Mutex<String?>(nil)
     let http: HTTPClient
     let credentials: any CredentialProvider
     let retry: RetryPolicy
@@ -24,14 +31,40 @@ public final class RegistryClient: Sendable {
         retry: RetryPolicy = .default, logger: Logger = Logger(label: "slipway.registry")
     ) {
         self.registry = registry
-        let host = registry == Reference.dockerHub ? "registry-1.docker.io" : registry
-        let scheme = plainHTTP || Self.isLoopback(host) ? "http" : "https"
-        self.baseURL = "\(scheme)://\(host)"
+        self.host = registry == Reference.dockerHub ? "registry-1.docker.io" : registry
+        self.fixedScheme = plainHTTP ? "http" : Self.isLoopback(host) ? nil : "https"
         self.http = http
         self.credentials = credentials
         self.retry = retry
         self.auth = AuthCache()
         self.logger = logger
+    }
+
+    /// `scheme://host`. For a loopback registry this is http until `resolveScheme()` has probed for TLS.
+    public var baseURL: String { "\(fixedScheme ?? probedScheme.withLock { $0 } ?? "http")://\(host)" }
+
+    /// A loopback registry may or may not speak TLS (a test registry usually does not, a local mirror may).
+    /// Like Docker with its implied insecure registries, try a TLS handshake once and fall back to plain HTTP
+    /// when the server does not speak TLS. Certificates are checked on the real requests, not here.
+    func resolveScheme() async {
+        guard fixedScheme == nil, probedScheme.withLock({ $0 }) == nil else { return }
+        var configuration = HTTPClient.Configuration()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        configuration.tlsConfiguration = tls
+        configuration.timeout = .init(connect: .seconds(3), read: .seconds(3))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let probe = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        var scheme = "http"
+        do {
+            let response = try await probe.execute(HTTPClientRequest(url: "https://\(host)/v2/"), timeout: .seconds(5))
+            _ = try? await Self.collect(response.body, limit: 1 << 20)
+            scheme = "https"
+        } catch {
+            logger.debug("\(host) does not speak TLS (\(error)); using plain HTTP")
+        }
+        try? await probe.shutdown()
+        probedScheme.withLock { $0 = $0 ?? scheme }
     }
 
     /// Whether a host is on this machine, where TLS is not expected (`localhost`, 127.0.0.0/8, `[::1]`).
@@ -47,12 +80,15 @@ public final class RegistryClient: Sendable {
     /// An HTTP client configured for registries: no transparent decompression (blob bytes must hash as served),
     /// bounded redirects (AHC strips `Authorization` on cross-origin hops), and a read timeout that turns a stalled
     /// server into a retryable error.
-    public static func makeHTTPClient(readTimeout: TimeAmount = .seconds(60)) -> HTTPClient {
+    public static func makeHTTPClient(readTimeout: TimeAmount = .seconds(60), tls: TLSOptions = TLSOptions()) throws -> HTTPClient {
         var configuration = HTTPClient.Configuration()
+        configuration.tlsConfiguration = try tls.configuration()
         configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
         configuration.timeout = .init(connect: .seconds(15), read: readTimeout)
         configuration.decompression = .disabled
         configuration.httpVersion = .automatic
+        // Our own retry loop decides; AHC's would retry a failed TLS handshake until the connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -73,6 +109,7 @@ public final class RegistryClient: Sendable {
     /// Sends a request with authentication and retries on 429/5xx and network errors. The caller owns the
     /// response body and must consume it.
     func send(_ request: Request, expecting accepted: Set<Int>) async throws -> HTTPClientResponse {
+        await resolveScheme()
         let url = resolve(request.target)
         var attempt = 0
         while true {
@@ -95,6 +132,9 @@ public final class RegistryClient: Sendable {
                 throw error
             } catch is CancellationError {
                 throw CancellationError()
+            } catch let error as NIOSSLError {
+                // A certificate that fails verification will fail the same way next time.
+                throw RegistryError.tls(url: url, underlying: String(describing: error))
             } catch {
                 let failure = RegistryError.transport(url: url, underlying: String(describing: error))
                 guard attempt < retry.maxAttempts else { throw RegistryError.retriesExhausted(attempts: attempt, last: failure.description) }
@@ -282,5 +322,30 @@ actor AuthCache {
     func storeToken(_ token: String, scope: String, expiresIn: Double) {
         let margin = min(10, expiresIn / 4)
         tokens[scope] = ("Bearer \(token)", .now + .seconds(expiresIn - margin))
+    }
+}
+
+/// How to trust registries' certificates: the system's roots plus any given CA files, or no check at all.
+public struct TLSOptions: Sendable {
+    /// PEM files of extra certificate authorities (a site's internal CA).
+    public var caCertificateFiles: [String] = []
+    /// false skips certificate verification (skopeo's `--tls-verify=false`): for tests and emergencies only.
+    public var verify = true
+
+    public init(caCertificateFiles: [String] = [], verify: Bool = true) {
+        self.caCertificateFiles = caCertificateFiles
+        self.verify = verify
+    }
+
+    func configuration() throws -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        for file in caCertificateFiles {
+            guard FileManager.default.isReadableFile(atPath: file) else {
+                throw RegistryError.invalidResponse(url: file, reason: "CA certificate file is missing or unreadable")
+            }
+        }
+        configuration.additionalTrustRoots = caCertificateFiles.map { .file($0) }
+        if !verify { configuration.certificateVerification = .none }
+        return configuration
     }
 }

@@ -11,6 +11,7 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
     case sizeMismatch(expected: Int64, actual: Int64, url: String)
     case tooLarge(limit: Int64, url: String)
     case transport(url: String, underlying: String)
+    case tls(url: String, underlying: String)
     case retriesExhausted(attempts: Int, last: String)
     case invalidResponse(url: String, reason: String)
     case credentialHelper(helper: String, reason: String)
@@ -28,6 +29,11 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
             return "size mismatch for \(url): expected \(expected) bytes, got \(actual); the bytes were discarded"
         case .tooLarge(let limit, let url): return "\(url) is larger than the \(limit)-byte limit for this kind of document"
         case .transport(let url, let underlying): return "network error for \(url): \(underlying)"
+        case .tls(let url, let underlying):
+            let hint = underlying.contains("CERTIFICATE_VERIFY_FAILED")
+                ? "the registry's certificate is not trusted: pass --ca-cert FILE with its CA (or --tls-verify=false, for tests only)"
+                : "TLS handshake failed"
+            return "\(hint); \(url): \(underlying)"
         case .retriesExhausted(let attempts, let last): return "gave up after \(attempts) attempts: \(last)"
         case .invalidResponse(let url, let reason): return "invalid response from \(url): \(reason)"
         case .credentialHelper(let helper, let reason): return "credential helper docker-credential-\(helper) failed: \(reason)"

@@ -15,6 +15,7 @@ public final class Session: Sendable {
         public var readTimeoutSeconds: Int64 = 60
         public var concurrency = 4
         public var credentials: (any CredentialProvider)?
+        public var tls = TLSOptions()
         public init() {}
     }
 
@@ -30,7 +31,7 @@ public final class Session: Sendable {
         self.credentials = try options.credentials ?? DockerConfigCredentials()
         self.options = options
         self.logger = logger
-        self.http = RegistryClient.makeHTTPClient(readTimeout: .seconds(options.readTimeoutSeconds))
+        self.http = try RegistryClient.makeHTTPClient(readTimeout: .seconds(options.readTimeoutSeconds), tls: options.tls)
     }
 
     public func shutdown() async {

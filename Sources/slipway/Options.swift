@@ -32,6 +32,12 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds without data before a transfer counts as stalled and is retried.")
     var readTimeout: Int64 = 60
 
+    @Option(name: .long, help: "A PEM file of a certificate authority to trust besides the system's (repeatable).")
+    var caCert: [String] = []
+
+    @Option(name: .long, help: "Verify registries' TLS certificates (--tls-verify=false to skip, like skopeo).")
+    var tlsVerify: Bool = true
+
     @Option(name: .long, help: "Credentials USER:PASSWORD for the source registry of this command (else ~/.docker/config.json).")
     var creds: String?
 
@@ -60,6 +66,7 @@ struct GlobalOptions: ParsableArguments {
         options.plainHTTP = plainHTTP
         options.concurrency = jobs
         options.readTimeoutSeconds = readTimeout
+        options.tls = TLSOptions(caCertificateFiles: caCert, verify: tlsVerify)
         if let platform { options.platform = try Platform(parsing: platform) }
         let hosts = registries.map { location -> String? in
             if case .registry(let reference) = location { return reference.registry }

@@ -30,9 +30,12 @@ func makeDemoLayout(_ scratch: ScratchDirectory, largeFileBytes: Int = 4 << 20, 
     return layout
 }
 
-func makeSession(plainHTTP: Bool = true, credentials: [String: Credentials] = [:], readTimeout: Int64 = 10) throws -> Session {
+func makeSession(
+    plainHTTP: Bool = true, credentials: [String: Credentials] = [:], readTimeout: Int64 = 10, tls: TLSOptions = TLSOptions()
+) throws -> Session {
     var options = Session.Options()
     options.plainHTTP = plainHTTP
+    options.tls = tls
     options.credentials = StaticCredentials(credentials)
     options.readTimeoutSeconds = readTimeout
     options.retry = RetryPolicy(maxAttempts: 5, baseDelay: 0.05, maxDelay: 0.5, maxRetryAfter: 2)

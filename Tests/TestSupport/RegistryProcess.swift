@@ -31,8 +31,10 @@ public final class RegistryProcess: @unchecked Sendable {
     /// "127.0.0.1:PORT"
     public let host: String
     public let port: Int
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT", or https when started with TLS.
     public let url: URL
+    /// The certificate authority and server certificate, when started with TLS.
+    public let tls: TLSFiles?
     /// Filesystem storage root of the registry (inside ``workDirectory``).
     public let storageDirectory: URL
     /// Temporary directory holding config, htpasswd, storage and log.
@@ -48,11 +50,12 @@ public final class RegistryProcess: @unchecked Sendable {
 
     private init(
         port: Int, workDirectory: URL, storageDirectory: URL, logFile: URL,
-        credentials: BasicCredentials?, process: Process
+        credentials: BasicCredentials?, tls: TLSFiles?, process: Process
     ) {
         self.port = port
         self.host = "127.0.0.1:\(port)"
-        self.url = URL(string: "http://127.0.0.1:\(port)")!
+        self.url = URL(string: "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)")!
+        self.tls = tls
         self.workDirectory = workDirectory
         self.storageDirectory = storageDirectory
         self.logFile = logFile
@@ -81,7 +84,7 @@ public final class RegistryProcess: @unchecked Sendable {
 
     /// Starts a registry on a free loopback port and waits until `GET /v2/`
     /// answers (200 without auth, 401 with auth).
-    public static func start(auth: BasicCredentials? = nil) async throws -> RegistryProcess {
+    public static func start(auth: BasicCredentials? = nil, tls: Bool = false) async throws -> RegistryProcess {
         guard FileManager.default.isExecutableFile(atPath: executablePath) else {
             throw TestSupportError(
                 "\(executablePath) not found: install Debian's docker-registry package (scripts/test does)")
@@ -98,13 +101,14 @@ public final class RegistryProcess: @unchecked Sendable {
             htpasswdPath = file.path
         }
         let logFile = work.appendingPathComponent("registry.log")
+        let tlsFiles = tls ? try TLSFiles.generate(in: work) : nil
 
         var lastError: Error = TestSupportError("registry did not start")
         // The port is picked by binding port 0 and releasing it; another
         // process may grab it in between, so retry a few times.
         for _ in 0..<5 {
             let port = try await freeLoopbackPort()
-            let config = makeConfig(port: port, storage: storage.path, htpasswd: htpasswdPath)
+            let config = makeConfig(port: port, storage: storage.path, htpasswd: htpasswdPath, tls: tlsFiles)
             let configFile = work.appendingPathComponent("config.yml")
             try Data(config.utf8).write(to: configFile)
             _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
@@ -123,7 +127,7 @@ public final class RegistryProcess: @unchecked Sendable {
 
             let registry = RegistryProcess(
                 port: port, workDirectory: work, storageDirectory: storage, logFile: logFile,
-                credentials: auth, process: process)
+                credentials: auth, tls: tlsFiles, process: process)
             do {
                 try await registry.waitUntilReady(expectAuth: auth != nil)
                 return registry
@@ -141,10 +145,10 @@ public final class RegistryProcess: @unchecked Sendable {
     /// Starts a registry, runs `body`, then stops the registry (also when
     /// `body` throws).
     public static func withRegistry<T>(
-        auth: BasicCredentials? = nil,
+        auth: BasicCredentials? = nil, tls: Bool = false,
         _ body: (RegistryProcess) async throws -> T
     ) async throws -> T {
-        let registry = try await start(auth: auth)
+        let registry = try await start(auth: auth, tls: tls)
         do {
             let result = try await body(registry)
             await registry.stop()
@@ -201,7 +205,8 @@ public final class RegistryProcess: @unchecked Sendable {
             guard isRunning else {
                 throw TestSupportError("docker-registry exited during startup:\n\(logContents())")
             }
-            if let status = blockingHTTPStatus(port: port, path: "/v2/"), status == 200 || status == 401 {
+            // A TLS listener answers a plain-HTTP probe with 400 ("client sent an HTTP request to an HTTPS server").
+            if let status = blockingHTTPStatus(port: port, path: "/v2/"), status == 200 || status == 401 || (tls != nil && status == 400) {
                 return
             }
             try await Task.sleep(for: .milliseconds(25))
@@ -209,7 +214,7 @@ public final class RegistryProcess: @unchecked Sendable {
         throw TestSupportError("docker-registry did not answer on \(host) within 20 s:\n\(logContents())")
     }
 
-    static func makeConfig(port: Int, storage: String, htpasswd: String?) -> String {
+    static func makeConfig(port: Int, storage: String, htpasswd: String?, tls: TLSFiles? = nil) -> String {
         var config = """
             version: 0.1
             log:
@@ -229,6 +234,14 @@ public final class RegistryProcess: @unchecked Sendable {
               secret: slipway-test-\(UUID().uuidString)
 
             """
+        if let tls {
+            config += """
+                  tls:
+                    certificate: \(tls.certificate)
+                    key: \(tls.key)
+
+                """
+        }
         if let htpasswd {
             config += """
                 auth:

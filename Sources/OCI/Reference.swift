@@ -53,7 +53,6 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
         if registry == "index.docker.io" || registry == "registry-1.docker.io" { registry = Self.dockerHub }
         if registry == Self.dockerHub && components.count == 1 { components.insert("library", at: 0) }
         try self.init(registry: registry, repository: components.joined(separator: "/"), tag: tag, digest: digest)
-        if tag != nil { _ = try Self.validate(tag: tag!, in: input) }
     }
 
     /// Host to connect to: Docker Hub's API lives on `registry-1.docker.io`.

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A parsed `WWW-Authenticate` challenge (RFC 7235): a scheme and its parameters.
 struct AuthChallenge: Sendable, Equatable {
     enum Scheme: Sendable, Equatable { case basic, bearer, other(String) }
@@ -46,5 +48,3 @@ struct AuthChallenge: Sendable, Equatable {
         }
     }
 }
-
-import Foundation

@@ -1,4 +1,5 @@
 import OCI
+import Foundation
 
 /// Failures talking to a registry. Each carries enough context (URL, status, the registry's own error codes)
 /// for the user to act on it.
@@ -68,5 +69,3 @@ struct ErrorBody: Decodable {
         return errors.map { [$0.code, $0.message].compactMap { $0 }.joined(separator: ": ") }.joined(separator: "; ")
     }
 }
-
-import Foundation

@@ -1,6 +1,7 @@
 import ContentStore
 import OCI
 import Registry
+import Foundation
 
 /// An image in an OCI image layout — the Slipway store or any directory skopeo, umoci or crane wrote.
 public struct LayoutImageSource: ImageSource {
@@ -56,5 +57,3 @@ public struct LayoutImageSource: ImageSource {
         store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil
     }
 }
-
-import Foundation

@@ -2,6 +2,7 @@ import Archive
 import ContentStore
 import Foundation
 import OCI
+import Synchronization
 
 /// `slipway pull` and `slipway unpack`: fetch an image into the store (verified, deduplicated, safe alongside other
 /// processes) and optionally extract it while the download is still running.
@@ -105,5 +106,3 @@ final class Arrivals: Sendable {
         }
     }
 }
-
-import Synchronization

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import OCI
 import Registry
+import Synchronization
 
 /// Shared state of one command: the HTTP client, one registry client per host, credentials and options.
 /// Call `shutdown()` when done (AsyncHTTPClient requires an explicit shutdown).
@@ -67,5 +68,3 @@ public final class Session: Sendable {
         }
     }
 }
-
-import Synchronization

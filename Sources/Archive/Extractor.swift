@@ -13,7 +13,21 @@ final class Extractor {
     private(set) var skipped: [String] = []
     private var deferredDirectories: [(components: [String], header: TarHeader)] = []
     /// Paths created by this layer (apply mode), so opaque dirs / whiteouts only hide lower content.
-    private var layerPaths: Set<String> = []
+    /// Keyed by bytes: `String` equality is canonical equivalence, and `cafe\u{301}` is not `café` on disk.
+    private var layerPaths: Set<[UInt8]> = []
+
+    /// Records something not applied. The list is capped so a hostile layer cannot grow it without bound;
+    /// the last line counts what was left out.
+    private func note(_ text: String) {
+        if skipped.count < Extractor.maxNotes {
+            skipped.append(text)
+        } else {
+            omittedNotes += 1
+        }
+    }
+
+    private static let maxNotes = 100
+    private var omittedNotes = 0
 
     init(root: RootDirectory, options: ApplyOptions) {
         self.root = root
@@ -21,18 +35,29 @@ final class Extractor {
     }
 
     /// Normalises a tar name into components: strips leading `/`, drops `.`, resolves `..`
-    /// lexically; throws when the name escapes the root.
+    /// lexically; throws when the name escapes the root or exceeds the kernel's limits.
+    ///
+    /// Splitting is on UTF-8 bytes, never on `Character`s: a combining mark after `/` makes one Swift
+    /// character of both, which would hide a separator from a character-wise split while the kernel still
+    /// sees it, and let a symlink in the middle of the "component" lead out of the root.
     static func components(of name: String) throws -> [String] {
-        if name.utf8.contains(0) { throw ArchiveError(.pathTraversal(entry: name)) }
+        let bytes = Array(name.utf8)
+        if bytes.contains(0) { throw ArchiveError(.pathTraversal(entry: name)) }
+        guard bytes.count <= Int(PATH_MAX) else {
+            throw ArchiveError(.limitExceeded(detail: "entry name longer than \(PATH_MAX) bytes"))
+        }
         var out: [String] = []
-        for part in name.split(separator: "/", omittingEmptySubsequences: true) {
-            if part == "." { continue }
-            if part == ".." {
+        for part in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if part.elementsEqual(".".utf8) { continue }
+            if part.elementsEqual("..".utf8) {
                 if out.isEmpty { throw ArchiveError(.pathTraversal(entry: name)) }
                 out.removeLast()
                 continue
             }
-            out.append(String(part))
+            guard part.count <= Int(NAME_MAX) else {
+                throw ArchiveError(.limitExceeded(detail: "a component of '\(name.prefix(200))' is longer than \(NAME_MAX) bytes"))
+            }
+            out.append(String(decoding: part, as: UTF8.self))
         }
         return out
     }
@@ -49,7 +74,7 @@ final class Extractor {
             }
             throw ArchiveError(.pathTraversal(entry: header.name))
         }
-        if leaf.hasPrefix(".wh."), try handleWhiteout(parent: components, leaf: leaf, header: header) {
+        if leaf.utf8.starts(with: ".wh.".utf8), try handleWhiteout(parent: components, leaf: leaf, header: header) {
             return
         }
         guard let parent = try root.directory(components, create: true, entry: header.name) else {
@@ -98,6 +123,7 @@ final class Extractor {
             if futimens(dfd, &times) != 0 { throw ArchiveError.io("set times of", display) }
         }
         deferredDirectories.removeAll()
+        if omittedNotes > 0 { skipped.append("… and \(omittedNotes) more notes like these") }
     }
 
     // MARK: - Whiteouts
@@ -105,7 +131,7 @@ final class Extractor {
     /// Returns true when the entry was fully handled as a whiteout.
     private func handleWhiteout(parent components: [String], leaf: String, header: TarHeader) throws -> Bool {
         let display = header.name
-        if leaf == ".wh..wh..opq" {
+        if leaf.utf8.elementsEqual(".wh..wh..opq".utf8) {
             switch options.whiteouts {
             case .apply:
                 guard let dir = try root.directory(components, create: false, entry: display) else { return true }
@@ -119,18 +145,18 @@ final class Extractor {
                 return true
             }
         }
-        let name = String(leaf.dropFirst(4))
-        if name.isEmpty || name == "." || name == ".." || name.contains("/") {
+        let name = String(decoding: leaf.utf8.dropFirst(4), as: UTF8.self)
+        if name.isEmpty || name.utf8.elementsEqual(".".utf8) || name.utf8.elementsEqual("..".utf8) || name.utf8.contains(UInt8(ascii: "/")) {
             throw ArchiveError(.invalidWhiteout(entry: display))
         }
-        if name.hasPrefix(".wh.") {  // aufs metadata such as .wh..wh.plnk
-            skipped.append("ignored aufs metadata entry \(display)")
+        if name.utf8.starts(with: ".wh.".utf8) {  // aufs metadata such as .wh..wh.plnk
+            note("ignored aufs metadata entry \(display)")
             return true
         }
         let target = (components + [name]).joined(separator: "/")
         switch options.whiteouts {
         case .apply:
-            if layerPaths.contains(target) { return true }  // this layer's own content wins
+            if layerPaths.contains(Array(target.utf8)) { return true }  // this layer's own content wins
             guard let dir = try root.directory(components, create: false, entry: display) else { return true }
             try root.remove(parent: dir, name: name, display: target)
             return true
@@ -151,7 +177,7 @@ final class Extractor {
         let children = try RootDirectory.listDirectory(own, display: path)
         for (child, isDir) in children {
             let childPath = path.isEmpty ? child : path + "/" + child
-            if layerPaths.contains(childPath) {
+            if layerPaths.contains(Array(childPath.utf8)) {
                 if isDir {
                     let sub = openat(dirFD, child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     if sub < 0 { continue }
@@ -167,7 +193,7 @@ final class Extractor {
     private func recordLayerPath(_ components: [String], _ leaf: String) {
         var path = components + [leaf]
         while !path.isEmpty {
-            if !layerPaths.insert(path.joined(separator: "/")).inserted { return }
+            if !layerPaths.insert(Array(path.joined(separator: "/").utf8)).inserted { return }
             path.removeLast()
         }
     }
@@ -277,7 +303,7 @@ final class Extractor {
         default: kind = S_IFIFO
         }
         if kind != S_IFIFO && !options.allowDeviceNodes {
-            skipped.append("skipped device node \(header.name) (\(header.devMajor):\(header.devMinor))")
+            note("skipped device node \(header.name) (\(header.devMajor):\(header.devMinor))")
             return
         }
         let device = kind == S_IFIFO ? 0 : Extractor.makeDevice(header.devMajor, header.devMinor)
@@ -315,7 +341,7 @@ final class Extractor {
     private func ownershipFailed(_ header: TarHeader) throws {
         let code = errno
         if code == EPERM || code == EINVAL {  // not privileged / id not mapped in this user namespace
-            skipped.append("could not set owner \(header.uid):\(header.gid) of \(header.name): errno \(code)")
+            note("could not set owner \(header.uid):\(header.gid) of \(header.name): errno \(code)")
             return
         }
         throw ArchiveError.io("chown", header.name, code)
@@ -324,6 +350,12 @@ final class Extractor {
     /// Sets SCHILY xattrs via `fd`, or `lsetxattr(path)` for symlinks/devices.
     private func setXattrs(_ header: TarHeader, fd: Int32?, path: String?) throws {
         for key in header.xattrs.keys.sorted() {
+            // overlayfs reads its own trusted.overlay.* attributes (opaque, redirect, metacopy) from the layer
+            // directories; a layer that could set them could reshape the merged tree.
+            if key.utf8.starts(with: "trusted.overlay.".utf8) {
+                note("xattr \(key) on \(header.name) ignored: reserved for overlayfs")
+                continue
+            }
             let value = header.xattrs[key]!
             let rc = value.withUnsafeBytes { buf -> Int32 in
                 if let fd { return fsetxattr(fd, key, buf.baseAddress, buf.count, 0) }
@@ -335,7 +367,7 @@ final class Extractor {
             if code == ENOTSUP || (privileged && !isRoot && (code == EPERM || code == EACCES))
                 || (path != nil && code == EPERM)  // user.* is not allowed on symlinks/devices
             {
-                skipped.append("xattr \(key) on \(header.name) not applied: \(String(cString: strerror(code)))")
+                note("xattr \(key) on \(header.name) not applied: \(String(cString: strerror(code)))")
                 continue
             }
             throw ArchiveError.io("setxattr \(key) on", header.name, code)

@@ -55,9 +55,10 @@ public enum LayerApplier {
             try reader.drain()  // hash everything after the end-of-archive blocks too
             try extractor.finish()
         } catch {
-            // Keep consuming so a corrupt compressed stream is reported as the root cause
-            // rather than the tar error it led to.
-            drain(pipe)
+            // Keep consuming for a while so a corrupt compressed stream is reported as the root cause rather
+            // than the tar error it led to; but not a whole decompression bomb.
+            drain(pipe, upTo: 64 << 20)
+            pipe.cancel()
             pipe.waitForProducerExit()
             if let failure = pipe.failure { throw failure }
             throw error
@@ -75,10 +76,12 @@ public enum LayerApplier {
 
 extension LayerApplier {
     /// Consumes the remaining decoded chunks until the producer finishes (or fails).
-    static func drain(_ pipe: ChunkPipe) {
-        while true {
+    static func drain(_ pipe: ChunkPipe, upTo limit: Int) {
+        var drained = 0
+        while drained < limit {
             do {
                 guard let chunk = try pipe.pop() else { return }
+                drained += chunk.count
                 pipe.recycle(chunk)
             } catch {
                 return

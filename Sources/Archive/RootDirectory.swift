@@ -12,11 +12,16 @@ import Glibc
 final class RootDirectory {
     let fd: Int32
     let path: String
-    private var cache: [String: Int32] = [:]
+    /// Keyed by the UTF-8 bytes of the relative path: `String` equality is canonical equivalence, and two
+    /// names equal as Swift strings can be different directories on disk.
+    private var cache: [[UInt8]: Int32] = [:]
     private var owned: [Int32] = []
     private var dirty = false
     private static let maxCached = 512
     private static let maxSymlinkHops = 40
+    /// Bounds the depth of any tree an archive can build through symlinked parents, so removing it later
+    /// (recursively) cannot exhaust the stack or the process's descriptors.
+    static let maxDepth = 1024
 
     init(path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -52,7 +57,10 @@ final class RootDirectory {
     /// The fd is owned by the cache: do not close it.
     func directory(_ components: [String], create: Bool, entry: String) throws -> Int32? {
         if components.isEmpty { return fd }
-        let key = components.joined(separator: "/")
+        guard components.count <= RootDirectory.maxDepth else {
+            throw ArchiveError(.limitExceeded(detail: "'\(entry)' is deeper than \(RootDirectory.maxDepth) directories"))
+        }
+        let key = Array(components.joined(separator: "/").utf8)
         if let cached = cache[key] { return cached }
 
         var pending = components
@@ -62,7 +70,8 @@ final class RootDirectory {
         var hops = 0
         walk: while index < pending.count {
             let component = pending[index]
-            let resolvedKey = resolved.isEmpty ? component : resolved.joined(separator: "/") + "/" + component
+            let resolvedPath = resolved.isEmpty ? component : resolved.joined(separator: "/") + "/" + component
+            let resolvedKey = Array(resolvedPath.utf8)
             if let cached = cache[resolvedKey] {
                 current = cached
                 resolved.append(component)
@@ -84,29 +93,34 @@ final class RootDirectory {
                 if code == EINTR { continue }
                 if code == ENOENT {
                     guard create else { return nil }
-                    if created { throw ArchiveError.io("open directory", resolvedKey, code) }
+                    if created { throw ArchiveError.io("open directory", resolvedPath, code) }
                     if mkdirat(current, component, 0o755) != 0 && errno != EEXIST {
-                        throw ArchiveError.io("mkdir", resolvedKey)
+                        throw ArchiveError.io("mkdir", resolvedPath)
                     }
                     created = true
                     continue
                 }
                 if code == ELOOP || code == ENOTDIR {
                     guard let target = RootDirectory.readLink(current, component) else {
-                        throw ArchiveError.io("open directory (a non-directory is in the way) for '\(entry)'", resolvedKey, ENOTDIR)
+                        throw ArchiveError.io("open directory (a non-directory is in the way) for '\(entry)'", resolvedPath, ENOTDIR)
                     }
                     hops += 1
                     if hops > RootDirectory.maxSymlinkHops {
                         throw ArchiveError(.limitExceeded(detail: "too many levels of symbolic links resolving '\(entry)'"))
                     }
-                    var base = target.hasPrefix("/") ? [] : resolved
-                    for part in target.split(separator: "/", omittingEmptySubsequences: true) {
-                        if part == "." { continue }
-                        if part == ".." {
+                    // Bytes, not Characters: see `Extractor.components(of:)`.
+                    let targetBytes = Array(target.utf8)
+                    var base = targetBytes.first == UInt8(ascii: "/") ? [] : resolved
+                    for part in targetBytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+                        if part.elementsEqual(".".utf8) { continue }
+                        if part.elementsEqual("..".utf8) {
                             _ = base.popLast()  // clamp at the root
                         } else {
-                            base.append(String(part))
+                            base.append(String(decoding: part, as: UTF8.self))
                         }
+                    }
+                    guard base.count + pending.count - index - 1 <= RootDirectory.maxDepth else {
+                        throw ArchiveError(.limitExceeded(detail: "'\(entry)' resolves deeper than \(RootDirectory.maxDepth) directories"))
                     }
                     pending = base + pending[(index + 1)...]
                     index = 0
@@ -114,7 +128,7 @@ final class RootDirectory {
                     current = fd
                     continue walk
                 }
-                throw ArchiveError.io("open directory", resolvedKey, code)
+                throw ArchiveError.io("open directory", resolvedPath, code)
             }
         }
         if cache[key] == nil { cache[key] = current }  // alias through symlinks; fd owned once
@@ -132,7 +146,13 @@ final class RootDirectory {
 
     /// Removes `name` in `parent` (file, symlink or whole directory tree). Missing is fine.
     func remove(parent: Int32, name: String, display: String) throws {
-        if unlinkat(parent, name, 0) == 0 { return }
+        var info = stat()
+        let wasSymlink = fstatat(parent, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
+        if unlinkat(parent, name, 0) == 0 {
+            // A cached directory reached through this symlink must not be used for later entries.
+            if wasSymlink { invalidate() }
+            return
+        }
         let code = errno
         if code == ENOENT { return }
         if code == EISDIR || code == EPERM {

@@ -33,6 +33,10 @@ final class PassthroughDecoder: StreamDecoder {
 }
 
 /// gzip via ISA-L `isal_inflate`, supporting multi-member streams and trailing zero padding.
+///
+/// Member headers are parsed here, not by ISA-L: ISA-L 2.30 (Debian 12) leaves a flags field uninitialised when
+/// a header (with a file name) is split across two input buffers and then rejects a valid stream. ISA-L inflates
+/// each member as raw deflate and verifies its CRC32 and length trailer (`ISAL_GZIP_NO_HDR_VER`).
 final class GzipDecoder: StreamDecoder {
     private let input: InputReader
     private let state: UnsafeMutablePointer<inflate_state>
@@ -43,13 +47,16 @@ final class GzipDecoder: StreamDecoder {
     private var sawInput = false
     private var done = false
     private var trailingZeros = false
+    /// Between members (and at the start): the next bytes are a gzip header, collected here until complete.
+    private var needHeader = true
+    private var header: [UInt8] = []
+    private static let maxHeader = 64 << 10
 
     init(_ input: InputReader) {
         self.input = input
         state = .allocate(capacity: 1)
         inBuffer = .allocate(capacity: compressedReadSize)
         isal_inflate_init(state)
-        state.pointee.crc_flag = UInt32(ISAL_GZIP)
     }
 
     deinit {
@@ -75,7 +82,7 @@ final class GzipDecoder: StreamDecoder {
         var produced = 0
         while produced < buffer.count && !done {
             if state.pointee.avail_in == 0 && !inputEOF { try refill() }
-            if trailingZeros || state.pointee.block_state == ISAL_BLOCK_FINISH {
+            if !needHeader && (trailingZeros || state.pointee.block_state == ISAL_BLOCK_FINISH) {
                 // Member complete: more members may follow (multi-member gzip), or zero padding.
                 if state.pointee.avail_in == 0 {
                     if inputEOF { done = true }
@@ -94,12 +101,20 @@ final class GzipDecoder: StreamDecoder {
                     state.pointee.avail_in = 0
                     continue
                 }
-                let avail = state.pointee.avail_in
-                if next[0] != 0x1f || (avail >= 2 && next[1] != 0x8b) {
-                    throw corrupt("garbage after gzip member (no gzip magic)")
+                needHeader = true
+            }
+            if needHeader {
+                if state.pointee.avail_in == 0 {
+                    guard inputEOF else { continue }
+                    throw ArchiveError(.truncated(detail: sawInput
+                        ? "gzip stream ends inside a member header at compressed offset \(compressedOffset)"
+                        : "empty gzip stream"))
                 }
+                guard try consumeHeader() else { continue }
+                needHeader = false
+                let next = state.pointee.next_in, avail = state.pointee.avail_in
                 isal_inflate_reset(state)
-                state.pointee.crc_flag = UInt32(ISAL_GZIP)
+                state.pointee.crc_flag = UInt32(ISAL_GZIP_NO_HDR_VER)
                 state.pointee.next_in = next
                 state.pointee.avail_in = avail
             }
@@ -113,12 +128,63 @@ final class GzipDecoder: StreamDecoder {
             if out == 0 && state.pointee.avail_in == inBefore && state.pointee.block_state != ISAL_BLOCK_FINISH
                 && state.pointee.avail_in == 0 && inputEOF
             {
-                throw ArchiveError(.truncated(detail: sawInput
-                    ? "gzip stream ends in the middle of a member at compressed offset \(compressedOffset) (truncated or corrupt)"
-                    : "empty gzip stream"))
+                throw ArchiveError(.truncated(detail:
+                    "gzip stream ends in the middle of a member at compressed offset \(compressedOffset) (truncated or corrupt)"))
             }
         }
         return produced
+    }
+
+    /// Moves header bytes from the input into `header`; true once the whole header is consumed (bytes taken past
+    /// its end are given back to the input).
+    private func consumeHeader() throws -> Bool {
+        let next = state.pointee.next_in!
+        let take = min(Int(state.pointee.avail_in), GzipDecoder.maxHeader - header.count)
+        header.append(contentsOf: UnsafeBufferPointer(start: next, count: take))
+        state.pointee.next_in = next + take
+        state.pointee.avail_in -= UInt32(take)
+        let parsed: Int?
+        do {
+            parsed = try GzipDecoder.headerLength(header)
+        } catch let problem as GzipHeaderProblem {
+            throw corrupt(problem.detail)
+        }
+        guard let length = parsed else {
+            if header.count >= GzipDecoder.maxHeader { throw corrupt("gzip member header longer than 64 KiB") }
+            return false
+        }
+        // Earlier rounds ended with an incomplete header, so the excess lies within this round's bytes.
+        let excess = header.count - length
+        state.pointee.next_in = state.pointee.next_in - excess
+        state.pointee.avail_in += UInt32(excess)
+        header.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// The length of the gzip member header at the start of `bytes` (RFC 1952 §2.3), nil while incomplete.
+    static func headerLength(_ bytes: [UInt8]) throws -> Int? {
+        func invalid(_ detail: String) -> GzipHeaderProblem { GzipHeaderProblem(detail: detail) }
+        if bytes.count >= 1, bytes[0] != 0x1f { throw invalid("garbage where a gzip member should start (no gzip magic)") }
+        if bytes.count >= 2, bytes[1] != 0x8b { throw invalid("garbage where a gzip member should start (no gzip magic)") }
+        guard bytes.count >= 10 else { return nil }
+        guard bytes[2] == 8 else { throw invalid("unsupported gzip compression method \(bytes[2])") }
+        let flags = bytes[3]
+        guard flags & 0xE0 == 0 else { throw invalid("reserved gzip header flags set") }
+        var end = 10
+        if flags & 0x04 != 0 {  // FEXTRA
+            guard bytes.count >= end + 2 else { return nil }
+            end += 2 + (Int(bytes[end]) | Int(bytes[end + 1]) << 8)
+            guard bytes.count >= end else { return nil }
+        }
+        for flag: UInt8 in [0x08, 0x10] where flags & flag != 0 {  // FNAME, FCOMMENT: zero-terminated
+            guard let zero = bytes[end...].firstIndex(of: 0) else { return nil }
+            end = zero + 1
+        }
+        if flags & 0x02 != 0 {  // FHCRC
+            end += 2
+            guard bytes.count >= end else { return nil }
+        }
+        return end
     }
 
     static func describe(_ rc: Int32) -> String {
@@ -133,6 +199,10 @@ final class GzipDecoder: StreamDecoder {
         default: return "isal_inflate error \(rc)"
         }
     }
+}
+
+struct GzipHeaderProblem: Error {
+    var detail: String
 }
 
 /// zstd via `ZSTD_decompressStream` (handles concatenated frames).

@@ -184,6 +184,7 @@ public final class TarReader {
             case UInt8(ascii: "x"):
                 let data = try readMetadata(size: size, what: "PAX header")
                 for (k, v) in try TarReader.parsePAX(data, offset: headerOffset) { localRecords[k] = v }
+                try TarReader.checkRecordBudget(localRecords, what: "extended header records for one entry", offset: headerOffset)
                 pendingMetadata = true
                 continue
             case UInt8(ascii: "g"):
@@ -191,6 +192,8 @@ public final class TarReader {
                 for (k, v) in try TarReader.parsePAX(data, offset: headerOffset) {
                     if v.isEmpty { globalRecords.removeValue(forKey: k) } else { globalRecords[k] = v }
                 }
+                // Global records are copied into every later entry, so they get a far smaller budget.
+                try TarReader.checkRecordBudget(globalRecords, what: "global extended header records", offset: headerOffset, limit: 64 << 10)
                 continue
             case UInt8(ascii: "L"):
                 longName = TarReader.trimNUL(try readMetadata(size: size, what: "GNU long name"))
@@ -353,6 +356,15 @@ public final class TarReader {
         return out
     }
 
+    /// Records may repeat across chained headers; their total is bounded so a layer cannot make every entry
+    /// carry megabytes of metadata.
+    static func checkRecordBudget(_ records: [String: [UInt8]], what: String, offset: Int64, limit: Int = 8 << 20) throws {
+        let total = records.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
+        guard total <= limit, records.count <= 10_000 else {
+            throw ArchiveError(.limitExceeded(detail: "\(what) exceed \(limit) bytes or 10,000 records at offset \(offset)"))
+        }
+    }
+
     static func apply(_ records: [String: [UInt8]], to h: inout TarHeader, offset: Int64) throws {
         func int(_ v: [UInt8], _ key: String) throws -> Int64 {
             guard let n = Int64(String(decoding: v, as: UTF8.self)) else {
@@ -361,6 +373,8 @@ public final class TarReader {
             return n
         }
         for (key, value) in records {
+            // An empty value deletes the record: the ustar field stands (POSIX pax, "keyword=" with no value).
+            if value.isEmpty && !key.hasPrefix("SCHILY.xattr.") { continue }
             switch key {
             case "path": h.name = String(decoding: value, as: UTF8.self)
             case "linkpath": h.linkName = String(decoding: value, as: UTF8.self)
@@ -379,6 +393,10 @@ public final class TarReader {
             default:
                 if key.hasPrefix("SCHILY.xattr.") {
                     h.xattrs[String(key.dropFirst("SCHILY.xattr.".count))] = value
+                } else if key.hasPrefix("GNU.sparse.") {
+                    // PAX sparse files carry a sparse map inside their data; writing that as content would
+                    // silently corrupt the file.
+                    throw ArchiveError(.unsupportedEntryType(entry: h.name, type: "PAX sparse file (\(key))"))
                 }
             }
         }
@@ -397,7 +415,9 @@ public final class TarReader {
         }
         if first.hasPrefix("-") && nanos != 0 {
             // -1.5 means 1.5 seconds before the epoch
-            return TarTimestamp(seconds: secs - 1, nanoseconds: 1_000_000_000 - nanos)
+            let (earlier, overflow) = secs.subtractingReportingOverflow(1)
+            guard !overflow else { return nil }
+            return TarTimestamp(seconds: earlier, nanoseconds: 1_000_000_000 - nanos)
         }
         return TarTimestamp(seconds: secs, nanoseconds: nanos)
     }

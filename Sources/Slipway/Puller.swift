@@ -29,11 +29,16 @@ public struct Puller: Sendable {
         // Held from resolving on: the config enters the store before the copier takes its own lease.
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
-        let image = try await source.resolve(platform: session.options.platform)
-        let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
+        let (source, image, destination) = try await prepare(location)
         let report = try await Copier(concurrency: session.options.concurrency, progress: progress).copy(image, from: source, to: destination)
         return (image, report)
+    }
+
+    /// Resolves the image (its config through the store) and names where it goes. Call with the store lock held.
+    private func prepare(_ location: ImageLocation) async throws -> (any ImageSource, ResolvedImage, LayoutDestination) {
+        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
+        let image = try await source.resolve(platform: session.options.platform)
+        return (source, image, LayoutDestination(store: store, imageName: Self.storeName(for: location)))
     }
 
     /// Pulls and unpacks with the two overlapped: layer `i` is extracted as soon as its blob is verified in the
@@ -43,9 +48,7 @@ public struct Puller: Sendable {
     {
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
-        let image = try await source.resolve(platform: session.options.platform)
-        let destination = LayoutDestination(store: store, imageName: Self.storeName(for: location))
+        let (source, image, destination) = try await prepare(location)
         let arrivals = Arrivals()
         let copier = Copier(concurrency: session.options.concurrency, progress: progress)
         let unpacker = Unpacker(store: store, progress: progress)

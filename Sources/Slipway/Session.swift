@@ -39,6 +39,18 @@ public final class Session: Sendable {
         try? await http.shutdown()
     }
 
+    /// Runs `body`, then shuts the session down however `body` ends.
+    public func run<T>(_ body: (Session) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            await shutdown()
+            return result
+        } catch {
+            await shutdown()
+            throw error
+        }
+    }
+
     public func client(for registry: String) -> RegistryClient {
         clients.withLock { clients in
             if let existing = clients[registry] { return existing }

@@ -83,15 +83,7 @@ struct GlobalOptions: ParsableArguments {
 
     /// Runs `body` with a session for these locations and shuts the session down however `body` ends.
     func withSession<T>(for locations: [ImageLocation], destinationCreds: String? = nil, _ body: (Session) async throws -> T) async throws -> T {
-        let session = try makeSession(registries: locations, destinationCreds: destinationCreds)
-        do {
-            let result = try await body(session)
-            await session.shutdown()
-            return result
-        } catch {
-            await session.shutdown()
-            throw error
-        }
+        try await makeSession(registries: locations, destinationCreds: destinationCreds).run(body)
     }
 
     func makeProgress() -> ProgressDisplay { ProgressDisplay(enabled: !quiet && !json) }

@@ -54,14 +54,7 @@ func push(_ layout: ContentStore, to reference: String, session: Session, chunkS
 
 /// Runs with a session that is shut down afterwards, whatever happens.
 func withSession<T>(_ session: Session, _ body: (Session) async throws -> T) async throws -> T {
-    do {
-        let result = try await body(session)
-        await session.shutdown()
-        return result
-    } catch {
-        await session.shutdown()
-        throw error
-    }
+    try await session.run(body)
 }
 
 struct ProcessResult {

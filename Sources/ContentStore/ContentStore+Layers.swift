@@ -30,7 +30,9 @@ extension ContentStore {
         try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         do {
             let actual = try await extract(temporary)
-            guard actual == diffID else { throw StoreError.verification(expected: diffID, actual: actual, size: 0) }
+            guard actual == diffID else {
+                throw StoreError.corrupt(path: temporary, reason: "the layer unpacks to \(actual), not to its diffID \(diffID)")
+            }
             // Flush the extracted files before the rename publishes them; only this filesystem, not the node's.
             let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if fd >= 0 {

@@ -87,6 +87,31 @@ import TestSupport
         }
     }
 
+    @Test func copiesBetweenTwoRegistries() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        try await RegistryProcess.withRegistry { first in
+            try await RegistryProcess.withRegistry { second in
+                let pushed = try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", "\(first.host)/app:v1"])
+                #expect(pushed.status == 0, "\(pushed.stderr)")
+                func staged() throws -> Set<String> {
+                    Set(try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix("slipway-copy-") })
+                }
+                let stagedBefore = try staged()
+                let copied = try run(slipwayBinary, ["copy", "--json", "\(first.host)/app:v1", "\(second.host)/mirror/app:v1"])
+                #expect(copied.status == 0, "\(copied.stderr)")
+                let report = try JSONDecoder().decode(TransferReport.self, from: Data(copied.stdout.utf8))
+                #expect(report.bytesTransferred >= report.bytesTotal - 1024)
+                let inspect = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(second.host)/mirror/app:v1"])
+                #expect(inspect.status == 0, "\(inspect.stderr)")
+                #expect(inspect.stdout.contains(report.manifestDigest))
+                // Nothing staged is left behind in the temporary directory.
+                let leftovers = try staged().subtracting(stagedBefore)
+                #expect(leftovers.isEmpty, "\(leftovers)")
+            }
+        }
+    }
+
     @Test func chunkedUploadAndCrossRepositoryMount() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

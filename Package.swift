@@ -42,6 +42,8 @@ let package = Package(
             name: "Slipway",
             dependencies: [
                 "OCI", "Registry", "ContentStore", "Archive",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

@@ -151,6 +151,12 @@ extension RegistryClient {
         throw RegistryError.retriesExhausted(attempts: attempt, last: lastFailure)
     }
 
+    /// Opens a blob for streaming as it is served. The caller verifies what it reads (see `VerifiedBlobStream`).
+    public func openBlob(repository: String, descriptor: Descriptor) async throws -> HTTPClientResponse.Body {
+        let response = try await send(Request(method: .GET, target: "/v2/\(repository)/blobs/\(descriptor.digest)", scope: Self.scope(repository)), expecting: [200])
+        return response.body
+    }
+
     /// Tags of a repository, following pagination.
     public func listTags(repository: String) async throws -> [String] {
         var tags: [String] = []

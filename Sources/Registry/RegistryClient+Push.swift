@@ -55,14 +55,47 @@ extension RegistryClient {
             let done = try await send(close, expecting: [201])
             _ = try await Self.collect(done.body, limit: 64 * 1024)
         } else {
-            var put = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: location), scope: scope)
-            put.headers.add(name: "Content-Type", value: "application/octet-stream")
-            put.headers.add(name: "Content-Length", value: String(descriptor.size))
             let size = descriptor.size
-            put.body = { .stream(FileChunks(path: path, offset: 0, length: size), length: .known(size)) }
-            let done = try await send(put, expecting: [201])
-            _ = try await Self.collect(done.body, limit: 64 * 1024)
+            try await finishUpload(at: location, descriptor: descriptor, scope: scope) {
+                .stream(FileChunks(path: path, offset: 0, length: size), length: .known(size))
+            }
         }
+    }
+
+    /// Uploads a blob from a stream in one PUT; `body` is called again for each attempt. The registry checks the
+    /// digest before it accepts the blob.
+    /// A failed PUT ends the upload session, so each attempt opens a new one.
+    public func uploadBlob(repository: String, descriptor: Descriptor, streaming body: @escaping @Sendable () -> HTTPClientRequest.Body) async throws {
+        let scope = Self.scope(repository, push: true)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var start = Request(method: .POST, target: "/v2/\(repository)/blobs/uploads/", scope: scope)
+            start.headers.add(name: "Content-Length", value: "0")
+            start.timeout = .seconds(60)
+            let opened = try await send(start, expecting: [202])
+            _ = try await Self.collect(opened.body, limit: 64 * 1024)
+            do {
+                try await finishUpload(at: try uploadLocation(opened, of: start), descriptor: descriptor, scope: scope, retryable: false, body: body)
+                return
+            } catch let error as RegistryError where error.isTransient && attempt < retry.maxAttempts {
+                logger.info("upload of \(descriptor.digest.short) failed (\(error)); starting a new upload")
+                try await Task.sleep(for: .seconds(retry.delay(afterAttempt: attempt, retryAfter: nil)))
+            }
+        }
+    }
+
+    private func finishUpload(
+        at location: String, descriptor: Descriptor, scope: String, retryable: Bool = true,
+        body: @escaping @Sendable () -> HTTPClientRequest.Body
+    ) async throws {
+        var put = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: location), scope: scope)
+        put.retryable = retryable
+        put.headers.add(name: "Content-Type", value: "application/octet-stream")
+        put.headers.add(name: "Content-Length", value: String(descriptor.size))
+        put.body = body
+        let done = try await send(put, expecting: [201])
+        _ = try await Self.collect(done.body, limit: 64 * 1024)
     }
 
     /// Uploads a small blob held in memory in one request.

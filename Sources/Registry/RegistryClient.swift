@@ -102,6 +102,8 @@ public final class RegistryClient: Sendable {
         var scope: String
         var body: (@Sendable () -> HTTPClientRequest.Body)? = nil
         var timeout: TimeAmount = .hours(6)
+        /// False when a failed attempt cannot simply be sent again (a PUT that ended an upload session).
+        var retryable = true
 
         var url: String = ""
     }
@@ -111,6 +113,7 @@ public final class RegistryClient: Sendable {
     func send(_ request: Request, expecting accepted: Set<Int>) async throws -> HTTPClientResponse {
         await resolveScheme()
         let url = resolve(request.target)
+        let maxAttempts = request.retryable ? retry.maxAttempts : 1
         var attempt = 0
         while true {
             attempt += 1
@@ -120,15 +123,15 @@ public final class RegistryClient: Sendable {
                 if accepted.contains(status) { return response }
                 let body = try await Self.collect(response.body, limit: 64 * 1024, url: url)
                 let error = Self.error(for: status, method: request.method.rawValue, url: url, body: body)
-                if error.isTransient, attempt < retry.maxAttempts {
+                if error.isTransient, attempt < maxAttempts {
                     let delay = retry.delay(afterAttempt: attempt, retryAfter: RetryPolicy.parseRetryAfter(response.headers.first(name: "Retry-After")))
-                    logger.info("\(request.method) \(url): HTTP \(status), retrying in \(String(format: "%.1f", delay)) s (attempt \(attempt + 1) of \(retry.maxAttempts))")
+                    logger.info("\(request.method) \(url): HTTP \(status), retrying in \(String(format: "%.1f", delay)) s (attempt \(attempt + 1) of \(maxAttempts))")
                     try await Task.sleep(for: .seconds(delay))
                     continue
                 }
                 if error.isTransient { throw RegistryError.retriesExhausted(attempts: attempt, last: error.description) }
                 throw error
-            } catch let error as RegistryError {
+            } catch let error as RegistryError where !error.isTransient {
                 throw error
             } catch is CancellationError {
                 throw CancellationError()
@@ -136,8 +139,11 @@ public final class RegistryClient: Sendable {
                 // A certificate that fails verification will fail the same way next time.
                 throw RegistryError.tls(url: url, underlying: String(describing: error))
             } catch {
-                let failure = RegistryError.transport(url: url, underlying: String(describing: error))
-                guard attempt < retry.maxAttempts else { throw RegistryError.retriesExhausted(attempts: attempt, last: failure.description) }
+                // Includes a request body that failed verification on the way (a streamed copy): resent afresh.
+                let failure = (error as? RegistryError) ?? RegistryError.transport(url: url, underlying: String(describing: error))
+                guard attempt < maxAttempts else {
+                    throw maxAttempts == 1 ? failure : RegistryError.retriesExhausted(attempts: attempt, last: failure.description)
+                }
                 let delay = retry.delay(afterAttempt: attempt, retryAfter: nil)
                 logger.info("\(failure), retrying in \(String(format: "%.1f", delay)) s")
                 try await Task.sleep(for: .seconds(delay))

@@ -73,12 +73,20 @@ public struct RemoteDestination: ImageDestination {
         {
             return 0
         }
+        if let remote = source as? RemoteImageSource, chunkSize == nil {
+            // Registry to registry: stream from one to the other, verified on the way.
+            let size = descriptor.size
+            try await client.uploadBlob(repository: repository, descriptor: descriptor) {
+                .stream(VerifiedBlobStream(source: remote, descriptor: descriptor, progress: progress), length: .known(size))
+            }
+            return descriptor.size
+        }
         if let path = source.localBlobPath(descriptor) {
             try await client.uploadBlob(repository: repository, descriptor: descriptor, fromFile: path, chunkSize: chunkSize)
             progress(.blobProgress(descriptor.digest, bytes: descriptor.size))
             return descriptor.size
         }
-        // Registry to registry: stage through a private, verified scratch layout, then upload from the file.
+        // Chunked uploads (or sources without a stream) stage through a private, verified scratch layout.
         let scratchPath = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-copy-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: scratchPath, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(atPath: scratchPath) }

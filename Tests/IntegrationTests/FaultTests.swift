@@ -121,6 +121,29 @@ import TestSupport
         }
     }
 
+    @Test func registryToRegistryCopyPassesOnlyVerifiedBytes() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await RegistryProcess.withRegistry { target in
+                try await withSession(try makeSession()) { session in
+                    let (reference, large) = try await prepare(proxy, scratch, session: session)
+                    let source = RemoteImageSource(reference: try Reference(parsing: reference), client: session.client(for: proxy.host))
+                    let image = try await source.resolve()
+                    // Wrong bytes every time: the copy fails and the target never gets the blob.
+                    proxy.inject(.flipByte(at: 99), path: "/blobs/\(large.digest)", times: .max)
+                    let broken = try session.destination(for: try ImageLocation(parsing: "\(target.host)/copy:broken"))
+                    await #expect(throws: (any Error).self) { _ = try await Copier().copy(image, from: source, to: broken) }
+                    #expect(try await !session.client(for: target.host).blobExists(repository: "copy", digest: large.digest))
+                    // Wrong bytes once: the upload is retried with a fresh download and lands verified.
+                    proxy.setRules([FaultRule(path: "/blobs/\(large.digest)", fault: .flipByte(at: 99), times: 1)])
+                    let good = try session.destination(for: try ImageLocation(parsing: "\(target.host)/copy:good"))
+                    _ = try await Copier().copy(image, from: source, to: good)
+                    #expect(try await session.client(for: target.host).blobExists(repository: "copy", digest: large.digest))
+                }
+            }
+        }
+    }
+
     @Test func retriesAStalledServer() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { _, proxy in

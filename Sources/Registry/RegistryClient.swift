@@ -129,7 +129,8 @@ public final class RegistryClient: Sendable {
                     try await Task.sleep(for: .seconds(delay))
                     continue
                 }
-                if error.isTransient { throw RegistryError.retriesExhausted(attempts: attempt, last: error.description) }
+                // A request that may not be resent reports the failure itself, so its caller can start over.
+                if error.isTransient, maxAttempts > 1 { throw RegistryError.retriesExhausted(attempts: attempt, last: error.description) }
                 throw error
             } catch let error as RegistryError where !error.isTransient {
                 throw error

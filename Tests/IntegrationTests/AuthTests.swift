@@ -114,3 +114,27 @@ import TestSupport
         #expect(throws: RegistryError.self) { try DockerConfigCredentials(path: scratch.sub("bad.json")) }
     }
 }
+
+/// `--creds` belongs to the source and `--dest-creds` to the destination: one registry's password is never
+/// offered to another.
+@Suite struct CredentialScopingTests {
+    @Test func copyUsesEachRegistrysOwnCredentials() async throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        let alice = BasicCredentials(username: "alice", password: "alice-pass")
+        let bob = BasicCredentials(username: "bob", password: "bob-pass")
+        try await RegistryProcess.withRegistry(auth: alice) { source in
+            try await RegistryProcess.withRegistry(auth: bob) { target in
+                let pushed = try run(slipwayBinary, ["copy", "-q", "--dest-creds", "alice:alice-pass", "oci:\(layout.root):demo", "\(source.host)/app:v1"])
+                #expect(pushed.status == 0, "\(pushed.stderr)")
+                let onlySource = try run(slipwayBinary, ["copy", "-q", "--creds", "alice:alice-pass", "\(source.host)/app:v1", "\(target.host)/app:v1"])
+                #expect(onlySource.status == 1)
+                #expect(onlySource.stderr.contains("asks for a user name and password"), "\(onlySource.stderr)")
+                let both = try run(slipwayBinary, [
+                    "copy", "-q", "--creds", "alice:alice-pass", "--dest-creds", "bob:bob-pass", "\(source.host)/app:v1", "\(target.host)/app:v1",
+                ])
+                #expect(both.status == 0, "\(both.stderr)")
+            }
+        }
+    }
+}

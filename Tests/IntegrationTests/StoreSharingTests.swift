@@ -166,3 +166,18 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("theirs")).sorted() == before)
     }
 }
+
+/// gc never runs while a pull or unpack holds the store.
+@Suite struct CollectionSafetyTests {
+    @Test func gcRefusesWhileTheStoreIsInUse() async throws {
+        let scratch = try ScratchDirectory()
+        let store = try ContentStore(root: scratch.sub("store"))
+        let lease = try await store.lockForWriting()
+        let busy = try run(slipwayBinary, ["gc", "--store", store.root])
+        #expect(busy.status == 1)
+        #expect(busy.stderr.contains("in use by another slipway process"), "\(busy.stderr)")
+        lease.release()
+        let free = try run(slipwayBinary, ["gc", "--store", store.root])
+        #expect(free.status == 0, "\(free.stderr)")
+    }
+}

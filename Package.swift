@@ -25,6 +25,10 @@ let package = Package(
             name: "Archive",
             dependencies: ["CISAL", "CZstd", "CLinux", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        .target(
+            name: "EStargz",
+            dependencies: ["Archive", "OCI", "CISAL", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Registry",
@@ -70,6 +74,7 @@ let package = Package(
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
+        .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(
             name: "IntegrationTests",

@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "Slipway",
             dependencies: [
-                "OCI", "Registry", "ContentStore", "Archive",
+                "OCI", "Registry", "ContentStore", "Archive", "EStargz",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -55,7 +55,7 @@ let package = Package(
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "OCI", "Registry", "ContentStore", "Archive",
+                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -79,7 +79,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux",
+                "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -30,3 +30,17 @@ public final class DecodedLayer: @unchecked Sendable {
         close(fd)
     }
 }
+
+extension DecodedLayer {
+    /// Reads the decoded tar entry by entry (for conversions that rewrite a layer rather than extract it). Read it
+    /// to the end, then `verifiedDiffID()` gives the diffID of every byte the stream decoded.
+    public func tarReader() -> TarReader { TarReader(source: PipeByteSource(pipe)) }
+
+    /// The diffID and size once the whole stream was read; throws the decoder's error if decompression failed.
+    public func finishedDigest() throws -> (diffID: String, size: Int64) {
+        pipe.waitForProducerExit()
+        if let failure = pipe.failure { throw failure }
+        guard let result = digest.value else { throw ArchiveError(.truncated(detail: "decompression did not complete")) }
+        return (result.diffID, result.size)
+    }
+}

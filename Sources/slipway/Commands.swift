@@ -5,6 +5,7 @@ import OCI
 import Registry
 import Slipway
 import Archive
+import EStargz
 
 struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pull an image into the store, verified; prints the manifest digest.")
@@ -269,5 +270,49 @@ func printDigest(_ descriptor: Descriptor, json: Bool) throws {
         try printJSON(Output(digest: descriptor.digest.description, size: descriptor.size, mediaType: descriptor.mediaType))
     } else {
         print(descriptor.digest)
+    }
+}
+
+struct Convert: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an image to eStargz (lazy-pullable) and write it to a registry or an OCI layout.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Source image: a registry reference or oci:PATH[:NAME].") var source: String
+    @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
+    @Option(name: .long, help: "Target format (estargz).") var to: String = "estargz"
+    @Option(name: .long, help: "Uncompressed bytes per chunk (each chunk is fetched on its own).") var chunkSize: Int = 4 << 20
+    @Option(name: .long, help: "gzip level, 0 to 3 (ISA-L).") var compressionLevel: Int = 1
+    @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
+
+    func validate() throws {
+        guard to == "estargz" else { throw ValidationError("--to supports estargz (SIF comes with issue 6)") }
+        guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
+        guard (0...3).contains(compressionLevel) else { throw ValidationError("--compression-level takes 0 to 3") }
+    }
+
+    func run() async throws {
+        let from = try parseLocation(source)
+        let to = try parseLocation(destination)
+        let store = try global.openStore()
+        let display = global.makeProgress()
+        let name = Puller.storeName(for: to)
+        let (converted, copied) = try await global.withSession(for: [from, to], destinationCreds: destCreds) { session in
+            let (image, _) = try await Puller(session: session, store: store, progress: display.handler).pull(from)
+            let converter = EStargzConverter(
+                store: store, options: EStargzWriterOptions(chunkSize: chunkSize, compressionLevel: compressionLevel), progress: display.handler)
+            let (_, report) = try await converter.convert(image, name: name)
+            let result = LayoutImageSource(store: store, imageName: name)
+            let copy = try await Copier(concurrency: session.options.concurrency, progress: display.handler)
+                .copy(try await result.resolve(), from: result, to: try session.destination(for: to))
+            return (report, copy)
+        }
+        display.finish()
+        if global.json {
+            struct Output: Encodable { var convert: EStargzConverter.Report; var push: TransferReport }
+            try printJSON(Output(convert: converted, push: copied))
+        } else {
+            print(converted.manifestDigest)
+        }
     }
 }

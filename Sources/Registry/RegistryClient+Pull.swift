@@ -157,6 +157,32 @@ extension RegistryClient {
         return response.body
     }
 
+    /// `length` bytes of a blob from `offset`, with a Range request. A registry that ignores Range (200) is read
+    /// only as far as needed. The caller verifies the bytes (eStargz TOC and chunk digests).
+    public func fetchRange(repository: String, digest: Digest, offset: Int64, length: Int) async throws -> [UInt8] {
+        var request = Request(method: .GET, target: "/v2/\(repository)/blobs/\(digest)", scope: Self.scope(repository))
+        request.headers.add(name: "Range", value: "bytes=\(offset)-\(offset + Int64(length) - 1)")
+        request.timeout = .seconds(300)
+        let response = try await send(request, expecting: [200, 206])
+        var skip = response.status == .partialContent ? 0 : offset
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(length)
+        for try await buffer in response.body {
+            var view = buffer.readableBytesView[...]
+            if skip > 0 {
+                let dropped = min(Int64(view.count), skip)
+                view = view.dropFirst(Int(dropped))
+                skip -= dropped
+            }
+            bytes.append(contentsOf: view.prefix(length - bytes.count))
+            if bytes.count == length { break }
+        }
+        guard bytes.count == length else {
+            throw RegistryError.sizeMismatch(expected: Int64(length), actual: Int64(bytes.count), url: resolve(request.target))
+        }
+        return bytes
+    }
+
     /// Tags of a repository, following pagination.
     public func listTags(repository: String) async throws -> [String] {
         var tags: [String] = []

@@ -15,6 +15,8 @@ public protocol ImageSource: Sendable {
     func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws
     /// A file already holding the verified blob on this machine, when there is one (no transfer needed).
     func localBlobPath(_ descriptor: Descriptor) -> String?
+    /// `length` bytes of a blob from `offset`, unverified: for formats that verify their own parts (eStargz).
+    func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8]
 }
 
 /// One platform's image, resolved from a source: its manifest and config, parsed and as bytes.

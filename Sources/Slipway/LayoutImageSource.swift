@@ -56,4 +56,15 @@ public struct LayoutImageSource: ImageSource {
     public func localBlobPath(_ descriptor: Descriptor) -> String? {
         store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil
     }
+
+    public func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
+        guard let handle = FileHandle(forReadingAtPath: store.blobPath(descriptor.digest)) else {
+            throw StoreError.notFound("blob \(descriptor.digest)")
+        }
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(offset))
+        let bytes = [UInt8](try handle.read(upToCount: length) ?? Data())
+        guard bytes.count == length else { throw StoreError.corrupt(path: store.blobPath(descriptor.digest), reason: "shorter than expected") }
+        return bytes
+    }
 }

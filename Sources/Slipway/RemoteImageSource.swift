@@ -31,4 +31,8 @@ public struct RemoteImageSource: ImageSource {
     }
 
     public func localBlobPath(_ descriptor: Descriptor) -> String? { nil }
+
+    public func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
+        try await client.fetchRange(repository: reference.repository, digest: descriptor.digest, offset: offset, length: length)
+    }
 }

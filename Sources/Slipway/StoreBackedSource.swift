@@ -26,4 +26,8 @@ struct StoreBackedSource: ImageSource {
     }
 
     func localBlobPath(_ descriptor: Descriptor) -> String? { inner.localBlobPath(descriptor) }
+
+    func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
+        try await inner.readRange(descriptor, offset: offset, length: length)
+    }
 }

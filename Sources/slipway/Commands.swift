@@ -133,15 +133,20 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let location = try parseLocation(image)
-        let (resolved, name) = try await global.withSession(for: [location]) { session in
+        let (resolved, name, estargz) = try await global.withSession(for: [location]) { session in
             let source = try session.source(for: location)
-            return (try await source.resolve(platform: session.options.platform), source.name)
+            let image = try await source.resolve(platform: session.options.platform)
+            var estargz: [Digest: EStargzLayerInfo] = [:]
+            for layer in image.manifest.layers {
+                if let info = try await EStargzLayerInfo.read(layer, from: source) { estargz[layer.digest] = info }
+            }
+            return (image, source.name, estargz)
         }
         if raw {
             FileHandle.standardOutput.write(Data(resolved.manifestBytes))
             return
         }
-        let summary = ImageSummary(resolved, name: name)
+        let summary = ImageSummary(resolved, name: name, estargz: estargz)
         if global.json { return try printJSON(summary) }
         print("Name:       \(summary.name)")
         print("Digest:     \(summary.digest)")
@@ -155,12 +160,21 @@ struct Inspect: AsyncParsableCommand {
         print("Layers:     \(summary.layers.count), \(formatBytes(summary.totalSize)) compressed")
         for layer in summary.layers {
             print("  \(layer.digest)  \(formatBytes(layer.size).padding(toLength: 9, withPad: " ", startingAt: 0))  \(layer.mediaType)")
+            if let info = layer.estargz {
+                print("    eStargz: TOC \(info.tocDigest), \(info.files) files, \(info.chunks) chunks, prefetch \(formatBytes(info.prefetchBytes))")
+            }
         }
     }
 }
 
 struct ImageSummary: Encodable {
-    struct Layer: Encodable { var digest: String; var size: Int64; var mediaType: String; var diffID: String }
+    struct Layer: Encodable {
+        var digest: String
+        var size: Int64
+        var mediaType: String
+        var diffID: String
+        var estargz: EStargzLayerInfo?
+    }
     var name: String
     var digest: String
     var indexDigest: String?
@@ -174,7 +188,7 @@ struct ImageSummary: Encodable {
     var totalSize: Int64
     var layers: [Layer]
 
-    init(_ image: ResolvedImage, name: String) {
+    init(_ image: ResolvedImage, name: String, estargz: [Digest: EStargzLayerInfo] = [:]) {
         self.name = name
         digest = image.manifestDescriptor.digest.description
         indexDigest = image.index?.descriptor.digest.description
@@ -186,7 +200,11 @@ struct ImageSummary: Encodable {
         env = image.config.config?.Env
         workingDir = image.config.config?.WorkingDir
         totalSize = image.totalLayerBytes
-        layers = image.layers.map { Layer(digest: $0.descriptor.digest.description, size: $0.descriptor.size, mediaType: $0.descriptor.mediaType, diffID: $0.diffID.description) }
+        layers = image.layers.map {
+            Layer(
+                digest: $0.descriptor.digest.description, size: $0.descriptor.size, mediaType: $0.descriptor.mediaType,
+                diffID: $0.diffID.description, estargz: estargz[$0.descriptor.digest])
+        }
     }
 }
 

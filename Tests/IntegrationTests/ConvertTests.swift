@@ -35,6 +35,23 @@ import TestSupport
                 #expect(reader.toc.entries.filter { $0.name == "opt/app/data.bin" }.count == 4)
             }
 
+            // inspect reads each layer's footer and TOC with Range requests and verifies it.
+            let inspected = try run(slipwayBinary, ["inspect", "--json", converted])
+            #expect(inspected.status == 0, "\(inspected.stderr)")
+            struct Summary: Decodable {
+                struct Layer: Decodable {
+                    struct Info: Decodable { var tocDigest: String; var files: Int; var chunks: Int }
+                    var size: Int64
+                    var estargz: Info?
+                }
+                var layers: [Layer]
+            }
+            let summary = try JSONDecoder().decode(Summary.self, from: Data(inspected.stdout.utf8))
+            #expect(summary.layers.allSatisfy { $0.estargz != nil })
+            let largest = try #require(summary.layers.max { $0.size < $1.size }?.estargz)
+            #expect(largest.files == 2)  // run.sh and data.bin; the config symlink is not a file
+            #expect(largest.chunks == 5)  // run.sh + four 1 MiB chunks of data.bin
+
             let plain = try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u1"), original, scratch.sub("plain")])
             let lazy = try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u2"), converted, scratch.sub("lazy")])
             #expect(plain.status == 0 && lazy.status == 0, "\(plain.stderr) \(lazy.stderr)")

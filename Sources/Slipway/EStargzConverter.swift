@@ -18,6 +18,14 @@ public struct EStargzConverter: Sendable {
         self.progress = progress
     }
 
+    static let parallelLayers = 2
+
+    struct ConvertedLayer: Sendable {
+        var position: Int
+        var descriptor: Descriptor
+        var diffID: OCI.Digest
+    }
+
     public struct Report: Sendable, Codable {
         public var manifestDigest: String
         public var convertedLayers: Int
@@ -30,25 +38,36 @@ public struct EStargzConverter: Sendable {
         let started = ContinuousClock.now
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        var layers: [Descriptor] = []
-        var diffIDs: [Digest] = []
+        // Layers are independent: two convert at once (each also decodes on a thread of its own).
+        var results: [ConvertedLayer?] = Array(repeating: nil, count: image.layers.count)
         var converted = 0
-        for (position, layer) in image.layers.enumerated() {
-            if layer.descriptor.annotations?[tocDigestAnnotation] != nil {
-                layers.append(layer.descriptor)
-                diffIDs.append(layer.diffID)
-                continue
+        try await withThrowingTaskGroup(of: ConvertedLayer.self) { group in
+            var running = 0
+            for (position, layer) in image.layers.enumerated() {
+                if layer.descriptor.annotations?[tocDigestAnnotation] != nil {
+                    results[position] = ConvertedLayer(position: position, descriptor: layer.descriptor, diffID: layer.diffID)
+                    continue
+                }
+                if running == Self.parallelLayers, let done = try await group.next() {
+                    results[done.position] = done
+                    running -= 1
+                }
+                converted += 1
+                running += 1
+                group.addTask { [store, options, progress] in
+                    progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
+                    let layerStart = ContinuousClock.now
+                    let (descriptor, diffID) = try await runOnDedicatedThread {
+                        try Self.convertLayer(layer.descriptor, position: position, expectedDiffID: layer.diffID, store: store, options: options)
+                    }
+                    progress(.layerExtracted(index: position, layer.descriptor, seconds: layerStart.secondsElapsed))
+                    return ConvertedLayer(position: position, descriptor: descriptor, diffID: diffID)
+                }
             }
-            progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
-            let layerStart = ContinuousClock.now
-            let (descriptor, diffID) = try await runOnDedicatedThread { [store, options] in
-                try Self.convertLayer(layer.descriptor, position: position, expectedDiffID: layer.diffID, store: store, options: options)
-            }
-            layers.append(descriptor)
-            diffIDs.append(diffID)
-            converted += 1
-            progress(.layerExtracted(index: position, layer.descriptor, seconds: layerStart.secondsElapsed))
+            while let done = try await group.next() { results[done.position] = done }
         }
+        let layers = results.map { $0!.descriptor }
+        let diffIDs = results.map { $0!.diffID }
         let configBytes = try Self.rewriteConfig(image.configBytes, diffIDs: diffIDs)
         let config = try store.writeBlob(configBytes, mediaType: MediaType.ociConfig)
         let manifest = Manifest(config: config, layers: layers, annotations: image.manifest.annotations)

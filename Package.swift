@@ -27,7 +27,7 @@ let package = Package(
         ),
         .target(
             name: "EStargz",
-            dependencies: ["Archive", "OCI", "CISAL", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["Archive", "OCI", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         .target(

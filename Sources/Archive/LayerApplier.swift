@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -106,4 +108,19 @@ public enum LayerDigester {
         let d = try DecompressionPipeline.digest(input: .chunks(source), compression: compression)
         return (d.diffID, d.size)
     }
+}
+
+/// Decompresses a whole in-memory gzip stream (any number of members, trailing zero padding allowed), stopping
+/// once `limit` bytes are out. For small verified pieces such as an eStargz TOC or chunk.
+public func gunzip(_ input: [UInt8], limit: Int = .max) throws -> [UInt8] {
+    let pending = Mutex<[UInt8]?>(input)
+    let decoder = GzipDecoder(InputReader(.chunks(ChunkSource { pending.withLock { bytes in defer { bytes = nil }; return bytes } })))
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 18)
+    while out.count < limit {
+        let produced = try buffer.withUnsafeMutableBytes { try decoder.read(into: $0) }
+        out.append(contentsOf: buffer[0..<produced])
+        if produced < buffer.count { break }
+    }
+    return out
 }

@@ -1,7 +1,7 @@
 import Archive
-import CISAL
 import Crypto
 import Foundation
+import OCI
 
 /// A payload chunk of a regular file, with the compressed byte range to fetch for it.
 public struct EStargzChunk: Sendable, Equatable {
@@ -28,7 +28,7 @@ public final class EStargzReader {
     public let tocOffset: Int64
     public let toc: TOC
     /// sha256 of the TOC JSON bytes as stored.
-    public let tocDigest: Digest
+    public let tocDigest: OCI.Digest
     /// The TOC JSON bytes as stored.
     public let tocJSON: [UInt8]
     /// Chunks of each normalised file name, in file order.
@@ -53,13 +53,13 @@ public final class EStargzReader {
         }
         self.tocOffset = tocOffset
         let tocCompressed = try readAt(tocOffset, Int(blobSize - Int64(estargzFooterSize) - tocOffset))
-        let tar = try gunzipMembers(tocCompressed, limit: Int.max)
+        let tar = try gunzip(tocCompressed, limit: Int.max)
         let tarReader = TarReader(bytes: tar)
         guard let h = try tarReader.next(), cleanEntryName(h.name) == estargzTOCName else {
             throw EStargzError.invalidTOC("the TOC member does not start with \(estargzTOCName)")
         }
         let json = try tarReader.readContents()
-        tocDigest = Digest.sha256(of: json)
+        tocDigest = OCI.Digest.sha256(of: json)
         tocJSON = json
         let toc: TOC
         do {
@@ -124,7 +124,7 @@ public final class EStargzReader {
     }
 
     /// Throws unless the TOC JSON digest equals `expected` (the `toc.digest` annotation).
-    public func verifyTOC(_ expected: Digest) throws {
+    public func verifyTOC(_ expected: OCI.Digest) throws {
         guard tocDigest == expected else {
             throw EStargzError.tocDigestMismatch(expected: expected.description, actual: tocDigest.description)
         }
@@ -158,7 +158,7 @@ public final class EStargzReader {
     /// Decompresses the chunk's bytes out of its compressed range.
     public static func decompressChunk(_ chunk: EStargzChunk, compressed: [UInt8]) throws -> [UInt8] {
         let need = Int(chunk.innerOffset + chunk.chunkSize)
-        let data = try gunzipMembers(compressed, limit: need)
+        let data = try gunzip(compressed, limit: need)
         guard data.count >= need else {
             throw EStargzError.corruptGzip("chunk of \(chunk.name) at \(chunk.offset): \(data.count) of \(need) bytes")
         }
@@ -167,7 +167,7 @@ public final class EStargzReader {
 
     /// Throws unless `bytes` match the chunk's `chunkDigest`.
     public static func verify(_ chunk: EStargzChunk, bytes: [UInt8]) throws {
-        let actual = Digest.sha256(of: bytes).description
+        let actual = OCI.Digest.sha256(of: bytes).description
         guard !chunk.chunkDigest.isEmpty, actual == chunk.chunkDigest else {
             throw EStargzError.chunkDigestMismatch(
                 name: chunk.name, offset: chunk.offset, expected: chunk.chunkDigest, actual: actual)
@@ -190,42 +190,4 @@ public func parseEStargzFooter(_ b: [UInt8]) throws -> Int64 {
         throw EStargzError.invalidFooter("bad TOC offset")
     }
     return off
-}
-
-/// Decompresses consecutive gzip members from `input` until `limit` bytes are produced or the input ends.
-func gunzipMembers(_ input: [UInt8], limit: Int) throws -> [UInt8] {
-    var out: [UInt8] = []
-    let state = UnsafeMutablePointer<inflate_state>.allocate(capacity: 1)
-    defer { state.deallocate() }
-    let bufSize = 1 << 18
-    let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: bufSize)
-    defer { buf.deallocate() }
-    try input.withUnsafeBufferPointer { inp in
-        var pos = 0
-        while pos < inp.count && out.count < limit {
-            // Trailing zero padding is not a member.
-            if inp[pos] == 0 && inp[pos...].allSatisfy({ $0 == 0 }) { break }
-            isal_inflate_init(state)
-            state.pointee.crc_flag = UInt32(ISAL_GZIP)
-            state.pointee.next_in = UnsafeMutablePointer(mutating: inp.baseAddress! + pos)
-            state.pointee.avail_in = UInt32(inp.count - pos)
-            while true {
-                state.pointee.next_out = buf
-                state.pointee.avail_out = UInt32(bufSize)
-                let rc = isal_inflate(state)
-                if rc != ISAL_DECOMP_OK {
-                    throw EStargzError.corruptGzip("isal_inflate failed (\(rc)) at member offset \(pos)")
-                }
-                let produced = bufSize - Int(state.pointee.avail_out)
-                out.append(contentsOf: UnsafeBufferPointer(start: buf, count: produced))
-                if state.pointee.block_state == ISAL_BLOCK_FINISH { break }
-                if out.count >= limit { return }
-                if produced == 0 && state.pointee.avail_in == 0 {
-                    throw EStargzError.corruptGzip("truncated gzip member at offset \(pos)")
-                }
-            }
-            pos = inp.count - Int(state.pointee.avail_in)
-        }
-    }
-    return out
 }

@@ -2,9 +2,6 @@ import Archive
 import Crypto
 import OCI
 
-/// `Digest` here is OCI's, not swift-crypto's protocol of the same name.
-public typealias Digest = OCI.Digest
-
 /// Settings of an eStargz conversion.
 public struct EStargzWriterOptions: Sendable {
     /// Uncompressed size of a payload chunk (each chunk is its own gzip member). Default 4 MiB, as the reference.
@@ -23,12 +20,12 @@ public struct EStargzWriterOptions: Sendable {
 /// What an eStargz conversion produced.
 public struct EStargzResult: Sendable {
     /// sha256 of the eStargz blob (the layer digest).
-    public var blobDigest: Digest
+    public var blobDigest: OCI.Digest
     public var blobSize: Int64
     /// sha256 of the uncompressed TOC JSON (annotation `containerd.io/snapshot/stargz/toc.digest`).
-    public var tocDigest: Digest
+    public var tocDigest: OCI.Digest
     /// sha256 of the uncompressed tar the blob decompresses to (the new diffID).
-    public var diffID: Digest
+    public var diffID: OCI.Digest
     /// Size of that uncompressed tar (annotation `io.containers.estargz.uncompressed-size`).
     public var uncompressedSize: Int64
     /// Compressed offset of the TOC member (as written in the footer).
@@ -92,8 +89,8 @@ public final class EStargzWriter {
         try emit(estargzFooter(tocOffset: tocOffset))
 
         return EStargzResult(
-            blobDigest: Digest(sha256: blobHasher.finalize()), blobSize: blobOffset,
-            tocDigest: Digest.sha256(of: json), diffID: Digest(sha256: diffHasher.finalize()),
+            blobDigest: OCI.Digest(sha256: blobHasher.finalize()), blobSize: blobOffset,
+            tocDigest: OCI.Digest.sha256(of: json), diffID: OCI.Digest(sha256: diffHasher.finalize()),
             uncompressedSize: uncompressedSize, tocOffset: tocOffset, toc: toc)
     }
 
@@ -146,7 +143,7 @@ public final class EStargzWriter {
         guard h.type == .regular, h.size > 0 else {
             var entry = entry
             // The reference records the (empty) content digest on every regular file.
-            if h.type == .regular { entry.digest = Digest.sha256(of: [UInt8]()).description }
+            if h.type == .regular { entry.digest = OCI.Digest.sha256(of: [UInt8]()).description }
             entries.append(entry)
             try reader.drainEntry()
             return
@@ -213,7 +210,7 @@ public final class EStargzWriter {
         }
 
         mutating func endChunk() {
-            entry.chunkDigest = Digest(sha256: chunkHasher.finalize()).description
+            entry.chunkDigest = OCI.Digest(sha256: chunkHasher.finalize()).description
             writer.entries.append(entry)
             if firstIndex < 0 { firstIndex = writer.entries.count - 1 }
             entry = TOCEntry(name: entry.name, type: "chunk")
@@ -240,7 +237,7 @@ public final class EStargzWriter {
         /// Records the last chunk and the file digest; returns the file's `reg` entry.
         mutating func finish() -> TOCEntry {
             endChunk()
-            writer.entries[firstIndex].digest = Digest(sha256: fileHasher.finalize()).description
+            writer.entries[firstIndex].digest = OCI.Digest(sha256: fileHasher.finalize()).description
             return writer.entries[firstIndex]
         }
     }

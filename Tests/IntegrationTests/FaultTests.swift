@@ -144,6 +144,24 @@ import TestSupport
         }
     }
 
+    @Test func rangeReadsWorkWhetherOrNotTheServerHonoursRange() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            try await withSession(try makeSession()) { session in
+                let (_, large) = try await prepare(proxy, scratch, session: session)
+                let layout = try ContentStore(root: scratch.sub("layout-1"))
+                let whole = [UInt8](try #require(FileManager.default.contents(atPath: layout.blobPath(large.digest))))
+                let client = session.client(for: proxy.host)
+                let honoured = try await client.fetchRange(repository: "demo", digest: large.digest, offset: 1_000_000, length: 4096)
+                #expect(honoured == Array(whole[1_000_000..<1_004_096]))
+                proxy.inject(.ignoreRange, path: "/blobs/\(large.digest)")
+                let ignored = try await client.fetchRange(repository: "demo", digest: large.digest, offset: 1_000_000, length: 4096)
+                #expect(ignored == honoured)
+                #expect(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").compactMap(\.status) == [206, 200])
+            }
+        }
+    }
+
     @Test func retriesAStalledServer() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { _, proxy in

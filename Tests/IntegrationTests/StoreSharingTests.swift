@@ -155,6 +155,21 @@ import Glibc
         #expect((failure?["error"] as? String)?.contains("not an empty directory") == true)
     }
 
+    @Test func imagesAndRawInspectDescribeTheStore() async throws {
+        let scratch = try ScratchDirectory()
+        let made = try run(slipwayBinary, ["demo-image", "--json", "oci:\(scratch.sub("layout")):demo"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let digest = try #require((try JSONSerialization.jsonObject(with: Data(made.stdout.utf8)) as? [String: Any])?["digest"] as? String)
+        #expect(try run(slipwayBinary, ["pull", "-q", "--store", scratch.sub("store"), "oci:\(scratch.sub("layout")):demo"]).status == 0)
+        let listed = try run(slipwayBinary, ["images", "--json", "--store", scratch.sub("store")])
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])
+        #expect(rows.count == 1)
+        #expect(rows.first?["digest"] as? String == digest)
+        #expect(rows.first?["layers"] as? Int == 3)
+        let raw = try run(slipwayBinary, ["inspect", "--raw", "oci:\(scratch.sub("layout")):demo"])
+        #expect(Digest.sha256(of: Array(raw.stdout.utf8)).description == digest)
+    }
+
     @Test func readingALayoutWritesNothingToIt() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

@@ -20,6 +20,7 @@ let package = Package(
         .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
         .target(name: "OCI", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Archive",
@@ -27,7 +28,7 @@ let package = Package(
         ),
         .target(
             name: "EStargz",
-            dependencies: ["Archive", "OCI", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["Archive", "OCI", "CDeflate", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         .target(

@@ -23,11 +23,19 @@ public final class DecodedLayer: @unchecked Sendable {
         DecompressionPipeline.startProducer(input: .fileDescriptor(fd, path: path), compression: compression, pipe: pipe, result: digest)
     }
 
+    /// Decodes a blob that arrives as it is downloaded; `label` names it in errors.
+    public init(streaming chunks: ChunkSource, label: String, compression: LayerCompression, readAhead: Int = 6 << 20) {
+        fd = -1
+        path = label
+        pipe = ChunkPipe(chunkSize: 1 << 20, chunkCount: max(2, readAhead >> 20))
+        DecompressionPipeline.startProducer(input: .chunks(chunks), compression: compression, pipe: pipe, result: digest)
+    }
+
     deinit {
         // An unconsumed layer (the unpack failed earlier) stops its producer before the fd goes.
         pipe.cancel()
         pipe.waitForProducerExit()
-        close(fd)
+        if fd >= 0 { close(fd) }
     }
 }
 

@@ -1,19 +1,40 @@
 import Archive
 import Crypto
+import Foundation
 import OCI
 
 /// Settings of an eStargz conversion.
 public struct EStargzWriterOptions: Sendable {
     /// Uncompressed size of a payload chunk (each chunk is its own gzip member). Default 4 MiB, as the reference.
     public var chunkSize: Int
-    /// ISA-L gzip level 0...3.
+    /// gzip level: 0...9 as gzip, 10...12 libdeflate's slower, smaller levels.
     public var compressionLevel: Int
+    /// Files to put first, in access order (each parent directory and hard link target moves with it); they are
+    /// followed by `.prefetch.landmark`. Empty: the layer keeps its order behind `.no.prefetch.landmark`.
+    public var prioritizedFiles: [String]
+    /// Whether prioritized files missing from the layer are skipped (and reported) instead of an error.
+    public var allowMissingPrioritizedFiles: Bool
+    /// Where a layer is held aside while it is reordered (only with prioritized files).
+    public var spoolDirectory: String
+    /// Compression threads.
+    public var workers: Int
 
-    public init(chunkSize: Int = 4 << 20, compressionLevel: Int = 1) {
+    public static let defaultCompressionLevel = 6
+    public static let compressionLevels = 0...12
+
+    public init(
+        chunkSize: Int = 4 << 20, compressionLevel: Int = defaultCompressionLevel, prioritizedFiles: [String] = [],
+        allowMissingPrioritizedFiles: Bool = false, spoolDirectory: String = NSTemporaryDirectory(),
+        workers: Int = ProcessInfo.processInfo.activeProcessorCount
+    ) {
         precondition(chunkSize > 0, "chunk size must be positive")
-        precondition((0...3).contains(compressionLevel), "ISA-L supports levels 0...3")
+        precondition(Self.compressionLevels.contains(compressionLevel), "gzip levels are 0...12")
         self.chunkSize = chunkSize
         self.compressionLevel = compressionLevel
+        self.prioritizedFiles = prioritizedFiles
+        self.allowMissingPrioritizedFiles = allowMissingPrioritizedFiles
+        self.spoolDirectory = spoolDirectory
+        self.workers = max(1, workers)
     }
 }
 
@@ -30,6 +51,10 @@ public struct EStargzResult: Sendable {
     public var uncompressedSize: Int64
     /// Compressed offset of the TOC member (as written in the footer).
     public var tocOffset: Int64
+    /// Bytes before `.prefetch.landmark`: what a lazy reader prefetches (0 without prioritized files).
+    public var prefetchSize: Int64
+    /// Prioritized files the layer does not contain (only with `allowMissingPrioritizedFiles`).
+    public var missingPrioritizedFiles: [String]
     public var toc: TOC
 
     /// Layer descriptor annotations the reference sets.
@@ -40,19 +65,34 @@ public struct EStargzResult: Sendable {
 
 /// Converts an uncompressed layer tar into an eStargz blob, written through a sink.
 ///
-/// Layout as the reference `estargz.Writer` (non-lossless mode): `.no.prefetch.landmark` first; tar headers go into
-/// the currently open gzip member; a new member starts at the payload of every non-empty regular file and at every
-/// chunk boundary; the tar padding after the last chunk stays in that chunk's member; the input's end-of-archive
-/// blocks are dropped; then the TOC member (`stargz.index.json` + end-of-archive) and the 51-byte footer.
+/// Layout as the reference `estargz.Writer` (non-lossless mode): a landmark first (or the prioritized files, then
+/// `.prefetch.landmark`); tar headers go into the currently open gzip member; a new member starts at the payload of
+/// every non-empty regular file and at every chunk boundary; the tar padding after the last chunk stays in that
+/// chunk's member; the input's end-of-archive blocks are dropped; then the TOC member (`stargz.index.json` +
+/// end-of-archive) and the 51-byte footer.
+///
+/// Members are independent, so they are compressed on worker threads while this thread keeps reading; offsets
+/// and chunk digests are filled into the TOC once the members come back in order.
 public final class EStargzWriter {
     public let options: EStargzWriterOptions
     private let sink: ([UInt8]) throws -> Void
+
+    private var compressor: ParallelMemberCompressor?
+    private var batch = MemberBatch()
+    /// Uncompressed bytes of the open member; `memberPayload` leading bytes of it are a chunk of file payload.
+    private var member: [UInt8] = []
+    private var memberPayload = 0
+    private var membersClosed = 0
+    private var memberOffsets: [Int64] = []
+    private var memberDigests: [OCI.Digest?] = []
+    /// TOC entries whose offset and chunkDigest come from member `member`; `wholeFile` entries also take the
+    /// chunk digest as the file digest (a file of one chunk).
+    private var payloadEntries: [(entry: Int, member: Int, wholeFile: Bool)] = []
 
     private var blobOffset: Int64 = 0
     private var blobHasher = SHA256()
     private var diffHasher = SHA256()
     private var uncompressedSize: Int64 = 0
-    private var member: GzipCompressor?
     private var entries: [TOCEntry] = []
     private var lastUserNames: [Int: String] = [:]
     private var lastGroupNames: [Int: String] = [:]
@@ -62,36 +102,68 @@ public final class EStargzWriter {
         self.sink = sink
     }
 
+    static func isGeneratedName(_ cleanName: String) -> Bool {
+        cleanName == estargzTOCName || cleanName == noPrefetchLandmarkName || cleanName == prefetchLandmarkName
+    }
+
     /// Converts the whole tar read by `reader`. Call once per writer.
     public func convert(_ reader: TarReader) throws -> EStargzResult {
-        precondition(entries.isEmpty && blobOffset == 0, "EStargzWriter.convert called twice")
-        try appendFile(TarHeader(name: noPrefetchLandmarkName, type: .regular, mode: 0, size: 1), contents: [0x0f])
-        while let header = try reader.next() {
-            let clean = cleanEntryName(header.name)
-            if clean == estargzTOCName || clean == noPrefetchLandmarkName || clean == prefetchLandmarkName {
-                try reader.drainEntry()
-                continue
-            }
-            try append(header, from: reader)
-        }
-        try reader.drain()
-        try closeMember()
+        precondition(compressor == nil && entries.isEmpty, "EStargzWriter.convert called twice")
+        let compressor = ParallelMemberCompressor(level: options.compressionLevel, workers: options.workers)
+        self.compressor = compressor
+        defer { compressor.shutdown() }
 
-        // TOC member.
+        var missing: [String] = []
+        var landmarkEntry: Int?
+        if options.prioritizedFiles.isEmpty {
+            try appendLandmark(noPrefetchLandmarkName)
+            while let header = try reader.next() {
+                if Self.isGeneratedName(cleanEntryName(header.name)) {
+                    try reader.readContents { _ in }
+                    continue
+                }
+                try append(header) { try reader.readContents($0) }
+            }
+            try reader.drain()
+        } else {
+            let spool = try TarSpool(reading: reader, directory: options.spoolDirectory)
+            let order = spool.prioritizedOrder(options.prioritizedFiles)
+            guard order.missing.isEmpty || options.allowMissingPrioritizedFiles else {
+                throw EStargzError.invalidInput(
+                    "prioritized files not in the layer: \(order.missing.prefix(5).joined(separator: ", "))"
+                        + (order.missing.count > 5 ? " and \(order.missing.count - 5) more" : ""))
+            }
+            missing = order.missing
+            if order.front.isEmpty {
+                // None of the files is in this layer: it keeps its order, as ctr-remote treats such layers.
+                try appendLandmark(noPrefetchLandmarkName)
+            } else {
+                for index in order.front { try append(spool.entries[index].header) { try spool.readBody(index, $0) } }
+                landmarkEntry = entries.count
+                try appendLandmark(prefetchLandmarkName)
+            }
+            for index in order.rest { try append(spool.entries[index].header) { try spool.readBody(index, $0) } }
+        }
+        try closeMember(flush: true)
+        try compressor.finish(emit: emit)
+        resolvePayloadEntries()
+
         let tocOffset = blobOffset
         let toc = TOC(entries: entries)
         let json = toc.jsonBytes()
         var tw = TarWriter()
         try tw.write(TarHeader(name: estargzTOCName, type: .regular, mode: 0), contents: json)
         try tw.finish()
-        try writeUncompressed(tw.bytes)
-        try closeMember()
-        try emit(estargzFooter(tocOffset: tocOffset))
+        writeUncompressed(tw.bytes)
+        try closeMember(flush: true)
+        try compressor.finish(emit: emit)
+        try emitRaw(estargzFooter(tocOffset: tocOffset))
 
         return EStargzResult(
             blobDigest: OCI.Digest(sha256: blobHasher.finalize()), blobSize: blobOffset,
             tocDigest: OCI.Digest.sha256(of: json), diffID: OCI.Digest(sha256: diffHasher.finalize()),
-            uncompressedSize: uncompressedSize, tocOffset: tocOffset, toc: toc)
+            uncompressedSize: uncompressedSize, tocOffset: tocOffset,
+            prefetchSize: landmarkEntry.map { entries[$0].offset } ?? 0, missingPrioritizedFiles: missing, toc: toc)
     }
 
     // MARK: - Entries
@@ -125,53 +197,38 @@ public final class EStargzWriter {
         return name
     }
 
-    /// Header bytes (PAX + ustar) of `h`, and the name as it is stored in the tar.
-    private func headerBytes(_ h: TarHeader) throws -> (bytes: [UInt8], name: String) {
+    private func appendLandmark(_ name: String) throws {
+        try append(TarHeader(name: name, type: .regular, mode: 0, size: 1)) { body in
+            try [UInt8(0x0f)].withUnsafeBytes { try body($0) }
+        }
+    }
+
+    /// Writes one entry: its header into the open member, then its payload (if any) in chunk members. `body` passes
+    /// the entry's contents in pieces to the closure it is given.
+    private func append(_ header: TarHeader, body: (_ consume: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        var h = header
+        if h.type != .regular { h.size = 0 }
         var tw = TarWriter()
         try tw.writeHeader(h)
         var name = h.name
         if h.type == .directory, !name.hasSuffix("/") { name += "/" }
-        return (tw.bytes, name)
-    }
-
-    private func append(_ header: TarHeader, from reader: TarReader) throws {
-        var h = header
-        if h.type != .regular { h.size = 0 }
-        let (bytes, name) = try headerBytes(h)
-        let entry = try tocEntry(for: h, name: name)
-        try writeUncompressed(bytes)
+        var entry = try tocEntry(for: h, name: name)
+        writeUncompressed(tw.bytes)
         guard h.type == .regular, h.size > 0 else {
-            var entry = entry
             // The reference records the (empty) content digest on every regular file.
             if h.type == .regular { entry.digest = OCI.Digest.sha256(of: [UInt8]()).description }
             entries.append(entry)
-            try reader.drainEntry()
+            try body { _ in }
             return
         }
-        var chunks = ChunkState(writer: self, entry: entry, total: h.size)
-        try chunks.begin()
-        try reader.readContents { piece in try chunks.feed(piece) }
+        var chunks = try ChunkState(writer: self, entry: entry, total: h.size)
+        try body { try chunks.feed($0) }
         guard chunks.written == h.size else {
-            throw EStargzError.invalidInput("\(h.name): body shorter than its size")
+            throw EStargzError.invalidInput("\(h.name): body of \(chunks.written) bytes, header says \(h.size)")
         }
-        _ = chunks.finish()
-        try writePadding(h.size)
-    }
-
-    private func appendFile(_ header: TarHeader, contents: [UInt8]) throws {
-        let (bytes, name) = try headerBytes(header)
-        let entry = try tocEntry(for: header, name: name)
-        try writeUncompressed(bytes)
-        var chunks = ChunkState(writer: self, entry: entry, total: Int64(contents.count))
-        try chunks.begin()
-        try contents.withUnsafeBytes { try chunks.feed($0) }
-        _ = chunks.finish()
-        try writePadding(Int64(contents.count))
-    }
-
-    private func writePadding(_ size: Int64) throws {
-        let pad = Int((512 - size % 512) % 512)
-        if pad > 0 { try writeUncompressed([UInt8](repeating: 0, count: pad)) }
+        chunks.finish()
+        let pad = Int((512 - h.size % 512) % 512)
+        if pad > 0 { writeUncompressed([UInt8](repeating: 0, count: pad)) }
     }
 
     /// Splits one file's payload into chunks, each starting a new gzip member.
@@ -182,37 +239,35 @@ public final class EStargzWriter {
         var written: Int64 = 0
         var inChunk: Int64 = 0
         var chunkLength: Int64 = 0
-        var chunkHasher = SHA256()
-        var fileHasher = SHA256()
+        /// Files of several chunks hash their whole content here; a one-chunk file's digest is its chunk digest.
+        var fileHasher: SHA256?
         var firstIndex = -1
 
-        init(writer: EStargzWriter, entry: TOCEntry, total: Int64) {
+        init(writer: EStargzWriter, entry: TOCEntry, total: Int64) throws {
             self.writer = writer
             self.entry = entry
             self.total = total
+            fileHasher = total > Int64(writer.options.chunkSize) ? SHA256() : nil
+            try begin()
         }
 
         mutating func begin() throws {
-            try writer.closeMember()
-            let size = Int64(writer.options.chunkSize)
-            let remain = total - written
-            if remain < size {
-                chunkLength = remain
-                entry.chunkSize = 0
-            } else {
-                chunkLength = size
-                entry.chunkSize = size
-            }
-            entry.offset = writer.blobOffset
+            try writer.closeMember(flush: false)
+            chunkLength = min(total - written, Int64(writer.options.chunkSize))
+            // A chunk shorter than the chunk size (the last one, or the only one) leaves chunkSize out, as the
+            // reference does.
+            entry.chunkSize = chunkLength < Int64(writer.options.chunkSize) ? 0 : chunkLength
             entry.chunkOffset = written
             inChunk = 0
-            chunkHasher = SHA256()
+            writer.memberPayload = Int(chunkLength)
+            writer.member.reserveCapacity(Int(chunkLength) + 4096)
         }
 
         mutating func endChunk() {
-            entry.chunkDigest = OCI.Digest(sha256: chunkHasher.finalize()).description
             writer.entries.append(entry)
-            if firstIndex < 0 { firstIndex = writer.entries.count - 1 }
+            let index = writer.entries.count - 1
+            if firstIndex < 0 { firstIndex = index }
+            writer.payloadEntries.append((index, writer.membersClosed, fileHasher == nil))
             entry = TOCEntry(name: entry.name, type: "chunk")
         }
 
@@ -220,58 +275,79 @@ public final class EStargzWriter {
             var rest = data
             while !rest.isEmpty {
                 if inChunk == chunkLength {
+                    guard written < total else {
+                        throw EStargzError.invalidInput("\(entry.name): body longer than the header's \(total) bytes")
+                    }
                     endChunk()
                     try begin()
                 }
                 let n = Int(min(Int64(rest.count), chunkLength - inChunk))
                 let piece = UnsafeRawBufferPointer(rebasing: rest[..<n])
-                chunkHasher.update(bufferPointer: piece)
-                fileHasher.update(bufferPointer: piece)
-                try writer.writeUncompressed(piece)
+                fileHasher?.update(bufferPointer: piece)
+                writer.writeUncompressed(piece)
                 inChunk += Int64(n)
                 written += Int64(n)
                 rest = UnsafeRawBufferPointer(rebasing: rest[n...])
             }
         }
 
-        /// Records the last chunk and the file digest; returns the file's `reg` entry.
-        mutating func finish() -> TOCEntry {
+        mutating func finish() {
             endChunk()
-            writer.entries[firstIndex].digest = OCI.Digest(sha256: fileHasher.finalize()).description
-            return writer.entries[firstIndex]
+            if let fileHasher {
+                writer.entries[firstIndex].digest = OCI.Digest(sha256: fileHasher.finalize()).description
+            }
+        }
+    }
+
+    /// Fills in offsets and digests once every member is compressed and placed.
+    private func resolvePayloadEntries() {
+        for (entry, member, wholeFile) in payloadEntries {
+            entries[entry].offset = memberOffsets[member]
+            let digest = memberDigests[member]?.description ?? ""
+            entries[entry].chunkDigest = digest
+            if wholeFile { entries[entry].digest = digest }
         }
     }
 
     // MARK: - Output
 
-    private func emit(_ bytes: [UInt8]) throws {
+    private func writeUncompressed(_ bytes: UnsafeRawBufferPointer) {
+        diffHasher.update(bufferPointer: bytes)
+        uncompressedSize += Int64(bytes.count)
+        member.append(contentsOf: bytes)
+    }
+
+    private func writeUncompressed(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { writeUncompressed($0) }
+    }
+
+    /// Ends the open member (if any bytes are in it); `flush` also submits a partly filled batch.
+    private func closeMember(flush: Bool) throws {
+        if !member.isEmpty {
+            batch.add(member, payloadLength: memberPayload)
+            member = []
+            memberPayload = 0
+            membersClosed += 1
+        }
+        if !batch.members.isEmpty, flush || batch.isFull {
+            let full = batch
+            batch = MemberBatch()
+            try compressor!.submit(full, emit: emit)
+        }
+    }
+
+    private func emit(_ batch: MemberBatch) throws {
+        for (bytes, digest) in zip(batch.compressed, batch.payloadDigests) {
+            memberOffsets.append(blobOffset)
+            memberDigests.append(digest)
+            try emitRaw(bytes)
+        }
+    }
+
+    private func emitRaw(_ bytes: [UInt8]) throws {
         blobHasher.update(data: bytes)
         blobOffset += Int64(bytes.count)
         try sink(bytes)
-    }
-
-    fileprivate func writeUncompressed(_ bytes: UnsafeRawBufferPointer) throws {
-        if member == nil { member = GzipCompressor(level: options.compressionLevel) }
-        diffHasher.update(bufferPointer: bytes)
-        uncompressedSize += Int64(bytes.count)
-        try member!.compress(bytes) { try emit($0) }
-    }
-
-    private func writeUncompressed(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try writeUncompressed($0) }
-    }
-
-    fileprivate func closeMember() throws {
-        guard let m = member else { return }
-        member = nil
-        try m.finish { try emit($0) }
-    }
-}
-
-extension TarReader {
-    /// Skips whatever is left of the current entry's body.
-    func drainEntry() throws {
-        try readContents { _ in }
     }
 }
 

@@ -4,114 +4,218 @@ import EStargz
 import Foundation
 import OCI
 
-/// Converts an image whose blobs are in the store to eStargz: every layer that is not eStargz yet is decoded,
-/// rewritten by `EStargzWriter` into a new blob in the store, and annotated with its TOC digest and uncompressed
-/// size; the config's diffIDs follow. Layers already in eStargz are kept as they are.
+/// Converts an image to eStargz, from any source to any destination, one layer at a time: a layer streams from the
+/// source (a local file when there is one, the registry otherwise) through the decoder and `EStargzWriter` into a
+/// staging file, goes to the destination, and the staging file goes away. No copy of the source image is kept.
+/// Layers already in eStargz are copied as they are; the config's diffIDs follow the new layers.
 public struct EStargzConverter: Sendable {
-    public let store: ContentStore
+    /// Where converted layers wait for the destination (a rename when the destination is this store).
+    public let staging: ContentStore
     public var options: EStargzWriterOptions
+    public var prioritized: PrioritizedFiles
+    public var allowMissingPrioritizedFiles: Bool
     public var progress: ProgressHandler
 
-    public init(store: ContentStore, options: EStargzWriterOptions = EStargzWriterOptions(), progress: @escaping ProgressHandler = { _ in }) {
-        self.store = store
+    public init(
+        staging: ContentStore, options: EStargzWriterOptions = EStargzWriterOptions(), prioritized: PrioritizedFiles = PrioritizedFiles(),
+        allowMissingPrioritizedFiles: Bool = false, progress: @escaping ProgressHandler = { _ in }
+    ) {
+        self.staging = staging
         self.options = options
+        self.prioritized = prioritized
+        self.allowMissingPrioritizedFiles = allowMissingPrioritizedFiles
         self.progress = progress
     }
 
+    /// Two layers at once: one can download while the other compresses (each compresses on every core).
     static let parallelLayers = 2
 
-    struct ConvertedLayer: Sendable {
-        var position: Int
-        var descriptor: Descriptor
-        var diffID: OCI.Digest
+    public struct LayerReport: Sendable, Codable {
+        public var digest: String
+        public var size: Int64
+        public var converted: Bool
+        public var tocDigest: String?
+        /// Bytes before `.prefetch.landmark` (0 when nothing is prioritized).
+        public var prefetchBytes: Int64
     }
 
     public struct Report: Sendable, Codable {
         public var manifestDigest: String
         public var convertedLayers: Int
         public var keptLayers: Int
+        public var layers: [LayerReport]
+        /// Prioritized paths no layer had (only with `allowMissingPrioritizedFiles`).
+        public var missingPrioritizedFiles: [String]
         public var seconds: Double
     }
 
-    /// Writes the converted image to the store under `name` and returns its manifest descriptor.
-    public func convert(_ image: ResolvedImage, name: String) async throws -> (Descriptor, Report) {
-        let started = ContinuousClock.now
-        let lock = try await store.lockForWriting()
-        defer { lock.release() }
-        // Layers are independent: two convert at once (each also decodes on a thread of its own).
-        var results: [ConvertedLayer?] = Array(repeating: nil, count: image.layers.count)
-        var converted = 0
-        try await withThrowingTaskGroup(of: ConvertedLayer.self) { group in
-            var running = 0
-            for (position, layer) in image.layers.enumerated() {
-                if layer.descriptor.annotations?[tocDigestAnnotation] != nil {
-                    results[position] = ConvertedLayer(position: position, descriptor: layer.descriptor, diffID: layer.diffID)
-                    continue
-                }
-                if running == Self.parallelLayers, let done = try await group.next() {
-                    results[done.position] = done
-                    running -= 1
-                }
-                converted += 1
-                running += 1
-                group.addTask { [store, options, progress] in
-                    progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
-                    let layerStart = ContinuousClock.now
-                    let (descriptor, diffID) = try await runOnDedicatedThread {
-                        try Self.convertLayer(layer.descriptor, position: position, expectedDiffID: layer.diffID, store: store, options: options)
-                    }
-                    progress(.layerExtracted(index: position, layer.descriptor, seconds: layerStart.secondsElapsed))
-                    return ConvertedLayer(position: position, descriptor: descriptor, diffID: diffID)
-                }
-            }
-            while let done = try await group.next() { results[done.position] = done }
-        }
-        let layers = results.map { $0!.descriptor }
-        let diffIDs = results.map { $0!.diffID }
-        let configBytes = try Self.rewriteConfig(image.configBytes, diffIDs: diffIDs)
-        let config = try store.writeBlob(configBytes, mediaType: MediaType.ociConfig)
-        let manifest = Manifest(config: config, layers: layers, annotations: image.manifest.annotations)
-        let descriptor = try store.writeBlob(Array(try JSONEncoder.canonical.encode(manifest)), mediaType: MediaType.ociManifest)
-        try store.setImage(named: name, to: descriptor)
-        return (descriptor, Report(
-            manifestDigest: descriptor.digest.description, convertedLayers: converted, keptLayers: image.layers.count - converted,
-            seconds: started.secondsElapsed))
+    private struct LayerOutcome: Sendable {
+        var position: Int
+        var descriptor: Descriptor
+        var diffID: Digest
+        var report: LayerReport
+        /// Offered prioritized paths this layer did not have.
+        var missing: Set<String>
     }
 
-    /// Rewrites one layer; the input must decode to the diffID the image config promises.
-    static func convertLayer(
-        _ layer: Descriptor, position: Int, expectedDiffID: Digest, store: ContentStore, options: EStargzWriterOptions
-    ) throws
-        -> (Descriptor, Digest)
+    /// Converts `image` (resolved from `source`) and writes it to `destination`; returns the new manifest's
+    /// descriptor. The manifest is written only after every layer is in place.
+    public func convert(_ image: ResolvedImage, from source: any ImageSource, to destination: any ImageDestination) async throws
+        -> (Descriptor, Report)
     {
-        let compression: LayerCompression = switch MediaType.layerCompression(layer.mediaType) {
+        let started = ContinuousClock.now
+        let lease = try await destination.acquireWriteLease()
+        defer { lease?.release() }
+        let stagingLease = try await staging.lockForWriting()
+        defer { stagingLease.release() }
+
+        var outcomes: [LayerOutcome?] = Array(repeating: nil, count: image.layers.count)
+        try await withThrowingTaskGroup(of: LayerOutcome.self) { group in
+            var running = 0
+            for (position, layer) in image.layers.enumerated() {
+                if running == Self.parallelLayers, let done = try await group.next() {
+                    outcomes[done.position] = done
+                    running -= 1
+                }
+                running += 1
+                group.addTask {
+                    do {
+                        return try await convertOrKeep(layer.descriptor, diffID: layer.diffID, position: position, of: image.layers.count,
+                                                       source: source, destination: destination)
+                    } catch {
+                        throw ConvertError.layer(position: position, digest: layer.descriptor.digest, underlying: error)
+                    }
+                }
+            }
+            while let done = try await group.next() { outcomes[done.position] = done }
+        }
+        let layers = outcomes.map { $0! }
+
+        // A path is missing when every layer it was offered to lacks it.
+        var missing: [String] = []
+        for entry in prioritized.entries where !missing.contains(entry.path) {
+            let offered = layers.filter { entry.layerIndex == nil || entry.layerIndex == $0.position }
+            if offered.allSatisfy({ $0.missing.contains(entry.path) }) { missing.append(entry.path) }
+        }
+        if !missing.isEmpty && !allowMissingPrioritizedFiles { throw ConvertError.missingPrioritizedFiles(missing) }
+
+        let configBytes = try Self.rewriteConfig(image.configBytes, diffIDs: layers.map(\.diffID))
+        let config = Descriptor(mediaType: MediaType.ociConfig, digest: .sha256(of: configBytes), size: Int64(configBytes.count))
+        try await destination.putDocument(configBytes, descriptor: config)
+        let manifest = Manifest(config: config, layers: layers.map(\.descriptor), annotations: image.manifest.annotations)
+        let manifestBytes = Array(try JSONEncoder.canonical.encode(manifest))
+        let descriptor = Descriptor(mediaType: MediaType.ociManifest, digest: .sha256(of: manifestBytes), size: Int64(manifestBytes.count))
+        try await destination.putDocument(manifestBytes, descriptor: descriptor)
+        try await destination.tag(descriptor, bytes: manifestBytes)
+        let converted = layers.filter(\.report.converted).count
+        return (descriptor, Report(
+            manifestDigest: descriptor.digest.description, convertedLayers: converted, keptLayers: layers.count - converted,
+            layers: layers.map(\.report), missingPrioritizedFiles: missing, seconds: started.secondsElapsed))
+    }
+
+    private func convertOrKeep(
+        _ layer: Descriptor, diffID: Digest, position: Int, of count: Int, source: any ImageSource, destination: any ImageDestination
+    ) async throws -> LayerOutcome {
+        if let toc = layer.annotations?[tocDigestAnnotation] {
+            _ = try await destination.putBlob(layer, from: source, progress: progress)
+            return LayerOutcome(
+                position: position, descriptor: layer, diffID: diffID,
+                report: LayerReport(digest: layer.digest.description, size: layer.size, converted: false, tocDigest: toc, prefetchBytes: 0),
+                missing: [])
+        }
+        progress(.layerStarted(index: position, of: count, layer, .convert))
+        let layerStart = ContinuousClock.now
+        var options = options
+        let offered = prioritized.paths(forLayer: position)
+        options.prioritizedFiles = offered
+        options.allowMissingPrioritizedFiles = true
+        options.spoolDirectory = "\(staging.root)/ingest"
+        let stagedPath = staging.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: stagedPath) }
+
+        let result: EStargzResult
+        if let local = source.localBlobPath(layer) {
+            result = try await runOnDedicatedThread { [options] in
+                try Self.writeEStargz(
+                    from: DecodedLayer(layerAt: local, compression: Self.compression(of: layer)), expectedDiffID: diffID,
+                    to: stagedPath, options: options)
+            }
+        } else {
+            result = try await streamAndConvert(layer, diffID: diffID, from: source, to: stagedPath, options: options)
+        }
+
+        let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: result.blobDigest, size: result.blobSize, annotations: result.annotations)
+        if let layout = destination as? LayoutDestination, layout.store.root == staging.root {
+            if !staging.hasBlob(descriptor) { try staging.adopt(stagedPath, as: descriptor) }
+        } else {
+            _ = try await destination.putBlob(descriptor, from: StagedBlobSource(files: [descriptor.digest: stagedPath]), progress: progress)
+        }
+        progress(.layerFinished(index: position, layer, .convert, seconds: layerStart.secondsElapsed))
+        return LayerOutcome(
+            position: position, descriptor: descriptor, diffID: result.diffID,
+            report: LayerReport(
+                digest: descriptor.digest.description, size: descriptor.size, converted: true, tocDigest: result.tocDigest.description,
+                prefetchBytes: result.prefetchSize),
+            missing: Set(result.missingPrioritizedFiles))
+    }
+
+    /// Converts a layer while it downloads, the decoder reading the bytes as they arrive.
+    private func streamAndConvert(
+        _ layer: Descriptor, diffID: Digest, from source: any ImageSource, to stagedPath: String, options: EStargzWriterOptions
+    ) async throws -> EStargzResult {
+        let stream = StreamingBlobSink(layer)
+        async let download: Void = {
+            do {
+                try await source.fetchBlob(layer, into: stream)
+                stream.finish(error: nil)
+            } catch {
+                stream.finish(error: error)
+                throw error
+            }
+        }()
+        let written: Result<EStargzResult, Error>
+        do {
+            written = .success(try await runOnDedicatedThread {
+                defer { stream.cancel() }
+                let decoded = DecodedLayer(streaming: stream.chunks, label: layer.digest.description, compression: Self.compression(of: layer))
+                return try Self.writeEStargz(from: decoded, expectedDiffID: diffID, to: stagedPath, options: options)
+            })
+        } catch {
+            written = .failure(error)
+        }
+        if case .failure(let error) = written, stream.stoppedBeforeEnd {
+            // The layer itself was bad; the download only stopped because the conversion did.
+            throw error
+        }
+        // A failed download explains a failed conversion better than the decoder's view of it.
+        try await download
+        return try written.get()
+    }
+
+    private static func compression(of layer: Descriptor) -> LayerCompression {
+        switch MediaType.layerCompression(layer.mediaType) {
         case .gzip: .gzip
         case .zstd: .zstd
         default: .none
         }
-        let decoded = try DecodedLayer(layerAt: store.blobPath(layer.digest), compression: compression)
-        let temporary = store.temporaryPath()
-        guard FileManager.default.createFile(atPath: temporary, contents: nil), let output = FileHandle(forWritingAtPath: temporary) else {
-            throw StoreError.io(path: temporary, operation: "create", errno: errno)
+    }
+
+    /// Writes the eStargz form of `decoded` to `path`; the input must decode to the diffID the config promises.
+    static func writeEStargz(from decoded: DecodedLayer, expectedDiffID: Digest, to path: String, options: EStargzWriterOptions) throws
+        -> EStargzResult
+    {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let output = FileHandle(forWritingAtPath: path) else {
+            throw StoreError.io(path: path, operation: "create", errno: errno)
         }
-        do {
-            let reader = decoded.tarReader()
-            let result = try EStargzWriter(options: options) { try output.write(contentsOf: $0) }.convert(reader)
-            try reader.drain()
-            try output.close()
-            let (inputDiffID, _) = try decoded.finishedDigest()
-            guard inputDiffID == expectedDiffID.description else {
-                throw UnpackError.diffIDMismatch(layer: position, expected: expectedDiffID, actual: inputDiffID)
-            }
-            let descriptor = Descriptor(
-                mediaType: MediaType.ociLayerGzip, digest: result.blobDigest, size: result.blobSize, annotations: result.annotations)
-            try store.adopt(temporary, as: descriptor)
-            return (descriptor, result.diffID)
-        } catch {
-            try? output.close()
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw error
+        defer { try? output.close() }
+        let reader = decoded.tarReader()
+        let result = try EStargzWriter(options: options) { try output.write(contentsOf: $0) }.convert(reader)
+        try reader.drain()
+        let (inputDiffID, _) = try decoded.finishedDigest()
+        guard inputDiffID == expectedDiffID.description else {
+            throw EStargzError.invalidInput("the layer decodes to \(inputDiffID), but the image config promises \(expectedDiffID)")
         }
+        return result
     }
 
     /// The config as it was (unknown fields kept), with the new diffIDs.

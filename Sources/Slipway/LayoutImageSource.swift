@@ -44,13 +44,7 @@ public struct LayoutImageSource: ImageSource {
 
     public func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
         guard store.hasBlob(descriptor) else { throw StoreError.notFound("blob \(descriptor.digest)") }
-        let path = store.blobPath(descriptor.digest)
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw StoreError.notFound("blob \(descriptor.digest)") }
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(sink.count))
-        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
-            try data.withUnsafeBytes { try sink.append($0) }
-        }
+        try copyFile(at: store.blobPath(descriptor.digest), from: sink.count, into: sink)
     }
 
     public func localBlobPath(_ descriptor: Descriptor) -> String? {
@@ -58,13 +52,6 @@ public struct LayoutImageSource: ImageSource {
     }
 
     public func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
-        guard let handle = FileHandle(forReadingAtPath: store.blobPath(descriptor.digest)) else {
-            throw StoreError.notFound("blob \(descriptor.digest)")
-        }
-        defer { try? handle.close() }
-        try handle.seek(toOffset: UInt64(offset))
-        let bytes = [UInt8](try handle.read(upToCount: length) ?? Data())
-        guard bytes.count == length else { throw StoreError.corrupt(path: store.blobPath(descriptor.digest), reason: "shorter than expected") }
-        return bytes
+        try readFileRange(at: store.blobPath(descriptor.digest), offset: offset, length: length)
     }
 }

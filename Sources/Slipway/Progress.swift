@@ -6,9 +6,18 @@ public enum ProgressEvent: Sendable {
     case blobProgress(Digest, bytes: Int64)
     case blobWaiting(Digest)
     case blobFinished(Digest, transferred: Int64, skipped: Bool)
-    case layerExtracting(index: Int, of: Int, Descriptor)
-    case layerExtracted(index: Int, Descriptor, seconds: Double)
+    case layerStarted(index: Int, of: Int, Descriptor, LayerWork)
+    case layerFinished(index: Int, Descriptor, LayerWork, seconds: Double)
     case message(String)
+}
+
+/// What is being done to a layer, for progress lines.
+public enum LayerWork: Sendable {
+    case extract
+    case convert
+
+    public var doing: String { self == .extract ? "extracting" : "converting" }
+    public var done: String { self == .extract ? "extracted" : "converted" }
 }
 
 public typealias ProgressHandler = @Sendable (ProgressEvent) -> Void

@@ -36,7 +36,7 @@ public struct Puller: Sendable {
 
     /// Resolves the image (its config through the store) and names where it goes. Call with the store lock held.
     private func prepare(_ location: ImageLocation) async throws -> (any ImageSource, ResolvedImage, LayoutDestination) {
-        let source = StoreBackedSource(inner: try session.source(for: location), store: store)
+        let source = try session.source(for: location, backedBy: store)
         let image = try await source.resolve(platform: session.options.platform)
         return (source, image, LayoutDestination(store: store, imageName: Self.storeName(for: location)))
     }

@@ -71,6 +71,11 @@ public final class Session: Sendable {
         }
     }
 
+    /// A source whose configs go through `store` and whose blobs come from `store` when an earlier pull left them.
+    public func source(for location: ImageLocation, backedBy store: ContentStore) throws -> any ImageSource {
+        StoreBackedSource(inner: try source(for: location), store: store)
+    }
+
     public func destination(for location: ImageLocation, chunkSize: Int64? = nil) throws -> any ImageDestination {
         switch location {
         case .registry(let reference):

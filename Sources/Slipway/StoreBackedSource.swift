@@ -25,7 +25,10 @@ struct StoreBackedSource: ImageSource {
         try await inner.fetchBlob(descriptor, into: sink)
     }
 
-    func localBlobPath(_ descriptor: Descriptor) -> String? { inner.localBlobPath(descriptor) }
+    /// The source's own file, or the store's verified copy when an earlier pull left one.
+    func localBlobPath(_ descriptor: Descriptor) -> String? {
+        inner.localBlobPath(descriptor) ?? (store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil)
+    }
 
     func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await inner.readRange(descriptor, offset: offset, length: length)

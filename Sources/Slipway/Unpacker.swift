@@ -53,7 +53,7 @@ public struct Unpacker: Sendable {
             var decodingAhead: DecodedLayer?
             for (position, layer) in image.layers.enumerated() {
                 try await ready(position)
-                progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
+                progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
                 let layerStart = ContinuousClock.now
                 let decoded = try decodingAhead ?? DecodedLayer(layerAt: store.blobPath(layer.descriptor.digest), compression: compression(of: layer.descriptor))
                 decodingAhead = nil
@@ -69,7 +69,7 @@ public struct Unpacker: Sendable {
                     throw UnpackError.diffIDMismatch(layer: position, expected: layer.diffID, actual: result.diffID)
                 }
                 unpackedBytes += result.uncompressedSize
-                progress(.layerExtracted(index: position, layer.descriptor, seconds: layerStart.secondsElapsed))
+                progress(.layerFinished(index: position, layer.descriptor, .extract, seconds: layerStart.secondsElapsed))
             }
             if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
             try fileManager.moveItem(atPath: staging, toPath: target)
@@ -87,7 +87,7 @@ public struct Unpacker: Sendable {
         var extracted = 0
         for (position, layer) in image.layers.enumerated() {
             let created = try await store.ensureLayerDirectory(layer.diffID) { temporary in
-                progress(.layerExtracting(index: position, of: image.layers.count, layer.descriptor))
+                progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
                 let result = try await apply(layer.descriptor, to: temporary, options: ApplyOptions(whiteouts: .overlay))
                 return try Digest(result.diffID)
             }

@@ -293,44 +293,62 @@ func printDigest(_ descriptor: Descriptor, json: Bool) throws {
 
 struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert an image to eStargz (lazy-pullable) and write it to a registry or an OCI layout.")
+        abstract: "Convert an image to eStargz (lazy-pullable) and write it to a registry or an OCI layout.",
+        discussion: """
+            Layers stream from the source one at a time (a registry source is not pulled first); layers already in \
+            eStargz are kept. With --prioritize, the listed files (one path per line in access order, or the JSON \
+            lines of `ctr-remote image optimize --record-out`) move to the front of their layer, followed by \
+            .prefetch.landmark, so a lazy mount fetches them in one request.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Source image: a registry reference or oci:PATH[:NAME].") var source: String
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
     @Option(name: .long, help: "Target format (estargz).") var to: String = "estargz"
     @Option(name: .long, help: "Uncompressed bytes per chunk (each chunk is fetched on its own).") var chunkSize: Int = 4 << 20
-    @Option(name: .long, help: "gzip level, 0 to 3 (ISA-L).") var compressionLevel: Int = 1
+    @Option(name: .long, help: "gzip level: 0-9 as gzip, 10-12 slower and smaller (libdeflate).")
+    var compressionLevel: Int = EStargzWriterOptions.defaultCompressionLevel
+    @Option(name: .long, help: "File listing the paths the workload reads, in access order.") var prioritize: String?
+    @Flag(name: .long, help: "Skip prioritized paths that are in no layer instead of failing.") var allowMissing = false
     @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
 
     func validate() throws {
         guard to == "estargz" else { throw ValidationError("--to supports estargz (SIF comes with issue 6)") }
         guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
-        guard (0...3).contains(compressionLevel) else { throw ValidationError("--compression-level takes 0 to 3") }
+        guard EStargzWriterOptions.compressionLevels.contains(compressionLevel) else {
+            throw ValidationError("--compression-level takes 0 to 12")
+        }
+        if let destCreds, !destCreds.contains(":") { throw ValidationError("--dest-creds takes USER:PASSWORD") }
     }
 
     func run() async throws {
         let from = try parseLocation(source)
         let to = try parseLocation(destination)
+        if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
+            throw ValidationError("the destination needs a tag, not only a digest")
+        }
+        let prioritized = try prioritize.map { try PrioritizedFiles(contentsOf: $0) } ?? PrioritizedFiles()
         let store = try global.openStore()
         let display = global.makeProgress()
-        let name = Puller.storeName(for: to)
-        let (converted, copied) = try await global.withSession(for: [from, to], destinationCreds: destCreds) { session in
-            let (image, _) = try await Puller(session: session, store: store, progress: display.handler).pull(from)
+        let report = try await global.withSession(for: [from, to], destinationCreds: destCreds) { session in
+            let sourceImage = try session.source(for: from, backedBy: store)
+            let target = try session.destination(for: to)
+            let image = try await sourceImage.resolve(platform: session.options.platform)
             let converter = EStargzConverter(
-                store: store, options: EStargzWriterOptions(chunkSize: chunkSize, compressionLevel: compressionLevel), progress: display.handler)
-            let (_, report) = try await converter.convert(image, name: name)
-            let result = LayoutImageSource(store: store, imageName: name)
-            let copy = try await Copier(concurrency: session.options.concurrency, progress: display.handler)
-                .copy(try await result.resolve(), from: result, to: try session.destination(for: to))
-            return (report, copy)
+                staging: (target as? LayoutDestination)?.store ?? store,
+                options: EStargzWriterOptions(chunkSize: chunkSize, compressionLevel: compressionLevel),
+                prioritized: prioritized, allowMissingPrioritizedFiles: allowMissing, progress: display.handler)
+            return try await converter.convert(image, from: sourceImage, to: target).1
         }
         display.finish()
         if global.json {
-            struct Output: Encodable { var convert: EStargzConverter.Report; var push: TransferReport }
-            try printJSON(Output(convert: converted, push: copied))
+            try printJSON(report)
         } else {
-            print(converted.manifestDigest)
+            if !report.missingPrioritizedFiles.isEmpty {
+                let count = report.missingPrioritizedFiles.count
+                FileHandle.standardError.write(Data("slipway: skipped \(count) prioritized paths that no layer has\n".utf8))
+            }
+            print(report.manifestDigest)
         }
     }
 }

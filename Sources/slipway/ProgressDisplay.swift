@@ -54,10 +54,10 @@ final class ProgressDisplay: Sendable {
                     $0.ended = .now
                     $0.state = skipped ? "already present" : "verified"
                 }
-            case .layerExtracting(let index, let count, let descriptor):
-                update(&state, descriptor.digest) { $0.state = "extracting \(index + 1)/\(count)" }
-            case .layerExtracted(_, let descriptor, let seconds):
-                update(&state, descriptor.digest) { $0.state = String(format: "extracted in %.2f s", seconds) }
+            case .layerStarted(let index, let count, let descriptor, let work):
+                update(&state, descriptor.digest) { $0.state = "\(work.doing) \(index + 1)/\(count)" }
+            case .layerFinished(_, let descriptor, let work, let seconds):
+                update(&state, descriptor.digest) { $0.state = String(format: "\(work.done) in %.2f s", seconds) }
             case .message(let text):
                 FileHandle.standardError.write(Data((text + "\n").utf8))
                 return
@@ -102,8 +102,10 @@ final class ProgressDisplay: Sendable {
         case .blobWaiting(let digest): return "blob \(digest.short): waiting for another process fetching it"
         case .blobFinished(let digest, let transferred, let skipped):
             return "blob \(digest.short): " + (skipped ? "already present" : "\(formatBytes(transferred)) transferred and verified")
-        case .layerExtracting(let index, let count, let descriptor): return "layer \(index + 1)/\(count) \(descriptor.digest.short): extracting"
-        case .layerExtracted(let index, _, let seconds): return String(format: "layer %d: extracted in %.2f s", index + 1, seconds)
+        case .layerStarted(let index, let count, let descriptor, let work):
+            return "layer \(index + 1)/\(count) \(descriptor.digest.short): \(work.doing)"
+        case .layerFinished(let index, _, let work, let seconds):
+            return String(format: "layer %d: \(work.done) in %.2f s", index + 1, seconds)
         case .message(let text): return text
         case .blobProgress: return nil
         }

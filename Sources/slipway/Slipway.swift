@@ -38,7 +38,8 @@ struct SlipwayCommand: AsyncParsableCommand {
             }
         } catch let error as ValidationError {
             fail(error.message, exitCode: 2)
-        } catch let error as CleanExit {
+        } catch where exitCode(for: error) == .success {
+            // `--help` and `help` on a subcommand arrive here, from the help command parseAsRoot returned.
             print(fullMessage(for: error))
             Glibc.exit(0)
         } catch {

@@ -36,9 +36,12 @@ func makeInputTar(chunk: Int) throws -> (tar: [UInt8], entries: [(TarHeader, [UI
     return (w.bytes, entries)
 }
 
-func convert(_ tar: [UInt8], chunk: Int) throws -> (blob: [UInt8], result: EStargzResult) {
+func convert(_ tar: [UInt8], chunk: Int, prioritized: [String] = [], allowMissing: Bool = false) throws
+    -> (blob: [UInt8], result: EStargzResult)
+{
     var blob: [UInt8] = []
-    let writer = EStargzWriter(options: EStargzWriterOptions(chunkSize: chunk)) { blob += $0 }
+    let options = EStargzWriterOptions(chunkSize: chunk, prioritizedFiles: prioritized, allowMissingPrioritizedFiles: allowMissing)
+    let writer = EStargzWriter(options: options) { blob += $0 }
     let result = try writer.convert(TarReader(bytes: tar))
     return (blob, result)
 }
@@ -295,7 +298,8 @@ let goVerifier = #"""
     }
     """#
 
-/// Builds an eStargz blob with the reference `estargz.Build`: `build IN.tar OUT CHUNKSIZE` prints the TOC digest and diffID.
+/// Builds an eStargz blob with the reference `estargz.Build`: `build IN.tar OUT CHUNKSIZE [PRIORITIZED,...]` prints the
+/// TOC digest and diffID.
 let goBuilder = #"""
     package main
 
@@ -304,6 +308,7 @@ let goBuilder = #"""
     	"io"
     	"os"
     	"strconv"
+    	"strings"
 
     	"github.com/containerd/stargz-snapshotter/estargz"
     )
@@ -315,7 +320,11 @@ let goBuilder = #"""
     	}
     	st, _ := in.Stat()
     	cs, _ := strconv.Atoi(os.Args[3])
-    	blob, err := estargz.Build(io.NewSectionReader(in, 0, st.Size()), estargz.WithChunkSize(cs))
+    	opts := []estargz.Option{estargz.WithChunkSize(cs)}
+    	if len(os.Args) > 4 {
+    		opts = append(opts, estargz.WithPrioritizedFiles(strings.Split(os.Args[4], ",")))
+    	}
+    	blob, err := estargz.Build(io.NewSectionReader(in, 0, st.Size()), opts...)
     	if err != nil {
     		fmt.Fprintln(os.Stderr, err)
     		os.Exit(1)

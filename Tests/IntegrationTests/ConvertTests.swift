@@ -1,3 +1,4 @@
+import Archive
 import ContentStore
 import EStargz
 import Foundation
@@ -63,14 +64,112 @@ import TestSupport
             // Already eStargz: every layer is kept and the image comes out the same.
             let again = try run(slipwayBinary, ["convert", "--json", "--store", scratch.sub("store"), converted, "\(registry.host)/demo:v1-esgz2"])
             #expect(again.status == 0, "\(again.stderr)")
-            struct Output: Decodable {
-                struct Convert: Decodable { var manifestDigest: String; var convertedLayers: Int; var keptLayers: Int }
-                var convert: Convert
-            }
-            let firstReport = try JSONDecoder().decode(Output.self, from: Data(first.stdout.utf8))
-            let secondReport = try JSONDecoder().decode(Output.self, from: Data(again.stdout.utf8))
-            #expect(secondReport.convert.convertedLayers == 0 && secondReport.convert.keptLayers == 3)
-            #expect(secondReport.convert.manifestDigest == firstReport.convert.manifestDigest)
+            let firstReport = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(first.stdout.utf8))
+            let secondReport = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(again.stdout.utf8))
+            #expect(secondReport.convertedLayers == 0 && secondReport.keptLayers == 3)
+            #expect(secondReport.manifestDigest == firstReport.manifestDigest)
+        }
+    }
+}
+
+/// `--prioritize`, and what a conversion leaves behind when its input is bad.
+@Suite struct ConvertInputTests {
+    func write(_ text: String, to path: String) throws {
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Files in the store's ingest area that are not lock files: what a failed conversion must not leave.
+    func leftovers(_ root: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "\(root)/ingest")) ?? []).filter { !$0.hasSuffix(".lock") }
+    }
+
+    @Test func prioritizedFilesMoveToTheFrontOfTheirLayer() throws {
+        let scratch = try ScratchDirectory()
+        let layout = try makeDemoLayout(scratch)
+        let out = scratch.sub("out")
+        let list = scratch.sub("list")
+        try write("/opt/app/data.bin\nusr/bin/hello\nno/such/file\n", to: list)
+
+        let refused = try run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(layout.root):demo", "oci:\(out):fast"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("no/such/file") && refused.stderr.contains("--allow-missing"), "\(refused.stderr)")
+        #expect(try ContentStore(root: out).image(named: "fast") == nil)
+        #expect(leftovers(out).isEmpty, "\(leftovers(out))")
+
+        let accepted = try run(
+            slipwayBinary, ["convert", "--json", "--allow-missing", "--prioritize", list, "oci:\(layout.root):demo", "oci:\(out):fast"])
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        let report = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(accepted.stdout.utf8))
+        #expect(report.missingPrioritizedFiles == ["no/such/file"])
+        // Base layer (hello) and app layer (data.bin) have a prefetch region; the third layer has neither file.
+        #expect(report.layers.map { $0.prefetchBytes > 0 } == [true, true, false])
+        let app = try EStargzReader(blob: Array(try Data(contentsOf: URL(fileURLWithPath: try ContentStore(root: out).blobPath(Digest(report.layers[1].digest))))))
+        #expect(app.toc.entries.prefix(4).map(\.name) == ["opt/", "opt/app/", "opt/app/data.bin", prefetchLandmarkName])
+
+        // ctr-remote's record format names the layer: data.bin offered to the base layer only is missing.
+        let records = scratch.sub("records")
+        try write(#"{"path":"opt/app/data.bin","manifestDigest":"sha256:x","layerIndex":0}"# + "\n", to: records)
+        let wrongLayer = try run(slipwayBinary, ["convert", "-q", "--prioritize", records, "oci:\(layout.root):demo", "oci:\(out):rec"])
+        #expect(wrongLayer.status == 1 && wrongLayer.stderr.contains("opt/app/data.bin"), "\(wrongLayer.stderr)")
+    }
+
+    /// A layout whose single layer is `blob`, declared as gzip, with a config that promises `diffID`.
+    func makeBadLayout(_ path: String, blob: [UInt8], diffID: Digest) throws {
+        let store = try ContentStore(root: path)
+        let layer = try store.writeBlob(blob, mediaType: MediaType.ociLayerGzip)
+        let config = ImageConfig(platform: .host, config: nil, diffIDs: [diffID])
+        let configDescriptor = try store.writeBlob(Array(try JSONEncoder.canonical.encode(config)), mediaType: MediaType.ociConfig)
+        let manifest = Manifest(config: configDescriptor, layers: [layer])
+        try store.setImage(named: "bad", to: try store.writeBlob(Array(try JSONEncoder.canonical.encode(manifest)), mediaType: MediaType.ociManifest))
+    }
+
+    @Test func badLayersFailNamingTheLayerAndLeaveNothing() throws {
+        let scratch = try ScratchDirectory()
+        let notGzip = Array("this is not a gzip stream, nor a tar".utf8)
+        let notTar = try gzip(data: Array(repeating: 0x41, count: 4096))
+        var tarBytes = TarWriter()
+        try tarBytes.write(TarHeader(name: "a", type: .regular, mode: 0o644, size: 3), contents: Array("abc".utf8))
+        try tarBytes.finish()
+        let goodTar = try gzip(data: tarBytes.bytes)
+        let cases: [(String, [UInt8], Digest, String)] = [
+            ("not-gzip", notGzip, .sha256(of: notGzip), "gzip"),
+            ("not-tar", notTar, .sha256(of: Array(repeating: 0x41, count: 4096)), "tar"),
+            ("truncated", Array(goodTar.dropLast(12)), .sha256(of: tarBytes.bytes), "truncated"),
+            ("wrong-diffid", goodTar, .sha256(of: Array("other".utf8)), "promises"),
+        ]
+        for (name, blob, diffID, expected) in cases {
+            let input = scratch.sub("in-\(name)")
+            let out = scratch.sub("out-\(name)")
+            try makeBadLayout(input, blob: blob, diffID: diffID)
+            let layer = Digest.sha256(of: blob)
+            let result = try run(slipwayBinary, ["convert", "-q", "oci:\(input):bad", "oci:\(out):bad"])
+            #expect(result.status == 1, "\(name)")
+            #expect(result.stderr.contains("layer 1 (\(layer))"), "\(name): \(result.stderr)")
+            #expect(result.stderr.lowercased().contains(expected), "\(name): \(result.stderr)")
+            #expect(try ContentStore(root: out).image(named: "bad") == nil, "\(name)")
+            #expect(leftovers(out).isEmpty, "\(name): \(leftovers(out))")
+        }
+    }
+
+    @Test func corruptedDownloadIsNotConvertedOrPushed() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let layout = try makeDemoLayout(scratch)
+            let source = "\(proxy.host)/demo:v1"
+            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", source]).status == 0)
+            let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
+            let large = try #require(image.manifest.layers.max { $0.size < $1.size })
+            proxy.inject(.flipByte(at: 1000), path: "/blobs/\(large.digest)", times: .max)
+            let store = scratch.sub("store")
+            let result = try run(slipwayBinary, ["convert", "-q", "--store", store, source, "\(registry.host)/demo:esgz"])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains(large.digest.description), "\(result.stderr)")
+            let tag = try run(slipwayBinary, ["inspect", "-q", "\(registry.host)/demo:esgz"])
+            #expect(tag.status != 0, "the converted image must not be tagged")
+            #expect(leftovers(store).isEmpty, "\(leftovers(store))")
+            // Streaming: the source's layers were never stored.
+            let stored = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/blobs/sha256")) ?? []
+            #expect(!image.manifest.layers.contains { stored.contains($0.digest.hex) })
         }
     }
 }

@@ -143,6 +143,16 @@ import Glibc
 
 /// The command-line contract on bad input: nothing lost, one JSON document, read-only reads.
 @Suite struct CommandLineContractTests {
+    @Test func helpOnEverySubcommandExitsZero() throws {
+        for arguments in [["--help"], ["convert", "--help"], ["help", "pull"], ["assemble", "-h"]] {
+            let result = try run(slipwayBinary, arguments)
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            #expect(result.stdout.contains("USAGE:"), "\(arguments)")
+        }
+        let unknown = try run(slipwayBinary, ["convert", "--no-such-flag"])
+        #expect(unknown.status == 2)
+    }
+
     @Test func unpackNeverReplacesAnExistingFile() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

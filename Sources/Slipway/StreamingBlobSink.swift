@@ -1,0 +1,129 @@
+import Archive
+import Foundation
+import OCI
+
+/// Hands a blob from a download (which pushes into a `BlobSink`) to a decoder thread (which pulls from a
+/// `ChunkSource`) as it arrives, holding at most `limit` bytes between them. The consumer sees the end of the
+/// stream only once the whole blob matched its digest, and an error otherwise, so nothing built from the bytes is
+/// kept unless they were right.
+///
+/// The registry client resumes an interrupted download with Range, which appends where it stopped. A server that
+/// ignores Range makes it start over (`reset`): the bytes already handed on are then skipped, and hashed again, so
+/// the digest still covers exactly the blob the consumer saw.
+final class StreamingBlobSink: BlobSink, @unchecked Sendable {
+    // All state is guarded by `condition`.
+    private let condition = NSCondition()
+    private let descriptor: Descriptor
+    private let limit: Int
+    private var queue: [[UInt8]] = []
+    private var queueHead = 0
+    private var queuedBytes = 0
+    private var hasher: DigestHasher
+    private var received: Int64 = 0
+    private var delivered: Int64 = 0
+    private var outcome: Result<Void, Error>?
+    private var cancelled = false
+    private var stoppedEarly = false
+
+    init(_ descriptor: Descriptor, limit: Int = 8 << 20) {
+        self.descriptor = descriptor
+        self.limit = limit
+        hasher = DigestHasher(descriptor.digest.algorithm)
+    }
+
+    var count: Int64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return received
+    }
+
+    /// Blocks while the consumer is `limit` bytes behind: the download slows to the decoder's pace.
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if cancelled { throw BlobSinkError("the conversion reading \(descriptor.digest.short) stopped") }
+        hasher.update(bytes)
+        let start = received
+        received += Int64(bytes.count)
+        guard received > delivered else { return }
+        let fresh = UnsafeRawBufferPointer(rebasing: bytes[Int(max(0, delivered - start))...])
+        queue.append(Array(fresh))
+        queuedBytes += fresh.count
+        delivered = received
+        condition.broadcast()
+        while queuedBytes > limit && !cancelled { condition.wait() }
+    }
+
+    func reset() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        hasher = DigestHasher(descriptor.digest.algorithm)
+        received = 0
+    }
+
+    func digest(_ algorithm: Digest.Algorithm) -> Digest {
+        condition.lock()
+        defer { condition.unlock() }
+        precondition(algorithm == descriptor.digest.algorithm, "a streaming sink hashes with the descriptor's algorithm")
+        let copy = hasher
+        return copy.finalize()
+    }
+
+    /// Producer: the download ended (`error` nil) or failed.
+    func finish(error: Error?) {
+        condition.lock()
+        defer { condition.unlock() }
+        if let error {
+            outcome = .failure(error)
+        } else if received != descriptor.size || delivered != descriptor.size {
+            outcome = .failure(BlobSinkError("\(descriptor.digest.short): received \(received) of \(descriptor.size) bytes"))
+        } else {
+            let copy = hasher
+            let actual = copy.finalize()
+            outcome = actual == descriptor.digest
+                ? .success(())
+                : .failure(BlobSinkError("blob \(descriptor.digest) arrived with digest \(actual)"))
+        }
+        condition.broadcast()
+    }
+
+    /// Consumer: the bytes as they arrive; nil after the last byte once the digest matched.
+    var chunks: ChunkSource {
+        ChunkSource { [self] in
+            condition.lock()
+            defer { condition.unlock() }
+            while queueHead == queue.count && outcome == nil { condition.wait() }
+            if queueHead < queue.count {
+                let next = queue[queueHead]
+                queueHead += 1
+                queuedBytes -= next.count
+                if queueHead > 256 {
+                    queue.removeFirst(queueHead)
+                    queueHead = 0
+                }
+                condition.broadcast()
+                return next
+            }
+            switch outcome! {
+            case .success: return nil
+            case .failure(let error): throw error
+            }
+        }
+    }
+
+    /// Whether the consumer stopped before the download ended (so a download error is a consequence, not a cause).
+    var stoppedBeforeEnd: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stoppedEarly
+    }
+
+    /// Consumer: stop the download (the conversion failed or is over).
+    func cancel() {
+        condition.lock()
+        if outcome == nil { stoppedEarly = true }
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}

@@ -59,7 +59,21 @@ import TestSupport
             var lazyTree = try describeTree(scratch.sub("lazy"))
             #expect(lazyTree.removeValue(forKey: "stargz.index.json") != nil)
             #expect(lazyTree.removeValue(forKey: ".no.prefetch.landmark") != nil)
-            #expect(lazyTree == (try describeTree(scratch.sub("plain"))))
+            let plainTree = try describeTree(scratch.sub("plain"))
+            #expect(lazyTree == plainTree)
+
+            // eStargz is plain tar+gzip to eStargz-unaware tools: skopeo pulls it and umoci unpacks the same tree.
+            let copied = try run("skopeo", ["copy", "--src-tls-verify=false", "docker://\(converted)", "oci:\(scratch.sub("skopeo")):esgz"])
+            #expect(copied.status == 0, "\(copied.stderr)")
+            let unpacked = try run("umoci", ["unpack", "--image", "\(scratch.sub("skopeo")):esgz", scratch.sub("bundle")])
+            #expect(unpacked.status == 0, "\(unpacked.stderr)")
+            var umociTree = try describeTree(scratch.sub("bundle/rootfs"))
+            #expect(umociTree.removeValue(forKey: "stargz.index.json") != nil)
+            #expect(umociTree.removeValue(forKey: ".no.prefetch.landmark") != nil)
+            #expect(Set(umociTree.keys) == Set(plainTree.keys))
+            for (path, entry) in plainTree where umociTree[path] != entry {
+                Issue.record("\(path): slipway \(entry) vs umoci \(umociTree[path].map(\.description) ?? "missing")")
+            }
 
             // Already eStargz: every layer is kept and the image comes out the same.
             let again = try run(slipwayBinary, ["convert", "--json", "--store", scratch.sub("store"), converted, "\(registry.host)/demo:v1-esgz2"])

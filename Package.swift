@@ -53,6 +53,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        .target(
+            name: "LazyFS",
+            dependencies: [
+                "Slipway", "EStargz", "OCI", "ContentStore", "CLinux",
+            ]
+        ),
         .executableTarget(
             name: "slipway",
             dependencies: [
@@ -76,6 +82,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI"]),
+        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(
             name: "IntegrationTests",

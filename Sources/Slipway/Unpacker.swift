@@ -86,14 +86,19 @@ public struct Unpacker: Sendable {
         defer { lock.release() }
         var extracted = 0
         for (position, layer) in image.layers.enumerated() {
-            let created = try await store.ensureLayerDirectory(layer.diffID) { temporary in
-                progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
-                let result = try await apply(layer.descriptor, to: temporary, options: ApplyOptions(whiteouts: .overlay))
-                return try Digest(result.diffID)
-            }
-            if created { extracted += 1 }
+            if try await cacheLayer(layer.descriptor, diffID: layer.diffID, position: position, of: image.layers.count) { extracted += 1 }
         }
         return extracted
+    }
+
+    /// Extracts one layer whose blob is in the store into the per-layer cache; false when it was there already.
+    /// Call with the store's write lock held.
+    public func cacheLayer(_ layer: Descriptor, diffID: Digest, position: Int, of count: Int) async throws -> Bool {
+        try await store.ensureLayerDirectory(diffID) { temporary in
+            progress(.layerStarted(index: position, of: count, layer, .extract))
+            let result = try await apply(layer, to: temporary, options: ApplyOptions(whiteouts: .overlay))
+            return try Digest(result.diffID)
+        }
     }
 
     /// Decoded bytes a layer may hold ahead of its extraction (memory is bounded by this per layer in flight).

@@ -1,0 +1,211 @@
+import EStargz
+import Foundation
+import OCI
+import Slipway
+import Synchronization
+
+/// An eStargz layer of a mounted image: its verified TOC and the blob its chunks come from.
+public final class LazyLayer: @unchecked Sendable {
+    // Immutable after init; the reader's own range callback is not used after the TOC was read.
+    public let index: Int
+    public let descriptor: Descriptor
+    public let reader: EStargzReader
+    /// Compressed bytes before `.prefetch.landmark` (0 when the layer has no prioritized files).
+    public let prefetchSize: Int64
+
+    public init(index: Int, descriptor: Descriptor, reader: EStargzReader) {
+        self.index = index
+        self.descriptor = descriptor
+        self.reader = reader
+        let landmark = reader.toc.entries.first { cleanEntryName($0.name) == prefetchLandmarkName }
+        prefetchSize = landmark?.offset ?? 0
+    }
+}
+
+/// Gets chunks into the chunk cache: contiguous chunks in one Range request, each chunk decompressed and checked
+/// against its chunkDigest before it is stored, a chunk already being fetched waited for rather than fetched again.
+/// Reads that block on the network count as foreground; the prefetcher yields to them.
+public final class ChunkFetcher: Sendable {
+    let source: any ImageSource
+    let cache: ChunkCache
+    let counters: MountCounters
+    /// How long a read may wait for the registry before it fails with EIO.
+    let timeout: Duration
+    /// Upper bound of one request, so a prefetch never holds a connection for long.
+    public static let maxSpan: Int64 = 8 << 20
+
+    private final class Pending: @unchecked Sendable {
+        // `finished` and `failure` are guarded by `condition`.
+        let condition = NSCondition()
+        var finished = false
+        var failure: Error?
+
+        func complete(_ error: Error?) {
+            condition.lock()
+            finished = true
+            failure = error
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        func wait(until deadline: Date, what: String) throws {
+            condition.lock()
+            defer { condition.unlock() }
+            while !finished {
+                guard condition.wait(until: deadline) else {
+                    throw LazyFSError.timedOut(what: what, seconds: 0)
+                }
+            }
+            if let failure { throw failure }
+        }
+    }
+
+    private let inFlight = Mutex<[String: Pending]>([:])
+    private let foregroundReads = Atomic<Int>(0)
+
+    public init(source: any ImageSource, cache: ChunkCache, counters: MountCounters, timeout: Duration) {
+        self.source = source
+        self.cache = cache
+        self.counters = counters
+        self.timeout = timeout
+    }
+
+    /// Whether a read is waiting for the network right now.
+    public var foregroundBusy: Bool { foregroundReads.load(ordering: .relaxed) > 0 }
+
+    /// `length` bytes from `offset` inside `chunk`'s data; fetches the chunk (with `readAhead`, chunks of the same
+    /// file that follow it) when it is not cached.
+    public func read(_ chunk: EStargzChunk, of layer: LazyLayer, offset: Int, length: Int, readAhead: ArraySlice<EStargzChunk>) throws
+        -> [UInt8]
+    {
+        let digest = try Self.digest(chunk)
+        if let bytes = cache.read(digest, offset: offset, length: length) {
+            counters.update { $0.cacheHits += 1 }
+            return bytes
+        }
+        foregroundReads.add(1, ordering: .relaxed)
+        defer { foregroundReads.subtract(1, ordering: .relaxed) }
+        counters.update { $0.blockingReads += 1 }
+        do {
+            try ensureCached([chunk] + readAhead, of: layer, deadline: Date() + timeout.seconds)
+            guard let bytes = cache.read(digest, offset: offset, length: length) else {
+                throw LazyFSError.fetchFailed(what: chunk.name, reason: "chunk \(digest.short) vanished from the cache")
+            }
+            return bytes
+        } catch {
+            counters.update { $0.failedReads += 1 }
+            throw error
+        }
+    }
+
+    /// Fetches whichever of `chunks` are neither cached nor being fetched, and waits for those being fetched.
+    /// `maxSpan` bounds one request.
+    public func ensureCached(_ chunks: [EStargzChunk], of layer: LazyLayer, deadline: Date, maxSpan: Int64 = ChunkFetcher.maxSpan) throws {
+        var mine: [(EStargzChunk, Pending)] = []
+        var others: [(EStargzChunk, Pending)] = []
+        var seen: Set<String> = []
+        for chunk in chunks where seen.insert(chunk.chunkDigest).inserted {
+            let digest = try Self.digest(chunk)
+            if cache.contains(digest) { continue }
+            inFlight.withLock { map in
+                if let pending = map[chunk.chunkDigest] {
+                    others.append((chunk, pending))
+                } else {
+                    let pending = Pending()
+                    map[chunk.chunkDigest] = pending
+                    mine.append((chunk, pending))
+                }
+            }
+        }
+        var failure: Error?
+        for span in Self.spans(mine.sorted { $0.0.offset < $1.0.offset }, maxSpan: maxSpan) {
+            var spanError: Error?
+            do {
+                try fetch(span.map(\.0), of: layer, deadline: deadline)
+            } catch {
+                spanError = error
+                failure = failure ?? error
+            }
+            inFlight.withLock { map in for (chunk, _) in span { map[chunk.chunkDigest] = nil } }
+            for (_, pending) in span { pending.complete(spanError) }
+        }
+        for (chunk, pending) in others {
+            try pending.wait(until: deadline, what: "\(chunk.name) in layer \(layer.descriptor.digest.short)")
+        }
+        if let failure { throw failure }
+    }
+
+    /// Contiguous runs of chunks (by compressed range), each at most `maxSpan` bytes (or one chunk).
+    private static func spans(_ claimed: [(EStargzChunk, Pending)], maxSpan: Int64) -> [[(EStargzChunk, Pending)]] {
+        var result: [[(EStargzChunk, Pending)]] = []
+        for item in claimed {
+            if let last = result.last?.last?.0, let first = result.last?.first?.0,
+                item.0.offset == last.nextOffset || item.0.offset == last.offset,
+                item.0.nextOffset - first.offset <= maxSpan
+            {
+                result[result.count - 1].append(item)
+            } else {
+                result.append([item])
+            }
+        }
+        return result
+    }
+
+    /// One Range request for the contiguous `chunks`; each is decompressed, verified and cached.
+    private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, deadline: Date) throws {
+        guard let first = chunks.first, let last = chunks.last else { return }
+        let start = first.offset
+        let bytes = try fetchRange(layer.descriptor, offset: start, length: Int(last.nextOffset - start), deadline: deadline)
+        for chunk in chunks {
+            let compressed = Array(bytes[Int(chunk.offset - start)..<Int(chunk.nextOffset - start)])
+            let data: [UInt8]
+            do {
+                data = try EStargzReader.decompressChunk(chunk, compressed: compressed)
+                try EStargzReader.verify(chunk, bytes: data)
+            } catch {
+                throw LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+            }
+            try cache.store(try Self.digest(chunk), bytes: data)
+            counters.update { $0.chunksFetched += 1 }
+        }
+    }
+
+    /// A byte range of a blob, retried with backoff until `deadline`.
+    func fetchRange(_ blob: Descriptor, offset: Int64, length: Int, deadline: Date) throws -> [UInt8] {
+        var attempt = 0
+        var lastError: Error?
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            guard remaining > 0 else {
+                throw LazyFSError.fetchFailed(
+                    what: "bytes \(offset)-\(offset + Int64(length) - 1) of \(blob.digest.short)",
+                    reason: "gave up after \(attempt) attempts: \(lastError.map { "\($0)" } ?? "timed out")")
+            }
+            counters.update { $0.requests += 1 }
+            do {
+                let bytes = try waitForAsync(timeout: .seconds(remaining), what: "range of \(blob.digest.short)") { [source] in
+                    try await source.readRange(blob, offset: offset, length: length)
+                }
+                counters.update { $0.bytesFetched += Int64(bytes.count) }
+                return bytes
+            } catch {
+                lastError = error
+                attempt += 1
+                let pause = min(2.0, 0.05 * Double(1 << min(attempt, 6)))
+                if deadline.timeIntervalSinceNow > pause { Thread.sleep(forTimeInterval: pause) }
+            }
+        }
+    }
+
+    static func digest(_ chunk: EStargzChunk) throws -> Digest {
+        do {
+            return try Digest(chunk.chunkDigest)
+        } catch {
+            throw LazyFSError.fetchFailed(what: chunk.name, reason: "chunk without a valid chunkDigest")
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

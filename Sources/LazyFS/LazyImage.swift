@@ -1,0 +1,137 @@
+import ContentStore
+import EStargz
+import Foundation
+import OCI
+import Slipway
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An image ready to be served lazily: its merged tree, its eStargz layers (TOCs only, verified) and, for layers
+/// that are not eStargz, their extracted copies in the store's layer cache.
+public final class LazyImage: Sendable {
+    public let tree: ImageTree
+    public let layers: [Int: LazyLayer]
+    public let fetcher: ChunkFetcher
+    /// Layers that had to be downloaded whole (not eStargz, or without a TOC digest to verify against).
+    public let wholeLayers: Int
+
+    init(tree: ImageTree, layers: [Int: LazyLayer], fetcher: ChunkFetcher, wholeLayers: Int) {
+        self.tree = tree
+        self.layers = layers
+        self.fetcher = fetcher
+        self.wholeLayers = wholeLayers
+    }
+
+    /// Reads each eStargz layer's footer and TOC (one tail request, a second only for a TOC larger than the tail)
+    /// and checks the TOC against the layer's `toc.digest` annotation. Other layers are downloaded, verified and
+    /// extracted before this returns: the mount works for any image, lazily where the image allows it.
+    public static func open(
+        _ image: ResolvedImage, source: any ImageSource, store: ContentStore, cache: ChunkCache, counters: MountCounters,
+        fetchTimeout: Duration, progress: @escaping ProgressHandler = { _ in }
+    ) async throws -> LazyImage {
+        let fetcher = ChunkFetcher(source: source, cache: cache, counters: counters, timeout: fetchTimeout)
+        var lazyLayers: [Int: LazyLayer] = [:]
+        var entries: [[LayerEntry]] = []
+        var whole = 0
+        let lock = try await store.lockForWriting()
+        defer { lock.release() }
+        for (index, layer) in image.layers.enumerated() {
+            if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
+                let reader = try await openTOC(layer.descriptor, source: source, counters: counters)
+                try reader.verifyTOC(expected)
+                let lazy = LazyLayer(index: index, descriptor: layer.descriptor, reader: reader)
+                lazyLayers[index] = lazy
+                entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
+            } else {
+                whole += 1
+                let moved = try await LayoutDestination(store: store, imageName: "").putBlob(layer.descriptor, from: source, progress: progress)
+                counters.update { $0.bytesFetched += moved }
+                _ = try await Unpacker(store: store, progress: progress).cacheLayer(
+                    layer.descriptor, diffID: layer.diffID, position: index, of: image.layers.count)
+                entries.append(try LayerEntries.fromDirectory(store.layerDirectory(layer.diffID)))
+            }
+        }
+        return LazyImage(tree: ImageTree(layers: entries), layers: lazyLayers, fetcher: fetcher, wholeLayers: whole)
+    }
+
+    /// The tail of the blob holds the footer and usually the whole TOC.
+    static let tailBytes: Int64 = 512 << 10
+
+    private struct NeedsEarlierBytes: Error { var offset: Int64 }
+
+    private static func openTOC(_ layer: Descriptor, source: any ImageSource, counters: MountCounters) async throws -> EStargzReader {
+        var start = max(0, layer.size - tailBytes)
+        while true {
+            let bytes = try await source.readRange(layer, offset: start, length: Int(layer.size - start))
+            counters.update {
+                $0.requests += 1
+                $0.bytesFetched += Int64(bytes.count)
+            }
+            let tailStart = start
+            do {
+                return try EStargzReader(blobSize: layer.size) { offset, count in
+                    guard offset >= tailStart else { throw NeedsEarlierBytes(offset: offset) }
+                    let from = Int(offset - tailStart)
+                    guard from + count <= bytes.count else { throw EStargzError.invalidFooter("read past the end of the blob") }
+                    return Array(bytes[from..<(from + count)])
+                }
+            } catch let more as NeedsEarlierBytes where more.offset < tailStart {
+                start = more.offset
+            }
+        }
+    }
+
+    /// Up to `size` bytes of the file `node` from `offset`.
+    public func read(_ node: ImageTree.Node, offset: Int64, size: Int) throws -> [UInt8] {
+        let end = min(node.size, offset + Int64(size))
+        guard offset < end else { return [] }
+        switch node.content {
+        case .local(let path):
+            return try Self.readLocal(path, offset: offset, length: Int(end - offset))
+        case .estargz(let layerIndex, let name):
+            guard let layer = layers[layerIndex] else { throw LazyFSError.fetchFailed(what: name, reason: "layer \(layerIndex) not open") }
+            var result: [UInt8] = []
+            result.reserveCapacity(Int(end - offset))
+            var position = offset
+            while position < end {
+                guard let chunk = layer.reader.chunk(for: name, at: position) else {
+                    throw LazyFSError.fetchFailed(what: name, reason: "no chunk at offset \(position)")
+                }
+                let within = position - chunk.chunkOffset
+                let count = min(end - position, chunk.chunkSize - within)
+                result += try fetcher.read(
+                    chunk, of: layer, offset: Int(within), length: Int(count), readAhead: readAhead(after: chunk, in: layer))
+                position += count
+            }
+            return result
+        case nil:
+            return []
+        }
+    }
+
+    /// Chunks of the same file after `chunk`, up to one request's worth: files are mostly read front to back.
+    private func readAhead(after chunk: EStargzChunk, in layer: LazyLayer) -> ArraySlice<EStargzChunk> {
+        guard let all = layer.reader.chunksByName[chunk.name], let at = all.firstIndex(of: chunk) else { return [] }
+        var last = at
+        while last + 1 < all.count, all[last + 1].nextOffset - chunk.offset <= ChunkFetcher.maxSpan { last += 1 }
+        return all[(at + 1)..<(last + 1)]
+    }
+
+    private static func readLocal(_ path: String, offset: Int64, length: Int) throws -> [UInt8] {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LazyFSError.io(path: path, errno: errno) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: length)
+        var done = 0
+        while done < length {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw LazyFSError.io(path: path, errno: errno) }
+            if n == 0 { break }
+            done += n
+        }
+        return Array(buffer[..<done])
+    }
+}

@@ -1,0 +1,75 @@
+import EStargz
+import Foundation
+import Synchronization
+
+/// What a mount fetches before it is asked.
+public enum PrefetchMode: String, Sendable, CaseIterable, Codable {
+    /// Only what reads need.
+    case none
+    /// Each layer's prioritized region (before `.prefetch.landmark`), one request per layer.
+    case landmark
+    /// The prioritized regions first, then every other chunk in the background. Background requests wait while a
+    /// read is waiting for the network, so reads always go first, and the link never idles: the whole image is
+    /// local no later than a full pull would have it.
+    case all
+}
+
+/// Runs the prefetch on its own thread (it blocks on the network like a FUSE read does).
+public final class Prefetcher: Sendable {
+    let image: LazyImage
+    let mode: PrefetchMode
+    let counters: MountCounters
+    private let stopped = Atomic<Bool>(false)
+
+    public init(image: LazyImage, mode: PrefetchMode, counters: MountCounters) {
+        self.image = image
+        self.mode = mode
+        self.counters = counters
+    }
+
+    public func start() {
+        guard mode != .none else {
+            counters.update { $0.prefetchFinished = true }
+            return
+        }
+        let thread = Thread { [self] in run() }
+        thread.name = "slipway-prefetch"
+        thread.start()
+    }
+
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
+
+    private func run() {
+        let fetcher = image.fetcher
+        let landmarkChunks = layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset < layer.prefetchSize }) }
+        let restChunks = mode == .all ? layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset >= layer.prefetchSize }) } : []
+        let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + pair.1.reduce(0) { $0 + $1.nextOffset - $1.offset } }
+        counters.update { $0.prefetchTotal = total }
+
+        // The prioritized region of each layer in one request, as stargz-snapshotter does: the workload is about to
+        // read exactly these files.
+        for (layer, chunks) in landmarkChunks where !chunks.isEmpty && !stopped.load(ordering: .relaxed) {
+            fetch(chunks, of: layer, yielding: false)
+        }
+        for (layer, chunks) in restChunks {
+            var start = 0
+            while start < chunks.count, !stopped.load(ordering: .relaxed) {
+                var end = start + 1
+                while end < chunks.count, chunks[end].nextOffset - chunks[start].offset <= ChunkFetcher.maxSpan { end += 1 }
+                fetch(Array(chunks[start..<end]), of: layer, yielding: true)
+                start = end
+            }
+        }
+        counters.update { $0.prefetchFinished = true }
+    }
+
+    private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, yielding: Bool) {
+        while yielding && image.fetcher.foregroundBusy && !stopped.load(ordering: .relaxed) { Thread.sleep(forTimeInterval: 0.005) }
+        let bytes = chunks.reduce(Int64(0)) { $0 + $1.nextOffset - $1.offset }
+        // A failed prefetch is not an error: a read that needs the chunk fetches it again and reports its failure.
+        try? image.fetcher.ensureCached(chunks, of: layer, deadline: Date() + max(60, image.fetcher.timeout.seconds * 4), maxSpan: .max)
+        counters.update { $0.prefetchDone += bytes }
+    }
+}

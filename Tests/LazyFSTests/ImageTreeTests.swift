@@ -1,0 +1,104 @@
+import Foundation
+import OCI
+import Testing
+
+@testable import LazyFS
+
+@Suite struct ImageTreeTests {
+    func file(_ path: String, size: Int64 = 1, mode: UInt32 = 0o644) -> LayerEntry {
+        LayerEntry(path: path, kind: .regular(size: size), permissions: mode, content: .local(path: "/dev/null"))
+    }
+
+    func dir(_ path: String, mode: UInt32 = 0o755, uid: UInt32 = 0) -> LayerEntry {
+        LayerEntry(path: path, kind: .directory, permissions: mode, uid: uid)
+    }
+
+    func names(_ tree: ImageTree, _ path: String) -> [String] {
+        tree.node(at: path)?.childNames ?? []
+    }
+
+    @Test func whiteoutsAndOpaqueDirectoriesHideLowerLayersOnly() {
+        let tree = ImageTree(layers: [
+            [dir("etc"), file("etc/motd"), file("etc/hosts"), dir("var/cache"), file("var/cache/a"), file("var/cache/b")],
+            // The opaque marker and the whiteout hide lower content; this layer's own var/cache/fresh stays.
+            [file("etc/.wh.motd"), file("var/cache/fresh"), file("var/cache/.wh..wh..opq"), file("etc/.wh.missing")],
+        ])
+        #expect(names(tree, "etc") == ["hosts"])
+        #expect(names(tree, "var/cache") == ["fresh"])
+        #expect(tree.node(at: "var")?.isDirectory == true)  // created for var/cache although no layer lists it
+        #expect(tree.node(at: "etc/.wh.motd") == nil)
+    }
+
+    @Test func upperEntriesReplaceLowerOnesAndDirectoriesMerge() {
+        let tree = ImageTree(layers: [
+            [dir("opt", mode: 0o700), file("opt/a", size: 1), dir("opt/sub"), file("opt/sub/x")],
+            [dir("opt", mode: 0o755, uid: 7), file("opt/a", size: 99), LayerEntry(path: "opt/sub", kind: .symlink(target: "/tmp"), permissions: 0o777)],
+        ])
+        let opt = tree.node(at: "opt")
+        #expect(opt?.permissions == 0o755 && opt?.uid == 7)
+        #expect(tree.node(at: "opt/a")?.size == 99)
+        #expect(tree.node(at: "opt/sub")?.kind == .symlink(target: "/tmp"))
+        #expect(tree.node(at: "opt/sub/x") == nil)
+        #expect(opt?.nlink == 2)  // no subdirectory left
+    }
+
+    @Test func hardLinksShareAnInode() {
+        let tree = ImageTree(layers: [
+            [dir("bin"), file("bin/a"), LayerEntry(path: "bin/b", kind: .hardlink(target: "bin/a"), permissions: 0)]
+        ])
+        let a = tree.node(at: "bin/a"), b = tree.node(at: "bin/b")
+        #expect(a?.ino == b?.ino)
+        #expect(a?.nlink == 2)
+        #expect(tree.fileCount == 1)
+        #expect(tree.node(ImageTree.rootIno)?.nlink == 3)  // ".", ".." and bin
+    }
+
+    @Test func modtimesRoundTripTheWriterFormat() {
+        #expect(LayerEntries.parseModtime("2023-11-14T22:13:20Z") == 1_700_000_000)
+        #expect(LayerEntries.parseModtime("1970-01-01T00:00:00Z") == 0)
+        #expect(LayerEntries.parseModtime("2000-02-29T12:00:00Z") == 951_825_600)
+        #expect(LayerEntries.parseModtime("") == 0)
+        #expect(LayerEntries.parseModtime("garbage-but-long-enough") == 0)
+    }
+}
+
+@Suite struct ChunkCacheTests {
+    func scratch() throws -> String {
+        let path = NSTemporaryDirectory() + "/chunk-cache-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func storesReadsAndDropsATornChunk() throws {
+        let root = try scratch()
+        let bytes = Array("hello chunk".utf8)
+        let digest = Digest.sha256(of: bytes)
+        let cache = try ChunkCache(root: root, limit: 1 << 20)
+        try cache.store(digest, bytes: bytes)
+        #expect(cache.read(digest, offset: 6, length: 5) == Array("chunk".utf8))
+
+        // Another process (a fresh cache object) finds the file torn: it is removed, not served.
+        try Data("hello ch".utf8).write(to: URL(fileURLWithPath: cache.path(digest)))
+        let other = try ChunkCache(root: root, limit: 1 << 20)
+        #expect(other.read(digest, offset: 0, length: 5) == nil)
+        #expect(!other.contains(digest))
+    }
+
+    @Test func evictsTheOldestChunksOverTheLimit() throws {
+        let root = try scratch()
+        let cache = try ChunkCache(root: root, limit: 10_000)
+        var digests: [Digest] = []
+        for i in 0..<6 {
+            let bytes = [UInt8](repeating: UInt8(i), count: 3000)
+            let digest = Digest.sha256(of: bytes)
+            try cache.store(digest, bytes: bytes)
+            // Distinct modification times: eviction goes by age.
+            var times = [timespec(tv_sec: 1_000_000 + i, tv_nsec: 0), timespec(tv_sec: 1_000_000 + i, tv_nsec: 0)]
+            utimensat(AT_FDCWD, cache.path(digest), &times, 0)
+            digests.append(digest)
+        }
+        #expect(cache.size <= 9000)
+        #expect(cache.contains(digests[5]))
+        #expect(!cache.contains(digests[0]))
+    }
+}

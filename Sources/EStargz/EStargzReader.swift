@@ -22,9 +22,61 @@ public struct EStargzChunk: Sendable, Equatable {
     public var compressedRange: Range<Int64> { offset..<nextOffset }
 }
 
-/// Reads an eStargz blob through random access (a tail fetch plus ranges): footer, TOC, chunks.
+/// Which footer a blob ends with.
+public enum EStargzFooterKind: String, Sendable, Equatable {
+    /// 51 bytes: the gzip Extra field holds an RFC 1952 subfield `SG` whose data is `%016x` TOC offset + `STARGZ`.
+    case estargz
+    /// 47 bytes, legacy stargz (google/crfs): the Extra field holds `%016x` + `STARGZ` directly, without a subfield
+    /// header. TOC, entries and gzip member positions are the same as eStargz.
+    case legacy
+
+    /// Footer size in bytes.
+    public var size: Int { self == .estargz ? estargzFooterSize : legacyStargzFooterSize }
+}
+
+/// Reads an eStargz (or legacy stargz) blob through random access (a tail fetch plus ranges): footer, TOC, chunks.
+///
+/// The blob is untrusted until its TOC digest is checked with `verifyTOC` and each chunk against its digest (done
+/// by `readChunk`), so opening validates everything a hostile blob could use to make the reader allocate without
+/// bound, trap, or make a lazily mounted filesystem serve a path outside its root:
+/// - footer: eStargz (51 bytes) tried first, then legacy stargz (47 bytes), as the reference does; the TOC offset
+///   must be 16 hex digits and lie before the footer;
+/// - TOC size: bounded by `maxTOCSize` both compressed (before the read) and while inflating;
+/// - names: a TOC entry name or hard link target with a `..` component or a NUL byte is refused
+///   (`EStargzError.unsafeEntryName`). The reference normalises names with `path.Clean("/" + name)`, which maps
+///   `a/../../etc/passwd` to `etc/passwd`; no real layer builder writes such names, and a blob that does is
+///   either broken or trying to confuse whatever lists or extracts it, so the whole layer is refused instead of
+///   guessing which file was meant. `.`, empty components and a leading `/` are normalised away as the reference
+///   does. Symlink targets are not checked: they are data (`../lib/x` is ordinary) and the filesystem serving them
+///   never follows them itself;
+/// - payload entries: `offset` inside the payload area `[1, tocOffset)` and unique among gzip member starts;
+///   `innerOffset >= 0` and only inside the member the previous entry started; `chunkOffset`, `chunkSize`, `size`
+///   non-negative, their sums free of overflow and the chunk inside its file; entries in blob order (each
+///   member ends after it starts, `nextOffset > offset`);
+/// - reads: the `readAt` closure must return exactly the bytes asked for, otherwise `EStargzError.truncated`.
+///
+/// Every `EStargzError` thrown (by `init`, `verifyTOC`, `readChunk`) is wrapped in `.layer(layer, error)` when a
+/// layer name was given. Errors thrown by the `readAt` closure that are not `EStargzError` (I/O, network,
+/// cancellation) pass through unchanged so callers can still tell them apart.
 public final class EStargzReader {
+    /// Default bound of the uncompressed TOC (the tar holding `stargz.index.json`).
+    ///
+    /// Why 256 MiB: the whole TOC is held in memory several times over while opening (the compressed bytes, the
+    /// inflated tar, the JSON, the decoded entries, then the chunk map), so it must be bounded before inflating, or a
+    /// few hundred KiB of gzip bomb is enough to exhaust memory; 1 GiB would already mean several GiB of RSS. A TOC
+    /// entry is about 200-400 bytes of JSON, so 256 MiB is 700 000+ files and chunks, well above the largest real
+    /// layers (a few hundred thousand files); containers/storage caps the equivalent zstd:chunked manifest at
+    /// 150 MiB. A caller that must open such a layer can pass a larger `maxTOCSize`.
+    public static let defaultMaxTOCSize = 256 << 20
+    /// Bound of one chunk read by `readChunk`: compressed range and `innerOffset + chunkSize` uncompressed. Real
+    /// chunks are 4 MiB by default; a hostile TOC must not make one read allocate the whole blob or inflate a bomb.
+    public static let maxChunkSize: Int64 = 1 << 30
+
     public let blobSize: Int64
+    /// Name used in errors (usually the blob digest); nil when the caller gave none.
+    public let layer: String?
+    /// Which footer the blob ends with.
+    public let footerKind: EStargzFooterKind
     public let tocOffset: Int64
     public let toc: TOC
     /// sha256 of the TOC JSON bytes as stored.
@@ -37,89 +89,45 @@ public final class EStargzReader {
     public let hardLinks: [String: String]
     private let readAt: (Int64, Int) throws -> [UInt8]
 
+    /// Whether the blob ends with a legacy stargz footer.
+    public var isLegacy: Bool { footerKind == .legacy }
+
     /// - Parameters:
-    ///   - blobSize: size of the blob.
-    ///   - readAt: returns exactly `count` bytes at `offset` of the blob.
-    public init(blobSize: Int64, readAt: @escaping (_ offset: Int64, _ count: Int) throws -> [UInt8]) throws {
-        guard blobSize >= Int64(estargzFooterSize) else {
-            throw EStargzError.invalidFooter("blob of \(blobSize) bytes is smaller than the footer")
+    ///   - blobSize: size of the blob (from its descriptor).
+    ///   - layer: name put into every error (e.g. the blob digest); nil for none.
+    ///   - maxTOCSize: bound of the uncompressed TOC tar (see `defaultMaxTOCSize`).
+    ///   - readAt: returns exactly `count` bytes at `offset` of the blob (fewer is reported as `truncated`).
+    public init(
+        blobSize: Int64, layer: String? = nil, maxTOCSize: Int = EStargzReader.defaultMaxTOCSize,
+        readAt: @escaping (_ offset: Int64, _ count: Int) throws -> [UInt8]
+    ) throws {
+        let opened: Opened
+        do {
+            opened = try Opened(blobSize: blobSize, maxTOCSize: maxTOCSize) { try Self.readExactly(readAt, $0, $1) }
+        } catch let e as EStargzError {
+            throw e.inLayer(layer)
         }
         self.blobSize = blobSize
+        self.layer = layer
         self.readAt = readAt
-        let footer = try readAt(blobSize - Int64(estargzFooterSize), estargzFooterSize)
-        let tocOffset = try parseEStargzFooter(footer)
-        guard tocOffset < blobSize - Int64(estargzFooterSize) else {
-            throw EStargzError.invalidFooter("TOC offset \(tocOffset) is past the end of the blob (\(blobSize) bytes)")
-        }
-        self.tocOffset = tocOffset
-        let tocCompressed = try readAt(tocOffset, Int(blobSize - Int64(estargzFooterSize) - tocOffset))
-        let tar = try gunzip(tocCompressed, limit: Int.max)
-        let tarReader = TarReader(bytes: tar)
-        guard let h = try tarReader.next(), cleanEntryName(h.name) == estargzTOCName else {
-            throw EStargzError.invalidTOC("the TOC member does not start with \(estargzTOCName)")
-        }
-        let json = try tarReader.readContents()
-        tocDigest = OCI.Digest.sha256(of: json)
-        tocJSON = json
-        let toc: TOC
-        do {
-            toc = try JSONDecoder().decode(TOC.self, from: Data(json))
-        } catch let e as EStargzError {
-            throw e
-        } catch {
-            throw EStargzError.invalidTOC("JSON: \(error)")
-        }
-        guard toc.version == 1 else { throw EStargzError.invalidTOC("unsupported version \(toc.version)") }
-        self.toc = toc
-
-        // Chunks, with nextOffset and filled-in chunk sizes.
-        var payload: [(index: Int, entry: TOCEntry)] = []
-        var fileSize: [String: Int64] = [:]
-        var links: [String: String] = [:]
-        var seenOffsets: Set<Int64> = []
-        for (i, e) in toc.entries.enumerated() {
-            let name = cleanEntryName(e.name)
-            if e.type == "reg" { fileSize[name] = e.size }
-            if e.type == "hardlink" { links[name] = cleanEntryName(e.linkName) }
-            guard (e.type == "reg" && e.size > 0) || e.type == "chunk" else { continue }
-            if e.innerOffset == 0 {
-                guard seenOffsets.insert(e.offset).inserted else {
-                    throw EStargzError.invalidTOC("offset \(e.offset) found twice")
-                }
-            }
-            guard e.offset > 0, e.offset < tocOffset else {
-                throw EStargzError.invalidTOC("\(e.name): offset \(e.offset) outside the payload area")
-            }
-            payload.append((i, e))
-        }
-        var byName: [String: [EStargzChunk]] = [:]
-        var next = tocOffset
-        var chunks: [EStargzChunk] = []
-        for (_, e) in payload.reversed() {
-            let name = cleanEntryName(e.name)
-            guard let size = fileSize[name] else { throw EStargzError.invalidTOC("chunk of unknown file \(e.name)") }
-            let chunkSize = e.chunkSize != 0 ? e.chunkSize : size - e.chunkOffset
-            guard chunkSize > 0, e.chunkOffset >= 0, e.chunkOffset + chunkSize <= size else {
-                throw EStargzError.invalidTOC("\(e.name): chunk \(e.chunkOffset)+\(chunkSize) outside the file")
-            }
-            chunks.append(
-                EStargzChunk(
-                    name: name, chunkOffset: e.chunkOffset, chunkSize: chunkSize, offset: e.offset, nextOffset: next,
-                    innerOffset: e.innerOffset, chunkDigest: e.chunkDigest))
-            if e.innerOffset == 0 { next = e.offset }
-        }
-        for c in chunks.reversed() { byName[c.name, default: []].append(c) }
-        chunksByName = byName
-        hardLinks = links
+        footerKind = opened.footerKind
+        tocOffset = opened.tocOffset
+        toc = opened.toc
+        tocJSON = opened.tocJSON
+        tocDigest = opened.tocDigest
+        chunksByName = opened.chunksByName
+        hardLinks = opened.hardLinks
     }
 
     /// Convenience: a reader over an in-memory blob.
-    public convenience init(blob: [UInt8]) throws {
-        try self.init(blobSize: Int64(blob.count)) { offset, count in
-            guard offset >= 0, Int(offset) + count <= blob.count else {
-                throw EStargzError.invalidFooter("read past the end of the blob")
-            }
-            return Array(blob[Int(offset)..<(Int(offset) + count)])
+    public convenience init(blob: [UInt8], layer: String? = nil, maxTOCSize: Int = EStargzReader.defaultMaxTOCSize)
+        throws
+    {
+        try self.init(blobSize: Int64(blob.count), layer: layer, maxTOCSize: maxTOCSize) { offset, count in
+            // Whatever part of the range exists; the reader reports a short answer as `truncated`.
+            let lo = min(Int(clamping: max(0, offset)), blob.count)
+            let hi = lo + min(max(0, count), blob.count - lo)
+            return Array(blob[lo..<hi])
         }
     }
 
@@ -127,19 +135,20 @@ public final class EStargzReader {
     public func verifyTOC(_ expected: OCI.Digest) throws {
         guard tocDigest == expected else {
             throw EStargzError.tocDigestMismatch(expected: expected.description, actual: tocDigest.description)
+                .inLayer(layer)
         }
     }
 
     /// The chunk of `name` containing uncompressed file offset `offset`.
     public func chunk(for name: String, at offset: Int64) -> EStargzChunk? {
-        var clean = cleanEntryName(name)
+        var clean = Self.lookupName(name)
         var hops = 0
         while chunksByName[clean] == nil, let target = hardLinks[clean], hops < 32 {
             clean = target
             hops += 1
         }
         guard let list = chunksByName[clean] else { return nil }
-        return list.first { offset >= $0.chunkOffset && offset < $0.chunkOffset + $0.chunkSize }
+        return list.first { offset >= $0.chunkOffset && offset - $0.chunkOffset < $0.chunkSize }
     }
 
     /// All payload chunks, in blob order.
@@ -149,18 +158,40 @@ public final class EStargzReader {
 
     /// Fetches, decompresses and verifies one chunk.
     public func readChunk(_ chunk: EStargzChunk) throws -> [UInt8] {
-        let compressed = try readAt(chunk.offset, Int(chunk.nextOffset - chunk.offset))
-        let out = try EStargzReader.decompressChunk(chunk, compressed: compressed)
-        try EStargzReader.verify(chunk, bytes: out)
-        return out
+        do {
+            guard chunk.offset > 0, chunk.offset < chunk.nextOffset, chunk.nextOffset <= tocOffset else {
+                throw EStargzError.invalidTOC(
+                    "chunk of \(chunk.name): compressed range \(chunk.offset)..<\(chunk.nextOffset) is not inside the payload area 1..<\(tocOffset)")
+            }
+            guard chunk.nextOffset - chunk.offset <= Self.maxChunkSize else {
+                throw EStargzError.invalidTOC(
+                    "chunk of \(chunk.name) at offset \(chunk.offset): \(chunk.nextOffset - chunk.offset) compressed bytes, above the \(Self.maxChunkSize)-byte chunk limit")
+            }
+            let compressed = try Self.readExactly(readAt, chunk.offset, Int(chunk.nextOffset - chunk.offset))
+            let out = try EStargzReader.decompressChunk(chunk, compressed: compressed)
+            try EStargzReader.verify(chunk, bytes: out)
+            return out
+        } catch let e as EStargzError {
+            throw e.inLayer(layer)
+        }
     }
 
     /// Decompresses the chunk's bytes out of its compressed range.
     public static func decompressChunk(_ chunk: EStargzChunk, compressed: [UInt8]) throws -> [UInt8] {
-        let need = Int(chunk.innerOffset + chunk.chunkSize)
-        let data = try gunzip(compressed, limit: need)
+        let (end, overflow) = chunk.innerOffset.addingReportingOverflow(chunk.chunkSize)
+        guard chunk.innerOffset >= 0, chunk.chunkSize > 0, !overflow, end <= maxChunkSize else {
+            throw EStargzError.invalidTOC(
+                "chunk of \(chunk.name) at offset \(chunk.offset): innerOffset \(chunk.innerOffset) + chunkSize \(chunk.chunkSize) is not within 1...\(maxChunkSize) bytes")
+        }
+        let need = Int(end)
+        let data: [UInt8]
+        do {
+            data = try gunzip(compressed, limit: need)
+        } catch {
+            throw EStargzError.corruptGzip("chunk of \(chunk.name) at offset \(chunk.offset): \(error)")
+        }
         guard data.count >= need else {
-            throw EStargzError.corruptGzip("chunk of \(chunk.name) at \(chunk.offset): \(data.count) of \(need) bytes")
+            throw EStargzError.corruptGzip("chunk of \(chunk.name) at offset \(chunk.offset): \(data.count) of \(need) bytes")
         }
         return Array(data[Int(chunk.innerOffset)..<need])
     }
@@ -173,21 +204,235 @@ public final class EStargzReader {
                 name: chunk.name, offset: chunk.offset, expected: chunk.chunkDigest, actual: actual)
         }
     }
+
+    private static func readExactly(_ readAt: (Int64, Int) throws -> [UInt8], _ offset: Int64, _ count: Int) throws
+        -> [UInt8]
+    {
+        let bytes = try readAt(offset, count)
+        guard bytes.count == count else { throw EStargzError.truncated(offset: offset, expected: count, got: bytes.count) }
+        return bytes
+    }
+
+    /// A caller's name as the reference normalises it: `path.Clean("/" + name)` without the leading `/`.
+    static func lookupName(_ name: String) -> String {
+        var parts: [Substring] = []
+        for part in name.split(separator: "/", omittingEmptySubsequences: true) where part != "." {
+            if part == ".." {
+                if !parts.isEmpty { parts.removeLast() }
+            } else {
+                parts.append(part)
+            }
+        }
+        return parts.joined(separator: "/")
+    }
+
+    /// A TOC name normalised (empty and `.` components dropped), or `unsafeEntryName` when it has a `..`
+    /// component or a NUL byte.
+    static func safeTOCName(_ path: String, entry: String) throws -> String {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard !parts.contains("..") && !path.utf8.contains(0) else {
+            throw EStargzError.unsafeEntryName(entry: entry, path: path)
+        }
+        return parts.filter { $0 != "." }.joined(separator: "/")
+    }
+}
+
+/// Everything `EStargzReader.init` derives from the footer and TOC.
+private struct Opened {
+    var footerKind: EStargzFooterKind
+    var tocOffset: Int64
+    var toc: TOC
+    var tocJSON: [UInt8]
+    var tocDigest: OCI.Digest
+    var chunksByName: [String: [EStargzChunk]]
+    var hardLinks: [String: String]
+
+    init(blobSize: Int64, maxTOCSize: Int, read: (Int64, Int) throws -> [UInt8]) throws {
+        let maxTOCSize = min(max(maxTOCSize, 0), 1 << 46)  // so that the bounds below cannot overflow
+        // Footer: the last 51 bytes in one read; eStargz first, then legacy stargz on the last 47.
+        guard blobSize >= Int64(legacyStargzFooterSize) else {
+            throw EStargzError.invalidFooter(
+                "the blob is \(blobSize) bytes, smaller than any footer (\(estargzFooterSize) bytes eStargz, \(legacyStargzFooterSize) legacy stargz)")
+        }
+        let tailSize = Int(min(blobSize, Int64(estargzFooterSize)))
+        let tail = try read(blobSize - Int64(tailSize), tailSize)
+        (footerKind, tocOffset) = try parseStargzFooter(tail)
+        let footerStart = blobSize - Int64(footerKind.size)
+        guard tocOffset < footerStart else {
+            throw EStargzError.invalidFooter(
+                "TOC offset \(tocOffset) is past the end of the payload (the \(footerKind.size)-byte footer starts at \(footerStart) of \(blobSize) bytes)")
+        }
+
+        // TOC member: bounded before reading (deflate adds at most a few bytes per 64 KiB) and while inflating.
+        let compressedSize = footerStart - tocOffset
+        let maxCompressed = Int64(maxTOCSize) + Int64(maxTOCSize / 64) + (64 << 10)
+        guard compressedSize <= maxCompressed else {
+            throw EStargzError.tocTooLarge(
+                limit: maxTOCSize, detail: "the TOC member at offset \(tocOffset) is \(compressedSize) bytes compressed")
+        }
+        let compressed = try read(tocOffset, Int(compressedSize))
+        let tar: [UInt8]
+        do {
+            tar = try gunzip(compressed, limit: maxTOCSize + 1)
+        } catch {
+            throw EStargzError.corruptGzip("TOC member at offset \(tocOffset) (\(compressedSize) bytes): \(error)")
+        }
+        guard tar.count <= maxTOCSize else {
+            throw EStargzError.tocTooLarge(
+                limit: maxTOCSize, detail: "the TOC member at offset \(tocOffset) inflates to more than \(maxTOCSize) bytes")
+        }
+        let json: [UInt8]
+        do {
+            let tarReader = TarReader(bytes: tar)
+            guard let h = try tarReader.next() else { throw EStargzError.invalidTOC("the TOC member holds an empty tar") }
+            guard EStargzReader.lookupName(h.name) == estargzTOCName else {
+                throw EStargzError.invalidTOC("the TOC member's first tar entry is \"\(h.name)\", not \(estargzTOCName)")
+            }
+            json = try tarReader.readContents()
+        } catch let e as EStargzError {
+            throw e
+        } catch {
+            throw EStargzError.invalidTOC("tar of the TOC member at offset \(tocOffset): \(error)")
+        }
+        tocDigest = OCI.Digest.sha256(of: json)
+        tocJSON = json
+        do {
+            toc = try JSONDecoder().decode(TOC.self, from: Data(json))
+        } catch let e as EStargzError {
+            throw e
+        } catch {
+            throw EStargzError.invalidTOC("\(estargzTOCName) is not valid TOC JSON: \(error)")
+        }
+        guard toc.version == 1 else { throw EStargzError.invalidTOC("unsupported version \(toc.version), want 1") }
+
+        // Entries, in TOC (= blob) order.
+        var fileSize: [String: Int64] = [:]
+        var links: [String: String] = [:]
+        var memberStarter: [Int64: String] = [:]
+        var currentMember: Int64?
+        var payload: [EStargzChunk] = []
+        for e in toc.entries {
+            let name = try EStargzReader.safeTOCName(e.name, entry: e.name)
+            if e.type == "hardlink" { links[name] = try EStargzReader.safeTOCName(e.linkName, entry: e.name) }
+            if e.type == "reg" {
+                guard e.size >= 0 else { throw EStargzError.invalidTOC("\"\(e.name)\": negative size \(e.size)") }
+                fileSize[name] = e.size
+            }
+            guard (e.type == "reg" && e.size > 0) || e.type == "chunk" else { continue }
+            guard let size = fileSize[name] else {
+                throw EStargzError.invalidTOC("chunk of \"\(e.name)\", which has no earlier reg entry")
+            }
+            guard e.offset > 0, e.offset < tocOffset else {
+                throw EStargzError.invalidTOC(
+                    "\"\(e.name)\": offset \(e.offset) is outside the payload area 1..<\(tocOffset)")
+            }
+            guard e.innerOffset >= 0 else {
+                throw EStargzError.invalidTOC("\"\(e.name)\": negative innerOffset \(e.innerOffset)")
+            }
+            if e.innerOffset == 0 {
+                if let other = memberStarter.updateValue(e.name, forKey: e.offset) {
+                    throw EStargzError.invalidTOC("offset \(e.offset) found twice (\"\(other)\" and \"\(e.name)\")")
+                }
+                currentMember = e.offset
+            } else if e.offset != currentMember {
+                throw EStargzError.invalidTOC(
+                    "\"\(e.name)\": innerOffset \(e.innerOffset) in a gzip member at \(e.offset) that the entry before it does not start")
+            }
+            guard e.chunkOffset >= 0, e.chunkOffset < size, e.chunkSize >= 0 else {
+                throw EStargzError.invalidTOC(
+                    "\"\(e.name)\": chunkOffset \(e.chunkOffset), chunkSize \(e.chunkSize) outside a file of \(size) bytes")
+            }
+            let chunkSize = e.chunkSize != 0 ? e.chunkSize : size - e.chunkOffset
+            let (end, overflow) = e.chunkOffset.addingReportingOverflow(chunkSize)
+            let innerOverflow = e.innerOffset.addingReportingOverflow(chunkSize).overflow
+            guard !overflow, !innerOverflow, end <= size else {
+                throw EStargzError.invalidTOC(
+                    "\"\(e.name)\": chunk \(e.chunkOffset)+\(chunkSize) (innerOffset \(e.innerOffset)) outside a file of \(size) bytes")
+            }
+            payload.append(
+                EStargzChunk(
+                    name: name, chunkOffset: e.chunkOffset, chunkSize: chunkSize, offset: e.offset, nextOffset: 0,
+                    innerOffset: e.innerOffset, chunkDigest: e.chunkDigest))
+        }
+        // nextOffset: the start of the next gzip member, or the TOC for the last one.
+        var next = tocOffset
+        for i in payload.indices.reversed() {
+            guard payload[i].offset < next else {
+                throw EStargzError.invalidTOC(
+                    "\"\(payload[i].name)\": gzip member at offset \(payload[i].offset) would end at \(next) (nextOffset <= offset); payload entries are not in blob order")
+            }
+            payload[i].nextOffset = next
+            if payload[i].innerOffset == 0 { next = payload[i].offset }
+        }
+        var byName: [String: [EStargzChunk]] = [:]
+        for c in payload { byName[c.name, default: []].append(c) }
+        chunksByName = byName
+        hardLinks = links
+    }
+}
+
+/// Parses the footer at the end of `tail` (the last 51 bytes of the blob, or the whole blob if shorter): the
+/// eStargz footer on all 51 bytes, else the legacy stargz footer on the last 47. Returns its kind and the TOC offset.
+public func parseStargzFooter(_ tail: [UInt8]) throws -> (kind: EStargzFooterKind, tocOffset: Int64) {
+    func detail(_ e: EStargzError) -> String {
+        if case .invalidFooter(let d) = e { return d }
+        return e.description
+    }
+    let eStargzProblem: String
+    do {
+        guard tail.count >= estargzFooterSize else {
+            throw EStargzError.invalidFooter("\(tail.count) bytes, want \(estargzFooterSize)")
+        }
+        return (.estargz, try parseEStargzFooter(Array(tail.suffix(estargzFooterSize))))
+    } catch let e as EStargzError {
+        eStargzProblem = detail(e)
+    }
+    do {
+        guard tail.count >= legacyStargzFooterSize else {
+            throw EStargzError.invalidFooter("\(tail.count) bytes, want \(legacyStargzFooterSize)")
+        }
+        return (.legacy, try parseLegacyStargzFooter(Array(tail.suffix(legacyStargzFooterSize))))
+    } catch let e as EStargzError {
+        throw EStargzError.invalidFooter(
+            "no eStargz footer in the last \(estargzFooterSize) bytes (\(eStargzProblem)) and no legacy stargz footer in the last \(legacyStargzFooterSize) (\(detail(e))); the blob is not (e)stargz, or it is truncated")
+    }
 }
 
 /// Parses the 51-byte eStargz footer; returns the TOC offset.
 public func parseEStargzFooter(_ b: [UInt8]) throws -> Int64 {
     guard b.count == estargzFooterSize else { throw EStargzError.invalidFooter("size \(b.count), want 51") }
-    guard b[0] == 0x1f, b[1] == 0x8b, b[2] == 8, b[3] & 4 != 0 else {
-        throw EStargzError.invalidFooter("not a gzip header with an extra field")
+    guard b[0] == 0x1f, b[1] == 0x8b, b[2] == 8, b[3] & 0xfe == 4 else {
+        throw EStargzError.invalidFooter("not a gzip header with just an extra field")
     }
-    guard b[10] == 26, b[11] == 0 else { throw EStargzError.invalidFooter("extra field length \(b[10])") }
+    guard b[10] == 26, b[11] == 0 else { throw EStargzError.invalidFooter("extra field length \(Int(b[10]) | Int(b[11]) << 8), want 26") }
     guard b[12] == UInt8(ascii: "S"), b[13] == UInt8(ascii: "G"), b[14] == 22, b[15] == 0 else {
         throw EStargzError.invalidFooter("missing SG subfield")
     }
-    guard Array(b[32..<38]) == Array("STARGZ".utf8) else { throw EStargzError.invalidFooter("wrong magic") }
-    guard let s = String(bytes: b[16..<32], encoding: .ascii), let off = Int64(s, radix: 16) else {
-        throw EStargzError.invalidFooter("bad TOC offset")
+    guard Array(b[32..<38]) == Array("STARGZ".utf8) else { throw EStargzError.invalidFooter("wrong magic, want STARGZ") }
+    return try parseTOCOffsetField(b[16..<32])
+}
+
+/// Parses the 47-byte legacy stargz (google/crfs) footer; returns the TOC offset.
+public func parseLegacyStargzFooter(_ b: [UInt8]) throws -> Int64 {
+    guard b.count == legacyStargzFooterSize else { throw EStargzError.invalidFooter("size \(b.count), want 47") }
+    guard b[0] == 0x1f, b[1] == 0x8b, b[2] == 8, b[3] & 0xfe == 4 else {
+        throw EStargzError.invalidFooter("not a gzip header with just an extra field")
     }
-    return off
+    guard b[10] == 22, b[11] == 0 else { throw EStargzError.invalidFooter("extra field length \(Int(b[10]) | Int(b[11]) << 8), want 22") }
+    guard Array(b[28..<34]) == Array("STARGZ".utf8) else { throw EStargzError.invalidFooter("wrong magic, want STARGZ") }
+    return try parseTOCOffsetField(b[12..<28])
+}
+
+/// 16 hex digits (no sign, no prefix) holding a non-negative Int64.
+private func parseTOCOffsetField(_ field: ArraySlice<UInt8>) throws -> Int64 {
+    let text = String(decoding: field, as: UTF8.self)
+    guard field.count == 16, field.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x66) }),
+          let value = UInt64(text, radix: 16)
+    else {
+        throw EStargzError.invalidFooter("TOC offset field \(String(reflecting: text)) is not 16 hex digits")
+    }
+    guard value <= UInt64(Int64.max) else {
+        throw EStargzError.invalidFooter("TOC offset 0x\(text) does not fit a signed 64-bit offset")
+    }
+    return Int64(value)
 }

@@ -8,6 +8,8 @@ public let noPrefetchLandmarkName = ".no.prefetch.landmark"
 public let prefetchLandmarkName = ".prefetch.landmark"
 /// Size of the eStargz footer.
 public let estargzFooterSize = 51
+/// Size of the legacy stargz (google/crfs) footer: no `SG` subfield header inside the gzip Extra field.
+public let legacyStargzFooterSize = 47
 /// Layer annotation carrying the digest of the uncompressed TOC JSON.
 public let tocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest"
 /// Layer annotation carrying the uncompressed size of the blob.
@@ -213,7 +215,10 @@ struct JSONOut {
 }
 
 /// Errors of the eStargz writer and reader.
-public enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
+///
+/// `EStargzReader` wraps every error it throws in `.layer(name, error)` when it was given a layer name (usually the
+/// blob digest), so a failure among dozens of layers says which one; `underlying` strips that wrapper.
+public indirect enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidFooter(String)
     case invalidTOC(String)
     case tocDigestMismatch(expected: String, actual: String)
@@ -221,17 +226,58 @@ public enum EStargzError: Error, Sendable, Equatable, CustomStringConvertible {
     case notFound(String)
     case corruptGzip(String)
     case invalidInput(String)
+    /// A read of `expected` bytes at `offset` returned `got` bytes: the blob is shorter than its size says.
+    case truncated(offset: Int64, expected: Int, got: Int)
+    /// The TOC (compressed region or uncompressed tar) is larger than the reader's limit.
+    case tocTooLarge(limit: Int, detail: String)
+    /// A TOC entry whose name (or hard link target) `path` has a `..` component or a NUL byte.
+    case unsafeEntryName(entry: String, path: String)
+    /// `error`, raised while reading layer `layer` (usually its digest).
+    case layer(String, EStargzError)
 
     public var description: String {
         switch self {
         case .invalidFooter(let d): return "invalid eStargz footer: \(d)"
         case .invalidTOC(let d): return "invalid eStargz TOC: \(d)"
-        case .tocDigestMismatch(let e, let a): return "eStargz TOC digest mismatch: expected \(e), got \(a)"
+        case .tocDigestMismatch(let e, let a):
+            return "eStargz TOC digest mismatch: the layer annotation says \(e), the TOC in the blob is \(a)"
         case .chunkDigestMismatch(let n, let o, let e, let a):
             return "eStargz chunk of \(n) at offset \(o): digest mismatch, expected \(e), got \(a)"
         case .notFound(let d): return "eStargz: \(d) not found"
         case .corruptGzip(let d): return "eStargz: corrupt gzip data: \(d)"
         case .invalidInput(let d): return "eStargz: invalid input layer: \(d)"
+        case .truncated(let o, let e, let g):
+            if g < e {
+                return "eStargz blob truncated: wanted \(e) bytes at offset \(o), got \(g) "
+                    + "(the blob is shorter than its descriptor says, or the download was cut short)"
+            }
+            return "eStargz blob read of \(e) bytes at offset \(o) returned \(g) bytes"
+        case .tocTooLarge(let limit, let d):
+            return "eStargz TOC too large: \(d); the limit is \(limit) bytes uncompressed"
+        case .unsafeEntryName(let entry, let path):
+            // String(reflecting:) quotes and escapes, so a NUL or control character shows up in the message.
+            let what = entry == path ? "name" : "hard link target \(String(reflecting: path))"
+            return "unsafe eStargz TOC entry \(String(reflecting: entry)): its \(what) has a \"..\" component or a NUL byte; "
+                + "refusing the layer (a lazily mounted filesystem must never serve such a path)"
+        case .layer(let l, let e): return "layer \(l): \(e.description)"
         }
+    }
+
+    /// The error without its `.layer` wrapper.
+    public var underlying: EStargzError {
+        if case .layer(_, let e) = self { return e.underlying }
+        return self
+    }
+
+    /// The layer named by the `.layer` wrapper, if any.
+    public var layerName: String? {
+        if case .layer(let l, _) = self { return l }
+        return nil
+    }
+
+    /// Wrapped in `.layer(layer, _)` (once), or unchanged when `layer` is nil.
+    public func inLayer(_ layer: String?) -> EStargzError {
+        guard let layer, layerName == nil else { return self }
+        return .layer(layer, self)
     }
 }

@@ -16,7 +16,7 @@ public struct EStargzLayerInfo: Sendable, Codable {
         let tocOffset = try parseEStargzFooter(footer)
         guard tocOffset >= 0, tocOffset < layer.size else { throw EStargzError.invalidFooter("TOC offset \(tocOffset) outside the layer") }
         let tail = try await source.readRange(layer, offset: tocOffset, length: Int(layer.size - tocOffset))
-        let reader = try EStargzReader(blobSize: layer.size) { offset, count in
+        let reader = try EStargzReader(blobSize: layer.size, layer: layer.digest.description) { offset, count in
             guard offset >= tocOffset, offset + Int64(count) <= layer.size else {
                 throw EStargzError.invalidFooter("read outside the TOC region")
             }

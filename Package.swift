@@ -21,6 +21,7 @@ let package = Package(
         .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .target(name: "OCI", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Archive",
@@ -31,6 +32,7 @@ let package = Package(
             dependencies: ["Archive", "OCI", "CDeflate", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "FUSE", dependencies: ["CFuse3"]),
         .target(
             name: "Registry",
             dependencies: [
@@ -56,13 +58,15 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Slipway", "EStargz", "OCI", "ContentStore", "CLinux",
+                "Slipway", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
+                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -84,10 +88,11 @@ let package = Package(
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI"]),
         .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz",
+                "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
                 .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             ]
         ),

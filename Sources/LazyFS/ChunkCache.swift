@@ -27,7 +27,7 @@ public final class ChunkCache: Sendable {
     public init(root: String, limit: Int64) throws {
         self.root = root
         self.limit = limit
-        for sub in ["sha256", "tmp"] {
+        for sub in ["sha256", "tmp", "tails"] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(sub)", withIntermediateDirectories: true)
         }
         let size = Self.scan(root).reduce(0) { $0 + $1.size }
@@ -106,6 +106,21 @@ public final class ChunkCache: Sendable {
         }
         if over { evict() }
     }
+
+    /// The tail of a layer blob (footer and TOC) kept by an earlier mount, with its offset in the blob. The caller
+    /// verifies it (the TOC digest) before trusting it.
+    public func tail(of layer: Digest) -> (start: Int64, bytes: [UInt8])? {
+        guard let data = FileManager.default.contents(atPath: tailPath(layer)), data.count >= 8 else { return nil }
+        let start = data.prefix(8).enumerated().reduce(Int64(0)) { $0 | Int64($1.element) << (8 * $1.offset) }
+        return (start, Array(data.dropFirst(8)))
+    }
+
+    public func storeTail(of layer: Digest, bytes: [UInt8], from start: Int64) throws {
+        let header = (0..<8).map { UInt8(truncatingIfNeeded: start >> (8 * $0)) }
+        try Data(header + bytes).write(to: URL(fileURLWithPath: tailPath(layer)), options: .atomic)
+    }
+
+    private func tailPath(_ layer: Digest) -> String { "\(root)/tails/\(layer.hex)" }
 
     /// Removes the least recently written chunks until the cache is at 90 % of its limit.
     func evict() {

@@ -65,6 +65,9 @@ public final class ImageTree: Sendable {
         /// Directory children in the order they first appeared.
         public var childNames: [String]
         public var children: [String: UInt64]
+        /// Where the node was first linked (a hard-linked file has other names too).
+        public var parent: UInt64 = 0
+        public var name = ""
 
         public var size: Int64 {
             switch kind {
@@ -100,6 +103,17 @@ public final class ImageTree: Sendable {
             current = next.ino
         }
         return node(current)
+    }
+
+    /// The node's path in the image (its first name for a hard link); "" for the root.
+    public func path(of ino: UInt64) -> String {
+        var parts: [String] = []
+        var current = ino
+        while current != ImageTree.rootIno, let node = node(current), node.parent != 0, parts.count < 4096 {
+            parts.append(node.name)
+            current = node.parent
+        }
+        return parts.reversed().joined(separator: "/")
     }
 
     /// Merges `layers` (bottom first).
@@ -179,6 +193,10 @@ public final class ImageTree: Sendable {
         mutating func link(_ name: String, in dir: UInt64, to ino: UInt64) {
             if nodes[index(dir)].children.updateValue(ino, forKey: name) == nil {
                 nodes[index(dir)].childNames.append(name)
+            }
+            if nodes[index(ino)].parent == 0 {
+                nodes[index(ino)].parent = dir
+                nodes[index(ino)].name = name
             }
         }
 

@@ -39,8 +39,7 @@ public final class LazyImage: Sendable {
         defer { lock.release() }
         for (index, layer) in image.layers.enumerated() {
             if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
-                let reader = try await openTOC(layer.descriptor, source: source, counters: counters)
-                try reader.verifyTOC(expected)
+                let reader = try await openTOC(layer.descriptor, expected: expected, source: source, cache: cache, counters: counters)
                 let lazy = LazyLayer(index: index, descriptor: layer.descriptor, reader: reader)
                 lazyLayers[index] = lazy
                 entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
@@ -57,29 +56,46 @@ public final class LazyImage: Sendable {
     }
 
     /// The tail of the blob holds the footer and usually the whole TOC.
-    static let tailBytes: Int64 = 512 << 10
+    static let tailBytes: Int64 = 64 << 10
 
     private struct NeedsEarlierBytes: Error { var offset: Int64 }
 
-    private static func openTOC(_ layer: Descriptor, source: any ImageSource, counters: MountCounters) async throws -> EStargzReader {
+    /// The layer's footer and TOC: from the tail kept by an earlier mount of any image with this layer, else from
+    /// the registry (kept for the next mount). Either way checked against the `toc.digest` annotation.
+    private static func openTOC(
+        _ layer: Descriptor, expected: Digest, source: any ImageSource, cache: ChunkCache, counters: MountCounters
+    ) async throws -> EStargzReader {
+        if let (start, bytes) = cache.tail(of: layer.digest), let reader = try? reader(layer, tail: bytes, from: start),
+            (try? reader.verifyTOC(expected)) != nil
+        {
+            return reader
+        }
         var start = max(0, layer.size - tailBytes)
         while true {
             let bytes = try await source.readRange(layer, offset: start, length: Int(layer.size - start))
             counters.update {
                 $0.requests += 1
                 $0.bytesFetched += Int64(bytes.count)
+                $0.tocBytesFetched += Int64(bytes.count)
             }
-            let tailStart = start
             do {
-                return try EStargzReader(blobSize: layer.size) { offset, count in
-                    guard offset >= tailStart else { throw NeedsEarlierBytes(offset: offset) }
-                    let from = Int(offset - tailStart)
-                    guard from + count <= bytes.count else { throw EStargzError.invalidFooter("read past the end of the blob") }
-                    return Array(bytes[from..<(from + count)])
-                }
-            } catch let more as NeedsEarlierBytes where more.offset < tailStart {
+                let reader = try reader(layer, tail: bytes, from: start)
+                try reader.verifyTOC(expected)
+                try? cache.storeTail(of: layer.digest, bytes: bytes, from: start)
+                return reader
+            } catch let more as NeedsEarlierBytes where more.offset < start {
                 start = more.offset
             }
+        }
+    }
+
+    /// A reader over the bytes `[start, size)` of the layer; asks for earlier bytes by throwing `NeedsEarlierBytes`.
+    private static func reader(_ layer: Descriptor, tail bytes: [UInt8], from start: Int64) throws -> EStargzReader {
+        try EStargzReader(blobSize: layer.size, layer: layer.digest.description) { offset, count in
+            guard offset >= start else { throw NeedsEarlierBytes(offset: offset) }
+            let from = Int(offset - start)
+            guard from + count <= bytes.count else { throw EStargzError.invalidFooter("read past the end of the blob") }
+            return Array(bytes[from..<(from + count)])
         }
     }
 

@@ -5,6 +5,8 @@ import Synchronization
 public struct MountStatistics: Sendable, Codable, Equatable {
     /// Compressed bytes received from the registry (ranges and whole layers).
     public var bytesFetched: Int64 = 0
+    /// Of those, bytes of layer tails read for footers and TOCs.
+    public var tocBytesFetched: Int64 = 0
     /// HTTP requests for blob bytes.
     public var requests: Int = 0
     /// Chunks served from the chunk cache without a fetch.

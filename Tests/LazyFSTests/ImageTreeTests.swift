@@ -27,6 +27,7 @@ import Testing
         #expect(names(tree, "var/cache") == ["fresh"])
         #expect(tree.node(at: "var")?.isDirectory == true)  // created for var/cache although no layer lists it
         #expect(tree.node(at: "etc/.wh.motd") == nil)
+        #expect(tree.path(of: tree.node(at: "var/cache/fresh")!.ino) == "var/cache/fresh")
     }
 
     @Test func upperEntriesReplaceLowerOnesAndDirectoriesMerge() {

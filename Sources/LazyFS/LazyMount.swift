@@ -1,0 +1,140 @@
+import ContentStore
+import FUSE
+import Foundation
+import Logging
+import OCI
+import Slipway
+import Synchronization
+
+/// Settings of a lazy mount.
+public struct LazyMountOptions: Sendable {
+    public var prefetch: PrefetchMode = .all
+    /// How long a read waits for the registry before it fails with EIO.
+    public var fetchTimeout: Duration = .seconds(20)
+    /// Size the chunk cache is trimmed to.
+    public var cacheLimit: Int64 = 20 << 30
+    /// Where to write the paths the workload opened, in first-access order, when the mount ends.
+    public var recordPath: String?
+    /// Let other users see the mount (root only, or `user_allow_other` in /etc/fuse.conf).
+    public var allowOther = geteuid() == 0
+
+    public init() {}
+}
+
+/// An image mounted read-only at a directory, its files fetched as they are read, with its state published for
+/// `slipway status` and `slipway umount`.
+public final class LazyMount: Sendable {
+    public let mountpoint: String
+    public let statePath: String
+    public let counters: MountCounters
+    let image: LazyImage
+    let fuse: FUSEMount
+    let prefetcher: Prefetcher
+    let recorder: AccessRecorder?
+    let options: LazyMountOptions
+    private let baseState: MountState
+    private let stopped = Atomic<Bool>(false)
+    private let sequence = Atomic<Int>(0)
+    /// Signalled to publish the state now (SIGUSR1 from `slipway status`) instead of at the next second.
+    private let publishNow = DispatchSemaphore(value: 0)
+
+    private init(
+        mountpoint: String, statePath: String, counters: MountCounters, image: LazyImage, fuse: FUSEMount, prefetcher: Prefetcher,
+        recorder: AccessRecorder?, options: LazyMountOptions, baseState: MountState
+    ) {
+        self.mountpoint = mountpoint
+        self.statePath = statePath
+        self.counters = counters
+        self.image = image
+        self.fuse = fuse
+        self.prefetcher = prefetcher
+        self.recorder = recorder
+        self.options = options
+        self.baseState = baseState
+    }
+
+    /// Opens the image's layers, mounts it at `mountpoint` (an existing directory) and starts the prefetch.
+    public static func mount(
+        _ resolved: ResolvedImage, named name: String, source: any ImageSource, store: ContentStore, at mountpoint: String,
+        options: LazyMountOptions, logger: Logger, progress: @escaping ProgressHandler = { _ in }
+    ) async throws -> LazyMount {
+        let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
+        var state = MountState(
+            mountpoint: mountpoint, image: name, manifestDigest: resolved.manifestDescriptor.digest.description, prefetch: options.prefetch)
+        try state.write(to: statePath)
+        do {
+            let counters = MountCounters()
+            let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
+            let image = try await LazyImage.open(
+                resolved, source: source, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
+            let recorder = options.recordPath == nil ? nil : AccessRecorder()
+            let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
+            var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]
+            if options.allowOther { mountOptions.append("allow_other") }
+            let fuse = FUSEMount(filesystem: filesystem, mountpoint: mountpoint, options: mountOptions)
+            try fuse.start()
+            state.ready = true
+            state.lazyLayers = image.layers.count
+            state.wholeLayers = image.wholeLayers
+            state.files = image.tree.fileCount
+            let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters)
+            let mount = LazyMount(
+                mountpoint: mountpoint, statePath: statePath, counters: counters, image: image, fuse: fuse, prefetcher: prefetcher,
+                recorder: recorder, options: options, baseState: state)
+            mount.publish()
+            prefetcher.start()
+            mount.startPublishing()
+            return mount
+        } catch {
+            state.error = "\(error)"
+            try? state.write(to: statePath)
+            throw error
+        }
+    }
+
+    /// The state as `slipway status` shows it.
+    public var state: MountState {
+        var state = baseState
+        state.statistics = counters.snapshot
+        state.ready = !stopped.load(ordering: .relaxed)
+        state.sequence = sequence.load(ordering: .relaxed)
+        return state
+    }
+
+    private func publish() {
+        sequence.add(1, ordering: .relaxed)
+        try? state.write(to: statePath)
+    }
+
+    /// Publishes the state every second, and at once when asked.
+    private func startPublishing() {
+        let thread = Thread { [self] in
+            while !stopped.load(ordering: .relaxed) {
+                _ = publishNow.wait(timeout: .now() + 1)
+                if !stopped.load(ordering: .relaxed) { publish() }
+            }
+        }
+        thread.name = "slipway-mount-state"
+        thread.start()
+    }
+
+    /// Publishes the state now (call from a SIGUSR1 handler's queue).
+    public func requestPublish() { publishNow.signal() }
+
+    /// Unmounts (lazily when busy); `wait` then returns.
+    public func stop() {
+        prefetcher.stop()
+        try? fuse.unmount()
+    }
+
+    /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes
+    /// the access record and the final state. Call on a thread of its own.
+    public func wait() -> MountStatistics {
+        fuse.waitUntilUnmounted()
+        prefetcher.stop()
+        stopped.store(true, ordering: .relaxed)
+        if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
+        publish()
+        return counters.snapshot
+    }
+}

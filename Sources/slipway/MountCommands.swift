@@ -1,0 +1,204 @@
+import ArgumentParser
+import FUSE
+import Foundation
+import LazyFS
+import Slipway
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Mount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount an image read-only at DIR; files are fetched as they are read (eStargz layers lazily).",
+        discussion: """
+            eStargz layers are served from their table of contents: a read fetches only the chunks it needs, \\
+            verified, into a chunk cache in the store shared by every mount, image and version. Other layers are \\
+            downloaded and extracted before the mount appears. The command returns once the mount is live and \\
+            keeps serving it in the background; `slipway umount DIR` ends it.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference or oci:PATH[:NAME].") var image: String
+    @Argument(help: "Existing directory to mount at.") var directory: String
+    @Option(name: .long, help: "What to fetch before it is read: none, landmark (the prioritized files), all (then everything else, in the background).")
+    var prefetch: PrefetchMode = .all
+    @Option(name: .long, help: "Seconds a read waits for the registry before failing with EIO.") var fetchTimeout: Double = 20
+    @Option(name: .long, help: "Chunk cache size limit in GiB.") var cacheSize: Double = 20
+    @Option(name: .long, help: "When the mount ends, write the paths the workload opened (first-access order) to FILE.")
+    var record: String?
+    @Flag(name: .shortAndLong, help: "Serve in the foreground until unmounted (SIGINT/SIGTERM unmount).") var foreground = false
+
+    func validate() throws {
+        guard fetchTimeout > 0 else { throw ValidationError("--fetch-timeout must be positive") }
+        guard cacheSize > 0 else { throw ValidationError("--cache-size must be positive") }
+    }
+
+    func run() async throws {
+        let location = try parseLocation(image)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("\(directory) is not a directory")
+        }
+        let mountpoint = resolvedPath(directory)
+        let store = try global.openStore()
+        let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
+        if let existing = MountState.read(statePath), existing.ownerAlive, existing.error == nil {
+            throw ValidationError("\(mountpoint) is already a slipway mount (pid \(existing.pid)); slipway umount it first")
+        }
+        if !foreground {
+            try await runInBackground(statePath: statePath)
+            return
+        }
+        var options = LazyMountOptions()
+        options.prefetch = prefetch
+        options.fetchTimeout = .milliseconds(Int64(fetchTimeout * 1000))
+        options.cacheLimit = Int64(cacheSize * Double(1 << 30))
+        options.recordPath = record.map(resolvedPath)
+        let display = global.makeProgress()
+        let logger = global.makeLogger()
+        let statistics = try await global.withSession(for: [location]) { session in
+            let source = try session.source(for: location, backedBy: store)
+            let resolved = try await source.resolve(platform: session.options.platform)
+            let mount = try await LazyMount.mount(
+                resolved, named: Puller.storeName(for: location), source: source, store: store, at: mountpoint, options: options,
+                logger: logger, progress: display.handler)
+            display.finish()
+            FileHandle.standardError.write(Data("slipway: \(location) mounted at \(mountpoint)\n".utf8))
+            let signals = UnmountOnSignal(mount)
+            defer { signals.cancel() }
+            return await withCheckedContinuation { continuation in
+                Thread { continuation.resume(returning: mount.wait()) }.start()
+            }
+        }
+        if global.json { try printJSON(statistics) }
+    }
+
+    /// Starts this command again as a session leader in the foreground, logging to the store, and returns once it
+    /// reports the mount live (or failed).
+    private func runInBackground(statePath: String) async throws {
+        let logPath = statePath.replacingOccurrences(of: ".json", with: ".log")
+        try? FileManager.default.removeItem(atPath: statePath)
+        try FileManager.default.createDirectory(atPath: (statePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        guard let log = FileHandle(forWritingAtPath: logPath) else { throw ValidationError("cannot write \(logPath)") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        process.arguments = [executablePath()] + Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--quiet"]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        while true {
+            if let state = MountState.read(statePath) {
+                if let error = state.error { throw MountFailure(message: error, log: logPath) }
+                if state.ready {
+                    if global.json { try printJSON(state) } else { print(state.mountpoint) }
+                    return
+                }
+            }
+            if !process.isRunning {
+                let tail = (try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+                throw MountFailure(message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+struct MountFailure: Error, CustomStringConvertible {
+    var message: String
+    var log: String
+    var description: String { "\(message) (log: \(log))" }
+}
+
+/// SIGINT and SIGTERM unmount a foreground mount, so `wait` returns and the statistics are written; SIGUSR1
+/// publishes the state at once (for `slipway status`).
+final class UnmountOnSignal {
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ mount: LazyMount) {
+        sources = [SIGINT, SIGTERM, SIGUSR1].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { number == SIGUSR1 ? mount.requestPublish() : mount.stop() }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
+}
+
+struct Umount: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Unmount a slipway mount (also cleans up a mount whose process died).")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The mount's directory.") var directory: String
+
+    func run() async throws {
+        let mountpoint = resolvedPath(directory)
+        let store = try global.openStore()
+        let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
+        var final = MountState.read(statePath)
+        if let state = final, state.ownerAlive {
+            kill(state.pid, SIGTERM)
+            for _ in 0..<200 where MountState.read(statePath)?.ownerAlive ?? false {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            final = MountState.read(statePath)
+        }
+        // Whatever is left (a dead daemon's "Transport endpoint is not connected", or a mount that ignored the
+        // signal) is detached.
+        try FUSEMount.forceUnmount(mountpoint)
+        try? FileManager.default.removeItem(atPath: statePath)
+        try? FileManager.default.removeItem(atPath: statePath.replacingOccurrences(of: ".json", with: ".log"))
+        if global.json {
+            guard let final else { throw ValidationError("\(mountpoint): no slipway mount state (unmounted anyway)") }
+            try printJSON(final)
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a slipway mount's progress: bytes fetched, requests, cache hits, prefetch.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The mount's directory.") var directory: String
+
+    func run() async throws {
+        let mountpoint = resolvedPath(directory)
+        let store = try global.openStore()
+        guard let state = await MountState.fresh(MountState.path(forMountpoint: mountpoint, storeRoot: store.root)), state.ownerAlive else {
+            throw LazyFSError.notMounted(mountpoint)
+        }
+        if global.json {
+            try printJSON(state)
+            return
+        }
+        let s = state.statistics
+        let prefetch = s.prefetchTotal > 0 ? String(format: "%.0f %%", Double(s.prefetchDone) / Double(s.prefetchTotal) * 100) : "-"
+        print("""
+            \(state.image) at \(state.mountpoint) (pid \(state.pid))
+              layers: \(state.lazyLayers) lazy, \(state.wholeLayers) fetched whole; files: \(state.files)
+              fetched: \(formatBytes(s.bytesFetched)) in \(s.requests) requests; chunks fetched \(s.chunksFetched), cache hits \(s.cacheHits)
+              reads that waited: \(s.blockingReads), failed: \(s.failedReads); prefetch (\(state.prefetch.rawValue)): \(prefetch)\(s.prefetchFinished ? ", done" : "")
+            """)
+    }
+}
+
+extension PrefetchMode: ExpressibleByArgument {}
+
+/// An absolute path with symlinks resolved where possible (a dead mount cannot be resolved; it is kept as given).
+func resolvedPath(_ path: String) -> String {
+    let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    guard let resolved = realpath(absolute, nil) else { return (absolute as NSString).standardizingPath }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+/// This executable, for starting the background mount process.
+func executablePath() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}

@@ -1,0 +1,186 @@
+import ContentStore
+import Foundation
+import LazyFS
+import OCI
+import Slipway
+import Testing
+import TestSupport
+
+let fuseAvailable = FileManager.default.fileExists(atPath: "/dev/fuse") && geteuid() == 0
+
+/// `slipway mount` against a real registry: the mounted tree equals the unpacked image, chunks are shared across
+/// versions, failures surface as EIO without killing the mount, and `umount` cleans up even after a crash.
+@Suite(.enabled(if: fuseAvailable, "needs /dev/fuse and root"), .serialized)
+struct LazyMountTests {
+    struct Mounted {
+        let directory: String
+        let store: String
+
+        func status() throws -> MountState {
+            let result = try run(slipwayBinary, ["status", "--json", "--store", store, directory])
+            try #require(result.status == 0, "status: \(result.stderr)")
+            return try JSONDecoder().decode(MountState.self, from: Data(result.stdout.utf8))
+        }
+
+        @discardableResult
+        func unmount() throws -> MountState? {
+            let result = try run(slipwayBinary, ["umount", "--json", "--store", store, directory])
+            #expect(result.status == 0, "umount: \(result.stderr)")
+            return try? JSONDecoder().decode(MountState.self, from: Data(result.stdout.utf8))
+        }
+    }
+
+    func mount(_ reference: String, _ scratch: ScratchDirectory, name: String, store: String, options: [String] = []) throws -> Mounted {
+        let directory = scratch.sub("mnt-\(name)")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let result = try run(slipwayBinary, ["mount", "-q", "--store", store] + options + [reference, directory])
+        try #require(result.status == 0, "mount: \(result.stderr)")
+        return Mounted(directory: directory, store: store)
+    }
+
+    /// The demo image in the registry as it is (`v1`) and converted to eStargz (`v1-esgz`).
+    func publish(_ host: String, _ scratch: ScratchDirectory, version: String = "1") throws -> (plain: String, lazy: String) {
+        let layout = try makeDemoLayout(scratch, largeFileBytes: 6 << 20, version: version)
+        let plain = "\(host)/demo:v\(version)"
+        let lazy = "\(host)/demo:v\(version)-esgz"
+        #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", plain]).status == 0)
+        let converted = try run(slipwayBinary, ["convert", "-q", "--chunk-size", "1048576", "--store", scratch.sub("convert-store"), plain, lazy])
+        try #require(converted.status == 0, "convert: \(converted.stderr)")
+        return (plain, lazy)
+    }
+
+    @Test func mountedTreeEqualsTheUnpackedImage() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (plain, lazy) = try publish(registry.host, scratch)
+            #expect(try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)
+            let expected = try describeTree(scratch.sub("rootfs"))
+            #expect(expected.count > 20)
+
+            // eStargz: served lazily, with nothing prefetched, so every read below goes through the chunk fetcher.
+            let mounted = try mount(lazy, scratch, name: "lazy", store: scratch.sub("store"), options: ["--prefetch", "none"])
+            let before = try mounted.status()
+            #expect(before.lazyLayers == 3 && before.wholeLayers == 0)
+            #expect(before.statistics.chunksFetched == 0)
+            let tree = try describeTree(mounted.directory)
+            #expect(Set(tree.keys) == Set(expected.keys))
+            for (path, entry) in expected where tree[path] != entry {
+                Issue.record("\(path): unpacked \(entry) vs mounted \(tree[path].map(\.description) ?? "missing")")
+            }
+            let after = try mounted.status()
+            #expect(after.statistics.chunksFetched >= 6)  // the 6 MiB asset alone is six 1 MiB chunks
+            #expect(after.statistics.failedReads == 0)
+            let final = try #require(try mounted.unmount())
+            #expect(final.statistics.bytesFetched >= after.statistics.bytesFetched)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mounted.directory).isEmpty)
+
+            // Not eStargz: the layers are fetched whole before the mount appears; the tree is the same.
+            let whole = try mount(plain, scratch, name: "plain", store: scratch.sub("store"))
+            #expect(try whole.status().wholeLayers == 3)
+            #expect(try describeTree(whole.directory) == expected)
+            try whole.unmount()
+        }
+    }
+
+    @Test func aPatchReleaseFetchesOnlyWhatChanged() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (_, v1) = try publish(registry.host, scratch, version: "1")
+            let (_, v2) = try publish(registry.host, scratch, version: "2")
+            let store = scratch.sub("store")
+            let first = try mount(v1, scratch, name: "v1", store: store, options: ["--prefetch", "none"])
+            _ = try describeTree(first.directory)
+            let v1Fetched = try first.status().statistics.bytesFetched
+            try first.unmount()
+            #expect(v1Fetched > 6 << 20)
+
+            let second = try mount(v2, scratch, name: "v2", store: store, options: ["--prefetch", "none"])
+            let tree = try describeTree(second.directory)
+            #expect(try String(contentsOfFile: second.directory + "/version.txt", encoding: .utf8) == "version 2\n")
+            #expect(tree["opt/app/data.bin"]?.size == 6 << 20)
+            let statistics = try #require(try second.unmount()).statistics
+            // Unchanged layers cost nothing (their TOCs and chunks are cached); the changed one costs its TOC
+            // and the chunks that differ.
+            #expect(statistics.bytesFetched - statistics.tocBytesFetched <= 8 << 10, "\(statistics)")
+            #expect(statistics.bytesFetched <= 80 << 10, "\(statistics)")
+            #expect(statistics.cacheHits > 0)
+        }
+    }
+
+    @Test func registryFailuresBecomeEIOAndTheMountSurvives() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            let (_, lazy) = try publish(proxy.host, scratch)
+            let image = try await withSession(try makeSession()) { session in
+                try await session.source(for: try ImageLocation(parsing: lazy)).resolve()
+            }
+            let large = try #require(image.manifest.layers.max { $0.size < $1.size })
+            let mounted = try mount(
+                lazy, scratch, name: "faults", store: scratch.sub("store"), options: ["--prefetch", "none", "--fetch-timeout", "2"])
+            let runScript = mounted.directory + "/opt/app/run.sh"
+            let cached = try #require(FileManager.default.contents(atPath: runScript))
+
+            // The registry stops answering: a read of data not cached fails within the timeout, with EIO.
+            proxy.inject(.status(503), path: "/blobs/\(large.digest)", times: .max)
+            let started = ContinuousClock.now
+            let failed = try readFile(mounted.directory + "/opt/app/data.bin")
+            #expect(failed.errno == EIO)
+            #expect(ContinuousClock.now - started < .seconds(10))
+            // What was cached stays readable, and the daemon still answers.
+            #expect(FileManager.default.contents(atPath: runScript) == cached)
+            #expect(try mounted.status().statistics.failedReads >= 1)
+
+            // Wrong bytes for a range: the chunk is rejected (EIO) and not cached.
+            proxy.removeAllRules()
+            proxy.inject(.flipByte(at: 100), path: "/blobs/\(large.digest)", times: .max)
+            let chunksBefore = try mounted.status().statistics.chunksFetched
+            #expect(try readFile(mounted.directory + "/opt/app/data.bin").errno == EIO)
+            #expect(try mounted.status().statistics.chunksFetched == chunksBefore)
+
+            // The registry is back: the same read now succeeds.
+            proxy.removeAllRules()
+            let recovered = try readFile(mounted.directory + "/opt/app/data.bin")
+            #expect(recovered.errno == 0 && recovered.bytes == 6 << 20)
+            try mounted.unmount()
+        }
+    }
+
+    @Test func recordsAccessesAndCleansUpAfterACrash() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (_, lazy) = try publish(registry.host, scratch)
+            let record = scratch.sub("accessed.txt")
+            let mounted = try mount(lazy, scratch, name: "record", store: scratch.sub("store"), options: ["--record", record])
+            _ = FileManager.default.contents(atPath: mounted.directory + "/opt/app/run.sh")
+            _ = FileManager.default.contents(atPath: mounted.directory + "/etc/os-release")
+            _ = FileManager.default.contents(atPath: mounted.directory + "/opt/app/run.sh")
+            try mounted.unmount()
+            #expect(try String(contentsOfFile: record, encoding: .utf8) == "opt/app/run.sh\netc/os-release\n")
+
+            // A daemon killed with SIGKILL leaves a dead mount; umount removes it.
+            let crashed = try mount(lazy, scratch, name: "crash", store: scratch.sub("store"))
+            kill(try crashed.status().pid, SIGKILL)
+            try await Task.sleep(for: .milliseconds(300))
+            var info = stat()
+            #expect(stat(crashed.directory + "/etc", &info) != 0)
+            let cleaned = try run(slipwayBinary, ["umount", "--store", crashed.store, crashed.directory])
+            #expect(cleaned.status == 0, "\(cleaned.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: crashed.directory).isEmpty)
+        }
+    }
+
+    /// Reads a whole file with read(2); returns the bytes read and the errno of a failed read (0 on success).
+    func readFile(_ path: String) throws -> (bytes: Int, errno: Int32) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return (0, errno) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 { return (total, errno) }
+            if n == 0 { return (total, 0) }
+            total += n
+        }
+    }
+}

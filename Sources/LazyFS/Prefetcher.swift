@@ -42,7 +42,6 @@ public final class Prefetcher: Sendable {
     private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
 
     private func run() {
-        let fetcher = image.fetcher
         let landmarkChunks = layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset < layer.prefetchSize }) }
         let restChunks = mode == .all ? layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset >= layer.prefetchSize }) } : []
         let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + pair.1.reduce(0) { $0 + $1.nextOffset - $1.offset } }

@@ -144,7 +144,8 @@ struct Umount: AsyncParsableCommand {
         var final = MountState.read(statePath)
         if let state = final, state.ownerAlive {
             kill(state.pid, SIGTERM)
-            for _ in 0..<200 where MountState.read(statePath)?.ownerAlive ?? false {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while MountState.read(statePath)?.ownerAlive ?? false, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
             final = MountState.read(statePath)

@@ -1,4 +1,5 @@
 import ContentStore
+import EStargz
 import Foundation
 import LazyFS
 import OCI
@@ -166,6 +167,82 @@ struct LazyMountTests {
             let cleaned = try run(slipwayBinary, ["umount", "--store", crashed.store, crashed.directory])
             #expect(cleaned.status == 0, "\(cleaned.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: crashed.directory).isEmpty)
+        }
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/go"), "needs golang-go and the reference eStargz package"))
+    func imagesConvertedByTheReferenceMount() async throws {
+        let scratch = try ScratchDirectory()
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let converter = scratch.sub("estargz-reference")
+        let built = try run(
+            "/usr/bin/go", ["build", "-o", converter, "\(repository)/bench/estargz-reference/main.go"],
+            environment: ["GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": scratch.sub("gocache"), "GOFLAGS": ""])
+        try #require(built.status == 0, "go build: \(built.stderr)")
+
+        // The demo image with every layer rewritten by estargz.Build.
+        let original = try makeDemoLayout(scratch, largeFileBytes: 3 << 20)
+        let image = try await LayoutImageSource(store: original, imageName: "demo").resolve()
+        let converted = try ContentStore(root: scratch.sub("reference-layout"))
+        var layers: [Descriptor] = []
+        var diffIDs: [Digest] = []
+        for (index, layer) in image.manifest.layers.enumerated() {
+            let output = scratch.sub("layer-\(index).esgz")
+            let result = try run(converter, ["-in", original.blobPath(layer.digest), "-out", output, "-chunk-size", "1048576", "-level", "6"])
+            try #require(result.status == 0, "estargz.Build: \(result.stderr)")
+            struct Built: Decodable { var toc_digest: String; var diff_id: String }
+            let fields = try JSONDecoder().decode(Built.self, from: Data(result.stdout.utf8))
+            var descriptor = try converted.writeBlob(Array(try Data(contentsOf: URL(fileURLWithPath: output))), mediaType: MediaType.ociLayerGzip)
+            descriptor.annotations = [tocDigestAnnotation: fields.toc_digest]
+            layers.append(descriptor)
+            diffIDs.append(try Digest(fields.diff_id))
+        }
+        let config = try converted.writeBlob(
+            Array(try JSONEncoder.canonical.encode(ImageConfig(platform: .host, config: nil, diffIDs: diffIDs))), mediaType: MediaType.ociConfig)
+        let manifest = try converted.writeBlob(
+            Array(try JSONEncoder.canonical.encode(Manifest(config: config, layers: layers))), mediaType: MediaType.ociManifest)
+        try converted.setImage(named: "ref", to: manifest)
+
+        try await RegistryProcess.withRegistry { registry in
+            let reference = "\(registry.host)/demo:reference-esgz"
+            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(converted.root):ref", reference]).status == 0)
+            #expect(try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), "oci:\(original.root):demo", scratch.sub("rootfs")]).status == 0)
+            let mounted = try mount(reference, scratch, name: "reference", store: scratch.sub("store"), options: ["--prefetch", "none"])
+            #expect(try mounted.status().lazyLayers == 3)
+            let expected = try describeTree(scratch.sub("rootfs"))
+            let tree = try describeTree(mounted.directory)
+            #expect(Set(tree.keys) == Set(expected.keys))
+            for (path, entry) in expected where tree[path] != entry {
+                Issue.record("\(path): unpacked \(entry) vs mounted \(tree[path].map(\.description) ?? "missing")")
+            }
+            try mounted.unmount()
+        }
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "needs busybox-static"))
+    func aWorkloadRunsInTheMount() async throws {
+        let scratch = try ScratchDirectory()
+        let root = scratch.sub("root")
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root + "/bin/busybox")
+        try FileManager.default.createSymbolicLink(atPath: root + "/bin/sh", withDestinationPath: "busybox")
+        try Data("line one\nline two\n".utf8).write(to: URL(fileURLWithPath: root + "/input.txt"))
+        #expect(try run("tar", ["-cf", scratch.sub("layer.tar"), "-C", root, "."]).status == 0)
+        let layout = scratch.sub("layout")
+        #expect(try run(slipwayBinary, ["assemble", "-q", "oci:\(layout):tools", "--layer", scratch.sub("layer.tar")]).status == 0)
+        try await RegistryProcess.withRegistry { registry in
+            let plain = "\(registry.host)/tools:1"
+            let lazy = "\(registry.host)/tools:1-esgz"
+            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", plain]).status == 0)
+            #expect(try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), plain, lazy]).status == 0)
+            let mounted = try mount(lazy, scratch, name: "tools", store: scratch.sub("store"), options: ["--prefetch", "none"])
+            // The image's own shell runs from the mount: the binary's pages come through the chunk fetcher.
+            let result = try run("/usr/sbin/chroot", [mounted.directory, "/bin/sh", "-c", "busybox wc -l /input.txt; busybox sha256sum /bin/busybox"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let expectedHash = Digest.sha256(of: Array(try Data(contentsOf: URL(fileURLWithPath: "/bin/busybox")))).hex
+            #expect(result.stdout.contains("2 /input.txt") && result.stdout.contains(expectedHash), "\(result.stdout)")
+            #expect(try mounted.status().statistics.chunksFetched >= 1)
+            try mounted.unmount()
         }
     }
 

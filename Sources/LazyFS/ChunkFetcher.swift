@@ -118,16 +118,19 @@ public final class ChunkFetcher: Sendable {
             }
         }
         var failure: Error?
-        for span in Self.spans(mine.sorted { $0.0.offset < $1.0.offset }, maxSpan: maxSpan) {
-            var spanError: Error?
+        let spans = Self.spans(mine.sorted { $0.0.offset < $1.0.offset }, maxSpan: maxSpan)
+        // Separate runs go out together as one multi-range request.
+        for start in stride(from: 0, to: spans.count, by: Self.rangesPerRequest) {
+            let group = Array(spans[start..<min(start + Self.rangesPerRequest, spans.count)])
+            var groupError: Error?
             do {
-                try fetch(span.map(\.0), of: layer, deadline: deadline)
+                try fetch(group.map { $0.map(\.0) }, of: layer, deadline: deadline)
             } catch {
-                spanError = error
+                groupError = error
                 failure = failure ?? error
             }
-            inFlight.withLock { map in for (chunk, _) in span { map[chunk.chunkDigest] = nil } }
-            for (_, pending) in span { pending.complete(spanError) }
+            inFlight.withLock { map in for span in group { for (chunk, _) in span { map[chunk.chunkDigest] = nil } } }
+            for span in group { for (_, pending) in span { pending.complete(groupError) } }
         }
         for (chunk, pending) in others {
             try pending.wait(until: deadline, what: "\(chunk.name) in layer \(layer.descriptor.digest.short)")
@@ -151,43 +154,53 @@ public final class ChunkFetcher: Sendable {
         return result
     }
 
-    /// One Range request for the contiguous `chunks`; each is decompressed, verified and cached.
-    private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, deadline: Date) throws {
-        guard let first = chunks.first, let last = chunks.last else { return }
-        let start = first.offset
-        let bytes = try fetchRange(layer.descriptor, offset: start, length: Int(last.nextOffset - start), deadline: deadline)
-        for chunk in chunks {
-            let compressed = Array(bytes[Int(chunk.offset - start)..<Int(chunk.nextOffset - start)])
-            let data: [UInt8]
-            do {
-                data = try EStargzReader.decompressChunk(chunk, compressed: compressed)
-                try EStargzReader.verify(chunk, bytes: data)
-            } catch {
-                throw LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+    /// Ranges in one request; more would make the Range header long for little gain.
+    static let rangesPerRequest = 16
+
+    /// One request for the runs of contiguous chunks (a range per run); each chunk is decompressed, verified and
+    /// cached.
+    private func fetch(_ spans: [[EStargzChunk]], of layer: LazyLayer, deadline: Date) throws {
+        let ranges = spans.compactMap { span -> Range<Int64>? in
+            guard let first = span.first, let last = span.last else { return nil }
+            return first.offset..<last.nextOffset
+        }
+        let fetched = try fetchRanges(layer.descriptor, ranges: ranges, deadline: deadline)
+        for (span, bytes) in zip(spans, fetched) {
+            guard let start = span.first?.offset else { continue }
+            for chunk in span {
+                let compressed = Array(bytes[Int(chunk.offset - start)..<Int(chunk.nextOffset - start)])
+                let data: [UInt8]
+                do {
+                    data = try EStargzReader.decompressChunk(chunk, compressed: compressed)
+                    try EStargzReader.verify(chunk, bytes: data)
+                } catch {
+                    throw LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+                }
+                try cache.store(try Self.digest(chunk), bytes: data)
+                counters.update { $0.chunksFetched += 1 }
             }
-            try cache.store(try Self.digest(chunk), bytes: data)
-            counters.update { $0.chunksFetched += 1 }
         }
     }
 
-    /// A byte range of a blob, retried with backoff until `deadline`.
-    func fetchRange(_ blob: Descriptor, offset: Int64, length: Int, deadline: Date) throws -> [UInt8] {
+    /// Byte ranges of a blob in one request, retried with backoff until `deadline`.
+    func fetchRanges(_ blob: Descriptor, ranges: [Range<Int64>], deadline: Date) throws -> [[UInt8]] {
         var attempt = 0
         var lastError: Error?
+        let what = ranges.count == 1
+            ? "bytes \(ranges[0].lowerBound)-\(ranges[0].upperBound - 1) of \(blob.digest.short)"
+            : "\(ranges.count) ranges of \(blob.digest.short)"
         while true {
             let remaining = deadline.timeIntervalSinceNow
             guard remaining > 0 else {
-                throw LazyFSError.fetchFailed(
-                    what: "bytes \(offset)-\(offset + Int64(length) - 1) of \(blob.digest.short)",
-                    reason: "gave up after \(attempt) attempts: \(lastError.map { "\($0)" } ?? "timed out")")
+                throw LazyFSError.fetchFailed(what: what, reason: "gave up after \(attempt) attempts: \(lastError.map { "\($0)" } ?? "timed out")")
             }
             counters.update { $0.requests += 1 }
             do {
-                let bytes = try waitForAsync(timeout: .seconds(remaining), what: "range of \(blob.digest.short)") { [source] in
-                    try await source.readRange(blob, offset: offset, length: length)
+                let parts = try waitForAsync(timeout: .seconds(remaining), what: what) { [source] in
+                    try await source.readRanges(blob, ranges: ranges)
                 }
-                counters.update { $0.bytesFetched += Int64(bytes.count) }
-                return bytes
+                counters.update { $0.bytesFetched += parts.reduce(0) { $0 + Int64($1.count) } }
+                return parts
             } catch {
                 lastError = error
                 attempt += 1

@@ -17,6 +17,16 @@ public protocol ImageSource: Sendable {
     func localBlobPath(_ descriptor: Descriptor) -> String?
     /// `length` bytes of a blob from `offset`, unverified: for formats that verify their own parts (eStargz).
     func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8]
+    /// Several non-overlapping ranges of a blob, unverified; a registry answers them in one request.
+    func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]]
+}
+
+extension ImageSource {
+    public func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
+        var result: [[UInt8]] = []
+        for range in ranges { result.append(try await readRange(descriptor, offset: range.lowerBound, length: range.count)) }
+        return result
+    }
 }
 
 /// One platform's image, resolved from a source: its manifest and config, parsed and as bytes.

@@ -35,4 +35,8 @@ public struct RemoteImageSource: ImageSource {
     public func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await client.fetchRange(repository: reference.repository, digest: descriptor.digest, offset: offset, length: length)
     }
+
+    public func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
+        try await client.fetchRanges(repository: reference.repository, digest: descriptor.digest, ranges: ranges)
+    }
 }

@@ -33,4 +33,8 @@ struct StoreBackedSource: ImageSource {
     func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await inner.readRange(descriptor, offset: offset, length: length)
     }
+
+    func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
+        try await inner.readRanges(descriptor, ranges: ranges)
+    }
 }

@@ -52,23 +52,33 @@ public final class Prefetcher: Sendable {
         for (layer, chunks) in landmarkChunks where !chunks.isEmpty && !stopped.load(ordering: .relaxed) {
             fetch(chunks, of: layer, yielding: false)
         }
+        // The rest in requests sized to take about 100 ms at the measured rate, so a read that arrives meanwhile
+        // shares the link with at most that much background traffic.
+        var span: Int64 = 1 << 20
         for (layer, chunks) in restChunks {
             var start = 0
             while start < chunks.count, !stopped.load(ordering: .relaxed) {
                 var end = start + 1
-                while end < chunks.count, chunks[end].nextOffset - chunks[start].offset <= ChunkFetcher.maxSpan { end += 1 }
-                fetch(Array(chunks[start..<end]), of: layer, yielding: true)
+                while end < chunks.count, chunks[end].nextOffset - chunks[start].offset <= span { end += 1 }
+                let (bytes, seconds) = fetch(Array(chunks[start..<end]), of: layer, yielding: true)
+                span = min(ChunkFetcher.maxSpan, max(256 << 10, Int64(Double(bytes) / max(0.001, seconds) * Self.backgroundRequestSeconds)))
                 start = end
             }
         }
         counters.update { $0.prefetchFinished = true }
     }
 
-    private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, yielding: Bool) {
+    static let backgroundRequestSeconds = 0.1
+
+    /// Returns the compressed bytes the chunks span and the seconds the fetch took (after any wait for reads).
+    @discardableResult
+    private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, yielding: Bool) -> (bytes: Int64, seconds: Double) {
         while yielding && image.fetcher.foregroundBusy && !stopped.load(ordering: .relaxed) { Thread.sleep(forTimeInterval: 0.005) }
+        let began = ContinuousClock.now
         let bytes = chunks.reduce(Int64(0)) { $0 + $1.nextOffset - $1.offset }
         // A failed prefetch is not an error: a read that needs the chunk fetches it again and reports its failure.
         try? image.fetcher.ensureCached(chunks, of: layer, deadline: Date() + max(60, image.fetcher.timeout.seconds * 4), maxSpan: .max)
         counters.update { $0.prefetchDone += bytes }
+        return (bytes, began.duration(to: .now).seconds)
     }
 }

@@ -127,6 +127,12 @@ struct LazyMountTests {
             let failed = try readFile(mounted.directory + "/opt/app/data.bin")
             #expect(failed.errno == EIO)
             #expect(ContinuousClock.now - started < .seconds(10))
+            // A registry that accepts the request and then goes silent: the same bound holds.
+            proxy.removeAllRules()
+            proxy.inject(.stall(seconds: 60), path: "/blobs/\(large.digest)", times: .max)
+            let stalled = ContinuousClock.now
+            #expect(try readFile(mounted.directory + "/opt/app/data.bin").errno == EIO)
+            #expect(ContinuousClock.now - stalled < .seconds(10))
             // What was cached stays readable, and the daemon still answers.
             #expect(FileManager.default.contents(atPath: runScript) == cached)
             #expect(try mounted.status().statistics.failedReads >= 1)

@@ -13,12 +13,30 @@ public final class LazyLayer: @unchecked Sendable {
     /// Compressed bytes before `.prefetch.landmark` (0 when the layer has no prioritized files).
     public let prefetchSize: Int64
 
+    /// Every chunk in blob order.
+    public let chunks: [EStargzChunk]
+
     public init(index: Int, descriptor: Descriptor, reader: EStargzReader) {
         self.index = index
         self.descriptor = descriptor
         self.reader = reader
         let landmark = reader.toc.entries.first { cleanEntryName($0.name) == prefetchLandmarkName }
         prefetchSize = landmark?.offset ?? 0
+        chunks = reader.allChunks
+    }
+
+    /// The position of `chunk` in `chunks`.
+    func position(of chunk: EStargzChunk) -> Int? {
+        var low = 0, high = chunks.count
+        while low < high {
+            let middle = (low + high) / 2
+            if chunks[middle].offset < chunk.offset { low = middle + 1 } else { high = middle }
+        }
+        while low < chunks.count, chunks[low].offset == chunk.offset {
+            if chunks[low] == chunk { return low }
+            low += 1
+        }
+        return nil
     }
 }
 

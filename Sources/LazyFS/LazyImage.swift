@@ -127,12 +127,29 @@ public final class LazyImage: Sendable {
         }
     }
 
-    /// Chunks of the same file after `chunk`, up to one request's worth: files are mostly read front to back.
+    /// What to fetch with a missing chunk: the rest of its file up to one request's worth (files are mostly read
+    /// front to back), or, for a chunk that ends its file, the chunks after it in the blob up to
+    /// `neighbourBytes`. A layer's files are in directory order, and a program that opens one file of a directory
+    /// (a Python package, a library directory) usually opens its neighbours next, so one request serves many
+    /// reads.
     private func readAhead(after chunk: EStargzChunk, in layer: LazyLayer) -> ArraySlice<EStargzChunk> {
-        guard let all = layer.reader.chunksByName[chunk.name], let at = all.firstIndex(of: chunk) else { return [] }
+        guard let at = layer.position(of: chunk) else { return [] }
+        let sameFile = chunk.chunkOffset + chunk.chunkSize < fileSize(of: chunk, in: layer)
+        let limit = sameFile ? ChunkFetcher.maxSpan : Self.neighbourBytes
         var last = at
-        while last + 1 < all.count, all[last + 1].nextOffset - chunk.offset <= ChunkFetcher.maxSpan { last += 1 }
-        return all[(at + 1)..<(last + 1)]
+        while last + 1 < layer.chunks.count, layer.chunks[last + 1].nextOffset - chunk.offset <= limit {
+            if sameFile && layer.chunks[last + 1].name != chunk.name { break }
+            last += 1
+        }
+        return layer.chunks[(at + 1)..<(last + 1)]
+    }
+
+    /// Compressed bytes of neighbouring files fetched with a file's last chunk.
+    static let neighbourBytes: Int64 = 512 << 10
+
+    private func fileSize(of chunk: EStargzChunk, in layer: LazyLayer) -> Int64 {
+        guard let last = layer.reader.chunksByName[chunk.name]?.last else { return 0 }
+        return last.chunkOffset + last.chunkSize
     }
 
     private static func readLocal(_ path: String, offset: Int64, length: Int) throws -> [UInt8] {

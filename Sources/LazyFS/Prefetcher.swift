@@ -42,26 +42,37 @@ public final class Prefetcher: Sendable {
     private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
 
     private func run() {
-        let landmarkChunks = layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset < layer.prefetchSize }) }
-        let restChunks = mode == .all ? layers.map { layer in (layer, layer.reader.allChunks.filter { $0.offset >= layer.prefetchSize }) } : []
+        let landmarkChunks = layers.map { layer in (layer, layer.chunks.filter { $0.offset < layer.prefetchSize }) }
+        let restChunks = mode == .all ? layers.map { layer in (layer, layer.chunks.filter { $0.offset >= layer.prefetchSize }) } : []
         let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + pair.1.reduce(0) { $0 + $1.nextOffset - $1.offset } }
         counters.update { $0.prefetchTotal = total }
 
-        // The prioritized region of each layer in one request, as stargz-snapshotter does: the workload is about to
-        // read exactly these files.
-        for (layer, chunks) in landmarkChunks where !chunks.isEmpty && !stopped.load(ordering: .relaxed) {
-            fetch(chunks, of: layer, yielding: false)
+        // The prioritized region of each layer first: the workload is about to read exactly these files, in this
+        // order. Not in one request, as stargz-snapshotter does: a read of the first file would wait for the whole
+        // region. Requests double from 256 KiB, so the first files arrive at once and the rest in a few requests.
+        for (layer, chunks) in landmarkChunks where !chunks.isEmpty {
+            var start = 0
+            var span: Int64 = 256 << 10
+            while start < chunks.count, !stopped.load(ordering: .relaxed) {
+                let end = Self.end(of: chunks, from: start, within: span)
+                fetch(Array(chunks[start..<end]), of: layer, yielding: false)
+                start = end
+                span = min(span * 2, ChunkFetcher.maxSpan)
+            }
         }
         // The rest in requests sized to take about 100 ms at the measured rate, so a read that arrives meanwhile
-        // shares the link with at most that much background traffic.
+        // shares the link with at most that much background traffic. On a slow link the background also waits
+        // while a read waits for the network; on a fast one, reads are bound by latency, not bandwidth, and
+        // pausing would only leave the link idle.
         var span: Int64 = 1 << 20
+        var rate = 0.0
         for (layer, chunks) in restChunks {
             var start = 0
             while start < chunks.count, !stopped.load(ordering: .relaxed) {
-                var end = start + 1
-                while end < chunks.count, chunks[end].nextOffset - chunks[start].offset <= span { end += 1 }
-                let (bytes, seconds) = fetch(Array(chunks[start..<end]), of: layer, yielding: true)
-                span = min(ChunkFetcher.maxSpan, max(256 << 10, Int64(Double(bytes) / max(0.001, seconds) * Self.backgroundRequestSeconds)))
+                let end = Self.end(of: chunks, from: start, within: span)
+                let (bytes, seconds) = fetch(Array(chunks[start..<end]), of: layer, yielding: rate < Self.fastLink)
+                rate = Double(bytes) / max(0.001, seconds)
+                span = min(ChunkFetcher.maxSpan, max(256 << 10, Int64(rate * Self.backgroundRequestSeconds)))
                 start = end
             }
         }
@@ -69,6 +80,15 @@ public final class Prefetcher: Sendable {
     }
 
     static let backgroundRequestSeconds = 0.1
+    /// Bytes per second above which the background fetch does not pause for reads.
+    static let fastLink = 50e6
+
+    /// The end of the run of chunks from `start` that spans at most `span` compressed bytes (at least one chunk).
+    static func end(of chunks: [EStargzChunk], from start: Int, within span: Int64) -> Int {
+        var end = start + 1
+        while end < chunks.count, chunks[end].nextOffset - chunks[start].offset <= span { end += 1 }
+        return end
+    }
 
     /// Returns the compressed bytes the chunks span and the seconds the fetch took (after any wait for reads).
     @discardableResult

@@ -15,6 +15,9 @@ public final class LazyLayer: @unchecked Sendable {
 
     /// Every chunk in blob order.
     public let chunks: [EStargzChunk]
+    /// Where the last read miss's fetch ended and how far past its file it read, to tell a scan through a
+    /// directory's files (fetch more of the neighbours) from scattered reads (fetch only the file).
+    let lastMiss = Mutex<(end: Int64, window: Int64)>((0, 0))
 
     public init(index: Int, descriptor: Descriptor, reader: EStargzReader) {
         self.index = index
@@ -91,11 +94,11 @@ public final class ChunkFetcher: Sendable {
     /// Whether a read is waiting for the network right now.
     public var foregroundBusy: Bool { foregroundReads.load(ordering: .relaxed) > 0 }
 
-    /// `length` bytes from `offset` inside `chunk`'s data; fetches the chunk (with `readAhead`, chunks of the same
-    /// file that follow it) when it is not cached.
-    public func read(_ chunk: EStargzChunk, of layer: LazyLayer, offset: Int, length: Int, readAhead: ArraySlice<EStargzChunk>) throws
-        -> [UInt8]
-    {
+    /// `length` bytes from `offset` inside `chunk`'s data; fetches the chunk, with the chunks `readAhead` names
+    /// (asked only on a miss), when it is not cached.
+    public func read(
+        _ chunk: EStargzChunk, of layer: LazyLayer, offset: Int, length: Int, readAhead: () -> ArraySlice<EStargzChunk>
+    ) throws -> [UInt8] {
         let digest = try Self.digest(chunk)
         if let bytes = cache.read(digest, offset: offset, length: length) {
             counters.update { $0.cacheHits += 1 }
@@ -105,7 +108,7 @@ public final class ChunkFetcher: Sendable {
         defer { foregroundReads.subtract(1, ordering: .relaxed) }
         counters.update { $0.blockingReads += 1 }
         do {
-            try ensureCached([chunk] + readAhead, of: layer, deadline: Date() + timeout.seconds)
+            try ensureCached([chunk] + readAhead(), of: layer, deadline: Date() + timeout.seconds)
             guard let bytes = cache.read(digest, offset: offset, length: length) else {
                 throw LazyFSError.fetchFailed(what: chunk.name, reason: "chunk \(digest.short) vanished from the cache")
             }

@@ -118,7 +118,7 @@ public final class LazyImage: Sendable {
                 let within = position - chunk.chunkOffset
                 let count = min(end - position, chunk.chunkSize - within)
                 result += try fetcher.read(
-                    chunk, of: layer, offset: Int(within), length: Int(count), readAhead: readAhead(after: chunk, in: layer))
+                    chunk, of: layer, offset: Int(within), length: Int(count), readAhead: { readAhead(after: chunk, in: layer) })
                 position += count
             }
             return result
@@ -128,29 +128,33 @@ public final class LazyImage: Sendable {
     }
 
     /// What to fetch with a missing chunk: the rest of its file up to one request's worth (files are mostly read
-    /// front to back), or, for a chunk that ends its file, the chunks after it in the blob up to
-    /// `neighbourBytes`. A layer's files are in directory order, and a program that opens one file of a directory
-    /// (a Python package, a library directory) usually opens its neighbours next, so one request serves many
-    /// reads.
+    /// front to back), and, when this miss starts where the previous one's fetch ended, the files after it in
+    /// the blob too. A layer's files are in directory order, so a program that reads one file of a directory
+    /// after another (Python importing a package) reads the blob forward; as with the kernel's readahead, the
+    /// window doubles while that goes on (up to `maxNeighbourBytes`) and closes at the first scattered read.
     private func readAhead(after chunk: EStargzChunk, in layer: LazyLayer) -> ArraySlice<EStargzChunk> {
         guard let at = layer.position(of: chunk) else { return [] }
-        let sameFile = chunk.chunkOffset + chunk.chunkSize < fileSize(of: chunk, in: layer)
-        let limit = sameFile ? ChunkFetcher.maxSpan : Self.neighbourBytes
+        let window = layer.lastMiss.withLock { last -> Int64 in
+            let sequential = chunk.offset >= last.end && chunk.offset - last.end <= Self.sequentialSlack
+            return sequential ? min(max(last.window * 2, Self.firstNeighbourBytes), Self.maxNeighbourBytes) : 0
+        }
         var last = at
-        while last + 1 < layer.chunks.count, layer.chunks[last + 1].nextOffset - chunk.offset <= limit {
-            if sameFile && layer.chunks[last + 1].name != chunk.name { break }
+        while last + 1 < layer.chunks.count, layer.chunks[last + 1].name == chunk.name,
+            layer.chunks[last + 1].nextOffset - chunk.offset <= ChunkFetcher.maxSpan
+        {
             last += 1
         }
+        let fileRegionEnd = layer.chunks[last].nextOffset
+        while window > 0, last + 1 < layer.chunks.count, layer.chunks[last + 1].nextOffset <= fileRegionEnd + window { last += 1 }
+        let end = layer.chunks[last].nextOffset
+        layer.lastMiss.withLock { $0 = (end, window) }
         return layer.chunks[(at + 1)..<(last + 1)]
     }
 
-    /// Compressed bytes of neighbouring files fetched with a file's last chunk.
-    static let neighbourBytes: Int64 = 512 << 10
-
-    private func fileSize(of chunk: EStargzChunk, in layer: LazyLayer) -> Int64 {
-        guard let last = layer.reader.chunksByName[chunk.name]?.last else { return 0 }
-        return last.chunkOffset + last.chunkSize
-    }
+    /// A miss this close after the previous fetch's end still counts as reading forward.
+    static let sequentialSlack: Int64 = 64 << 10
+    static let firstNeighbourBytes: Int64 = 128 << 10
+    static let maxNeighbourBytes: Int64 = 2 << 20
 
     private static func readLocal(_ path: String, offset: Int64, length: Int) throws -> [UInt8] {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)

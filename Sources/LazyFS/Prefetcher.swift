@@ -20,6 +20,8 @@ public final class Prefetcher: Sendable {
     let mode: PrefetchMode
     let counters: MountCounters
     private let stopped = Atomic<Bool>(false)
+    /// The background workers' shared position in the image.
+    private let cursor = Mutex(Cursor())
 
     public init(image: LazyImage, mode: PrefetchMode, counters: MountCounters) {
         self.image = image
@@ -63,20 +65,53 @@ public final class Prefetcher: Sendable {
         // The rest in requests sized to take about 100 ms at the measured rate, so a read that arrives meanwhile
         // shares the link with at most that much background traffic. On a slow link the background also waits
         // while a read waits for the network; on a fast one, reads are bound by latency, not bandwidth, and
-        // pausing would only leave the link idle.
+        // pausing would only leave the link idle. Two workers, so decompressing, verifying and storing one
+        // request's chunks overlaps the next request's transfer.
+        let workers = DispatchGroup()
+        for _ in 0..<Self.backgroundWorkers {
+            workers.enter()
+            let thread = Thread { [self] in
+                drain(restChunks)
+                workers.leave()
+            }
+            thread.name = "slipway-prefetch"
+            thread.start()
+        }
+        workers.wait()
+        counters.update { $0.prefetchFinished = true }
+    }
+
+    private struct Cursor {
+        var layer = 0
+        var start = 0
         var span: Int64 = 1 << 20
+        /// Bytes per second over all workers, as last measured.
         var rate = 0.0
-        for (layer, chunks) in restChunks {
-            var start = 0
-            while start < chunks.count, !stopped.load(ordering: .relaxed) {
-                let end = Self.end(of: chunks, from: start, within: span)
-                let (bytes, seconds) = fetch(Array(chunks[start..<end]), of: layer, yielding: rate < Self.fastLink)
-                rate = Double(bytes) / max(0.001, seconds)
-                span = min(ChunkFetcher.maxSpan, max(256 << 10, Int64(rate * Self.backgroundRequestSeconds)))
-                start = end
+    }
+
+    static let backgroundWorkers = 2
+
+    private func drain(_ rest: [(LazyLayer, [EStargzChunk])]) {
+        while !stopped.load(ordering: .relaxed) {
+            let next = cursor.withLock { c -> (LazyLayer, [EStargzChunk], Bool)? in
+                while c.layer < rest.count, c.start >= rest[c.layer].1.count {
+                    c.layer += 1
+                    c.start = 0
+                }
+                guard c.layer < rest.count else { return nil }
+                let chunks = rest[c.layer].1
+                let end = Self.end(of: chunks, from: c.start, within: c.span)
+                defer { c.start = end }
+                return (rest[c.layer].0, Array(chunks[c.start..<end]), c.rate < Self.fastLink)
+            }
+            guard let (layer, chunks, yielding) = next else { return }
+            let (bytes, seconds) = fetch(chunks, of: layer, yielding: yielding)
+            let rate = Double(bytes) / max(0.001, seconds)
+            cursor.withLock { c in
+                c.rate = rate * Double(Self.backgroundWorkers)
+                c.span = min(ChunkFetcher.maxSpan, max(256 << 10, Int64(rate * Self.backgroundRequestSeconds)))
             }
         }
-        counters.update { $0.prefetchFinished = true }
     }
 
     static let backgroundRequestSeconds = 0.1

@@ -116,7 +116,9 @@ public struct EStargzConverter: Sendable {
     private func convertOrKeep(
         _ layer: Descriptor, diffID: Digest, position: Int, of count: Int, source: any ImageSource, destination: any ImageDestination
     ) async throws -> LayerOutcome {
-        if let toc = layer.annotations?[tocDigestAnnotation] {
+        // An eStargz layer is kept as it is, unless files are to be prioritized: then it is converted again
+        // (the writer drops its old TOC and landmarks), as the reference does.
+        if let toc = layer.annotations?[tocDigestAnnotation], prioritized.isEmpty {
             _ = try await destination.putBlob(layer, from: source, progress: progress)
             return LayerOutcome(
                 position: position, descriptor: layer, diffID: diffID,

@@ -143,7 +143,7 @@ struct Inspect: AsyncParsableCommand {
             return (image, source.name, estargz)
         }
         if raw {
-            FileHandle.standardOutput.write(Data(resolved.manifestBytes))
+            try FileHandle.standardOutput.write(contentsOf: Data(resolved.manifestBytes))
             return
         }
         let summary = ImageSummary(resolved, name: name, estargz: estargz)

@@ -101,8 +101,8 @@ func parseLocation(_ text: String) throws -> ImageLocation {
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    FileHandle.standardOutput.write(try encoder.encode(value))
-    FileHandle.standardOutput.write(Data("\n".utf8))
+    // The throwing write: a reader that went away (`| head`) is EPIPE, not a crash.
+    try FileHandle.standardOutput.write(contentsOf: try encoder.encode(value) + Data("\n".utf8))
 }
 
 func formatBytes(_ bytes: Int64) -> String {

@@ -120,6 +120,16 @@ import TestSupport
         let app = try EStargzReader(blob: Array(try Data(contentsOf: URL(fileURLWithPath: try ContentStore(root: out).blobPath(Digest(report.layers[1].digest))))))
         #expect(app.toc.entries.prefix(4).map(\.name) == ["opt/", "opt/app/", "opt/app/data.bin", prefetchLandmarkName])
 
+        // An image that is eStargz already is converted again when files are prioritized, not kept.
+        try write("opt/app/run.sh\n", to: list)
+        let again = try run(slipwayBinary, ["convert", "--json", "--prioritize", list, "oci:\(out):fast", "oci:\(out):again"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let reconverted = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(again.stdout.utf8))
+        #expect(reconverted.convertedLayers == 3)
+        #expect(reconverted.layers.map { $0.prefetchBytes > 0 } == [false, true, false])
+        try write("no/such/file\n", to: list)
+        #expect(try run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(out):fast", "oci:\(out):bogus"]).status == 1)
+
         // ctr-remote's record format names the layer: data.bin offered to the base layer only is missing.
         let records = scratch.sub("records")
         try write(#"{"path":"opt/app/data.bin","manifestDigest":"sha256:x","layerIndex":0}"# + "\n", to: records)

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""Turn the rows of bench/etl/lazy-vs-full.sh into PREFIX.csv, PREFIX.md and PREFIX.png.
+
+    report.py RAW.jsonl IMAGES.json PREFIX META_JSON
+
+Run with Debian's /usr/bin/python3 (python3-matplotlib) for the plot; without matplotlib the plot is skipped.
+"""
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+
+raw_path, images_path, prefix, meta_json = sys.argv[1:5]
+out_dir, name = os.path.dirname(prefix) or ".", os.path.basename(prefix)
+rows = [json.loads(line) for line in open(raw_path) if line.strip()]
+images = json.load(open(images_path))
+meta = json.loads(meta_json)
+os.makedirs(out_dir, exist_ok=True)
+
+VARIANTS = ["full", "esgz-none", "opt-landmark", "esgz-all", "opt-all"]
+DESCRIBE = {
+    "full": "`slipway unpack` of the gzip image, then run",
+    "esgz-none": "`slipway mount --prefetch none` of the eStargz image",
+    "opt-landmark": "`slipway mount --prefetch landmark` of the optimized eStargz image",
+    "esgz-all": "`slipway mount` (default `--prefetch all`) of the eStargz image",
+    "opt-all": "`slipway mount` (default `--prefetch all`) of the optimized eStargz image",
+}
+order = lambda v: VARIANTS.index(v) if v in VARIANTS else len(VARIANTS)
+nets = list(dict.fromkeys(r["net"] for r in rows))
+sizes = list(dict.fromkeys(r["size"] for r in rows))
+
+# --- CSV ------------------------------------------------------------------------------------------------
+columns = ["net", "size", "variant", "tag", "run", "ok", "t_ready", "cp1", "cp2", "cp3", "bytes_cp1", "bytes_cp2", "bytes_cp3",
+           "bytes_end", "image_bytes", "requests_cp1", "requests_cp2", "requests_cp3", "requests_end", "blocking_end",
+           "failed_reads", "toc_bytes", "prefetch_done", "prefetch_total", "t_all_local", "seen1", "seen2", "seen3", "load1", "error"]
+with open(prefix + ".csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(columns)
+    for r in rows:
+        r["image_bytes"] = images.get(r.get("tag", ""), {}).get("bytes")
+        w.writerow([(f"{r[c]:.3f}" if isinstance(r.get(c), float) else r.get(c, "")) for c in columns])
+
+
+# --- tables ---------------------------------------------------------------------------------------------
+def values(net, size, variant, key):
+    return [r[key] for r in rows if r["net"] == net and r["size"] == size and r["variant"] == variant and r.get("ok")
+            and isinstance(r.get(key), (int, float))]
+
+
+def mean(xs):
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def msd(xs):
+    if not xs:
+        return "–"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{mean(xs):.2f} ± {sd:.2f}"
+
+
+def mib(b):
+    return f"{b / 2**20:.1f}"
+
+
+lines = ["# Lazy mount vs full pull: the 3-stage ETL (issue 4)", ""]
+lines += [
+    f"{meta.get('cores')} cores, {meta.get('mem_gib')} GiB, kernel {meta.get('kernel')}; slipway {meta.get('slipway') or ''} "
+    f"(commit {meta.get('commit')}{', Sources/ modified' if meta.get('dirty') else ''}), release build; {meta.get('date')}.",
+    f"Command: `{meta.get('invocation')}`.", "",
+    "Every run is cold: a new store (content store and chunk cache), `sync; echo 3 > /proc/sys/vm/drop_caches`, then the "
+    "clock starts. Times are seconds from the start of `slipway unpack` / `slipway mount` to the end of each stage, taken "
+    "from the worker's own timestamps (CP1: pure-Python CSV ingestion; CP2: `import numpy, pandas` and a dataframe; CP3: "
+    "SHA-256 of the whole `/data/asset.bin`). Bytes are compressed bytes from the registry: for lazy mounts "
+    "`slipway status --json` sampled when each checkpoint file appeared (polled every 20 ms, so a sample may include a "
+    "few ms of fetching after the checkpoint); for the full pull, everything `unpack` transferred. “ready” is when "
+    "`unpack` finished or `mount` returned; “all local” is when the background prefetch of `--prefetch all` had the "
+    "whole image (the run keeps the mount up after CP3 to see it).", "",
+    "Networks: *loopback* is docker-registry on 127.0.0.1; a rate is docker-registry in a network namespace behind a "
+    "veth pair with a TBF qdisc at that rate on the registry's egress (goodput ≈ 95 % of it). The registry reads its "
+    "blobs from disk (caches dropped).", "",
+    "Variants:", ""]
+present = sorted({r["variant"] for r in rows}, key=order)
+lines += [f"- **{v}**: {DESCRIBE.get(v, v)}" for v in present]
+lines += ["", "## Images", "", "| tag | compressed | layers (MiB) | prioritized bytes (landmark) |", "|---|---:|---|---:|"]
+for tag, info in sorted(images.items()):
+    lines.append(f"| `{tag}` | {mib(info['bytes'])} MiB | {' + '.join(mib(l['size']) for l in info['layers'])} | "
+                 f"{mib(sum(l['prefetch'] for l in info['layers']))} MiB |")
+
+targets = []
+for net in nets:
+    for size in sizes:
+        sub = [r for r in rows if r["net"] == net and r["size"] == size]
+        if not sub:
+            continue
+        runs = len({r["run"] for r in sub})
+        loads = [r["load1"] for r in sub if isinstance(r.get("load1"), (int, float))]
+        lines += ["", f"## {size}, {net} ({runs} run{'s' if runs != 1 else ''} each)", ""]
+        if loads:
+            lines += [f"1-minute load average at the start of the runs: {min(loads):.2f}–{max(loads):.2f}.", ""]
+        lines += [
+                  "| variant | ready s | CP1 s | CP2 s | CP3 s | CP1 ÷ full | CP2 ÷ full | CP3 ÷ full | MiB at CP1 (% of image) "
+                  "| MiB at CP2 | MiB at CP3 | MiB at end | all local s | failed runs |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        full = {k: mean(values(net, size, "full", k)) for k in ("cp1", "cp2", "cp3")}
+        for v in sorted({r["variant"] for r in sub}, key=order):
+            img = next((images[r["tag"]]["bytes"] for r in sub if r["variant"] == v and r.get("tag") in images), None)
+            cells = [f"**{v}**", msd(values(net, size, v, "t_ready"))]
+            cells += [msd(values(net, size, v, k)) for k in ("cp1", "cp2", "cp3")]
+            for k in ("cp1", "cp2", "cp3"):
+                m = mean(values(net, size, v, k))
+                cells.append(f"{m / full[k]:.2f}×" if full[k] == full[k] and m == m else "–")
+            for k in ("bytes_cp1", "bytes_cp2", "bytes_cp3", "bytes_end"):
+                xs = values(net, size, v, k)
+                if not xs:
+                    cells.append("–")
+                    continue
+                m = mean(xs)
+                cells.append(f"{mib(m)} ({100 * m / img:.1f} %)" if img and k != "bytes_end" else mib(m))
+            cells.append(msd(values(net, size, v, "t_all_local")) if values(net, size, v, "t_all_local") else "–")
+            failed = [r for r in sub if r["variant"] == v and not r.get("ok")]
+            cells.append(f"{len(failed)}: {failed[0].get('error', '')[:80]}" if failed else "0")
+            lines.append("| " + " | ".join(cells) + " |")
+        # Issue 4's targets, for Slipway's default (prefetch all) on each image.
+        for v in ("esgz-all", "opt-all"):
+            cp1, cp3 = mean(values(net, size, v, "cp1")), mean(values(net, size, v, "cp3"))
+            b1 = mean(values(net, size, v, "bytes_cp1"))
+            img = images.get(f"{size}{'-esgz' if v == 'esgz-all' else '-esgz-opt'}", {}).get("bytes")
+            if cp1 == cp1 and full["cp1"] == full["cp1"]:
+                targets.append(f"| {size} | {net} | {v} | {cp1 / full['cp1']:.2f}× {'✅' if cp1 <= 0.1 * full['cp1'] else '❌'} | "
+                               f"{cp3 / full['cp3']:.2f}× {'✅' if cp3 <= full['cp3'] else '❌'} | "
+                               + (f"{100 * b1 / img:.1f} % {'✅' if b1 < 0.05 * img else '❌'}" if img and b1 == b1 else "–") + " |")
+if targets:
+    lines += ["", "## Issue 4's targets, Slipway's default mount (`--prefetch all`)", "",
+              "CP1 at most 0.1× the full pull's; CP3 no later than the full pull's; bytes before CP1 under 5 % of the image.", "",
+              "| image | network | variant | CP1 ÷ full | CP3 ÷ full | bytes at CP1 |", "|---|---|---|---:|---:|---:|"] + targets
+tools = meta.get("peer_tools", {})
+lines += ["", "## Peers", "",
+          "containerd + stargz-snapshotter: " + (
+              "installed here (" + ", ".join(t for t, ok in tools.items() if ok) + "), but not part of this run."
+              if any(tools.values()) else
+              "not installed on this machine (no `containerd`, `ctr-remote` or `containerd-stargz-grpc`), so no side-by-side "
+              "figures; Debian 12 packages both (`containerd` 1.6.20, `stargz-snapshotter` 0.12.0). The seed's figures for them "
+              "are in `../shared/research/peers.md` (measured separately, not comparable run for run).")]
+lines += ["", f"Plot: `{name}.png`; one row per run: `{name}.csv` (all fields: `{name}.jsonl`).", ""]
+with open(prefix + ".md", "w") as f:
+    f.write("\n".join(lines))
+
+# --- plot -----------------------------------------------------------------------------------------------
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("report.py: no matplotlib, no plot", file=sys.stderr)
+    sys.exit(0)
+panels = [(n, s) for n in nets for s in sizes if any(r["net"] == n and r["size"] == s for r in rows)]
+fig, axes = plt.subplots(len(nets), len(sizes), figsize=(6.5 * len(sizes), 4.2 * len(nets)), squeeze=False)
+colors = {"cp1": "#4c72b0", "cp2": "#dd8452", "cp3": "#55a868"}
+for i, net in enumerate(nets):
+    for j, size in enumerate(sizes):
+        ax = axes[i][j]
+        vs = sorted({r["variant"] for r in rows if r["net"] == net and r["size"] == size}, key=order)
+        if not vs:
+            ax.axis("off")
+            continue
+        width = 0.26
+        for k, cp in enumerate(("cp1", "cp2", "cp3")):
+            ms = [mean(values(net, size, v, cp)) for v in vs]
+            sds = [statistics.stdev(values(net, size, v, cp)) if len(values(net, size, v, cp)) > 1 else 0 for v in vs]
+            xs = [x + (k - 1) * width for x in range(len(vs))]
+            ax.bar(xs, ms, width, yerr=sds, capsize=3, color=colors[cp], label=cp.upper())
+        full_cp3 = mean(values(net, size, "full", "cp3"))
+        if full_cp3 == full_cp3:
+            ax.axhline(full_cp3, color="gray", linestyle="--", linewidth=1, label="full pull CP3")
+        ax.set_xticks(range(len(vs)))
+        ax.set_xticklabels(vs, rotation=15)
+        ax.set_ylabel("seconds from start (cold)")
+        ax.set_title(f"etl-lazy:{size}, {net}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+fig.suptitle("Slipway: lazy mount vs full pull, time to each ETL checkpoint (mean ± sd)")
+fig.tight_layout()
+fig.savefig(prefix + ".png", dpi=110)

@@ -32,6 +32,8 @@ public final class LazyMount: Sendable {
     let prefetcher: Prefetcher
     let recorder: AccessRecorder?
     let options: LazyMountOptions
+    /// The store's shared lock, held while mounted: `gc` must not remove the extracted layers being served.
+    let storeLease: FileLock
     private let baseState: MountState
     private let stopped = Atomic<Bool>(false)
     private let sequence = Atomic<Int>(0)
@@ -40,7 +42,7 @@ public final class LazyMount: Sendable {
 
     private init(
         mountpoint: String, statePath: String, counters: MountCounters, image: LazyImage, fuse: FUSEMount, prefetcher: Prefetcher,
-        recorder: AccessRecorder?, options: LazyMountOptions, baseState: MountState
+        recorder: AccessRecorder?, options: LazyMountOptions, storeLease: FileLock, baseState: MountState
     ) {
         self.mountpoint = mountpoint
         self.statePath = statePath
@@ -50,6 +52,7 @@ public final class LazyMount: Sendable {
         self.prefetcher = prefetcher
         self.recorder = recorder
         self.options = options
+        self.storeLease = storeLease
         self.baseState = baseState
     }
 
@@ -62,6 +65,7 @@ public final class LazyMount: Sendable {
         var state = MountState(
             mountpoint: mountpoint, image: name, manifestDigest: resolved.manifestDescriptor.digest.description, prefetch: options.prefetch)
         try state.write(to: statePath)
+        let lease = try await store.lockForWriting()
         do {
             let counters = MountCounters()
             let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
@@ -80,12 +84,13 @@ public final class LazyMount: Sendable {
             let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters)
             let mount = LazyMount(
                 mountpoint: mountpoint, statePath: statePath, counters: counters, image: image, fuse: fuse, prefetcher: prefetcher,
-                recorder: recorder, options: options, baseState: state)
+                recorder: recorder, options: options, storeLease: lease, baseState: state)
             mount.publish()
             prefetcher.start()
             mount.startPublishing()
             return mount
         } catch {
+            lease.release()
             state.error = "\(error)"
             try? state.write(to: statePath)
             throw error
@@ -133,6 +138,7 @@ public final class LazyMount: Sendable {
         fuse.waitUntilUnmounted()
         prefetcher.stop()
         stopped.store(true, ordering: .relaxed)
+        storeLease.release()
         if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
         publish()
         return counters.snapshot

@@ -79,7 +79,11 @@ struct LazyMountTests {
             let whole = try mount(plain, scratch, name: "plain", store: scratch.sub("store"))
             #expect(try whole.status().wholeLayers == 3)
             #expect(try describeTree(whole.directory) == expected)
+            // The mount serves extracted layers from the store: gc must not run under it.
+            let collected = try run(slipwayBinary, ["gc", "--store", whole.store])
+            #expect(collected.status == 1, "gc ran while mounted: \(collected.stdout)")
             try whole.unmount()
+            #expect(try run(slipwayBinary, ["gc", "-q", "--store", whole.store]).status == 0)
         }
     }
 

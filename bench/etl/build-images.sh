@@ -67,23 +67,10 @@ while (($#)); do
   esac
 done
 [[ $(id -u) -eq 0 ]] || { echo "build-images.sh needs root (debootstrap, chroot, FUSE mounts)" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+source bench/etl/common.sh
 
-packages=(debootstrap docker-registry curl openssl fuse3 libisal-dev libzstd-dev libdeflate-dev libfuse3-dev)
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-if [[ -z $SLIPWAY ]]; then
-  log "building slipway (release, .build-etl)"
-  swift build -c release --product slipway --scratch-path .build-etl >/dev/null
-  SLIPWAY=$REPO_ROOT/.build-etl/release/slipway
-fi
+ensure_packages debootstrap docker-registry curl openssl fuse3 libisal-dev libzstd-dev libdeflate-dev libfuse3-dev
+ensure_slipway
 
 mkdir -p "$CACHE" "$WORK"
 TARS=$WORK/tars

@@ -77,21 +77,10 @@ while (($#)); do
 done
 [[ $(id -u) -eq 0 ]] || { echo "lazy-vs-full.sh needs root (FUSE, chroot, drop_caches, network namespaces)" >&2; exit 1; }
 [[ -e /dev/fuse ]] || { echo "no /dev/fuse" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+source bench/etl/common.sh
 
-missing=()
-for pkg in docker-registry curl fuse3 iproute2 python3-matplotlib; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [[ -z $SLIPWAY ]]; then
-  log "building slipway (release, .build-etl)"
-  swift build -c release --product slipway --scratch-path .build-etl >/dev/null
-  SLIPWAY=$REPO_ROOT/.build-etl/release/slipway
-fi
+ensure_packages docker-registry curl fuse3 iproute2 python3-matplotlib
+ensure_slipway
 
 IFS=, read -r -a size_list <<<"$SIZES"
 IFS=, read -r -a net_list <<<"$NETS"

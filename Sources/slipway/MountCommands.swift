@@ -98,7 +98,9 @@ struct Mount: AsyncParsableCommand {
                 }
             }
             if !process.isRunning {
-                let tail = (try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+                // The child's own "error: " prefix would be repeated by ours.
+                let tail = ((try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5) ?? [])
+                    .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
                 throw MountFailure(message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
             }
             try await Task.sleep(for: .milliseconds(50))

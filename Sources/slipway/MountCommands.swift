@@ -103,7 +103,7 @@ struct Mount: AsyncParsableCommand {
                     .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
                 throw MountFailure(message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
             }
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(10))
         }
     }
 }

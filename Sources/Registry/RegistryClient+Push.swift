@@ -27,6 +27,13 @@ extension RegistryClient {
 
     /// Uploads a blob from a file: one PUT when `chunkSize` is nil, else PATCH chunks of that size then a closing PUT.
     public func uploadBlob(repository: String, descriptor: Descriptor, fromFile path: String, chunkSize: Int64? = nil) async throws {
+        guard let chunkSize, chunkSize > 0 else {
+            let size = descriptor.size
+            try await uploadBlob(repository: repository, descriptor: descriptor) {
+                .stream(FileChunks(path: path, offset: 0, length: size), length: .known(size))
+            }
+            return
+        }
         let scope = Self.scope(repository, push: true)
         var start = Request(method: .POST, target: "/v2/\(repository)/blobs/uploads/", scope: scope)
         start.headers.add(name: "Content-Length", value: "0")
@@ -35,36 +42,30 @@ extension RegistryClient {
         _ = try await Self.collect(opened.body, limit: 64 * 1024)
         var location = try uploadLocation(opened, of: start)
 
-        if let chunkSize, chunkSize > 0 {
-            var offset: Int64 = 0
-            while offset < descriptor.size {
-                let length = min(chunkSize, descriptor.size - offset)
-                let chunkStart = offset
-                var patch = Request(method: .PATCH, target: location, scope: scope)
-                patch.headers.add(name: "Content-Type", value: "application/octet-stream")
-                patch.headers.add(name: "Content-Range", value: "\(offset)-\(offset + length - 1)")
-                patch.headers.add(name: "Content-Length", value: String(length))
-                patch.body = { .stream(FileChunks(path: path, offset: chunkStart, length: length), length: .known(length)) }
-                let answer = try await send(patch, expecting: [202])
-                _ = try await Self.collect(answer.body, limit: 64 * 1024)
-                location = try uploadLocation(answer, of: patch)
-                offset += length
-            }
-            var close = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: location), scope: scope)
-            close.headers.add(name: "Content-Length", value: "0")
-            let done = try await send(close, expecting: [201])
-            _ = try await Self.collect(done.body, limit: 64 * 1024)
-        } else {
-            let size = descriptor.size
-            try await finishUpload(at: location, descriptor: descriptor, scope: scope) {
-                .stream(FileChunks(path: path, offset: 0, length: size), length: .known(size))
-            }
+        var offset: Int64 = 0
+        while offset < descriptor.size {
+            let length = min(chunkSize, descriptor.size - offset)
+            let chunkStart = offset
+            var patch = Request(method: .PATCH, target: location, scope: scope)
+            patch.headers.add(name: "Content-Type", value: "application/octet-stream")
+            patch.headers.add(name: "Content-Range", value: "\(offset)-\(offset + length - 1)")
+            patch.headers.add(name: "Content-Length", value: String(length))
+            patch.body = { .stream(FileChunks(path: path, offset: chunkStart, length: length), length: .known(length)) }
+            let answer = try await send(patch, expecting: [202])
+            _ = try await Self.collect(answer.body, limit: 64 * 1024)
+            location = try uploadLocation(answer, of: patch)
+            offset += length
         }
+        var close = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: location), scope: scope)
+        close.headers.add(name: "Content-Length", value: "0")
+        let done = try await send(close, expecting: [201])
+        _ = try await Self.collect(done.body, limit: 64 * 1024)
     }
 
     /// Uploads a blob from a stream in one PUT; `body` is called again for each attempt. The registry checks the
     /// digest before it accepts the blob.
-    /// A failed PUT ends the upload session, so each attempt opens a new one.
+    /// A failed PUT ends the upload session, so each attempt opens a new one, unless the blob turns out to be
+    /// there after all.
     public func uploadBlob(repository: String, descriptor: Descriptor, streaming body: @escaping @Sendable () -> HTTPClientRequest.Body) async throws {
         let scope = Self.scope(repository, push: true)
         var attempt = 0
@@ -76,21 +77,28 @@ extension RegistryClient {
             let opened = try await send(start, expecting: [202])
             _ = try await Self.collect(opened.body, limit: 64 * 1024)
             do {
-                try await finishUpload(at: try uploadLocation(opened, of: start), descriptor: descriptor, scope: scope, retryable: false, body: body)
+                try await finishUpload(at: try uploadLocation(opened, of: start), descriptor: descriptor, scope: scope, body: body)
                 return
-            } catch let error as RegistryError where error.isTransient && attempt < retry.maxAttempts {
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // The PUT may have completed with only its answer lost (a read timeout on a slow registry, a
+                // connection cut after the status line).
+                if try await blobExists(repository: repository, digest: descriptor.digest) { return }
+                let transient = (error as? RegistryError)?.isTransient ?? true
+                guard transient, attempt < retry.maxAttempts else { throw error }
                 logger.info("upload of \(descriptor.digest.short) failed (\(error)); starting a new upload")
                 try await Task.sleep(for: .seconds(retry.delay(afterAttempt: attempt, retryAfter: nil)))
             }
         }
     }
 
+    /// The PUT that ends an upload session; not resent, since a resent PUT finds the session gone.
     private func finishUpload(
-        at location: String, descriptor: Descriptor, scope: String, retryable: Bool = true,
-        body: @escaping @Sendable () -> HTTPClientRequest.Body
+        at location: String, descriptor: Descriptor, scope: String, body: @escaping @Sendable () -> HTTPClientRequest.Body
     ) async throws {
         var put = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: location), scope: scope)
-        put.retryable = retryable
+        put.retryable = false
         put.headers.add(name: "Content-Type", value: "application/octet-stream")
         put.headers.add(name: "Content-Length", value: String(descriptor.size))
         put.body = body
@@ -100,17 +108,7 @@ extension RegistryClient {
 
     /// Uploads a small blob held in memory in one request.
     public func uploadBlob(repository: String, descriptor: Descriptor, bytes: [UInt8]) async throws {
-        let scope = Self.scope(repository, push: true)
-        var start = Request(method: .POST, target: "/v2/\(repository)/blobs/uploads/", scope: scope)
-        start.headers.add(name: "Content-Length", value: "0")
-        let opened = try await send(start, expecting: [202])
-        _ = try await Self.collect(opened.body, limit: 64 * 1024)
-        var put = Request(method: .PUT, target: Self.appending(digest: descriptor.digest, to: try uploadLocation(opened, of: start)), scope: scope)
-        put.headers.add(name: "Content-Type", value: "application/octet-stream")
-        put.headers.add(name: "Content-Length", value: String(bytes.count))
-        put.body = { .bytes(ByteBuffer(bytes: bytes)) }
-        let done = try await send(put, expecting: [201])
-        _ = try await Self.collect(done.body, limit: 64 * 1024)
+        try await uploadBlob(repository: repository, descriptor: descriptor) { .bytes(ByteBuffer(bytes: bytes)) }
     }
 
     /// Stores a manifest or index under a tag or its digest.

@@ -162,6 +162,22 @@ import TestSupport
         }
     }
 
+    @Test func pushSurvivesALostUploadAnswer() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            try await withSession(try makeSession()) { session in
+                let layout = try makeDemoLayout(scratch)
+                // The registry stores the blobs, but the client never hears so.
+                proxy.inject(.dropResponse, method: "PUT", path: "/blobs/uploads/", times: 2)
+                _ = try await push(layout, to: "\(proxy.host)/demo:v1", session: session)
+                #expect(proxy.remainingFaults == 0)
+                let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
+                let pulled = try await pull("\(registry.host)/demo:v1", into: try ContentStore(root: scratch.sub("store")), session: session)
+                #expect(pulled.manifest == image.manifest)
+            }
+        }
+    }
+
     @Test func retriesAStalledServer() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { _, proxy in

@@ -225,6 +225,11 @@ final class ProxyServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let context, let ex = exchange, ex.id == id, !ex.aborted else { return }
         switch part {
         case .head(let upstreamHead):
+            if case .dropResponse = ex.fault {
+                core.recordStatus(id, status: Int(upstreamHead.status.code))
+                abort(ex, reset: true)
+                return
+            }
             var headers = upstreamHead.headers
             for name in ["Connection", "Keep-Alive", "Proxy-Connection"] { headers.remove(name: name) }
             if let location = headers.first(name: "Location") {

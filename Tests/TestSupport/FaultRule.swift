@@ -20,6 +20,9 @@ public enum Fault: Sendable, CustomStringConvertible {
     case ignoreRange
     /// Forward the response body at about this many bytes per second, so a test can act mid-transfer.
     case throttle(bytesPerSecond: Int)
+    /// Forward the request, then reset the connection instead of sending upstream's answer: the request took
+    /// effect, but the client never learns it.
+    case dropResponse
 
     /// 503 Service Unavailable.
     public static var serviceUnavailable: Fault { .status(503, body: "injected 503") }
@@ -39,6 +42,7 @@ public enum Fault: Sendable, CustomStringConvertible {
         case .stall(let s): return "stall(\(s))"
         case .ignoreRange: return "ignoreRange"
         case .throttle(let rate): return "throttle(\(rate) B/s)"
+        case .dropResponse: return "dropResponse"
         }
     }
 }

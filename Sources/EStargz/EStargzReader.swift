@@ -297,7 +297,7 @@ private struct Opened {
         tocDigest = OCI.Digest.sha256(of: json)
         tocJSON = json
         do {
-            toc = try JSONDecoder().decode(TOC.self, from: Data(json))
+            toc = try TOCParser.parse(json)
         } catch let e as EStargzError {
             throw e
         } catch {

@@ -55,15 +55,7 @@ public final class ChunkCache: Sendable {
             let end = min(whole.count, offset + length)
             return offset < end ? Array(whole[offset..<end]) : []
         }
-        var buffer = [UInt8](repeating: 0, count: length)
-        var done = 0
-        while done < length {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset + done)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            done += n
-        }
-        return Array(buffer[..<done])
+        return readFully(fd, offset: Int64(offset), length: length)
     }
 
     public func contains(_ digest: Digest) -> Bool {
@@ -151,14 +143,7 @@ public final class ChunkCache: Sendable {
     private static func readAll(_ fd: Int32) -> [UInt8]? {
         var info = stat()
         guard fstat(fd, &info) == 0 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return nil }
-            done += n
-        }
+        guard let bytes = readFully(fd, offset: 0, length: Int(info.st_size)), bytes.count == Int(info.st_size) else { return nil }
         return bytes
     }
 }

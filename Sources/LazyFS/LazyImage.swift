@@ -160,15 +160,7 @@ public final class LazyImage: Sendable {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LazyFSError.io(path: path, errno: errno) }
         defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: length)
-        var done = 0
-        while done < length {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw LazyFSError.io(path: path, errno: errno) }
-            if n == 0 { break }
-            done += n
-        }
-        return Array(buffer[..<done])
+        guard let bytes = readFully(fd, offset: offset, length: length) else { throw LazyFSError.io(path: path, errno: errno) }
+        return bytes
     }
 }

@@ -52,11 +52,7 @@ struct Copy: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let from = try parseLocation(source)
-        let to = try parseLocation(destination)
-        if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
-            throw ValidationError("the destination needs a tag, not only a digest")
-        }
+        let (from, to) = try parseTransfer(from: source, to: destination)
         let display = global.makeProgress()
         let report = try await global.withSession(for: [from, to], destinationCreds: destCreds) { session in
             let sourceImage = try session.source(for: from)
@@ -322,11 +318,7 @@ struct Convert: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let from = try parseLocation(source)
-        let to = try parseLocation(destination)
-        if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
-            throw ValidationError("the destination needs a tag, not only a digest")
-        }
+        let (from, to) = try parseTransfer(from: source, to: destination)
         let prioritized = try prioritize.map { try PrioritizedFiles(contentsOf: $0) } ?? PrioritizedFiles()
         let store = try global.openStore()
         let display = global.makeProgress()

@@ -97,6 +97,15 @@ func parseLocation(_ text: String) throws -> ImageLocation {
     }
 }
 
+/// The two ends of a copy or conversion; a registry destination must name a tag to push to.
+func parseTransfer(from source: String, to destination: String) throws -> (ImageLocation, ImageLocation) {
+    let to = try parseLocation(destination)
+    if case .registry(let reference) = to, reference.digest != nil, reference.tag == nil {
+        throw ValidationError("the destination needs a tag, not only a digest")
+    }
+    return (try parseLocation(source), to)
+}
+
 /// Prints a value as the one JSON document on stdout.
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()

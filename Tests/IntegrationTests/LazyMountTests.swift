@@ -87,6 +87,28 @@ struct LazyMountTests {
         }
     }
 
+    @Test func theDefaultPrefetchBringsTheWholeImage() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (_, lazy) = try publish(registry.host, scratch)
+            let mounted = try mount(lazy, scratch, name: "prefetch", store: scratch.sub("store"))
+            var state = try mounted.status()
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !state.statistics.prefetchFinished, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                state = try mounted.status()
+            }
+            #expect(state.statistics.prefetchFinished)
+            #expect(state.statistics.prefetchTotal > 6 << 20 && state.statistics.prefetchDone == state.statistics.prefetchTotal)
+            // Everything is local now: reading the whole tree fetches nothing more.
+            _ = try describeTree(mounted.directory)
+            let after = try mounted.status().statistics
+            #expect(after.bytesFetched == state.statistics.bytesFetched, "\(after)")
+            #expect(after.blockingReads == 0 && after.cacheHits > 0)
+            try mounted.unmount()
+        }
+    }
+
     @Test func aPatchReleaseFetchesOnlyWhatChanged() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in

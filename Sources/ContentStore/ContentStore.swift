@@ -116,6 +116,15 @@ public final class ContentStore: Sendable {
         return .fetched(bytes: descriptor.size - resumed)
     }
 
+    /// Removes the partial file an ingest left behind (a pull-through cache does not keep half a blob on a full
+    /// disk), unless another process is ingesting that blob right now.
+    public func discardPartial(_ digest: Digest) {
+        let name = "\(root)/ingest/\(digest.algorithm.rawValue)-\(digest.hex)"
+        guard let lock = try? FileLock.tryAcquire("\(name).lock", mode: .exclusive) else { return }
+        defer { lock.release() }
+        unlink("\(name).partial")
+    }
+
     /// Stores small content (manifests, configs) directly, verified against its own digest.
     @discardableResult
     public func writeBlob(_ bytes: [UInt8], mediaType: String, expected: Digest? = nil) throws -> Descriptor {

@@ -8,7 +8,7 @@ import OCI
 /// by a killed process rehashes its bytes, so the download resumes where it stopped.
 public final class FileBlobSink: BlobSink, @unchecked Sendable {
     // Owned by the one ingest that holds the blob's lock; never shared between tasks concurrently.
-    let path: String
+    public let path: String
     private let fd: Int32
     private let algorithm: Digest.Algorithm
     private var hasher: DigestHasher

@@ -75,6 +75,14 @@ public enum ManifestDocument: Sendable {
         }
     }
 
+    /// The document's media type, with the OCI default when the document does not declare one.
+    public var mediaType: String {
+        switch self {
+        case .manifest(let manifest): return manifest.mediaType ?? MediaType.ociManifest
+        case .index(let index): return index.mediaType ?? MediaType.ociIndex
+        }
+    }
+
     public static func stripParameters(_ contentType: String) -> String {
         String(contentType.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespaces)
     }

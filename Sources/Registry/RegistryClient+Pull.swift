@@ -66,6 +66,23 @@ extension RegistryClient {
         return Descriptor(mediaType: type, digest: digest, size: size)
     }
 
+    /// A blob's size (HEAD), or nil when the registry does not have it. A `Docker-Content-Digest` that names another
+    /// blob is an error: the size would belong to it.
+    public func blobDescriptor(repository: String, digest: Digest) async throws -> Descriptor? {
+        var request = Request(method: .HEAD, target: "/v2/\(repository)/blobs/\(digest)", scope: Self.scope(repository))
+        request.timeout = .seconds(60)
+        let response = try await send(request, expecting: [200, 404])
+        guard response.status == .ok else { return nil }
+        let url = resolve(request.target)
+        if let announced = response.headers.first(name: "Docker-Content-Digest"), announced != digest.description {
+            throw RegistryError.invalidResponse(url: url, reason: "HEAD answered for \(announced)")
+        }
+        guard let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }), length >= 0 else {
+            throw RegistryError.invalidResponse(url: url, reason: "HEAD without Content-Length")
+        }
+        return Descriptor(mediaType: "application/octet-stream", digest: digest, size: length)
+    }
+
     /// Fetches a small blob (a config) into memory, verified.
     public func fetchSmallBlob(repository: String, descriptor: Descriptor, limit: Int = 64 << 20) async throws -> [UInt8] {
         guard descriptor.size <= limit else { throw RegistryError.tooLarge(limit: Int64(limit), url: "\(repository)@\(descriptor.digest)") }

@@ -22,6 +22,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
         .target(name: "OCI", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Archive",
@@ -63,10 +64,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "CacheServer",
+            dependencies: [
+                "OCI", "Registry", "ContentStore", "CCrypt",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS",
+                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -89,11 +102,12 @@ let package = Package(
         .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
+        .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
-                .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+                "CacheServer", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

@@ -1,0 +1,98 @@
+import ArgumentParser
+import CacheServer
+import ContentStore
+import Foundation
+import Registry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a pull-through cache registry for a cluster (read-only distribution API over the store).",
+        discussion: """
+            Clients pull from this server as from any registry; whatever is missing is fetched from the upstream \\
+            once, however many clients ask at the same time, and streamed to all of them as it arrives. Range \\
+            requests work on blobs not cached yet, so lazy mounts can go through the cache. Tags are served from \\
+            the store for --tag-ttl seconds, then checked upstream with HEAD. Point containerd at it with a \\
+            hosts.toml (see the README); several upstreams can share one server through containerd's ?ns= \\
+            parameter. Metrics are at /metrics; one JSON line per request goes to --access-log.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .long, help: "Upstream registry URL, e.g. https://registry-1.docker.io (repeatable; the first answers requests without ?ns=).")
+    var upstream: [String] = []
+    @Option(name: .long, help: "Address to listen on, HOST:PORT (0.0.0.0:PORT for every interface).") var listen = "127.0.0.1:5050"
+    @Option(name: .long, help: "Store directory to serve and fill (default: the --store).") var root: String?
+    @Option(name: .long, help: "Seconds a tag is served from the store before it is revalidated upstream.") var tagTTL: Double = 300
+    @Option(name: .long, help: "Size limit of the store's blobs (e.g. 50G, 500M); least recently used blobs go first.") var maxSize: String?
+    @Option(name: .long, help: "Seconds an upstream transfer may send nothing before its waiting clients get an error.")
+    var upstreamTimeout: Double = 30
+    @Option(name: .long, help: "Require HTTP basic auth from clients; FILE as written by `htpasswd -B`.") var htpasswd: String?
+    @Option(name: .long, help: "Require a bearer token from clients; FILE holds one token per line.") var tokenFile: String?
+    @Option(name: .long, help: "Where to write one JSON line per request: a file, - for stderr, or none.") var accessLog = "-"
+
+    func validate() throws {
+        guard !upstream.isEmpty else { throw ValidationError("give the registry to mirror with --upstream URL") }
+        guard tagTTL >= 0 else { throw ValidationError("--tag-ttl must not be negative") }
+        guard upstreamTimeout >= 1 else { throw ValidationError("--upstream-timeout must be at least 1 second") }
+        _ = try listenAddress()
+        if let maxSize { _ = try Self.parseSize(maxSize) }
+    }
+
+    func listenAddress() throws -> (host: String, port: Int) {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--listen takes HOST:PORT, e.g. 0.0.0.0:5050")
+        }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+
+    static func parseSize(_ text: String) throws -> Int64 {
+        let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var digits = Substring(text.uppercased())
+        if digits.hasSuffix("B") || digits.hasSuffix("I") { digits = digits.dropLast() }
+        if digits.hasSuffix("I") { digits = digits.dropLast() }
+        var multiplier: Int64 = 1
+        if let last = digits.last, let unit = units[last] {
+            multiplier = unit
+            digits = digits.dropLast()
+        }
+        guard let value = Double(digits), value > 0 else { throw ValidationError("'\(text)' is not a size such as 50G or 500M") }
+        return Int64(value * Double(multiplier))
+    }
+
+    func run() async throws {
+        let store = try ContentStore(root: root ?? global.storeRoot)
+        var configuration = CacheServer.Configuration(upstreams: upstream)
+        configuration.tagTTL = .milliseconds(Int64(tagTTL * 1000))
+        configuration.upstreamStallTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
+        configuration.maxStoreBytes = try maxSize.map(Self.parseSize)
+        configuration.authenticator = try ClientAuthenticator(htpasswdFile: htpasswd, tokenFile: tokenFile)
+        var credentials: any CredentialProvider = try DockerConfigCredentials()
+        if let creds = global.creds, let colon = creds.firstIndex(of: ":"), let primary = URLComponents(string: upstream[0]) {
+            var registry = primary.port.map { "\(primary.host ?? ""):\($0)" } ?? primary.host ?? ""
+            if registry == "registry-1.docker.io" || registry == "index.docker.io" { registry = "docker.io" }
+            let given = Credentials(username: String(creds[..<colon]), secret: String(creds[creds.index(after: colon)...]))
+            credentials = OverridingCredentials(explicit: [registry: given], fallback: credentials)
+        }
+        let log = accessLog == "none" ? nil : try AccessLog(path: accessLog)
+        let server = try CacheServer(store: store, configuration: configuration, credentials: credentials, logger: global.makeLogger(), accessLog: log)
+        let (host, port) = try listenAddress()
+        let signals = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { Task { await server.stop() } }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        let upstreams = upstream.joined(separator: ", ")
+        try await server.run(host: host, port: port) { boundHost, boundPort in
+            FileHandle.standardError.write(Data("slipway serve: listening on http://\(boundHost):\(boundPort), mirroring \(upstreams), store \(store.root)\n".utf8))
+        }
+        FileHandle.standardError.write(Data("slipway serve: stopped\n".utf8))
+    }
+}

@@ -1,0 +1,290 @@
+import Foundation
+import Testing
+
+@testable import CacheServer
+
+/// A temporary directory removed when the test's closure returns.
+private func withTemporaryDirectory<T>(_ body: (URL) throws -> T) throws -> T {
+    let directory = FileManager.default.temporaryDirectory
+        .appendingPathComponent("slipway-client-auth-\(UUID().uuidString)", isDirectory: true)
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    return try body(directory)
+}
+
+private struct ToolFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Runs the real Apache `htpasswd` tool (apache2-utils).
+private func htpasswd(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/htpasswd")
+    process.arguments = arguments
+    let stderr = Pipe()
+    process.standardError = stderr
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    guard process.terminationStatus == 0 else {
+        throw ToolFailure(description: "htpasswd \(arguments) exited \(process.terminationStatus): \(message)")
+    }
+}
+
+/// Writes an htpasswd file with two bcrypt users: alice/wonderland and bob/builder-secret.
+private func makeBcryptFile(in directory: URL) throws -> String {
+    let path = directory.appendingPathComponent("htpasswd").path
+    try htpasswd(["-B", "-b", "-c", path, "alice", "wonderland"])
+    try htpasswd(["-B", "-b", path, "bob", "builder-secret"])
+    return path
+}
+
+private func basic(_ user: String, _ password: String, scheme: String = "Basic") -> String {
+    "\(scheme) " + Data("\(user):\(password)".utf8).base64EncodedString()
+}
+
+private func write(_ text: String, to directory: URL, name: String) throws -> String {
+    let url = directory.appendingPathComponent(name)
+    try Data(text.utf8).write(to: url)
+    return url.path
+}
+
+private let goodToken = "0123456789abcdef-slipway-token"
+private let otherToken = "fedcba9876543210-other-token"
+
+private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
+    if case .denied = decision { return true }
+    return false
+}
+
+@Suite struct ClientAuthenticatorTests {
+    @Test func openAllowsEverything() {
+        let auth = ClientAuthenticator.open
+        #expect(!auth.isEnabled)
+        #expect(auth.check(authorization: nil) == .allowed(user: nil))
+        #expect(auth.check(authorization: "Basic garbage!!") == .allowed(user: nil))
+    }
+
+    @Test func noFilesIsOpen() throws {
+        let auth = try ClientAuthenticator()
+        #expect(!auth.isEnabled)
+        #expect(auth.check(authorization: nil) == .allowed(user: nil))
+    }
+
+    @Test func rightPasswordAllowed() throws {
+        try withTemporaryDirectory { directory in
+            let path = try makeBcryptFile(in: directory)
+            #expect(try String(contentsOfFile: path, encoding: .utf8).contains("alice:$2y$"))
+            let auth = try ClientAuthenticator(htpasswdFile: path)
+            #expect(auth.isEnabled)
+            #expect(auth.check(authorization: basic("alice", "wonderland")) == .allowed(user: "alice"))
+            #expect(auth.check(authorization: basic("bob", "builder-secret")) == .allowed(user: "bob"))
+            // The scheme is case-insensitive.
+            #expect(auth.check(authorization: basic("bob", "builder-secret", scheme: "bAsIc")) == .allowed(user: "bob"))
+        }
+    }
+
+    @Test func wrongPasswordDenied() throws {
+        try withTemporaryDirectory { directory in
+            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+            #expect(isDenied(auth.check(authorization: basic("alice", "wonderlan"))))
+            #expect(isDenied(auth.check(authorization: basic("alice", ""))))
+            // bob's password is not alice's.
+            #expect(isDenied(auth.check(authorization: basic("alice", "builder-secret"))))
+        }
+    }
+
+    @Test func unknownUserDenied() throws {
+        try withTemporaryDirectory { directory in
+            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+            #expect(isDenied(auth.check(authorization: basic("mallory", "wonderland"))))
+            #expect(isDenied(auth.check(authorization: basic("", "wonderland"))))
+        }
+    }
+
+    @Test func cachedVerificationStillRejectsOtherPasswords() throws {
+        try withTemporaryDirectory { directory in
+            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+            let good = basic("alice", "wonderland")
+            for _ in 0..<3 {
+                #expect(auth.check(authorization: good) == .allowed(user: "alice"))
+            }
+            #expect(auth.cachedVerificationCount == 1)
+            #expect(isDenied(auth.check(authorization: basic("alice", "wonderland2"))))
+            #expect(isDenied(auth.check(authorization: basic("alice", "Wonderland"))))
+            #expect(isDenied(auth.check(authorization: basic("mallory", "wonderland"))))
+            #expect(auth.cachedVerificationCount == 1)  // failures are never cached
+            #expect(auth.check(authorization: good) == .allowed(user: "alice"))
+            #expect(auth.check(authorization: basic("bob", "builder-secret")) == .allowed(user: "bob"))
+            #expect(auth.cachedVerificationCount == 2)
+        }
+    }
+
+    @Test func verifiedCacheIsBounded() {
+        let cache = VerifiedCache(limit: 4)
+        for i in 0..<4 { cache.insert([UInt8(i)], user: "u\(i)") }
+        #expect(cache.count == 4)
+        #expect(cache.lookup([2]) == "u2")
+        cache.insert([9], user: "u9")  // full: everything is dropped, then the new entry kept
+        #expect(cache.count == 1)
+        #expect(cache.lookup([2]) == nil)
+        #expect(cache.lookup([9]) == "u9")
+    }
+
+    @Test func concurrentChecks() async throws {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("slipway-client-auth-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for i in 0..<32 {
+                group.addTask {
+                    if i % 4 == 3 {
+                        return isDenied(auth.check(authorization: basic("bob", "nope-\(i)")))
+                    }
+                    let (user, password) = i % 2 == 0 ? ("alice", "wonderland") : ("bob", "builder-secret")
+                    return auth.check(authorization: basic(user, password)) == .allowed(user: user)
+                }
+            }
+            var all: [Bool] = []
+            for await result in group { all.append(result) }
+            return all
+        }
+        #expect(results.count == 32)
+        #expect(results.allSatisfy { $0 })
+    }
+
+    @Test func missingHeaderDenied() throws {
+        try withTemporaryDirectory { directory in
+            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+            #expect(auth.check(authorization: nil) == .denied(reason: "no credentials"))
+            #expect(auth.check(authorization: "   ") == .denied(reason: "no credentials"))
+        }
+    }
+
+    @Test func malformedHeadersDenied() throws {
+        try withTemporaryDirectory { directory in
+            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+            #expect(isDenied(auth.check(authorization: "Basic not*base64!")))
+            #expect(isDenied(auth.check(authorization: "Basic")))
+            // Valid base64 but no ':' separator.
+            #expect(isDenied(auth.check(authorization: "Basic " + Data("alicewonderland".utf8).base64EncodedString())))
+            #expect(isDenied(auth.check(authorization: "Digest username=\"alice\"")))
+            // Bearer is not enabled with only an htpasswd file.
+            #expect(isDenied(auth.check(authorization: "Bearer \(goodToken)")))
+            if case .denied(let reason) = auth.check(authorization: "Basic not*base64!") {
+                #expect(reason.contains("base64"))
+            }
+        }
+    }
+
+    @Test func bearerTokens() throws {
+        try withTemporaryDirectory { directory in
+            let path = try write(
+                "# cache clients\n\n  \(goodToken)  \n\(otherToken)\r\n", to: directory, name: "tokens")
+            let auth = try ClientAuthenticator(tokenFile: path)
+            #expect(auth.isEnabled)
+            #expect(auth.check(authorization: "Bearer \(goodToken)") == .allowed(user: nil))
+            #expect(auth.check(authorization: "bearer \(otherToken)") == .allowed(user: nil))
+            #expect(isDenied(auth.check(authorization: "Bearer \(goodToken)x")))
+            #expect(isDenied(auth.check(authorization: "Bearer wrong-token-wrong-token")))
+            #expect(isDenied(auth.check(authorization: "Bearer")))
+            #expect(isDenied(auth.check(authorization: "Bearer # cache clients")))
+            // Basic is not enabled with only a token file.
+            #expect(isDenied(auth.check(authorization: basic("alice", "wonderland"))))
+            #expect(auth.check(authorization: nil) == .denied(reason: "no credentials"))
+        }
+    }
+
+    @Test func shortTokenRejectedAtLoad() throws {
+        try withTemporaryDirectory { directory in
+            let path = try write("# tokens\n\(goodToken)\nshort-token\n", to: directory, name: "tokens")
+            let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(tokenFile: path) }
+            #expect(error?.description.contains(path) == true)
+            #expect(error?.description.contains("line 3") == true)
+        }
+    }
+
+    @Test func emptyFilesRejected() throws {
+        try withTemporaryDirectory { directory in
+            let empty = try write("# nobody yet\n\n", to: directory, name: "empty")
+            #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: empty) }
+            #expect(throws: ClientAuthError.self) { try ClientAuthenticator(tokenFile: empty) }
+        }
+    }
+
+    @Test func unreadableFileNamesPathAndErrno() throws {
+        try withTemporaryDirectory { directory in
+            let missing = directory.appendingPathComponent("does-not-exist").path
+            let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: missing) }
+            #expect(error?.description.contains(missing) == true)
+            #expect(error?.description.contains("No such file or directory") == true)
+        }
+    }
+
+    @Test func apr1RejectedWithLineNumber() throws {
+        try withTemporaryDirectory { directory in
+            let path = try makeBcryptFile(in: directory)  // lines 1-2: bcrypt
+            try htpasswd(["-m", "-b", path, "carol", "md5-password"])  // line 3: $apr1$
+            #expect(try String(contentsOfFile: path, encoding: .utf8).contains("carol:$apr1$"))
+            let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
+            let message = error?.description ?? ""
+            #expect(message.contains(path))
+            #expect(message.contains("line 3"))
+            #expect(message.contains("carol"))
+            #expect(message.contains("htpasswd -B"))
+            #expect(message.contains("$apr1$"))
+        }
+    }
+
+    /// {SHA} (-s), DES crypt (-d) and plaintext (-p) are refused too.
+    @Test(arguments: ["-s", "-d", "-p"])
+    func weakSchemesRejected(flag: String) throws {
+        try withTemporaryDirectory { directory in
+            let path = directory.appendingPathComponent("htpasswd").path
+            try htpasswd([flag, "-b", "-c", path, "dave", "password"])
+            let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
+            #expect(error?.description.contains("line 1") == true)
+            #expect(error?.description.contains("dave") == true)
+            #expect(error?.description.contains("htpasswd -B") == true)
+        }
+    }
+
+    @Test func malformedBcryptHashRejected() throws {
+        try withTemporaryDirectory { directory in
+            let path = try write("eve:$2y$05$tooshort\n", to: directory, name: "htpasswd")
+            #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
+        }
+    }
+
+    /// Other crypt(3) schemes libxcrypt supports (hashes of "correct horse" made with libxcrypt's crypt).
+    @Test(arguments: [
+        "$5$rounds=1000$saltsaltsalt$JF3rrH21h5jPz83Fdlmgpe2orguumnb8a3vAUfrvB78",
+        "$6$saltsaltsalt$Cy2drr8kDRji6smvDcT28wkqtq0R0VzVL5CkrjPQCITc5d/31j94knt9rGTcVSyjLXfjsiIsBh5ee8qR/3QDx1",
+        "$y$j9T$saltsaltsaltsalt$gNcNhvFTt75JDF1LO9O.MCPyp8TkQxrhQSKqUeo/Uy6",
+        "$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e",
+    ])
+    func otherCryptSchemesVerify(hash: String) throws {
+        try withTemporaryDirectory { directory in
+            let path = try write("frank:\(hash)\n", to: directory, name: "htpasswd")
+            let auth = try ClientAuthenticator(htpasswdFile: path)
+            #expect(auth.check(authorization: basic("frank", "correct horse")) == .allowed(user: "frank"))
+            #expect(isDenied(auth.check(authorization: basic("frank", "correct horse "))))
+        }
+    }
+
+    @Test func challengeStrings() throws {
+        try withTemporaryDirectory { directory in
+            let users = try makeBcryptFile(in: directory)
+            let tokens = try write("\(goodToken)\n", to: directory, name: "tokens")
+            #expect(try ClientAuthenticator(htpasswdFile: users).challenge == "Basic realm=\"slipway\"")
+            #expect(try ClientAuthenticator(tokenFile: tokens).challenge == "Bearer realm=\"slipway\"")
+            let both = try ClientAuthenticator(htpasswdFile: users, tokenFile: tokens)
+            #expect(both.challenge == "Basic realm=\"slipway\"")
+            #expect(both.check(authorization: "Bearer \(goodToken)") == .allowed(user: nil))
+            #expect(both.check(authorization: basic("bob", "builder-secret")) == .allowed(user: "bob"))
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import CacheServer
+import ContentStore
+import Foundation
+import Logging
+import Registry
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `CacheServer` running in the test process on a free loopback port, over its own store.
+final class RunningCache: Sendable {
+    let server: CacheServer
+    let host: String
+    let store: ContentStore
+    let accessLogPath: String
+    private let task: Task<Void, any Error>
+
+    init(server: CacheServer, host: String, store: ContentStore, accessLogPath: String, task: Task<Void, any Error>) {
+        self.server = server
+        self.host = host
+        self.store = store
+        self.accessLogPath = accessLogPath
+        self.task = task
+    }
+
+    var url: String { "http://\(host)" }
+
+    func stop(grace: Duration = .milliseconds(200)) async {
+        await server.stop(grace: grace)
+        _ = await task.result
+    }
+
+    /// A counter or gauge from `/metrics`, as the server renders it.
+    func metric(_ name: String) -> Int64 {
+        for line in server.metricsText.split(separator: "\n") where line.hasPrefix("\(name) ") {
+            return Int64(line.split(separator: " ")[1]) ?? -1
+        }
+        return -1
+    }
+
+    /// The access log's entries, parsed.
+    func accessLog() throws -> [[String: Any]] {
+        let text = (try? String(contentsOfFile: accessLogPath, encoding: .utf8)) ?? ""
+        return try text.split(separator: "\n").map { line in
+            try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
+        }
+    }
+}
+
+func startCache(
+    upstream: String, root: String, credentials: [String: Credentials] = [:], configure: (inout CacheServer.Configuration) -> Void = { _ in }
+) async throws -> RunningCache {
+    var configuration = CacheServer.Configuration(upstreams: [upstream])
+    configure(&configuration)
+    let store = try ContentStore(root: root)
+    var logger = Logger(label: "cache-test")
+    logger.logLevel = .error
+    let logPath = "\(root).access.log"
+    let server = try CacheServer(
+        store: store, configuration: configuration, credentials: StaticCredentials(credentials), logger: logger, accessLog: try AccessLog(path: logPath))
+    let (ports, announce) = AsyncStream.makeStream(of: Int.self)
+    let task = Task {
+        defer { announce.finish() }
+        try await server.run(host: "127.0.0.1", port: 0) { _, port in announce.yield(port) }
+    }
+    var iterator = ports.makeAsyncIterator()
+    guard let port = await iterator.next() else {
+        try await task.value
+        throw TestSupportError("the cache server stopped before listening")
+    }
+    return RunningCache(server: server, host: "127.0.0.1:\(port)", store: store, accessLogPath: logPath, task: task)
+}
+
+func withCache<T>(
+    upstream: String, root: String, credentials: [String: Credentials] = [:], configure: (inout CacheServer.Configuration) -> Void = { _ in },
+    _ body: (RunningCache) async throws -> T
+) async throws -> T {
+    let cache = try await startCache(upstream: upstream, root: root, credentials: credentials, configure: configure)
+    do {
+        let result = try await body(cache)
+        await cache.stop()
+        return result
+    } catch {
+        await cache.stop()
+        throw error
+    }
+}
+
+/// An HTTP exchange with curl, a client independent of ours.
+struct CurlResult {
+    var exitCode: Int32
+    var status: Int
+    var headers: [String: String]
+    var body: Data
+    var timeToFirstByte: Double
+    var total: Double
+    var sha256: String { Digest.sha256(of: [UInt8](body)).description }
+}
+
+func curl(_ url: String, headers: [String] = [], method: String? = nil, extra: [String] = []) async throws -> CurlResult {
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("curl-\(UUID().uuidString)").path
+    defer {
+        unlink(scratch + ".body")
+        unlink(scratch + ".headers")
+    }
+    var arguments = ["-s", "--path-as-is", "-o", scratch + ".body", "-D", scratch + ".headers", "-w", "%{http_code} %{time_starttransfer} %{time_total}"]
+    if let method { arguments += method == "HEAD" ? ["-I"] : ["-X", method] }
+    for header in headers { arguments += ["-H", header] }
+    let result = try await runAsync("curl", arguments + extra + [url])
+    let fields = result.stdout.split(separator: " ")
+    var parsed: [String: String] = [:]
+    for line in ((try? String(contentsOfFile: scratch + ".headers", encoding: .utf8)) ?? "").split(separator: "\r\n") {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        parsed[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    return CurlResult(
+        exitCode: result.status, status: fields.first.flatMap { Int($0) } ?? 0, headers: parsed,
+        body: FileManager.default.contents(atPath: scratch + ".body") ?? Data(), timeToFirstByte: fields.count > 1 ? Double(fields[1]) ?? 0 : 0,
+        total: fields.count > 2 ? Double(fields[2]) ?? 0 : 0)
+}
+
+import OCI
+
+extension Digest {
+    static func sha256(of bytes: [UInt8]) -> Digest {
+        var hasher = DigestHasher(.sha256)
+        hasher.update(bytes)
+        return hasher.finalize()
+    }
+}
+
+/// Sends raw bytes to a server and returns what it answers before closing (or within `timeout`). The blocking
+/// socket calls run on a dispatch thread, off the concurrency pool the in-process server needs.
+func rawExchange(host: String, _ request: [UInt8], timeout: Double = 5) async throws -> String {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try blockingExchange(host: host, request, timeout: timeout) })
+        }
+    }
+}
+
+private func blockingExchange(host: String, _ request: [UInt8], timeout: Double) throws -> String {
+    let parts = host.split(separator: ":")
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSupportError("socket: \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(parts[1])!).bigEndian
+    inet_pton(AF_INET, String(parts[0]), &address.sin_addr)
+    let connected = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw TestSupportError("connect: \(errno)") }
+    var seconds = timeval(tv_sec: Int(timeout), tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
+    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    shutdown(fd, Int32(SHUT_WR))
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if got <= 0 { break }
+        answer += buffer[0..<got]
+    }
+    return String(decoding: answer, as: UTF8.self)
+}

@@ -1,0 +1,376 @@
+import CacheServer
+import ContentStore
+import Foundation
+import OCI
+import Registry
+import Slipway
+import Testing
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `slipway serve` against a real docker-registry upstream (behind the fault proxy, which logs what reaches
+/// upstream), with real clients: skopeo, curl, Slipway's own pull.
+@Suite(.serialized)
+struct PullThroughCacheTests {
+    /// The demo image pushed upstream as `demo:TAG`; returns its layers (the large one last).
+    func publish(_ registry: RegistryProcess, _ scratch: ScratchDirectory, tag: String = "v1", version: String = "1", largeFileBytes: Int = 4 << 20)
+        async throws -> (manifest: Descriptor, layers: [Descriptor])
+    {
+        let layout = try makeDemoLayout(scratch, largeFileBytes: largeFileBytes, version: version)
+        try await withSession(try makeSession()) { session in _ = try await push(layout, to: "\(registry.host)/demo:\(tag)", session: session) }
+        let manifest = try #require(try layout.image(named: "demo"))
+        guard case .manifest(let document) = try ManifestDocument.decode(try layout.readBlob(manifest.digest), contentType: nil) else {
+            throw TestSupportError("demo image is not a manifest")
+        }
+        return (manifest, document.layers.sorted { $0.size < $1.size })
+    }
+
+    func skopeoCopy(_ reference: String, to layout: String, extra: [String] = []) async throws -> ProcessResult {
+        try await runAsync("skopeo", ["copy", "-q", "--src-tls-verify=false"] + extra + ["docker://\(reference)", "oci:\(layout):x"])
+    }
+
+    @Test func clientsPullThroughTheCacheAndCachedContentOutlivesTheUpstream() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (manifest, layers) = try await publish(registry, scratch)
+            _ = try await publish(registry, scratch, tag: "v2", version: "2")
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let copied = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("skopeo"))
+                #expect(copied.status == 0, "skopeo: \(copied.stderr)")
+                let layout = try ContentStore(existingLayoutAt: scratch.sub("skopeo"))
+                #expect(try layout.image(named: "x")?.digest == manifest.digest)
+
+                // Slipway's own pull through the cache: the same image, and still one upstream GET per blob.
+                let store = try ContentStore(root: scratch.sub("store"))
+                let pulled = try await withSession(try makeSession()) { session in
+                    try await Puller(session: session, store: store).pull(try ImageLocation(parsing: "\(cache.host)/demo:v1"))
+                }
+                #expect(pulled.0.manifestDescriptor.digest == manifest.digest)
+                for layer in layers {
+                    #expect(proxy.requests(matching: "/blobs/\(layer.digest)", method: "GET").count == 1, "\(layer.digest) fetched more than once")
+                    #expect(cache.store.hasBlob(layer))
+                }
+                #expect(cache.metric("slipway_cache_blob_hits_total") >= Int64(layers.count))
+                #expect(cache.metric("slipway_cache_upstream_bytes_total") >= layers.reduce(0) { $0 + $1.size })
+
+                // Upstream down: what is cached is still served, the rest is a clear 503 in the spec's format.
+                proxy.addRule(FaultRule(match: .any, fault: .serviceUnavailable, times: 1000))
+                let again = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("skopeo-again"))
+                #expect(again.status == 0, "cached copy with upstream down: \(again.stderr)")
+                let missing = try await curl("\(cache.url)/v2/demo/manifests/v2", headers: ["Accept: \(MediaType.ociManifest)"])
+                #expect(missing.status == 503)
+                let error = try JSONSerialization.jsonObject(with: missing.body) as? [String: [[String: String]]]
+                #expect(error?["errors"]?.first?["code"] == "UNAVAILABLE")
+                #expect(error?["errors"]?.first?["message"]?.contains("upstream") == true)
+                proxy.removeAllRules()
+
+                let log = try cache.accessLog()
+                #expect(log.contains { $0["cache"] as? String == "miss" } && log.contains { $0["cache"] as? String == "hit" })
+                #expect(log.allSatisfy { $0["status"] is Int && $0["path"] is String && $0["ms"] is Double })
+            }
+        }
+    }
+
+    @Test func concurrentColdClientsShareOneUpstreamFetchAndStreamWhileItArrives() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch, largeFileBytes: 12 << 20)
+            let large = layers.last!
+            // About 1.5 s of transfer, so every client arrives while the fill runs.
+            proxy.addRule(FaultRule(path: "/blobs/\(large.digest)", fault: .throttle(bytesPerSecond: 8 << 20), times: 100))
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let results = try await withThrowingTaskGroup(of: CurlResult.self) { group in
+                    for _ in 0..<16 {
+                        group.addTask { try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)") }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                for result in results {
+                    #expect(result.status == 200 && result.sha256 == large.digest.description)
+                }
+                #expect(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").count == 1)
+                #expect(cache.metric("slipway_cache_upstream_bytes_total") == large.size)
+                #expect(cache.metric("slipway_cache_fills_started_total") == 1)
+                // Streaming, not store-and-forward: first bytes arrive long before the last.
+                let streamed = results.filter { $0.timeToFirstByte < $0.total / 2 }
+                #expect(streamed.count >= 12, "time to first byte vs total: \(results.map { ($0.timeToFirstByte, $0.total) })")
+            }
+        }
+    }
+
+    @Test func aRangeOnAColdBlobIsAnsweredWithoutWaitingForTheWholeBlob() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch, largeFileBytes: 12 << 20)
+            let large = layers.last!
+            // The whole blob would take 6 s at this rate.
+            proxy.addRule(FaultRule(path: "/blobs/\(large.digest)", fault: .throttle(bytesPerSecond: 2 << 20), times: 100))
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let tail = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)", headers: ["Range: bytes=-4096"])
+                let direct = try await curl("\(registry.url.absoluteString)/v2/demo/blobs/\(large.digest)", headers: ["Range: bytes=-4096"])
+                #expect(tail.status == 206 && tail.body == direct.body && tail.body.count == 4096)
+                #expect(tail.headers["content-range"] == "bytes \(large.size - 4096)-\(large.size - 1)/\(large.size)")
+                #expect(tail.total < 3, "the range waited for the fill: \(tail.total) s")
+                #expect(cache.metric("slipway_cache_range_passthrough_total") == 1)
+                // Two ranges at once, one near the start (answered from the fill), as multipart.
+                let parts = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)", headers: ["Range: bytes=0-99,\(large.size - 100)-"])
+                #expect(parts.status == 206 && parts.headers["content-type"]?.hasPrefix("multipart/byteranges") == true)
+                // The fill goes on in the background and commits the verified blob.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while !cache.store.hasBlob(large), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(200)) }
+                #expect(cache.store.hasBlob(large))
+                #expect(try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)").sha256 == large.digest.description)
+            }
+        }
+    }
+
+    @Test func wrongBytesFromUpstreamAreNeverCachedNorCompleted() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch)
+            let large = layers.last!
+            proxy.addRule(FaultRule(path: "/blobs/\(large.digest)", fault: .flipByte(at: 1000), times: 100))
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let poisoned = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
+                // The connection is cut before the last byte: curl reports a partial transfer, never a whole wrong blob.
+                #expect(poisoned.exitCode != 0)
+                #expect(poisoned.body.count < large.size)
+                // The fill retries the transfer a few times before it gives up; it never commits.
+                let deadline = ContinuousClock.now + .seconds(20)
+                while cache.metric("slipway_cache_fills_failed_total") == 0, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(cache.metric("slipway_cache_fills_failed_total") == 1)
+                #expect(!FileManager.default.fileExists(atPath: cache.store.blobPath(large.digest)))
+                proxy.removeAllRules()
+                let healed = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
+                #expect(healed.status == 200 && healed.sha256 == large.digest.description)
+                #expect(cache.store.hasBlob(large))
+            }
+        }
+    }
+
+    @Test func aStalledUpstreamFailsWaitingClientsInBoundedTimeAndTheNextRequestRetries() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch)
+            let large = layers.last!
+            proxy.addRule(FaultRule(method: "GET", path: "/blobs/\(large.digest)", fault: .stall(seconds: 60), times: 1))
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), configure: { $0.upstreamStallTimeout = .seconds(2) }) {
+                cache in
+                let started = ContinuousClock.now
+                let stalled = try await withThrowingTaskGroup(of: CurlResult.self) { group in
+                    for _ in 0..<3 { group.addTask { try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)") } }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                let waited = ContinuousClock.now - started
+                #expect(stalled.allSatisfy { $0.exitCode != 0 || $0.status >= 500 }, "\(stalled.map { ($0.exitCode, $0.status) })")
+                #expect(waited < .seconds(8), "clients waited \(waited)")
+                #expect(!cache.store.hasBlob(large))
+                let retried = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
+                #expect(retried.status == 200 && retried.sha256 == large.digest.description)
+            }
+        }
+    }
+
+    @Test func hostileRequestsGetClientErrorsAndTouchNothingOutsideTheRoot() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch)
+            let blob = layers.last!
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let before = try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted()
+                let base = "\(cache.url)/v2"
+                let probes: [(String, [String], Int)] = [
+                    ("\(base)/demo/blobs/sha256:1234", [], 400),
+                    ("\(base)/demo/blobs/md5:\(String(repeating: "0", count: 32))", [], 400),
+                    ("\(base)/demo/manifests/..%2f..%2fetc", [], 400),
+                    ("\(base)/../../etc/passwd/blobs/\(blob.digest)", [], 400),
+                    ("\(base)/demo/../../../tmp/manifests/latest", [], 400),
+                    ("\(base)/Demo/manifests/v1", [], 400),
+                    ("\(base)/\(String(repeating: "a/", count: 200))x/manifests/v1", [], 400),
+                    ("\(base)/demo/blobs/\(blob.digest)", ["Range: bytes=99999999999999999999-"], 416),
+                    ("\(base)/demo/blobs/\(blob.digest)", ["Range: bytes=50-10"], 416),
+                    ("\(base)/demo/blobs/\(blob.digest)", ["Range: bytes=" + (0..<100).map { "\($0 * 10)-\($0 * 10 + 5)" }.joined(separator: ",")], 416),
+                    ("\(base)/demo/blobs/\(blob.digest)", ["Range: bytes=\(blob.size + 10)-"], 416),
+                    ("\(base)/demo/blobs/sha256:\(String(repeating: "0", count: 64))", [], 404),
+                ]
+                for (url, headers, expected) in probes {
+                    let answer = try await curl(url, headers: headers)
+                    #expect(answer.status == expected, "\(url) \(headers.first?.prefix(60) ?? ""): \(answer.status)")
+                }
+                for method in ["PUT", "POST", "DELETE", "PATCH"] {
+                    #expect(try await curl("\(base)/demo/blobs/uploads/", method: method).status == 405)
+                }
+                // Not HTTP, an enormous header, a request line with a NUL: the connection gets 400 or is closed.
+                for raw in [
+                    Array("\u{16}\u{03}\u{01}garbage\r\n\r\n".utf8), Array("GET /v2/ HTTP/1.1\r\nX: \(String(repeating: "a", count: 200_000))\r\n\r\n".utf8),
+                    Array("GET /v2/\u{0}x HTTP/1.1\r\nHost: a\r\n\r\n".utf8),
+                ] {
+                    let answer = try await rawExchange(host: cache.host, raw)
+                    #expect(answer.isEmpty || answer.hasPrefix("HTTP/1.1 4"), "\(answer.prefix(80))")
+                }
+                // Still serving, and nothing appeared beside the store.
+                #expect(try await curl("\(base)/").status == 200)
+                #expect(try await curl("\(base)/demo/blobs/\(blob.digest)").sha256 == blob.digest.description)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == before)
+            }
+        }
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "mounts a small tmpfs"))
+    func aFullDiskFailsTheFillAndLeavesNoBlob() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch, largeFileBytes: 6 << 20)
+            let large = layers.last!
+            let root = scratch.sub("small")
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]).status == 0)
+            defer { _ = try? run("/bin/umount", ["-l", root]) }
+            try await withCache(upstream: proxy.url.absoluteString, root: "\(root)/cache") { cache in
+                let answer = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
+                #expect(answer.exitCode != 0 || answer.status >= 500)
+                #expect(!FileManager.default.fileExists(atPath: cache.store.blobPath(large.digest)))
+                #expect(cache.metric("slipway_cache_fills_failed_total") >= 1)
+                // Small blobs still fit and are served.
+                let small = layers.first!
+                #expect(try await curl("\(cache.url)/v2/demo/blobs/\(small.digest)").sha256 == small.digest.description)
+            }
+        }
+    }
+
+    @Test func tagsAreRevalidatedAfterTheirTTLAndServedStaleWhenUpstreamIsDown() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let first = try await publish(registry, scratch, tag: "stable", version: "1").manifest
+            let accept = "Accept: \(MediaType.manifestAccept.joined(separator: ", "))"
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), configure: { $0.tagTTL = .milliseconds(300) }) { cache in
+                let url = "\(cache.url)/v2/demo/manifests/stable"
+                #expect(try await curl(url, headers: [accept]).headers["docker-content-digest"] == first.digest.description)
+                let second = try await publish(registry, scratch, tag: "stable", version: "2").manifest
+                // Within the TTL the cached tag is served without asking upstream.
+                proxy.clearLog()
+                #expect(try await curl(url, headers: [accept]).headers["docker-content-digest"] == first.digest.description)
+                #expect(proxy.requestLog.isEmpty)
+                try await Task.sleep(for: .milliseconds(400))
+                // After it, a HEAD finds the new digest, which is fetched by digest.
+                let moved = try await curl(url, headers: [accept])
+                #expect(moved.headers["docker-content-digest"] == second.digest.description)
+                #expect(proxy.requests(matching: "/manifests/stable", method: "HEAD").count == 1)
+                #expect(proxy.requests(matching: "/manifests/stable", method: "GET").isEmpty)
+                // Upstream down after the TTL: the cached tag keeps working.
+                try await Task.sleep(for: .milliseconds(400))
+                proxy.addRule(FaultRule(match: .any, fault: .serviceUnavailable, times: 1000))
+                let stale = try await curl(url, headers: [accept])
+                #expect(stale.status == 200 && stale.headers["docker-content-digest"] == second.digest.description)
+                #expect(cache.metric("slipway_cache_stale_manifests_served_total") == 1)
+                // A client that accepts only a type the manifest is not gets MANIFEST_UNKNOWN, as from distribution.
+                #expect(try await curl(url, headers: ["Accept: \(MediaType.ociIndex)"]).status == 404)
+            }
+        }
+    }
+
+    @Test func namespacesSelectTheUpstreamAndUnknownOnesAreRefused() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (manifest, _) = try await publish(registry, scratch)
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                let named = try await curl("\(cache.url)/v2/demo/manifests/v1?ns=\(proxy.host)", headers: ["Accept: \(MediaType.ociManifest)"])
+                #expect(named.status == 200 && named.headers["oci-namespace"] == proxy.host)
+                #expect(named.headers["docker-content-digest"] == manifest.digest.description)
+                let other = try await curl("\(cache.url)/v2/demo/manifests/v1?ns=ghcr.io")
+                #expect(other.status == 404)
+                #expect(String(decoding: other.body, as: UTF8.self).contains("NAME_UNKNOWN"))
+                let tags = try await curl("\(cache.url)/v2/demo/tags/list")
+                #expect(String(decoding: tags.body, as: UTF8.self).contains("\"v1\""))
+            }
+        }
+    }
+
+    @Test func theSizeLimitEvictsLeastRecentlyUsedBlobs() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            // Different sizes, so the two images share no large layer.
+            _ = try await publish(registry, scratch, tag: "v1", version: "1", largeFileBytes: 3 << 20)
+            _ = try await publish(registry, scratch, tag: "v2", version: "2", largeFileBytes: 5 << 19)
+            let limit: Int64 = 4 << 20
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), configure: { $0.maxStoreBytes = limit }) { cache in
+                let first = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("a"))
+                let second = try await skopeoCopy("\(cache.host)/demo:v2", to: scratch.sub("b"))
+                #expect(first.status == 0 && second.status == 0, "\(first.stderr) \(second.stderr)")
+                #expect(cache.metric("slipway_cache_evicted_blobs_total") > 0)
+                #expect(cache.metric("slipway_cache_store_bytes") <= limit)
+                // Evicted content is fetched again on demand.
+                let again = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("c"))
+                #expect(again.status == 0, "\(again.stderr)")
+            }
+        }
+    }
+
+    @Test func clientsMustAuthenticateWhenTheServerRequiresIt() async throws {
+        let scratch = try ScratchDirectory()
+        let passwords = scratch.sub("htpasswd")
+        #expect(try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"]).status == 0)
+        try await withRegistryAndProxy { registry, proxy in
+            _ = try await publish(registry, scratch)
+            try await withCache(
+                upstream: proxy.url.absoluteString, root: scratch.sub("cache"),
+                configure: { $0.authenticator = try! ClientAuthenticator(htpasswdFile: passwords) }
+            ) { cache in
+                let anonymous = try await curl("\(cache.url)/v2/")
+                #expect(anonymous.status == 401 && anonymous.headers["www-authenticate"]?.hasPrefix("Basic") == true)
+                #expect(try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("denied")).status != 0)
+                let allowed = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("allowed"), extra: ["--src-creds", "alice:s3cret-pass"])
+                #expect(allowed.status == 0, "\(allowed.stderr)")
+                #expect(try await curl("\(cache.url)/v2/", extra: ["-u", "alice:wrong"]).status == 401)
+            }
+        }
+    }
+
+    @Test func aGracefulStopLetsRunningDownloadsFinish() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (_, layers) = try await publish(registry, scratch, largeFileBytes: 6 << 20)
+            let large = layers.last!
+            proxy.addRule(FaultRule(path: "/blobs/\(large.digest)", fault: .throttle(bytesPerSecond: 4 << 20), times: 100))
+            let cache = try await startCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"))
+            async let download = curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
+            try await Task.sleep(for: .milliseconds(500))
+            await cache.stop(grace: .seconds(20))
+            let finished = try await download
+            #expect(finished.status == 200 && finished.sha256 == large.digest.description)
+            #expect(try await curl("\(cache.url)/v2/").exitCode != 0, "still accepting connections after stop")
+        }
+    }
+
+    @Test func theServeCommandRunsUntilSIGTERM() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (manifest, _) = try await publish(registry, scratch)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: slipwayBinary)
+            process.arguments = [
+                "serve", "--upstream", registry.url.absoluteString, "--listen", "127.0.0.1:0", "--root", scratch.sub("root"), "--access-log",
+                scratch.sub("access.log"),
+            ]
+            let errors = Pipe()
+            process.standardError = errors
+            try process.run()
+            var banner = Data()
+            while !banner.contains(UInt8(ascii: "\n")) { banner += errors.fileHandleForReading.availableData }
+            let line = String(decoding: banner, as: UTF8.self)
+            let address = try #require(line.split(separator: " ").first { $0.hasPrefix("http://") }?.dropFirst("http://".count).dropLast())
+            let answer = try await curl("http://\(address)/v2/demo/manifests/v1", headers: ["Accept: \(MediaType.ociManifest)"])
+            #expect(answer.headers["docker-content-digest"] == manifest.digest.description)
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            let log = try String(contentsOfFile: scratch.sub("access.log"), encoding: .utf8)
+            #expect(log.contains("/v2/demo/manifests/v1"))
+        }
+    }
+}

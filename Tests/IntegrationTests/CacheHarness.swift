@@ -1,7 +1,5 @@
-import CacheServer
 import ContentStore
 import Foundation
-import Logging
 import Registry
 import TestSupport
 
@@ -9,32 +7,63 @@ import TestSupport
 import Glibc
 #endif
 
-/// A `CacheServer` running in the test process on a free loopback port, over its own store.
-final class RunningCache: Sendable {
-    let server: CacheServer
+/// `slipway serve` running as its own process on a free loopback port, over its own store. A separate process
+/// (not a server inside the test runner) so that other tests blocking the runner's threads cannot slow it down.
+final class RunningCache: @unchecked Sendable {
     let host: String
     let store: ContentStore
     let accessLogPath: String
-    private let task: Task<Void, any Error>
+    private let process: Process
 
-    init(server: CacheServer, host: String, store: ContentStore, accessLogPath: String, task: Task<Void, any Error>) {
-        self.server = server
-        self.host = host
-        self.store = store
-        self.accessLogPath = accessLogPath
-        self.task = task
+    init(upstream: String, root: String, options: [String]) async throws {
+        accessLogPath = "\(root).access.log"
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: slipwayBinary)
+        process.arguments = ["serve", "--upstream", upstream, "--listen", "127.0.0.1:0", "--root", root, "--access-log", accessLogPath] + options
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        // The first line on stderr names the bound address.
+        let banner: String = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var bytes = Data()
+                while !bytes.contains(UInt8(ascii: "\n")) {
+                    let more = errors.fileHandleForReading.availableData
+                    if more.isEmpty { break }
+                    bytes += more
+                }
+                continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+            }
+        }
+        guard let address = banner.split(separator: " ").first(where: { $0.hasPrefix("http://") })?.dropFirst("http://".count).dropLast() else {
+            process.terminate()
+            throw TestSupportError("slipway serve did not start: \(banner)")
+        }
+        host = String(address.hasSuffix(",") ? address.dropLast() : address)
+        store = try ContentStore(root: root)
     }
 
     var url: String { "http://\(host)" }
 
-    func stop(grace: Duration = .milliseconds(200)) async {
-        await server.stop(grace: grace)
-        _ = await task.result
+    /// SIGTERM, the graceful stop, and waits for the process to end; returns its exit status.
+    @discardableResult
+    func stop() async -> Int32 {
+        guard process.isRunning else { return process.terminationStatus }
+        kill(process.processIdentifier, SIGTERM)
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                self.process.waitUntilExit()
+                continuation.resume(returning: self.process.terminationStatus)
+            }
+        }
     }
 
-    /// A counter or gauge from `/metrics`, as the server renders it.
-    func metric(_ name: String) -> Int64 {
-        for line in server.metricsText.split(separator: "\n") where line.hasPrefix("\(name) ") {
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    /// A counter or gauge from `/metrics`.
+    func metric(_ name: String) async throws -> Int64 {
+        let text = String(decoding: try await curl("\(url)/metrics").body, as: UTF8.self)
+        for line in text.split(separator: "\n") where line.hasPrefix("\(name) ") {
             return Int64(line.split(separator: " ")[1]) ?? -1
         }
         return -1
@@ -49,35 +78,8 @@ final class RunningCache: Sendable {
     }
 }
 
-func startCache(
-    upstream: String, root: String, credentials: [String: Credentials] = [:], configure: (inout CacheServer.Configuration) -> Void = { _ in }
-) async throws -> RunningCache {
-    var configuration = CacheServer.Configuration(upstreams: [upstream])
-    configure(&configuration)
-    let store = try ContentStore(root: root)
-    var logger = Logger(label: "cache-test")
-    logger.logLevel = .error
-    let logPath = "\(root).access.log"
-    let server = try CacheServer(
-        store: store, configuration: configuration, credentials: StaticCredentials(credentials), logger: logger, accessLog: try AccessLog(path: logPath))
-    let (ports, announce) = AsyncStream.makeStream(of: Int.self)
-    let task = Task {
-        defer { announce.finish() }
-        try await server.run(host: "127.0.0.1", port: 0) { _, port in announce.yield(port) }
-    }
-    var iterator = ports.makeAsyncIterator()
-    guard let port = await iterator.next() else {
-        try await task.value
-        throw TestSupportError("the cache server stopped before listening")
-    }
-    return RunningCache(server: server, host: "127.0.0.1:\(port)", store: store, accessLogPath: logPath, task: task)
-}
-
-func withCache<T>(
-    upstream: String, root: String, credentials: [String: Credentials] = [:], configure: (inout CacheServer.Configuration) -> Void = { _ in },
-    _ body: (RunningCache) async throws -> T
-) async throws -> T {
-    let cache = try await startCache(upstream: upstream, root: root, credentials: credentials, configure: configure)
+func withCache<T>(upstream: String, root: String, options: [String] = [], _ body: (RunningCache) async throws -> T) async throws -> T {
+    let cache = try await RunningCache(upstream: upstream, root: root, options: options)
     do {
         let result = try await body(cache)
         await cache.stop()

@@ -109,6 +109,26 @@ struct LazyMountTests {
         }
     }
 
+    @Test func aLazyMountWorksThroughAColdPullThroughCache() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (plain, lazy) = try publish(registry.host, scratch)
+            #expect(try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)
+            let expected = try describeTree(scratch.sub("rootfs"))
+            try await withCache(upstream: registry.url.absoluteString, root: scratch.sub("cache")) { cache in
+                // Nothing cached: the footer and TOC reads are Range requests on cold blobs.
+                let viaCache = lazy.replacingOccurrences(of: registry.host, with: cache.host)
+                let mounted = try mount(viaCache, scratch, name: "via-cache", store: scratch.sub("store"), options: ["--prefetch", "none"])
+                #expect(try describeTree(mounted.directory) == expected)
+                #expect(try mounted.status().statistics.failedReads == 0)
+                try mounted.unmount()
+                let ranges = try cache.accessLog().filter { $0["status"] as? Int == 206 }
+                #expect(!ranges.isEmpty, "the mount made no Range request through the cache")
+                #expect(ranges.contains { $0["cache"] as? String != "hit" }, "no Range was answered on a cold blob")
+            }
+        }
+    }
+
     @Test func aPatchReleaseFetchesOnlyWhatChanged() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in

@@ -22,6 +22,8 @@ final class BlobFill: Sendable {
     struct Snapshot: Sendable {
         var available: Int64
         var generation: Int
+        /// The whole blob is in the partial file and matched its digest (the commit's fsync may still run).
+        var verified = false
         var outcome: Outcome?
     }
 
@@ -74,6 +76,10 @@ final class BlobFill: Sendable {
         }
     }
 
+    func verified() {
+        update { $0.snapshot.verified = true }
+    }
+
     func finish(_ outcome: Outcome) {
         update { $0.snapshot.outcome = outcome }
     }
@@ -93,7 +99,7 @@ final class BlobFill: Sendable {
     }
 
     private static func satisfies(_ snapshot: Snapshot, _ beyond: Int64, _ generation: Int) -> Bool {
-        snapshot.outcome != nil || snapshot.generation != generation || snapshot.available > beyond
+        snapshot.outcome != nil || snapshot.verified || snapshot.generation != generation || snapshot.available > beyond
     }
 
     // MARK: Reader side

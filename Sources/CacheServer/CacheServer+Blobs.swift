@@ -120,6 +120,9 @@ extension CacheServer {
             try await store.ingest(descriptor) { sink in
                 let forwarding = FillSink(inner: sink, fill: fill) { count in metrics.add(.upstreamBytes, Int64(count)) }
                 try await upstream.client.fetchBlob(repository: repository, descriptor: descriptor, into: forwarding)
+                // fetchBlob returns only once the digest matched: clients may have the last byte now, without
+                // waiting for the commit's fsync of a possibly large file.
+                fill.verified()
             }
         }
         // The registry client retries a dropped connection; this watchdog bounds how long clients wait on an
@@ -162,7 +165,7 @@ extension CacheServer {
 }
 
 /// Reads a blob while its fill runs: bytes already in the partial file at once, later ones when they arrive. The
-/// last byte is held back until the fill committed (digest verified), so a client never completes a wrong blob.
+/// last byte is held back until the digest matched, so a client never completes a wrong blob.
 final class FillReader: @unchecked Sendable {
     // Owned by the one request task that reads through it.
     private let fill: BlobFill
@@ -189,7 +192,7 @@ final class FillReader: @unchecked Sendable {
             switch snapshot.outcome {
             case .failed(let reason)?: throw BlobReadError.fillFailed(reason)
             case .committed?: readable = size
-            case nil: readable = min(snapshot.available, size - 1)
+            case nil: readable = snapshot.verified ? size : min(snapshot.available, size - 1)
             }
             if offset < readable {
                 let fd = try descriptor()
@@ -199,7 +202,8 @@ final class FillReader: @unchecked Sendable {
                 guard buffer.readableBytes > 0 else { throw BlobReadError.fillRestarted }
                 return buffer
             }
-            // The final byte waits for the commit: ask for more than the blob has, so only the outcome wakes us.
+            // The final byte waits for verification: ask for more than the blob has, so only that (or the end of the
+            // fill) wakes us.
             _ = try await fill.wait(beyond: offset + 1 >= size ? size : offset, generation: generation!)
         }
     }

@@ -12,9 +12,9 @@ struct Mount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mount an image read-only at DIR; files are fetched as they are read (eStargz layers lazily).",
         discussion: """
-            eStargz layers are served from their table of contents: a read fetches only the chunks it needs, \\
-            verified, into a chunk cache in the store shared by every mount, image and version. Other layers are \\
-            downloaded and extracted before the mount appears. The command returns once the mount is live and \\
+            eStargz layers are served from their table of contents: a read fetches only the chunks it needs, \
+            verified, into a chunk cache in the store shared by every mount, image and version. Other layers are \
+            downloaded and extracted before the mount appears. The command returns once the mount is live and \
             keeps serving it in the background; `slipway umount DIR` ends it.
             """)
 

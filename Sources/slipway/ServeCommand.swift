@@ -12,11 +12,11 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a pull-through cache registry for a cluster (read-only distribution API over the store).",
         discussion: """
-            Clients pull from this server as from any registry; whatever is missing is fetched from the upstream \\
-            once, however many clients ask at the same time, and streamed to all of them as it arrives. Range \\
-            requests work on blobs not cached yet, so lazy mounts can go through the cache. Tags are served from \\
-            the store for --tag-ttl seconds, then checked upstream with HEAD. Point containerd at it with a \\
-            hosts.toml (see the README); several upstreams can share one server through containerd's ?ns= \\
+            Clients pull from this server as from any registry; whatever is missing is fetched from the upstream \
+            once, however many clients ask at the same time, and streamed to all of them as it arrives. Range \
+            requests work on blobs not cached yet, so lazy mounts can go through the cache. Tags are served from \
+            the store for --tag-ttl seconds, then checked upstream with HEAD. Point containerd at it with a \
+            hosts.toml (see the README); several upstreams can share one server through containerd's ?ns= \
             parameter. Metrics are at /metrics; one JSON line per request goes to --access-log.
             """)
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 
@@ -69,12 +72,14 @@ enum BlobReadError: Error, CustomStringConvertible {
     case shortRead(offset: Int64)
     case fillFailed(String)
     case fillRestarted
+    case storeRead(String)
 
     var description: String {
         switch self {
         case .shortRead(let offset): return "the blob ended early at byte \(offset)"
         case .fillFailed(let reason): return "the upstream fill failed: \(reason)"
         case .fillRestarted: return "the upstream transfer restarted; bytes already sent may be wrong"
+        case .storeRead(let reason): return "reading the store: \(reason)"
         }
     }
 }
@@ -83,18 +88,13 @@ enum BlobReadError: Error, CustomStringConvertible {
 /// hop to a thread pool would cost.
 func preadBuffer(_ fd: Int32, offset: Int64, length: Int, allocator: ByteBufferAllocator) throws -> ByteBuffer {
     var buffer = allocator.buffer(capacity: length)
-    let got = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { pointer -> Int in
+    _ = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { pointer -> Int in
         while true {
             let count = pread(fd, pointer.baseAddress, length, off_t(offset))
             if count >= 0 { return count }
             if errno == EINTR { continue }
-            throw BlobReadError.fillFailed("reading the store: \(String(cString: strerror(errno)))")
+            throw BlobReadError.storeRead(String(cString: strerror(errno)))
         }
     }
-    _ = got
     return buffer
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

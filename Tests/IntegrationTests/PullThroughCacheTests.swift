@@ -327,6 +327,25 @@ struct PullThroughCacheTests {
         }
     }
 
+    @Test func theCacheAuthenticatesToATokenProtectedUpstream() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            _ = try await publish(registry, scratch)
+            proxy.enableTokenAuth(username: "puller", password: "pull-secret", tokenLifetime: 300)
+            // Without credentials upstream refuses the cache, and the client is told so (not "not found").
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("anonymous")) { cache in
+                let refused = try await curl("\(cache.url)/v2/demo/manifests/v1", headers: ["Accept: \(MediaType.ociManifest)"])
+                #expect(refused.status == 502)
+                #expect(String(decoding: refused.body, as: UTF8.self).contains("refused"))
+            }
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--creds", "puller:pull-secret"]) { cache in
+                let copied = try await skopeoCopy("\(cache.host)/demo:v1", to: scratch.sub("out"))
+                #expect(copied.status == 0, "\(copied.stderr)")
+                #expect(proxy.tokenRequestCount() >= 1)
+            }
+        }
+    }
+
     @Test func aGracefulStopLetsRunningDownloadsFinish() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in

@@ -60,6 +60,14 @@ final class RunningCache: @unchecked Sendable {
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 
+    /// Whether the blob is committed to the cache's store, waiting a little: clients get a blob's last byte once
+    /// it verified, a moment before the commit's fsync and rename.
+    func hasBlob(_ descriptor: Descriptor, within limit: Duration = .seconds(10)) async throws -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while !store.hasBlob(descriptor), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        return store.hasBlob(descriptor)
+    }
+
     /// A counter or gauge from `/metrics`.
     func metric(_ name: String) async throws -> Int64 {
         let text = String(decoding: try await curl("\(url)/metrics").body, as: UTF8.self)

@@ -76,10 +76,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "SIF", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(
+            name: "Runtime",
+            dependencies: [
+                "Slipway", "SIF", "LazyFS", "Archive", "OCI", "ContentStore", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer",
+                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer", "SIF", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -103,11 +111,12 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI"]),
+        .testTarget(name: "SIFTests", dependencies: ["SIF"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
-                "CacheServer", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+                "CacheServer", "SIF", "Runtime", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

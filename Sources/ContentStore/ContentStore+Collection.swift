@@ -4,13 +4,14 @@ import Glibc
 import Foundation
 import OCI
 
-/// Garbage collection: everything not reachable from a named image goes — blobs, extracted layers, and the
-/// leftovers of interrupted downloads.
+/// Garbage collection: everything not reachable from a named image goes — blobs, extracted layers, SIF files,
+/// and the leftovers of interrupted downloads and conversions.
 extension ContentStore {
     public struct CollectionReport: Sendable, Codable {
         public var removedBlobs = 0
         public var removedLayers = 0
         public var removedPartials = 0
+        public var removedSIFs = 0
         public var freedBytes: Int64 = 0
     }
 
@@ -53,6 +54,20 @@ extension ContentStore {
                 }
                 report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
                 report.removedBlobs += 1
+            }
+            // SIF files (`slipway convert --to sif`) are kept by manifest digest; an interrupted conversion
+            // leaves a `.tmp-` file there.
+            let sifs = "\(root)/sif/\(algorithm.rawValue)"
+            for name in (try? fileManager.contentsOfDirectory(atPath: sifs)) ?? [] {
+                if name.hasPrefix(".tmp-") {
+                    report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
+                    report.removedPartials += 1
+                } else if name.hasSuffix(".sif"), let digest = try? Digest(algorithm: algorithm, hex: String(name.dropLast(4))),
+                    !liveBlobs.contains(digest)
+                {
+                    report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
+                    report.removedSIFs += 1
+                }
             }
             let layers = "\(root)/layers/\(algorithm.rawValue)"
             for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Runtime
 import ContentStore
 import Foundation
 import OCI
@@ -212,7 +213,7 @@ struct GC: AsyncParsableCommand {
     func run() async throws {
         let report = try global.openStore().collectGarbage(dryRun: dryRun)
         if global.json { return try printJSON(report) }
-        print("\(dryRun ? "would remove" : "removed") \(report.removedBlobs) blobs, \(report.removedLayers) layers, \(report.removedPartials) partial downloads; \(formatBytes(report.freedBytes)) freed")
+        print("\(dryRun ? "would remove" : "removed") \(report.removedBlobs) blobs, \(report.removedLayers) layers, \(report.removedSIFs) SIF files, \(report.removedPartials) partial downloads; \(formatBytes(report.freedBytes)) freed")
     }
 }
 
@@ -289,9 +290,14 @@ func printDigest(_ descriptor: Descriptor, json: Bool) throws {
 
 struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert an image to eStargz (lazy-pullable) and write it to a registry or an OCI layout.",
+        abstract: "Convert an image to eStargz (lazy-pullable, to a registry or layout) or to a SIF file for Apptainer.",
         discussion: """
-            Layers stream from the source one at a time (a registry source is not pulled first); layers already in \
+            --to sif: the image is pulled into the store, its layers extracted once into the store's layer cache, and \
+            the squashfs partition built from their merged tree straight into FILE.sif (mksquashfs, gzip, every core), \
+            with the OCI config and a /.singularity.d runscript and environment. SIFs are cached in the store by \
+            manifest digest: converting the same image again copies the cached file.
+
+            --to estargz: layers stream from the source one at a time (a registry source is not pulled first); layers already in \
             eStargz are kept. With --prioritize, the listed files (one path per line in access order, or the JSON \
             lines of `ctr-remote image optimize --record-out`) move to the front of their layer, followed by \
             .prefetch.landmark, so a lazy mount fetches them in one request.
@@ -299,8 +305,8 @@ struct Convert: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Source image: a registry reference or oci:PATH[:NAME].") var source: String
-    @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
-    @Option(name: .long, help: "Target format (estargz).") var to: String = "estargz"
+    @Argument(help: "Destination: a registry reference or oci:PATH[:NAME] (estargz), or a file path (sif).") var destination: String
+    @Option(name: .long, help: "Target format: estargz or sif.") var to: String = "estargz"
     @Option(name: .long, help: "Uncompressed bytes per chunk (each chunk is fetched on its own).") var chunkSize: Int = 4 << 20
     @Option(name: .long, help: "gzip level: 0-9 as gzip, 10-12 slower and smaller (libdeflate).")
     var compressionLevel: Int = EStargzWriterOptions.defaultCompressionLevel
@@ -309,7 +315,8 @@ struct Convert: AsyncParsableCommand {
     @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
 
     func validate() throws {
-        guard to == "estargz" else { throw ValidationError("--to supports estargz (SIF comes with issue 6)") }
+        guard to == "estargz" || to == "sif" else { throw ValidationError("--to takes estargz or sif") }
+        if to == "sif", prioritize != nil { throw ValidationError("--prioritize applies to --to estargz only") }
         guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
         guard EStargzWriterOptions.compressionLevels.contains(compressionLevel) else {
             throw ValidationError("--compression-level takes 0 to 12")
@@ -318,6 +325,10 @@ struct Convert: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if to == "sif" {
+            try await convertToSIF()
+            return
+        }
         let (from, to) = try parseTransfer(from: source, to: destination)
         let prioritized = try prioritize.map { try PrioritizedFiles(contentsOf: $0) } ?? PrioritizedFiles()
         let store = try global.openStore()
@@ -343,4 +354,29 @@ struct Convert: AsyncParsableCommand {
             print(report.manifestDigest)
         }
     }
+
+    private func convertToSIF() async throws {
+        let location = try parseLocation(source)
+        let output = resolvedPath(destination)
+        guard FileManager.default.fileExists(atPath: (output as NSString).deletingLastPathComponent) else {
+            throw ValidationError("the directory of \(destination) does not exist")
+        }
+        let store = try global.openStore()
+        let display = global.makeProgress()
+        let report = try await global.withSession(for: [location]) { session in
+            let (image, _) = try await Puller(session: session, store: store, progress: display.handler).pull(location)
+            let lock = try await store.lockForWriting()
+            defer { lock.release() }
+            return try await SIFConverter(store: store, progress: display.handler).convert(image, reference: source, to: output)
+        }
+        display.finish()
+        if global.json {
+            try printJSON(report)
+        } else {
+            let how = report.cached ? "from the store's cache" : "\(report.layersExtracted) layers extracted"
+            FileHandle.standardError.write(Data("slipway: wrote \(output) (\(formatBytes(report.bytes)), \(how), \(String(format: "%.1f", report.seconds)) s)\n".utf8))
+            print(output)
+        }
+    }
+
 }

@@ -1,0 +1,258 @@
+import ContentStore
+import Foundation
+import LazyFS
+import Logging
+import OCI
+import SIF
+import Slipway
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a container's root filesystem comes from.
+public enum RootfsMode: Sendable, Equatable, CustomStringConvertible {
+    /// The store's per-layer cache (each layer extracted once), stacked by kernel overlayfs: nothing is copied.
+    case unpacked
+    /// A lazy mount of the image (eStargz layers fetched as read) as the overlay's lower layer.
+    case lazy
+    /// The primary squashfs partition of a SIF file.
+    case sif(String)
+
+    public var description: String {
+        switch self {
+        case .unpacked: return "unpacked"
+        case .lazy: return "lazy"
+        case .sif(let path): return "sif (\(path))"
+        }
+    }
+}
+
+/// A mounted root filesystem and what undoes it. `cleanup` runs the undo steps in reverse order, once, whatever
+/// happened before; call it on every path (`defer`).
+public final class AssembledRootfs: Sendable {
+    /// The rootfs mountpoint (or directory) to give the runtime.
+    public let path: String
+    public let readOnly: Bool
+    /// What the user should know about how the root was built (e.g. read-only because not root).
+    public let notes: [String]
+    private let undo: Mutex<[(String, @Sendable () throws -> Void)]>
+
+    init(path: String, readOnly: Bool, notes: [String], undo: [(String, @Sendable () throws -> Void)]) {
+        self.path = path
+        self.readOnly = readOnly
+        self.notes = notes
+        self.undo = Mutex(undo)
+    }
+
+    /// Undoes the assembly (unmounts, releases the store). Returns the problems met; later steps run anyway.
+    @discardableResult
+    public func cleanup() -> [String] {
+        let steps = undo.withLock { steps in
+            defer { steps = [] }
+            return steps
+        }
+        var problems: [String] = []
+        for (what, step) in steps.reversed() {
+            do { try step() } catch { problems.append("\(what): \(error)") }
+        }
+        return problems
+    }
+}
+
+/// Undo steps collected while assembling, run if a later step fails.
+final class UndoList: @unchecked Sendable {
+    private(set) var steps: [(String, @Sendable () throws -> Void)] = []
+    func add(_ what: String, _ step: @escaping @Sendable () throws -> Void) { steps.append((what, step)) }
+    func runAll() {
+        for (_, step) in steps.reversed() { try? step() }
+        steps = []
+    }
+}
+
+/// Builds a container's root filesystem in a run directory, in one of three ways (see `RootfsMode`). As root
+/// every mode ends in a kernel overlay with a throwaway upper directory on the store's filesystem, so the
+/// container can write and the cached layers stay untouched. Without root: `.unpacked` extracts the image into a
+/// private directory (overlayfs needs root), `.lazy` and `.sif` use their read-only mount as is.
+public struct RootfsAssembly: Sendable {
+    public let mode: RootfsMode
+    public let directory: RunDirectory
+    public let store: ContentStore
+    public var logger: Logger
+    public var progress: ProgressHandler
+    public var lazyOptions = LazyMountOptions()
+    public var isRoot = geteuid() == 0
+
+    public init(mode: RootfsMode, directory: RunDirectory, store: ContentStore, logger: Logger, progress: @escaping ProgressHandler = { _ in }) {
+        self.mode = mode
+        self.directory = directory
+        self.store = store
+        self.logger = logger
+        self.progress = progress
+    }
+
+    /// Assembles the root. `image` (with its layer blobs in the store for `.unpacked`) and `source` (for `.lazy`)
+    /// are needed by those modes; `.sif` needs neither. On failure everything done so far is undone.
+    public func assemble(image: ResolvedImage?, source: (any ImageSource)?, name: String = "") async throws -> AssembledRootfs {
+        let undo = UndoList()
+        do {
+            switch mode {
+            case .unpacked:
+                guard let image else { preconditionFailure("unpacked mode needs the image") }
+                return try await unpacked(image, undo: undo)
+            case .lazy:
+                guard let image, let source else { preconditionFailure("lazy mode needs the image and its source") }
+                return try await lazy(image, source: source, name: name, undo: undo)
+            case .sif(let file):
+                return try sif(file, undo: undo)
+            }
+        } catch {
+            undo.runAll()
+            throw error
+        }
+    }
+
+    // MARK: Unpacked
+
+    private func unpacked(_ image: ResolvedImage, undo: UndoList) async throws -> AssembledRootfs {
+        // Held shared until the end of the run: gc must not remove layers under a running container.
+        let lease = try await store.lockForWriting()
+        undo.add("release the store") { lease.release() }
+        try Task.checkCancellation()
+        let rootfs = try directory.makeDirectory("rootfs")
+        guard isRoot else {
+            // Overlayfs needs root: extract a private copy instead (whiteouts applied, owners those of the caller).
+            try FileManager.default.removeItem(atPath: rootfs)
+            _ = try await Unpacker(store: store, progress: progress).unpack(image, to: rootfs)
+            return AssembledRootfs(
+                path: rootfs, readOnly: false, notes: ["not root: the image was extracted into a private directory (overlayfs needs root)"],
+                undo: undo.steps)
+        }
+        _ = try await Unpacker(store: store, progress: progress).cacheLayers(image)
+        try Task.checkCancellation()
+        // Topmost first; a layer that occurs twice is kept at its topmost position (overlayfs refuses a directory
+        // given twice, and the lower copy adds nothing the upper one does not).
+        var seen = Set<Digest>()
+        var lowers: [String] = []
+        for layer in image.layers.reversed() where seen.insert(layer.diffID).inserted {
+            lowers.append(store.layerDirectory(layer.diffID))
+        }
+        if lowers.isEmpty { lowers = [try directory.makeDirectory("empty")] }
+        try mountOverlay(lowers: lowers, at: rootfs, undo: undo)
+        return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
+    }
+
+    /// Short links to the lower directories (so many layers fit the kernel's one page of mount options), a
+    /// throwaway upper and work directory, and the overlay at `rootfs`.
+    private func mountOverlay(lowers: [String], at rootfs: String, undo: UndoList) throws {
+        let links = try directory.makeDirectory("l")
+        var linked: [String] = []
+        for (index, lower) in lowers.enumerated() {
+            let link = "\(links)/\(index)"
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: lower)
+            linked.append(link)
+        }
+        let upper = try directory.makeDirectory("upper")
+        let work = try directory.makeDirectory("work")
+        try Mounts.overlay(lowers: linked, upper: upper, work: work, at: rootfs, base: directory.path)
+        undo.add("unmount the overlay at \(rootfs)") {
+            guard Mounts.unmount(rootfs) else { throw RuntimeError.mountFailed(what: "(unmount) the overlay", target: rootfs, errno: EBUSY) }
+        }
+    }
+
+    // MARK: Lazy
+
+    private func lazy(_ image: ResolvedImage, source: any ImageSource, name: String, undo: UndoList) async throws -> AssembledRootfs {
+        if !isRoot { try Self.requireFUSEAccess("--mode lazy") }
+        let lower = try directory.makeDirectory("lower")
+        try Task.checkCancellation()
+        let mount: LazyMount
+        do {
+            mount = try await LazyMount.mount(
+                image, named: name, source: source, store: store, at: lower, options: lazyOptions, logger: logger, progress: progress)
+        } catch {
+            // A failed mount leaves its state file (with the error) for `slipway status`; this one is private.
+            try? FileManager.default.removeItem(atPath: MountState.path(forMountpoint: lower, storeRoot: store.root))
+            throw error
+        }
+        undo.add("end the lazy mount at \(lower)") { Self.endLazyMount(mount, at: lower) }
+        try Task.checkCancellation()
+        guard isRoot else {
+            return AssembledRootfs(
+                path: lower, readOnly: true,
+                notes: ["not root: the container's root is the lazy mount itself, read-only (overlayfs over FUSE needs root)"],
+                undo: undo.steps)
+        }
+        let rootfs = try directory.makeDirectory("rootfs")
+        try mountOverlay(lowers: [lower], at: rootfs, undo: undo)
+        return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
+    }
+
+    /// Unmounts, waits (bounded) for the FUSE session to end, and removes the mount's state file.
+    static func endLazyMount(_ mount: LazyMount, at mountpoint: String) {
+        mount.stop()
+        let finished = DispatchSemaphore(value: 0)
+        let waiter = Thread {
+            _ = mount.wait()
+            finished.signal()
+        }
+        waiter.name = "slipway-run-lazy-wait"
+        waiter.start()
+        if finished.wait(timeout: .now() + 10) == .timedOut {
+            // A mount that does not go (a reader stuck in it): detach it; the session ends with its last user.
+            _ = umount2(mountpoint, Int32(MNT_DETACH))
+            _ = finished.wait(timeout: .now() + 5)
+        }
+        try? FileManager.default.removeItem(atPath: mount.statePath)
+        try? FileManager.default.removeItem(atPath: mount.statePath.replacingOccurrences(of: ".json", with: ".log"))
+    }
+
+    /// FUSE without root needs /dev/fuse to be open to the user (Debian makes it 0666 through udev; hosts without
+    /// that rule keep it root-only).
+    static func requireFUSEAccess(_ what: String) throws {
+        guard access("/dev/fuse", R_OK | W_OK) != 0 else { return }
+        throw RuntimeError.needsRoot(
+            "\(what) without root needs FUSE, and /dev/fuse is not open to you here (\(String(cString: strerror(errno)))); "
+                + "run as root, use --mode unpacked, or make /dev/fuse mode 0666")
+    }
+
+    // MARK: SIF
+
+    private func sif(_ file: String, undo: UndoList) throws -> AssembledRootfs {
+        let partition: (offset: Int64, size: Int64)
+        do {
+            let descriptor = try SIFFile(path: file).requirePrimaryPartition()
+            partition = (descriptor.offset, descriptor.size)
+        } catch {
+            throw RuntimeError.sifUnavailable("\(file): \(error)")
+        }
+        let lower = try directory.makeDirectory("lower")
+        if isRoot {
+            // mount(8) sets up a loop device over the partition's byte range (autoclear: it goes with the mount).
+            try HelperCommand.run(
+                "/bin/mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(partition.offset),sizelimit=\(partition.size)", file, lower])
+            undo.add("unmount the squashfs at \(lower)") {
+                guard Mounts.unmount(lower) else { throw RuntimeError.mountFailed(what: "(unmount) the squashfs", target: lower, errno: EBUSY) }
+            }
+            let rootfs = try directory.makeDirectory("rootfs")
+            try mountOverlay(lowers: [lower], at: rootfs, undo: undo)
+            return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
+        }
+        try Self.requireFUSEAccess("--mode sif")
+        guard let squashfuse = HelperCommand.find("squashfuse") else {
+            throw RuntimeError.needsRoot("running a SIF without root needs squashfuse: apt-get install squashfuse (or run as root)")
+        }
+        try HelperCommand.run(squashfuse, ["-o", "offset=\(partition.offset)", file, lower])
+        undo.add("unmount the squashfuse mount at \(lower)") {
+            if let fusermount = HelperCommand.find("fusermount3") ?? HelperCommand.find("fusermount") {
+                try HelperCommand.run(fusermount, ["-u", lower])
+            } else if !Mounts.unmount(lower) {
+                throw RuntimeError.mountFailed(what: "(unmount) squashfuse", target: lower, errno: EBUSY)
+            }
+        }
+        return AssembledRootfs(
+            path: lower, readOnly: true, notes: ["not root: the container's root is the SIF's squashfs, read-only (overlayfs needs root)"],
+            undo: undo.steps)
+    }
+}

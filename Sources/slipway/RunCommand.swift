@@ -41,6 +41,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "User uid[:gid] or name[:group] (default: the image's).") var user: String?
     @Option(name: .long, help: "Replace the image's entrypoint (an empty string clears it).") var entrypoint: String?
     @Option(name: .long, help: "--mode lazy: what to fetch before it is read: none, landmark, all.") var prefetch: PrefetchMode = .all
+    @Option(name: .long, help: "--mode lazy: write the files the command read, in first-access order, to FILE (for convert --prioritize).")
+    var record: String?
     @Argument(parsing: .postTerminator, help: "The command and its arguments (after --), replacing the image's Cmd.")
     var command: [String] = []
 
@@ -54,6 +56,7 @@ struct Run: AsyncParsableCommand {
             guard image != nil else { throw ValidationError("give an image reference (or --mode sif with --sif FILE)") }
             if sif != nil { throw ValidationError("--sif goes with --mode sif") }
         }
+        if record != nil, effectiveMode != .lazy { throw ValidationError("--record needs --mode lazy (it records the lazy mount's reads)") }
         if let image { _ = try parseLocation(image) }
         for text in bind {
             do {
@@ -89,6 +92,7 @@ struct Run: AsyncParsableCommand {
         runner.notice = { message in if !quiet { FileHandle.standardError.write(Data("slipway: \(message)\n".utf8)) } }
         runner.willStart = { display.finish() }
         runner.lazyOptions.prefetch = prefetch
+        runner.lazyOptions.recordPath = record.map(resolvedPath)
         let signals = SignalForwarder()
         runner.signals = signals
         let mode = effectiveMode

@@ -134,6 +134,28 @@ struct RunTests {
         try expectCleanedUp(scratch)
     }
 
+    @Test func aLazyRunRecordsTheFilesItReadForPrioritizing() async throws {
+        let scratch = try ScratchDirectory()
+        let store = scratch.sub("store")
+        try await RegistryProcess.withRegistry { registry in
+            let (_, lazy) = try publish(registry, scratch)
+            let record = scratch.sub("record.txt")
+            let result = try await slipwayRun(
+                store, ["--mode", "lazy", "--prefetch", "none", "--record", record, lazy, "--", "/bin/sh", "-c", "cat /version.txt /opq/new.txt >/dev/null"])
+            #expect(result.status == 0, "\(result.stderr)")
+            let paths = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n").map(String.init)
+            let version = try #require(paths.firstIndex(of: "version.txt"), "\(paths)")
+            let group = try #require(paths.firstIndex(of: "opq/new.txt"), "\(paths)")
+            #expect(version < group, "first-access order: \(paths)")
+            #expect(paths.contains("bin/busybox"))
+            // The list is what convert --prioritize takes.
+            let optimized = "\(registry.host)/tools:1-opt"
+            let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "--prioritize", record, lazy, optimized])
+            #expect(converted.status == 0, "\(converted.stderr)")
+            try expectCleanedUp(scratch)
+        }
+    }
+
     @Test func exitCodesAndSignalsComeBack() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")

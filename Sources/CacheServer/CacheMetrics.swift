@@ -71,9 +71,6 @@ final class CacheMetrics: Sendable {
     func set(_ gauge: Gauge, _ value: Int64) { state.withLock { $0.gauges[gauge] = value } }
     func adjust(_ gauge: Gauge, by delta: Int64) { state.withLock { $0.gauges[gauge, default: 0] += delta } }
 
-    func value(_ counter: Counter) -> Int64 { state.withLock { $0.counters[counter] ?? 0 } }
-    func value(_ gauge: Gauge) -> Int64 { state.withLock { $0.gauges[gauge] ?? 0 } }
-
     func observe(kind: String, seconds: Double) {
         state.withLock { state in
             var entry = state.latency[kind] ?? (Array(repeating: 0, count: Self.buckets.count), 0, 0)

@@ -86,8 +86,6 @@ public final class CacheServer: Sendable, HTTPHandler {
         await server.stop(grace: grace)
     }
 
-    public var metricsText: String { metrics.render() }
-
     // MARK: Requests
 
     struct Outcome {

@@ -58,6 +58,4 @@ struct Upstreams: Sendable {
         if namespace == "registry-1.docker.io" || namespace == "index.docker.io" { namespace = Reference.dockerHub }
         return byRegistry[namespace]
     }
-
-    var all: [Upstream] { Array(byRegistry.values) }
 }

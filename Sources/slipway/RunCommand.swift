@@ -27,6 +27,7 @@ struct Run: AsyncParsableCommand {
             """)
 
     enum Mode: String, ExpressibleByArgument, CaseIterable { case unpacked, lazy, sif }
+    enum PullPolicy: String, ExpressibleByArgument, CaseIterable { case always, missing, never }
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Image reference or oci:PATH[:NAME] (optional with --mode sif).") var image: String?
@@ -40,6 +41,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Working directory in the container (default: the image's).") var workdir: String?
     @Option(name: .long, help: "User uid[:gid] or name[:group] (default: the image's).") var user: String?
     @Option(name: .long, help: "Replace the image's entrypoint (an empty string clears it).") var entrypoint: String?
+    @Option(name: .long, help: "--mode unpacked: missing (use the store's copy when it has the image, as podman does), always (ask the registry first), never.")
+    var pull: PullPolicy = .missing
     @Option(name: .long, help: "--mode lazy: what to fetch before it is read: none, landmark, all.") var prefetch: PrefetchMode = .all
     @Option(name: .long, help: "--mode lazy: write the files the command read, in first-access order, to FILE (for convert --prioritize).")
     var record: String?
@@ -97,6 +100,7 @@ struct Run: AsyncParsableCommand {
         runner.signals = signals
         let mode = effectiveMode
         let options = global
+        let pullPolicy = pull
 
         let work = Task {
             try await options.withSession(for: location.map { [$0] } ?? []) { session in
@@ -106,7 +110,14 @@ struct Run: AsyncParsableCommand {
                 switch mode {
                 case .unpacked:
                     guard let location else { preconditionFailure() }
-                    let image = try await Puller(session: session, store: store, progress: display.handler).pull(location).0
+                    let image: ResolvedImage
+                    if pullPolicy != .always, let local = await Self.storedImage(location, in: store, platform: session.options.platform) {
+                        image = local
+                    } else if pullPolicy == .never {
+                        throw ValidationError("\(location) is not in the store (or lacks layers) and --pull never forbids fetching it")
+                    } else {
+                        image = try await Puller(session: session, store: store, progress: display.handler).pull(location).0
+                    }
                     resolved = image
                     config = image.config.config
                 case .lazy:
@@ -148,6 +159,17 @@ struct Run: AsyncParsableCommand {
             }
             throw error
         }
+    }
+
+    /// The image under its name in the store, when every layer is there (extracted or as a blob): a node that ran
+    /// it before starts it without asking the registry.
+    static func storedImage(_ location: ImageLocation, in store: ContentStore, platform: Platform) async -> ResolvedImage? {
+        let name = Puller.storeName(for: location)
+        guard (try? store.image(named: name)) != nil,
+            let image = try? await LayoutImageSource(store: store, imageName: name).resolve(platform: platform),
+            image.layers.allSatisfy({ store.hasLayerDirectory($0.diffID) || store.hasBlob($0.descriptor) })
+        else { return nil }
+        return image
     }
 
     private func runtimeMode(_ sifPath: String?) -> RootfsMode {

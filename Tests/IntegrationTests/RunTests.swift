@@ -134,6 +134,24 @@ struct RunTests {
         try expectCleanedUp(scratch)
     }
 
+    @Test func aNodeThatRanAnImageRunsItAgainWithoutTheRegistry() async throws {
+        let scratch = try ScratchDirectory()
+        let store = scratch.sub("store")
+        let registry = try await RegistryProcess.start()
+        let (plain, _) = try publish(registry, scratch)
+        let first = try await slipwayRun(store, [plain, "--", "/bin/cat", "/version.txt"])
+        #expect(first.status == 0 && first.stdout == "tools 1\n", "\(first.stderr)")
+        await registry.stop()
+        // The default policy (missing) uses the store's copy; `always` must ask the registry, which is gone.
+        let again = try await slipwayRun(store, [plain, "--", "/bin/cat", "/version.txt"])
+        #expect(again.status == 0 && again.stdout == "tools 1\n", "\(again.stderr)")
+        let always = try await slipwayRun(store, ["--pull", "always", plain, "--", "/bin/true"])
+        #expect(always.status == 1, "\(always.stderr)")
+        let never = try await slipwayRun(scratch.sub("empty-store"), ["--pull", "never", plain, "--", "/bin/true"])
+        #expect(never.status != 0 && never.stderr.contains("--pull never"), "\(never.stderr)")
+        try expectCleanedUp(scratch)
+    }
+
     @Test func aLazyRunRecordsTheFilesItReadForPrioritizing() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")

@@ -205,8 +205,12 @@ public final class RegistryProcess: @unchecked Sendable {
             guard isRunning else {
                 throw TestSupportError("docker-registry exited during startup:\n\(logContents())")
             }
+            // Another server that took the port between our probe and the registry's bind would answer too: only
+            // the registry's own "listening on" line proves the port is the registry's.
             // A TLS listener answers a plain-HTTP probe with 400 ("client sent an HTTP request to an HTTPS server").
-            if let status = blockingHTTPStatus(port: port, path: "/v2/"), status == 200 || status == 401 || (tls != nil && status == 400) {
+            if logContents().contains("listening on 127.0.0.1:\(port)"),
+                let status = blockingHTTPStatus(port: port, path: "/v2/"), status == 200 || status == 401 || (tls != nil && status == 400)
+            {
                 return
             }
             try await Task.sleep(for: .milliseconds(25))

@@ -302,7 +302,9 @@ struct TokenAuthTests {
             try await Task.sleep(for: .milliseconds(1600))
             #expect(try await curl(["-H", "Authorization: Bearer \(token.token)"], blobURL).status == 401)
 
-            // Push with a pull,push token works end to end through the proxy.
+            // Push with a pull,push token works end to end through the proxy. The token must outlive the push,
+            // which on a loaded machine takes longer than the 1.5 s lifetime the expiry check above needs.
+            proxy.enableTokenAuth(username: "u", password: "p", tokenLifetime: 300)
             let pushToken = try JSONDecoder().decode(
                 TokenResponse.self,
                 from: try await curl(

@@ -29,7 +29,6 @@ done
 source bench/etl/common.sh
 ensure_packages docker-registry skopeo umoci squashfs-tools siftool
 [[ -x $SLIPWAY ]] || { echo "no slipway binary at $SLIPWAY (swift build -c release --product slipway)" >&2; exit 2; }
-[[ -d $WORK/registry/docker ]] || { echo "no benchmark registry under $WORK/registry: run bench/etl/build-images.sh --sizes small first" >&2; exit 2; }
 
 SCRATCH=$(mktemp -d /var/tmp/slipway-sif-bench.XXXXXX)
 PORT=5093
@@ -38,15 +37,7 @@ cleanup() {
   rm -rf "$SCRATCH"
 }
 trap cleanup EXIT INT TERM
-cat >"$SCRATCH/registry.yml" <<YAML
-version: 0.1
-storage: {filesystem: {rootdirectory: $WORK/registry}}
-http: {addr: 127.0.0.1:$PORT}
-log: {level: error}
-YAML
-docker-registry serve "$SCRATCH/registry.yml" >"$SCRATCH/registry.log" 2>&1 &
-REGISTRY_PID=$!
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+serve_etl_registry "$WORK" "$PORT" "$SCRATCH"
 REF=127.0.0.1:$PORT/$IMAGE
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }

@@ -23,3 +23,21 @@ ensure_slipway() {
     SLIPWAY=$REPO_ROOT/.build-etl/release/slipway
   fi
 }
+
+# Serves the ETL images (WORK/registry, filled by build-images.sh) with docker-registry on 127.0.0.1:PORT,
+# configured and logged in SCRATCH; sets REGISTRY_PID (the caller stops it).
+serve_etl_registry() {  # WORK PORT SCRATCH
+  local work=$1 port=$2 scratch=$3
+  [[ -d $work/registry/docker ]] || { echo "no benchmark registry under $work/registry: run bench/etl/build-images.sh --sizes small first" >&2; exit 2; }
+  cat >"$scratch/registry.yml" <<YAML
+version: 0.1
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port}
+log: {level: error}
+YAML
+  docker-registry serve "$scratch/registry.yml" >"$scratch/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && return; sleep 0.1; done
+  echo "docker-registry did not start on 127.0.0.1:$port (see $scratch/registry.log)" >&2
+  exit 1
+}

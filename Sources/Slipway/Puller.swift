@@ -46,28 +46,52 @@ public struct Puller: Sendable {
     public func pullAndUnpack(_ location: ImageLocation, to directory: String, options: ApplyOptions = ApplyOptions()) async throws
         -> (TransferReport, UnpackReport)
     {
+        let (_, transfer, unpacked) = try await pullOverlapped(location) { image, unpacker, arrived in
+            try await unpacker.unpack(image, to: directory, options: options, ready: arrived)
+        }
+        return (transfer, unpacked)
+    }
+
+    /// Pulls and fills the store's per-layer cache (what `run` and `convert --to sif` build on), extracting each
+    /// layer as soon as its blob is verified. Returns the image and how many layers were extracted.
+    public func pullAndCacheLayers(_ location: ImageLocation) async throws -> (ResolvedImage, TransferReport, extracted: Int) {
+        try await pullOverlapped(location) { image, unpacker, arrived in
+            var extracted = 0
+            for (position, layer) in image.layers.enumerated() {
+                try await arrived(position)
+                if try await unpacker.cacheLayer(layer.descriptor, diffID: layer.diffID, position: position, of: image.layers.count) {
+                    extracted += 1
+                }
+            }
+            return extracted
+        }
+    }
+
+    /// Runs a transfer and `consume` together; `consume` waits for layer `i`'s blob with `arrived(i)`. If it fails,
+    /// leaving this scope cancels the transfer (an un-awaited `async let`); verified blobs and resumable partial
+    /// files stay for the next attempt.
+    private func pullOverlapped<T: Sendable>(
+        _ location: ImageLocation,
+        consume: (ResolvedImage, Unpacker, @escaping @Sendable (Int) async throws -> Void) async throws -> T
+    ) async throws -> (ResolvedImage, TransferReport, T) {
         let lock = try await store.lockForWriting()
         defer { lock.release() }
         let (source, image, destination) = try await prepare(location)
         let arrivals = Arrivals()
         let copier = Copier(concurrency: session.options.concurrency, progress: progress)
-        let unpacker = Unpacker(store: store, progress: progress)
         let layerDigests = image.manifest.layers.map(\.digest)
         async let transfer: TransferReport = {
             do {
-                let report = try await copier.copy(image, from: source, to: destination) { digest in arrivals.arrived(digest) }
-                return report
+                return try await copier.copy(image, from: source, to: destination) { digest in arrivals.arrived(digest) }
             } catch {
                 arrivals.fail(error)
                 throw error
             }
         }()
-        // If unpacking fails, leaving this scope cancels the transfer (an un-awaited `async let`); verified blobs
-        // and resumable partial files stay for the next attempt.
-        let unpacked = try await unpacker.unpack(image, to: directory, options: options) { position in
+        let consumed = try await consume(image, Unpacker(store: store, progress: progress)) { position in
             try await arrivals.wait(for: layerDigests[position])
         }
-        return (try await transfer, unpacked)
+        return (image, try await transfer, consumed)
     }
 }
 

@@ -364,10 +364,13 @@ struct Convert: AsyncParsableCommand {
         let store = try global.openStore()
         let display = global.makeProgress()
         let report = try await global.withSession(for: [location]) { session in
-            let (image, _) = try await Puller(session: session, store: store, progress: display.handler).pull(location)
+            // Layers are extracted into the store's layer cache while later ones still download.
+            let (image, _, extracted) = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location)
             let lock = try await store.lockForWriting()
             defer { lock.release() }
-            return try await SIFConverter(store: store, progress: display.handler).convert(image, reference: source, to: output)
+            var report = try await SIFConverter(store: store, progress: display.handler).convert(image, reference: source, to: output)
+            report.layersExtracted += extracted
+            return report
         }
         display.finish()
         if global.json {

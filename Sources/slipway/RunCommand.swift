@@ -116,7 +116,7 @@ struct Run: AsyncParsableCommand {
                     } else if pullPolicy == .never {
                         throw ValidationError("\(location) is not in the store (or lacks layers) and --pull never forbids fetching it")
                     } else {
-                        image = try await Puller(session: session, store: store, progress: display.handler).pull(location).0
+                        image = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location).0
                     }
                     resolved = image
                     config = image.config.config

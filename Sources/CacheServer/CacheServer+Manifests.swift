@@ -13,25 +13,31 @@ extension CacheServer {
         outcome: inout Outcome
     ) async throws {
         let upstream = try upstream(for: namespace)
-        let descriptor: Descriptor
+        let digest: Digest
         switch reference {
-        case .digest(let digest):
-            if let local = localManifest(digest) {
-                descriptor = local
+        case .digest(let requested):
+            if FileManager.default.fileExists(atPath: store.blobPath(requested)) {
                 outcome.cache = "hit"
             } else {
-                descriptor = try await fetchManifest(upstream: upstream, name: name, reference: digest.description, storeName: nil)
+                _ = try await fetchManifest(upstream: upstream, name: name, reference: requested.description, storeName: nil)
                 outcome.cache = "miss"
             }
+            digest = requested
         case .tag(let tag):
-            (descriptor, outcome.cache) = try await resolveTag(upstream: upstream, name: name, tag: tag)
+            let resolved: Descriptor
+            (resolved, outcome.cache) = try await resolveTag(upstream: upstream, name: name, tag: tag)
+            digest = resolved.digest
         }
         metrics.add(outcome.cache == "miss" ? .manifestMisses : .manifestHits)
-        let bytes: [UInt8]
-        do {
-            bytes = try store.readBlob(descriptor.digest, limit: 4 << 20)
-        } catch {
-            throw RegistryErrorAnswer(status: 500, code: "UNKNOWN", message: "the cached manifest \(descriptor.digest) is unreadable: \(error)")
+        var loaded = loadManifest(digest)
+        if loaded == nil {
+            // Damaged in the store (a shared filesystem can be written by others): fetched again, by digest.
+            unlink(store.blobPath(digest))
+            _ = try await fetchManifest(upstream: upstream, name: name, reference: digest.description, storeName: nil)
+            loaded = loadManifest(digest)
+        }
+        guard let (descriptor, bytes) = loaded else {
+            throw RegistryErrorAnswer(status: 500, code: "UNKNOWN", message: "the manifest \(digest) is unreadable in the store even after fetching it again")
         }
         usage.used(descriptor.digest)
         let accept = request.headers[canonicalForm: "Accept"].map(String.init)
@@ -49,9 +55,7 @@ extension CacheServer {
 
     private func resolveTag(upstream: Upstream, name: String, tag: String) async throws -> (Descriptor, String) {
         let storeName = upstream.storeName(for: name, tag: tag)
-        let local = (try? store.image(named: storeName)).flatMap { $0 }.flatMap { described in
-            localManifest(described.digest).map { _ in described }
-        }
+        let local = (try? store.image(named: storeName)).flatMap { $0 }.flatMap { store.hasBlob($0) ? $0 : nil }
         guard let local else {
             do {
                 return (try await fetchManifest(upstream: upstream, name: name, reference: tag, storeName: storeName), "miss")
@@ -88,15 +92,14 @@ extension CacheServer {
         }
     }
 
-    /// The manifest in the store with its media type, or nil.
-    func localManifest(_ digest: Digest) -> Descriptor? {
-        var info = stat()
-        guard stat(store.blobPath(digest), &info) == 0, info.st_size <= 4 << 20, let bytes = try? store.readBlob(digest, limit: 4 << 20),
-            let document = try? ManifestDocument.decode(bytes, contentType: nil)
-        else { return nil }
-        let descriptor = Descriptor(mediaType: document.mediaType, digest: digest, size: Int64(bytes.count))
+    /// A manifest from the store, verified against its digest, with its media type; the sizes of the blobs it names
+    /// are remembered so a miss on them needs no HEAD upstream. Nil when absent or damaged.
+    private func loadManifest(_ digest: Digest) -> (Descriptor, [UInt8])? {
+        guard let bytes = try? store.readBlob(digest, limit: 4 << 20), let document = try? ManifestDocument.decode(bytes, contentType: nil) else {
+            return nil
+        }
         learnBlobs(of: document)
-        return descriptor
+        return (Descriptor(mediaType: document.mediaType, digest: digest, size: Int64(bytes.count)), bytes)
     }
 
     /// Fetches a manifest (verified by the registry client against its digest), stores it, and names it when it

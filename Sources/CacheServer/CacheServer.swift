@@ -157,7 +157,6 @@ public final class CacheServer: Sendable, HTTPHandler {
 
     private func sendError(_ answer: RegistryErrorAnswer, to response: ResponseWriter, method: HTTPMethod) async throws {
         var headers: HTTPHeaders = ["Content-Type": "application/json"]
-        if let namespaced = answer.headers.first(where: { $0.0 == "OCI-Namespace" }) { headers.add(name: namespaced.0, value: namespaced.1) }
         for (name, value) in answer.headers { headers.replaceOrAdd(name: name, value: value) }
         try await response.send(HTTPResponseStatus(statusCode: answer.status), headers: headers, body: answer.body)
     }

@@ -8,7 +8,6 @@ import Registry
 struct Upstream: Sendable {
     /// As written in references (`docker.io`, `127.0.0.1:5000`): the key for `?ns=` and for names in the store.
     let registry: String
-    let url: String
     let client: RegistryClient
 
     /// The repository upstream: Docker Hub keeps single-component names under `library/`.
@@ -23,39 +22,44 @@ struct Upstream: Sendable {
 }
 
 /// The upstreams of one server: the default one, and others chosen with containerd's `?ns=HOST`.
-struct Upstreams: Sendable {
+public struct Upstreams: Sendable {
     let primary: Upstream
     private let byRegistry: [String: Upstream]
 
-    struct ParseError: Error, CustomStringConvertible {
-        var description: String
+    public struct ParseError: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// `urls`: `http(s)://HOST[:PORT]`, the first one being the default.
     init(urls: [String], credentials: any CredentialProvider, http: HTTPClient, retry: RetryPolicy, logger: Logger) throws {
         var upstreams: [Upstream] = []
         for url in urls {
-            guard let components = URLComponents(string: url), let scheme = components.scheme, scheme == "http" || scheme == "https",
-                let host = components.host, !host.isEmpty
-            else { throw ParseError(description: "upstream '\(url)' is not an http:// or https:// URL (e.g. https://registry-1.docker.io)") }
-            guard components.path.isEmpty || components.path == "/", components.query == nil else {
-                throw ParseError(description: "upstream '\(url)' has a path or query; give the registry's root URL (the API is under /v2/ there)")
-            }
-            var registry = components.port.map { "\(host):\($0)" } ?? host
-            if registry == "registry-1.docker.io" || registry == "index.docker.io" { registry = Reference.dockerHub }
-            let client = RegistryClient(registry: registry, plainHTTP: scheme == "http", credentials: credentials, http: http, retry: retry, logger: logger)
-            upstreams.append(Upstream(registry: registry, url: "\(scheme)://\(components.port.map { "\(host):\($0)" } ?? host)", client: client))
+            let (registry, plainHTTP) = try Self.parse(url)
+            let client = RegistryClient(registry: registry, plainHTTP: plainHTTP, credentials: credentials, http: http, retry: retry, logger: logger)
+            upstreams.append(Upstream(registry: registry, client: client))
         }
         guard let first = upstreams.first else { throw ParseError(description: "no upstream given: pass --upstream URL") }
         primary = first
         byRegistry = Dictionary(upstreams.map { ($0.registry, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
+    /// The registry name (`docker.io`, `host:port`) and whether plain HTTP is meant, for an upstream given as
+    /// `http(s)://HOST[:PORT]`.
+    public static func parse(_ url: String) throws -> (registry: String, plainHTTP: Bool) {
+        guard let components = URLComponents(string: url), let scheme = components.scheme, scheme == "http" || scheme == "https",
+            let host = components.host, !host.isEmpty
+        else { throw ParseError(description: "upstream '\(url)' is not an http:// or https:// URL (e.g. https://registry-1.docker.io)") }
+        guard components.path.isEmpty || components.path == "/", components.query == nil else {
+            throw ParseError(description: "upstream '\(url)' has a path or query; give the registry's root URL (the API is under /v2/ there)")
+        }
+        let hostAndPort = components.port.map { "\(host):\($0)" } ?? host
+        return (Reference.registryName(forHost: hostAndPort), scheme == "http")
+    }
+
     /// The upstream for a request: `ns` names the registry the client meant (containerd adds it when talking to a
     /// mirror). An `ns` this server does not mirror gets nil, so the client falls back to its next host.
     func upstream(namespace: String?) -> Upstream? {
-        guard var namespace, !namespace.isEmpty else { return primary }
-        if namespace == "registry-1.docker.io" || namespace == "index.docker.io" { namespace = Reference.dockerHub }
-        return byRegistry[namespace]
+        guard let namespace, !namespace.isEmpty else { return primary }
+        return byRegistry[Reference.registryName(forHost: namespace)]
     }
 }

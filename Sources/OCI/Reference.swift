@@ -50,9 +50,14 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
             registry = first
             components.removeFirst()
         }
-        if registry == "index.docker.io" || registry == "registry-1.docker.io" { registry = Self.dockerHub }
+        registry = Self.registryName(forHost: registry)
         if registry == Self.dockerHub && components.count == 1 { components.insert("library", at: 0) }
         try self.init(registry: registry, repository: components.joined(separator: "/"), tag: tag, digest: digest)
+    }
+
+    /// The name references use for a registry host: Docker Hub's API hosts are `docker.io`.
+    public static func registryName(forHost host: String) -> String {
+        host == "index.docker.io" || host == "registry-1.docker.io" ? dockerHub : host
     }
 
     /// Host to connect to: Docker Hub's API lives on `registry-1.docker.io`.

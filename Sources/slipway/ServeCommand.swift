@@ -35,6 +35,9 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         guard !upstream.isEmpty else { throw ValidationError("give the registry to mirror with --upstream URL") }
+        for url in upstream {
+            do { _ = try Upstreams.parse(url) } catch { throw ValidationError("\(error)") }
+        }
         guard tagTTL >= 0 else { throw ValidationError("--tag-ttl must not be negative") }
         guard upstreamTimeout >= 1 else { throw ValidationError("--upstream-timeout must be at least 1 second") }
         _ = try listenAddress()
@@ -72,9 +75,8 @@ struct Serve: AsyncParsableCommand {
         configuration.maxStoreBytes = try maxSize.map(Self.parseSize)
         configuration.authenticator = try ClientAuthenticator(htpasswdFile: htpasswd, tokenFile: tokenFile)
         var credentials: any CredentialProvider = try DockerConfigCredentials()
-        if let creds = global.creds, let colon = creds.firstIndex(of: ":"), let primary = URLComponents(string: upstream[0]) {
-            var registry = primary.port.map { "\(primary.host ?? ""):\($0)" } ?? primary.host ?? ""
-            if registry == "registry-1.docker.io" || registry == "index.docker.io" { registry = "docker.io" }
+        if let creds = global.creds, let colon = creds.firstIndex(of: ":") {
+            let registry = try Upstreams.parse(upstream[0]).registry
             let given = Credentials(username: String(creds[..<colon]), secret: String(creds[creds.index(after: colon)...]))
             credentials = OverridingCredentials(explicit: [registry: given], fallback: credentials)
         }

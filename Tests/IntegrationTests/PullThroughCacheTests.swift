@@ -73,6 +73,26 @@ struct PullThroughCacheTests {
         }
     }
 
+    @Test func aDamagedCachedManifestIsFetchedAgainAndABadUpstreamURLIsAUsageError() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let (manifest, _) = try await publish(registry, scratch)
+            let accept = "Accept: \(MediaType.ociManifest)"
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                #expect(try await curl("\(cache.url)/v2/demo/manifests/v1", headers: [accept]).status == 200)
+                // Same size, wrong bytes, as a shared filesystem could leave it.
+                let path = cache.store.blobPath(manifest.digest)
+                try Data(repeating: 0x20, count: Int(manifest.size)).write(to: URL(fileURLWithPath: path))
+                let healed = try await curl("\(cache.url)/v2/demo/manifests/v1", headers: [accept])
+                #expect(healed.status == 200 && healed.sha256 == manifest.digest.description)
+                let byDigest = try await curl("\(cache.url)/v2/demo/manifests/\(manifest.digest)", headers: [accept])
+                #expect(byDigest.sha256 == manifest.digest.description)
+            }
+        }
+        let refused = try await runAsync(slipwayBinary, ["serve", "--upstream", "ftp://example.com/x", "--root", scratch.sub("unused")])
+        #expect(refused.status == 2 && refused.stderr.contains("not an http:// or https:// URL"), "\(refused.stderr)")
+    }
+
     @Test func concurrentColdClientsShareOneUpstreamFetchAndStreamWhileItArrives() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in

@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# Build the ETL images of the lazy-vs-full benchmark without Docker and push them to a registry.
+# Build the ETL images of both benchmarks without Docker and push them to a registry (`slipway bench images`).
 #
 # Layers, bottom first:
 #   1. Debian bookworm minbase (debootstrap --variant=minbase), cached as a tar under --cache;
 #   2. python3, python3-numpy, python3-pandas, installed into a copy of that root with chroot apt-get; the
 #      layer is what changed (bench/etl/layerdiff.py), with whiteouts for anything deleted; cached too;
-#   3. the app: /app/etl.py (bench/etl/etl.py: the 3-stage worker), /app/input.csv (generated, ~6 MB),
-#      an empty /out (the harness bind-mounts a host directory over it) and /data;
-#   4. /data/asset.bin, incompressible (deterministic: the same bytes every time, so reruns push nothing new);
-#   5. (large only) /data/extra.bin, incompressible, never read by the workload.
+#   3. the app: /app/etl.py (bench/etl/etl.py: the 3-stage worker), /app/patch_worker.py (the Patch Tuesday
+#      worker), /app/input.csv (generated, ~6 MB), and empty /out, /shared and /data (the harnesses
+#      bind-mount host directories over /out and /shared);
+#   then, for the lazy-vs-full images (REPO:SIZE):
+#   4. /data/asset.bin, incompressible (deterministic: the same bytes every time, so reruns push nothing new):
+#      16 MiB (small), 200 MiB (medium, large);
+#   5. (large only) /data/extra.bin, 1 GiB, incompressible, never read by the workload;
+#   or, for the Patch Tuesday images (PATCH_REPO:vN):
+#   4. /version.txt ("vN"), the only difference between v1..vN.
 #
-# Images (REPO defaults to etl-lazy):
+# Images (REPO defaults to etl-lazy, PATCH_REPO to etl):
+#   REG/PATCH_REPO:vN         base, python, app, version; entrypoint python3 /app/patch_worker.py
+#   REG/PATCH_REPO:vN-esgz    `slipway convert --to estargz` of it
 #   REG/REPO:SIZE             plain gzip layers (`slipway assemble`, then `slipway copy`)
 #   REG/REPO:SIZE-esgz        `slipway convert --to estargz` of it
 #   REG/REPO:SIZE-esgz-opt    `slipway convert --prioritize REC` of the plain image, where REC comes from one
 #                             run of the workload in `slipway mount --record REC` of the -esgz image
 #
-#   bench/etl/build-images.sh                            # small and large, registry on 127.0.0.1:5000
-#   bench/etl/build-images.sh --sizes small --registry 127.0.0.1:5001
+#   bench/etl/build-images.sh                            # everything, registry on 127.0.0.1:5000
+#   bench/etl/build-images.sh --sizes small --versions 2 --registry 127.0.0.1:5001
 #
 # Options:
 #   --registry HOST:PORT  push to this (running) registry instead of starting docker-registry on
 #                         127.0.0.1:5000 over WORK/registry
-#   --sizes LIST          comma-separated: small, large [small,large]
+#   --sizes LIST          comma-separated: small, medium, large; "" for none [small,medium,large]
+#   --versions N          Patch Tuesday versions v1..vN; 0 for none [5]
 #   --small-mib N         size of small's asset [16]
+#   --medium-mib N        size of medium's asset [200]
 #   --large-mib N         size of large's asset [200]
 #   --large-extra-mib N   size of large's extra (unread) layer [1024]
-#   --repo NAME           repository name [etl-lazy]
+#   --repo NAME           repository of the lazy-vs-full images [etl-lazy]
+#   --patch-repo NAME     repository of the Patch Tuesday images [etl]
 #   --cache DIR           debootstrap and python layer cache [/var/cache/slipway-bench]
 #   --work DIR            scratch and registry storage; lazy-vs-full.sh serves WORK/registry
 #                         [/var/tmp/slipway-etl]
@@ -39,11 +49,14 @@ cd "$(dirname "$0")/../.."
 REPO_ROOT=$PWD
 
 REGISTRY=""
-SIZES=small,large
+SIZES=small,medium,large
+VERSIONS=5
 SMALL_MIB=16
+MEDIUM_MIB=200
 LARGE_MIB=200
 LARGE_EXTRA_MIB=1024
 REPO=etl-lazy
+PATCH_REPO=etl
 CACHE=/var/cache/slipway-bench
 WORK=/var/tmp/slipway-etl
 SLIPWAY=${SLIPWAY:-}
@@ -53,10 +66,13 @@ while (($#)); do
   case $1 in
     --registry) REGISTRY=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
+    --versions) VERSIONS=$2; shift 2 ;;
     --small-mib) SMALL_MIB=$2; shift 2 ;;
+    --medium-mib) MEDIUM_MIB=$2; shift 2 ;;
     --large-mib) LARGE_MIB=$2; shift 2 ;;
     --large-extra-mib) LARGE_EXTRA_MIB=$2; shift 2 ;;
     --repo) REPO=$2; shift 2 ;;
+    --patch-repo) PATCH_REPO=$2; shift 2 ;;
     --cache) CACHE=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --slipway) SLIPWAY=$2; shift 2 ;;
@@ -101,7 +117,9 @@ YAML
 fi
 PLAIN=()
 case $REGISTRY in localhost:* | 127.*) ;; *) PLAIN=(--plain-http) ;; esac
-have_tag() { curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY/v2/$REPO/manifests/$1"; }
+have_tag() { # REPO TAG
+  curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY/v2/$1/manifests/$2"
+}
 
 # --- layer 1: Debian bookworm minbase (cached) ----------------------------------------------------------
 BASE_TAR=$CACHE/bookworm-minbase.tar
@@ -169,8 +187,9 @@ fi
 # --- layer 3: the app -----------------------------------------------------------------------------------
 app=$WORK/app-tree
 rm -rf "$app"
-mkdir -p "$app/app" "$app/out" "$app/data"
+mkdir -p "$app/app" "$app/out" "$app/data" "$app/shared"
 install -m 0755 bench/etl/etl.py "$app/app/etl.py"
+install -m 0755 bench/etl/patch_worker.py "$app/app/patch_worker.py"
 python3 - "$app/app/input.csv" <<'PY'
 import random, sys
 r = random.Random(20260101)
@@ -184,7 +203,7 @@ with open(sys.argv[1], "w") as f:
 PY
 chmod 0644 "$app/app/input.csv"
 DET=(--sort=name --owner=0 --group=0 --numeric-owner --mtime=@1767225600)
-tar -C "$app" "${DET[@]}" -cf "$TARS/app.tar" ./app ./out ./data
+tar -C "$app" "${DET[@]}" -cf "$TARS/app.tar" ./app ./out ./data ./shared
 log "app layer: $(du -h --apparent-size "$TARS/app.tar" | cut -f1) (etl.py, input.csv $(du -h --apparent-size "$app/app/input.csv" | cut -f1))"
 
 # --- asset layers: deterministic incompressible bytes ---------------------------------------------------
@@ -207,15 +226,39 @@ BUILD_STORE=$WORK/build-store
 run_workload() { # ROOT OUTDIR: the worker in ROOT (chroot), output to OUTDIR bind-mounted at ROOT/out
   bench/etl/run-workload.sh "$1" "$2"
 }
+
+# --- Patch Tuesday: etl:v1..vN, identical but for /version.txt ------------------------------------------
+for n in $(seq "$VERSIONS"); do
+  ref=$REGISTRY/$PATCH_REPO:v$n
+  if ((FORCE)) || ! have_tag "$PATCH_REPO" "v$n-esgz"; then
+    tree=$WORK/version-tree
+    rm -rf "$tree"
+    mkdir -p "$tree"
+    printf 'v%s\n' "$n" >"$tree/version.txt"
+    chmod 0644 "$tree/version.txt"
+    tar -C "$tree" "${DET[@]}" -cf "$TARS/version-$n.tar" ./version.txt
+    rm -rf "$tree" "$WORK/layout"
+    log "$ref: assemble (gzip) and push, then $ref-esgz"
+    "$SLIPWAY" assemble -q --store "$BUILD_STORE" "oci:$WORK/layout:v$n" --entrypoint /usr/bin/python3 /app/patch_worker.py \
+      --layer "$BASE_TAR" --layer "$DEPS_TAR" --layer "$TARS/app.tar" --layer "$TARS/version-$n.tar" >/dev/null
+    "$SLIPWAY" copy -q "${PLAIN[@]}" "oci:$WORK/layout:v$n" "$ref" >/dev/null
+    "$SLIPWAY" convert -q "${PLAIN[@]}" --store "$BUILD_STORE" "$ref" "$ref-esgz" --to estargz >/dev/null
+  else
+    log "$ref: already in the registry (--force to rebuild)"
+  fi
+done
+
+# --- lazy vs full: etl-lazy:SIZE ------------------------------------------------------------------------
 IFS=, read -r -a size_list <<<"$SIZES"
 for size in "${size_list[@]}"; do
   case $size in
     small) asset_tar asset "$SMALL_MIB"; layers=("$TARS/asset-$SMALL_MIB.tar") ;;
+    medium) asset_tar asset "$MEDIUM_MIB"; layers=("$TARS/asset-$MEDIUM_MIB.tar") ;;
     large) asset_tar asset "$LARGE_MIB"; asset_tar extra "$LARGE_EXTRA_MIB"; layers=("$TARS/asset-$LARGE_MIB.tar" "$TARS/extra-$LARGE_EXTRA_MIB.tar") ;;
-    *) echo "unknown size $size (small or large)" >&2; exit 2 ;;
+    *) echo "unknown size $size (small, medium or large)" >&2; exit 2 ;;
   esac
   ref=$REGISTRY/$REPO:$size
-  if ((FORCE)) || ! have_tag "$size-esgz-opt"; then
+  if ((FORCE)) || ! have_tag "$REPO" "$size-esgz-opt"; then
     log "$ref: assemble (gzip) and push"
     rm -rf "$WORK/layout"
     "$SLIPWAY" assemble -q --store "$BUILD_STORE" "oci:$WORK/layout:$size" --entrypoint /usr/bin/python3 \
@@ -246,4 +289,4 @@ for size in "${size_list[@]}"; do
   fi
 done
 rm -rf "$BUILD_STORE" "$WORK/record-store" "$WORK/layout" "$app"
-log "done: images in $REGISTRY/$REPO (storage $WORK/registry)"
+log "done: images in $REGISTRY/$PATCH_REPO and $REGISTRY/$REPO (storage $WORK/registry)"

@@ -41,3 +41,79 @@ YAML
   echo "docker-registry did not start on 127.0.0.1:$port (see $scratch/registry.log)" >&2
   exit 1
 }
+
+# --- the registry link: a network namespace behind a veth pair, shaped with TBF -----------------------------
+# The registry runs in namespace LINK_NS at $LINK_SUBNET.1; this host reaches it over the veth LINK_HOST_IF,
+# whose rx counter is every byte the node received from the registry, whatever the client.
+LINK_NS=slwbench-reg LINK_HOST_IF=slwbench-h LINK_NS_IF=slwbench-r LINK_SUBNET=10.231.77
+LINK_REGISTRY=$LINK_SUBNET.1:5000
+
+link_burst_for() { # tc rate -> a TBF burst that GSO super-packets fit in (kernel-facts.md §4)
+  python3 - "$1" <<'PY'
+import re, sys
+m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", sys.argv[1].lower())
+if not m: sys.exit(f"link rate {sys.argv[1]!r}: use none or tc syntax such as 1gbit or 100mbit")
+bits = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
+print(f"{max(32, -(-bits / 8 / 1000 // (32 * 1024)) * 32):.0f}kb")  # 1 ms of traffic in 32 KB steps, >= 32 KB
+PY
+}
+
+# Creates the namespace and veth pair (once), and shapes the registry's egress to RATE ("none": unshaped).
+link_up() { # RATE
+  if [[ ! -e /run/netns/$LINK_NS ]]; then
+    ip -4 addr show | grep -q " $LINK_SUBNET\." && { echo "$LINK_SUBNET.0/24 is in use on this machine" >&2; exit 1; }
+    ip netns add "$LINK_NS"
+    ip link add "$LINK_HOST_IF" type veth peer name "$LINK_NS_IF"
+    ip link set "$LINK_NS_IF" netns "$LINK_NS"
+    ip addr add "$LINK_SUBNET.2/24" dev "$LINK_HOST_IF"
+    ip link set "$LINK_HOST_IF" up
+    ip -n "$LINK_NS" addr add "$LINK_SUBNET.1/24" dev "$LINK_NS_IF"
+    ip -n "$LINK_NS" link set "$LINK_NS_IF" up
+    ip -n "$LINK_NS" link set lo up
+  fi
+  if [[ $1 == none ]]; then
+    ip netns exec "$LINK_NS" tc qdisc del dev "$LINK_NS_IF" root 2>/dev/null || true
+    log "link: veth, unshaped"
+  else
+    local burst
+    burst=$(link_burst_for "$1")
+    ip netns exec "$LINK_NS" tc qdisc replace dev "$LINK_NS_IF" root tbf rate "$1" burst "$burst" latency 50ms
+    log "link: $(ip netns exec "$LINK_NS" tc qdisc show dev "$LINK_NS_IF")"
+  fi
+}
+link_down() { ip netns del "$LINK_NS" 2>/dev/null || true; }  # takes the veth pair and its qdisc with it
+link_rx_counter() { echo "/sys/class/net/$LINK_HOST_IF/statistics/rx_bytes"; }
+
+# Serves WORK/registry with docker-registry inside the link's namespace; sets REGISTRY_PID.
+start_link_registry() { # WORK SCRATCH
+  local work=$1 scratch=$2
+  [[ -d $work/registry/docker ]] || { echo "no benchmark registry under $work/registry: run \`slipway bench images\` first" >&2; exit 2; }
+  cat >"$scratch/registry-link.yml" <<YAML
+version: 0.1
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: $LINK_REGISTRY}
+log: {level: error}
+YAML
+  ip netns exec "$LINK_NS" docker-registry serve "$scratch/registry-link.yml" >"$scratch/registry-link.log" 2>&1 &
+  REGISTRY_PID=$!
+  for _ in $(seq 100); do curl -fs "http://$LINK_REGISTRY/v2/" >/dev/null && return; sleep 0.1; done
+  echo "docker-registry did not start on $LINK_REGISTRY (see $scratch/registry-link.log)" >&2
+  exit 1
+}
+
+# Unmounts everything mounted under DIR (deepest first) and kills processes still running from it: what an
+# interrupted benchmark may leave (lazy mounts, overlays, loop-mounted SIFs, containerd's snapshots).
+release_dir() { # DIR
+  local dir target
+  dir=$(realpath -m "$1")
+  findmnt -rn -o TARGET | awk -v d="$dir/" 'index($0 "/", d) == 1' | sort -r | while read -r target; do
+    umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
+  done
+}
+
+# Fails with one message naming every missing command and the Debian package that has it.
+require_commands() { # CMD:PACKAGE ...
+  local missing=() pair
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair%%:*} (apt-get install ${pair#*:})"); done
+  ((${#missing[@]} == 0)) || { echo "missing: ${missing[*]}" >&2; exit 1; }
+}

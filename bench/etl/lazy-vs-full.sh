@@ -1,227 +1,166 @@
 #!/usr/bin/env bash
-# Benchmark (issue 4): time to each checkpoint of the 3-stage ETL worker, Slipway lazy mounts against
-# Slipway full pull + unpack, cold every run, on loopback and on bandwidth-shaped links.
+# Benchmark "Lazy vs Full pull" (`slipway bench lazy-vs-full`): time to each checkpoint of the 3-stage ETL
+# worker, full pulls against lazy mounts, cold every run, over shaped links.
 #
-# Variants (images from bench/etl/build-images.sh, built first if the registry lacks them):
+# Variants (images from `slipway bench images`, built first if the registry lacks them):
 #   full          `slipway unpack REPO:SIZE DIR` (plain gzip), then the worker chrooted in DIR
+#   containerd    `ctr image pull REPO:SIZE` + `ctr run` (a private containerd; skipped if not installed)
 #   esgz-none     `slipway mount --prefetch none REPO:SIZE-esgz`, worker in the mount
 #   opt-landmark  `slipway mount --prefetch landmark REPO:SIZE-esgz-opt`
 #   esgz-all      `slipway mount REPO:SIZE-esgz` (Slipway's default, --prefetch all)
 #   opt-all       `slipway mount REPO:SIZE-esgz-opt` (default --prefetch all)
+# containerd with the stargz snapshotter cannot run here: Debian 12's stargz-snapshotter package ships
+# ctr-remote but not the containerd-stargz-grpc daemon; the report says so.
 # Per run: fresh store, sync and drop_caches, then the clock starts (bench/etl/measure.py). Checkpoint times
-# come from the worker's own timestamps; bytes at each checkpoint from `slipway status --json` sampled when
-# the checkpoint file appears (polled every 20 ms); for full, the bytes `slipway unpack --json` transferred.
+# come from the worker's own timestamps; bytes at each checkpoint from the rx counter of the node's link to the
+# registry (link_bytes_*), and Slipway's own accounting (bytes_*).
 #
-# Networks: "loopback" = docker-registry on 127.0.0.1; a rate such as "1gbit" or "100mbit" = docker-registry
-# in a network namespace behind a veth pair, with a TBF qdisc on its egress (registry -> client) at that rate.
-# Both serve the registry storage build-images.sh filled (WORK/registry).
+# Links: the registry (docker-registry over WORK/registry) runs in a network namespace behind a veth pair whose
+# registry end is shaped with TBF to the given rate; "none" leaves it unshaped.
 #
-# Results: OUT/NAME.md (tables), OUT/NAME.csv (one row per run), OUT/NAME.png (checkpoint times per
-# variant; python3-matplotlib from Debian is installed if missing), OUT/NAME.jsonl (the raw rows, with
-# every field measure.py records). NAME defaults to lazy-vs-full.
+# Results: OUT/NAME.jsonl (one row per run; failed runs are rows with ok=false), NAME.csv, NAME.md,
+# NAME-images.json, NAME-meta.json, and OUT/report.html (with Patch Tuesday's results if OUT has them).
 #
-#   bench/etl/lazy-vs-full.sh                                   # small,large x loopback,1gbit x 5 variants x 3
-#   bench/etl/lazy-vs-full.sh --sizes small --runs 2 --nets loopback,1gbit
+#   bench/etl/lazy-vs-full.sh                       # small,medium,large x none,1gbit x 6 variants x 3 runs
+#   bench/etl/lazy-vs-full.sh --quick               # small x none x 1 run
 #
 # Options:
-#   --sizes LIST        small, large [small,large]
-#   --runs N            cold runs per size, network and variant [3]
-#   --nets LIST         loopback and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [loopback,1gbit]
-#   --variants LIST     subset of full,esgz-none,opt-landmark,esgz-all,opt-all [all five]
+#   --sizes LIST        small, medium, large [small,medium,large]
+#   --runs N            cold runs per size, link and variant [3]
+#   --links LIST        none and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [none,1gbit]
+#   --variants LIST     subset of full,containerd,esgz-none,opt-landmark,esgz-all,opt-all [all]
+#   --quick             --sizes small --links none --runs 1
 #   --repo NAME         repository [etl-lazy]
-#   --work DIR          where build-images.sh keeps the registry storage; scratch for runs [/var/tmp/slipway-etl]
-#   --out DIR           where the .md, .csv and .png go [bench/results]
-#   --name NAME         base name of those files [lazy-vs-full]
-#   --registry HOST:PORT  use this running registry (holding REPO) instead; loopback semantics, no shaping
-#   --slipway BIN       use this binary instead of `swift build -c release --scratch-path .build-etl`
+#   --work DIR          where `slipway bench images` keeps the registry storage; scratch [/var/tmp/slipway-etl]
+#   --out DIR           results [bench/results]
+#   --name NAME         base name of the result files [lazy-vs-full]
+#   --slipway BIN       use this binary instead of building one
 #   --no-follow         do not wait, after CP3, for the background prefetch of --prefetch all to finish
 #                       (by default the run also reports when the whole image was local: t_all_local)
 #   --timeout S         per run [900]
-#   (sizes of the assets: see build-images.sh; pass --build-args "..." to forward options to it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO_ROOT=$PWD
-INVOCATION="bench/etl/lazy-vs-full.sh $*"
+INVOCATION="lazy-vs-full $*"
 
-SIZES=small,large
+SIZES=small,medium,large
 RUNS=3
-NETS=loopback,1gbit
-VARIANTS=full,esgz-none,opt-landmark,esgz-all,opt-all
+LINKS=none,1gbit
+VARIANTS=full,containerd,esgz-none,opt-landmark,esgz-all,opt-all
 REPO=etl-lazy
 WORK=/var/tmp/slipway-etl
 OUT=bench/results
 NAME=lazy-vs-full
-REGISTRY=""
 SLIPWAY=${SLIPWAY:-}
 FOLLOW=1
 TIMEOUT=900
-BUILD_ARGS=""
 while (($#)); do
   case $1 in
     --sizes) SIZES=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
-    --nets) NETS=$2; shift 2 ;;
+    --links) LINKS=$2; shift 2 ;;
     --variants) VARIANTS=$2; shift 2 ;;
+    --quick) SIZES=small LINKS=none RUNS=1; shift ;;
     --repo) REPO=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --name) NAME=$2; shift 2 ;;
-    --registry) REGISTRY=$2; shift 2 ;;
     --slipway) SLIPWAY=$2; shift 2 ;;
     --no-follow) FOLLOW=0; shift ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
-    --build-args) BUILD_ARGS=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[[ $(id -u) -eq 0 ]] || { echo "lazy-vs-full.sh needs root (FUSE, chroot, drop_caches, network namespaces)" >&2; exit 1; }
-[[ -e /dev/fuse ]] || { echo "no /dev/fuse" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "the lazy-vs-full benchmark needs root (FUSE, chroot, drop_caches, network namespaces)" >&2; exit 1; }
+[[ -e /dev/fuse ]] || { echo "no /dev/fuse (lazy mounts need FUSE)" >&2; exit 1; }
 source bench/etl/common.sh
 
 ensure_packages docker-registry curl fuse3 iproute2 python3-matplotlib
+require_commands docker-registry:docker-registry tc:iproute2 curl:curl
 ensure_slipway
 
 IFS=, read -r -a size_list <<<"$SIZES"
-IFS=, read -r -a net_list <<<"$NETS"
+IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a variant_list <<<"$VARIANTS"
-if [[ -n $REGISTRY ]]; then
-  for net in "${net_list[@]}"; do [[ $net == loopback ]] || { echo "--registry: only --nets loopback" >&2; exit 2; }; done
+for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/null || exit 2; done
+declare -A spec=(
+  [full]="full:all:"          [containerd]="containerd:all:" [esgz-none]="lazy:none:-esgz"
+  [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt")
+for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
+NOTES=()
+if [[ " ${variant_list[*]} " == *" containerd "* ]] && ! command -v ctr >/dev/null; then
+  variant_list=("${variant_list[@]/containerd/}")
+  NOTES+=("containerd is not installed (apt-get install containerd): its variant was skipped")
 fi
+command -v containerd-stargz-grpc >/dev/null ||
+  NOTES+=("containerd + stargz-snapshotter not run: Debian 12's stargz-snapshotter ships ctr-remote but not the containerd-stargz-grpc daemon it needs")
 
-# --- images: build what is missing (build-images.sh runs its own registry over WORK/registry) -------------
-have_tag() { curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/$REPO/manifests/$2"; }
-if [[ -z $REGISTRY ]]; then
-  # shellcheck disable=SC2086
-  bench/etl/build-images.sh --sizes "$SIZES" --repo "$REPO" --work "$WORK" --slipway "$SLIPWAY" $BUILD_ARGS
-else
-  for size in "${size_list[@]}"; do
-    have_tag "$REGISTRY" "$size-esgz-opt" ||
-      bench/etl/build-images.sh --registry "$REGISTRY" --sizes "$size" --repo "$REPO" --work "$WORK" --slipway "$SLIPWAY" $BUILD_ARGS
-  done
-fi
-
-# --- registries -----------------------------------------------------------------------------------------
-NS=slwetl-reg HOST_IF=slwetl-h NS_IF=slwetl-r SUBNET=10.231.77
+RUN_DIR=$WORK/lazy-vs-full
 REGISTRY_PID=""
-RUN_DIR=$WORK/run
-stop_registry() {
-  if [[ -n $REGISTRY_PID ]]; then kill "$REGISTRY_PID" 2>/dev/null || true; wait "$REGISTRY_PID" 2>/dev/null || true; fi
-  REGISTRY_PID=""
-}
 cleanup() {
-  mountpoint -q "$RUN_DIR/mnt" 2>/dev/null && "$SLIPWAY" umount --store "$RUN_DIR/store" "$RUN_DIR/mnt" 2>/dev/null || true
-  stop_registry
-  ip netns del "$NS" 2>/dev/null || true
+  [[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null; } || true
+  pkill -f "containerd --config $RUN_DIR/" 2>/dev/null || true
+  pkill -f "containerd-shim.*$RUN_DIR/" 2>/dev/null || true
+  release_dir "$RUN_DIR"
+  link_down
 }
 trap cleanup EXIT
-start_registry() { # ADDR [netns]
-  local addr=$1 cfg=$WORK/registry-bench.yml
-  cat >"$cfg" <<YAML
-version: 0.1
-storage: {filesystem: {rootdirectory: $WORK/registry}}
-http: {addr: $addr}
-log: {level: error}
-YAML
-  if [[ ${2:-} ]]; then
-    ip netns exec "$2" docker-registry serve "$cfg" >"$WORK/registry-bench.log" 2>&1 &
-  else
-    docker-registry serve "$cfg" >"$WORK/registry-bench.log" 2>&1 &
-  fi
-  REGISTRY_PID=$!
-  for _ in $(seq 100); do curl -fs "http://$addr/v2/" >/dev/null && return; sleep 0.1; done
-  echo "docker-registry did not start on $addr" >&2; cat "$WORK/registry-bench.log" >&2; exit 1
-}
-setup_netns() {
-  ip -4 addr show | grep -q " $SUBNET\." && { echo "$SUBNET.0/24 is in use on this machine; edit SUBNET" >&2; exit 1; }
-  ip netns del "$NS" 2>/dev/null || true
-  ip netns add "$NS"
-  ip link add "$HOST_IF" type veth peer name "$NS_IF"
-  ip link set "$NS_IF" netns "$NS"
-  ip addr add "$SUBNET.2/24" dev "$HOST_IF"
-  ip link set "$HOST_IF" up
-  ip -n "$NS" addr add "$SUBNET.1/24" dev "$NS_IF"
-  ip -n "$NS" link set "$NS_IF" up
-  ip -n "$NS" link set lo up
-}
-burst_for() { # tc rate -> a TBF burst that GSO super-packets fit in (kernel-facts.md §4)
-  python3 - "$1" <<'PY'
-import re, sys
-m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", sys.argv[1].lower())
-if not m: sys.exit(f"rate {sys.argv[1]!r}: use tc syntax such as 1gbit or 100mbit")
-bits = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
-print(f"{max(32, -(-bits / 8 / 1000 // (32 * 1024)) * 32):.0f}kb")  # 1 ms of traffic in 32 KB steps, >= 32 KB
-PY
-}
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- images: build what is missing ----------------------------------------------------------------------
+have_tag() { curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$LINK_REGISTRY/v2/$REPO/manifests/$1"; }
+mkdir -p "$RUN_DIR" "$OUT"
+link_up none
+start_link_registry "$WORK" "$RUN_DIR"
+missing=()
+for size in "${size_list[@]}"; do have_tag "$size-esgz-opt" || missing+=("$size"); done
+if ((${#missing[@]})); then
+  kill "$REGISTRY_PID"; wait "$REGISTRY_PID" 2>/dev/null || true; REGISTRY_PID=""
+  sizes_to_build=$(IFS=,; echo "${missing[*]}")
+  log "building the missing images (slipway bench images --sizes $sizes_to_build --versions 0)"
+  bench/etl/build-images.sh --sizes "$sizes_to_build" --versions 0 --repo "$REPO" --work "$WORK" --slipway "$SLIPWAY"
+  start_link_registry "$WORK" "$RUN_DIR"
+fi
 
 # --- runs -----------------------------------------------------------------------------------------------
-mkdir -p "$OUT" "$RUN_DIR"
-RAW=$WORK/$NAME.jsonl
-IMAGES=$WORK/$NAME-images.json
+RAW=$OUT/$NAME.jsonl
+IMAGES=$OUT/$NAME-images.json
 : >"$RAW"
 echo "{}" >"$IMAGES"
-declare -A spec=(
-  [full]="full:all:"          [esgz-none]="lazy:none:-esgz" [opt-landmark]="lazy:landmark:-esgz-opt"
-  [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt")
-for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
-
-for net in "${net_list[@]}"; do
-  stop_registry
-  PLAIN=()
-  if [[ -n $REGISTRY ]]; then
-    reg=$REGISTRY
-  elif [[ $net == loopback ]]; then
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    reg=127.0.0.1:$port
-    start_registry "$reg"
-  else
-    [[ -e /run/netns/$NS ]] || setup_netns
-    burst=$(burst_for "$net")
-    ip netns exec "$NS" tc qdisc replace dev "$NS_IF" root tbf rate "$net" burst "$burst" latency 50ms
-    log "shaped link: $(ip netns exec "$NS" tc qdisc show dev "$NS_IF")"
-    reg=$SUBNET.1:5000
-    start_registry "$reg" "$NS"
-    PLAIN=(--plain-http)
-  fi
-  log "network $net: registry $reg"
-  for size in "${size_list[@]}"; do
-    for tag in "$size" "$size-esgz" "$size-esgz-opt"; do
-      "$SLIPWAY" inspect --json "${PLAIN[@]}" "$reg/$REPO:$tag" |
-        python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); i=json.load(sys.stdin)
+for size in "${size_list[@]}"; do
+  for tag in "$size" "$size-esgz" "$size-esgz-opt"; do
+    "$SLIPWAY" inspect --json --plain-http "$LINK_REGISTRY/$REPO:$tag" |
+      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); i=json.load(sys.stdin)
 d[sys.argv[2]]={"bytes":i["totalSize"],"layers":[{"size":l["size"],"prefetch":(l.get("estargz") or {}).get("prefetchBytes",0)} for l in i["layers"]]}
 json.dump(d,open(sys.argv[1],"w"),indent=1)' "$IMAGES" "$tag"
-    done
+  done
+done
+for link in "${link_list[@]}"; do
+  link_up "$link"
+  for size in "${size_list[@]}"; do
     for run in $(seq "$RUNS"); do
       for variant in "${variant_list[@]}"; do
+        [[ -n $variant ]] || continue
         IFS=: read -r mode prefetch suffix <<<"${spec[$variant]}"
         follow=()
         ((FOLLOW)) && [[ $prefetch == all && $mode == lazy ]] && follow=(--follow-prefetch)
-        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$reg/$REPO:$size$suffix" \
-          --slipway "$SLIPWAY" --dir "$RUN_DIR" "${PLAIN[@]}" "${follow[@]}" --timeout "$TIMEOUT" \
-          --label "net=$net" --label "size=$size" --label "variant=$variant" --label "tag=$size$suffix" --label "run=$run") || true
-        [[ -n $row ]] || row="{\"net\":\"$net\",\"size\":\"$size\",\"variant\":\"$variant\",\"run\":\"$run\",\"ok\":false,\"error\":\"measure.py crashed\"}"
+        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$LINK_REGISTRY/$REPO:$size$suffix" \
+          --slipway "$SLIPWAY" --dir "$RUN_DIR" --plain-http --rx-counter "$(link_rx_counter)" "${follow[@]}" --timeout "$TIMEOUT" \
+          --label "net=$link" --label "size=$size" --label "variant=$variant" --label "tag=$size$suffix" --label "run=$run") || true
+        [[ -n $row ]] || row="{\"net\":\"$link\",\"size\":\"$size\",\"variant\":\"$variant\",\"run\":\"$run\",\"ok\":false,\"error\":\"measure.py crashed\"}"
         echo "$row" >>"$RAW"
+        release_dir "$RUN_DIR"
       done
     done
   done
 done
-stop_registry
-ip netns del "$NS" 2>/dev/null || true
 
 # --- report ---------------------------------------------------------------------------------------------
-meta=$(python3 - "$SLIPWAY" "$INVOCATION" <<'PY'
-import json, os, platform, subprocess, sys
-def run(*c):
-    try: return subprocess.run(c, capture_output=True, text=True).stdout.strip()
-    except OSError: return ""
-tools = {t: bool(run("sh", "-c", f"command -v {t}")) for t in ("containerd", "ctr", "ctr-remote", "containerd-stargz-grpc")}
-print(json.dumps({
-    "invocation": sys.argv[2], "cores": os.cpu_count(), "kernel": platform.release(),
-    "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-    "commit": run("git", "rev-parse", "--short", "HEAD"), "dirty": bool(run("git", "status", "--porcelain", "--", "Sources")),
-    "slipway": run(sys.argv[1], "--version"), "date": run("date", "-u", "+%Y-%m-%d %H:%M UTC"), "peer_tools": tools}))
-PY
-)
-/usr/bin/python3 bench/etl/report.py "$RAW" "$IMAGES" "$OUT/$NAME" "$meta"
-cp "$RAW" "$OUT/$NAME.jsonl"
-log "wrote $OUT/$NAME.md, .csv, .png, .jsonl"
+python3 bench/etl/write_meta.py "$OUT/$NAME-meta.json" "$SLIPWAY" "$INVOCATION" \
+  --tools containerd,ctr,ctr-remote,containerd-stargz-grpc "${NOTES[@]/#/--note=}" \
+  --note "links: $LINKS (registry in a network namespace behind a veth pair; TBF on its egress)"
+python3 bench/etl/report.py "$RAW" "$IMAGES" "$OUT/$NAME" "$OUT/$NAME-meta.json"
+python3 bench/etl/html_report.py "$OUT"

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """One cold run of the lazy-vs-full benchmark; prints one JSON object (a result row) on stdout.
 
-    measure.py --variant full|lazy --prefetch none|landmark|all --ref REF --slipway BIN --dir DIR [--plain-http]
-               [--follow-prefetch] [--timeout S] [--label k=v ...]
+    measure.py --variant full|lazy|containerd --prefetch none|landmark|all --ref REF --slipway BIN --dir DIR
+               [--plain-http] [--rx-counter FILE] [--follow-prefetch] [--timeout S] [--label k=v ...]
 
 Cold: DIR/store (the content and chunk store) and DIR/rootfs are new, and the page, dentry and inode caches
 are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) just before the clock starts.
 
-full  t0, `slipway unpack REF DIR/rootfs`, then the worker chrooted in DIR/rootfs.
+full        t0, `slipway unpack REF DIR/rootfs`, then the worker chrooted in DIR/rootfs.
+containerd  a private containerd (root in DIR, started before t0); t0, `ctr image pull` (fetch and unpack into
+            overlayfs snapshots), then the worker in `ctr run` (runc) with DIR/out bound at /out.
 lazy  t0, `slipway mount --prefetch P REF DIR/mnt` (returns when the mount is live), then the worker in the
       mount. Bytes are sampled with `slipway status --json` as soon as each checkpoint file appears (the
       out directory is polled every 20 ms), and the final figures come from `slipway umount --json`.
       With --follow-prefetch, after CP3 the run waits (up to --timeout) for the background prefetch to end
       and reports when the whole image was local (t_all_local).
+
+With --rx-counter (the node's link to the registry), bytes at each checkpoint are what crossed the link, for
+every variant alike (link_bytes_cpN, link_bytes_end); the bytes_* figures are Slipway's own accounting.
 
 Checkpoint times are taken from the checkpoint files themselves (the worker's time.time() at the end of each
 stage, same clock as t0), so polling does not add to them.
@@ -25,15 +30,18 @@ import subprocess
 import sys
 import time
 
+from benchlib import Containerd, drop_caches, load_average
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--variant", choices=["full", "lazy"], required=True)
+ap.add_argument("--variant", choices=["full", "lazy", "containerd"], required=True)
 ap.add_argument("--prefetch", choices=["none", "landmark", "all"], default="all")
 ap.add_argument("--ref", required=True)
 ap.add_argument("--slipway", required=True)
 ap.add_argument("--dir", required=True)
 ap.add_argument("--plain-http", action="store_true")
+ap.add_argument("--rx-counter")
 ap.add_argument("--follow-prefetch", action="store_true")
 ap.add_argument("--timeout", type=float, default=900)
 ap.add_argument("--label", action="append", default=[])
@@ -60,7 +68,7 @@ def is_mountpoint(path):
 def reset():
     if is_mountpoint(mnt):
         sh([S, "umount", "--store", store, mnt])
-    for path in (store, rootfs, out):
+    for path in (store, rootfs, out, os.path.join(args.dir, "containerd"), os.path.join(args.dir, "containerd-state")):
         shutil.rmtree(path, ignore_errors=True)
     os.makedirs(mnt, exist_ok=True)
     os.makedirs(out)
@@ -71,6 +79,13 @@ def status():
     if r.returncode != 0:
         return None
     return json.loads(r.stdout)["statistics"]
+
+
+def link_bytes():
+    if not args.rx_counter:
+        return None
+    with open(args.rx_counter) as f:
+        return int(f.read())
 
 
 def finish(code=0):
@@ -89,14 +104,27 @@ def finish(code=0):
 
 
 reset()
-with open("/proc/loadavg") as f:  # other work on the machine skews a run; this flags it
-    row["load1"] = float(f.read().split()[0])
-subprocess.run(["sync"])
-with open("/proc/sys/vm/drop_caches", "w") as f:
-    f.write("3\n")
+row["load1"] = load_average()
+containerd = None
+if args.variant == "containerd":
+    try:
+        containerd = Containerd(os.path.abspath(args.dir))
+    except RuntimeError as failure:
+        row["error"] = str(failure)
+        finish(1)
+drop_caches()
 
+rx0 = link_bytes()
 t0 = time.time()
-if args.variant == "full":
+if args.variant == "containerd":
+    r = sh(containerd.ctr("image", "pull", *(["--plain-http"] if args.plain_http else []), args.ref))
+    row["t_ready"] = time.time() - t0
+    if r.returncode != 0:
+        containerd.stop()
+        row["error"] = "ctr image pull: " + (r.stderr or r.stdout).strip()[-300:]
+        finish(1)
+    pulled = link_bytes() - rx0 if rx0 is not None else None
+elif args.variant == "full":
     r = sh([S, "unpack", "-q", "--json", "--store", store, *plain, args.ref, rootfs])
     row["t_ready"] = time.time() - t0
     if r.returncode != 0:
@@ -113,14 +141,18 @@ else:
     root = mnt
 
 log_path = os.path.join(args.dir, "worker.log")
+if containerd:
+    command = containerd.run_args(args.ref, "etl", [(os.path.abspath(out), "/out")], ["/usr/bin/python3", "/app/etl.py", "/out"])
+else:
+    command = [os.path.join(HERE, "run-workload.sh"), root, out]
 with open(log_path, "w") as log:
-    worker = subprocess.Popen([os.path.join(HERE, "run-workload.sh"), root, out], stdout=log, stderr=log)
+    worker = subprocess.Popen(command, stdout=log, stderr=log)
 seen = {}
 while True:
     for n in (1, 2, 3):
         if n not in seen and os.path.exists(os.path.join(out, f"cp{n}")):
             t_seen = time.time() - t0
-            seen[n] = (t_seen, status() if args.variant == "lazy" else None)
+            seen[n] = (t_seen, status() if args.variant == "lazy" else None, link_bytes())
     if worker.poll() is not None and len(seen) == 3 or worker.returncode not in (None, 0):
         break
     if time.time() - t0 > args.timeout:
@@ -143,7 +175,9 @@ for n in (1, 2, 3):
     row[f"cp{n}"] = cp["t"] - t0
     row[f"seen{n}"] = seen.get(n, (None,))[0]
     stats = seen.get(n, (None, None))[1]
-    if args.variant == "full":
+    if rx0 is not None and n in seen:
+        row[f"link_bytes_cp{n}"] = seen[n][2] - rx0
+    if args.variant in ("full", "containerd"):
         row[f"bytes_cp{n}"] = pulled
     elif stats:
         row[f"bytes_cp{n}"] = stats["bytesFetched"]
@@ -152,7 +186,11 @@ for n in (1, 2, 3):
     if n == 3:
         row["asset_sha256"] = cp.get("sha256")
 
-if args.variant == "full":
+if containerd:
+    containerd.stop()
+if rx0 is not None:
+    row["link_bytes_end"] = link_bytes() - rx0
+if args.variant in ("full", "containerd"):
     row["bytes_end"] = pulled
 else:
     if args.follow_prefetch and args.prefetch == "all" and not row["error"]:

@@ -1,9 +1,7 @@
 #!/usr/bin/python3
-"""Turn the rows of bench/etl/lazy-vs-full.sh into PREFIX.csv, PREFIX.md and PREFIX.png.
+"""Turn the rows of bench/etl/lazy-vs-full.sh into PREFIX.csv and PREFIX.md (the charts are in report.html).
 
-    report.py RAW.jsonl IMAGES.json PREFIX META_JSON
-
-Run with Debian's /usr/bin/python3 (python3-matplotlib) for the plot; without matplotlib the plot is skipped.
+    report.py RAW.jsonl IMAGES.json PREFIX META.json
 """
 import csv
 import json
@@ -12,16 +10,17 @@ import os
 import statistics
 import sys
 
-raw_path, images_path, prefix, meta_json = sys.argv[1:5]
+raw_path, images_path, prefix, meta_path = sys.argv[1:5]
 out_dir, name = os.path.dirname(prefix) or ".", os.path.basename(prefix)
 rows = [json.loads(line) for line in open(raw_path) if line.strip()]
 images = json.load(open(images_path))
-meta = json.loads(meta_json)
+meta = json.load(open(meta_path))
 os.makedirs(out_dir, exist_ok=True)
 
-VARIANTS = ["full", "esgz-none", "opt-landmark", "esgz-all", "opt-all"]
+VARIANTS = ["full", "containerd", "esgz-none", "opt-landmark", "esgz-all", "opt-all"]
 DESCRIBE = {
     "full": "`slipway unpack` of the gzip image, then run",
+    "containerd": "`ctr image pull` of the gzip image (private containerd, overlayfs snapshots), then `ctr run` (runc)",
     "esgz-none": "`slipway mount --prefetch none` of the eStargz image",
     "opt-landmark": "`slipway mount --prefetch landmark` of the optimized eStargz image",
     "esgz-all": "`slipway mount` (default `--prefetch all`) of the eStargz image",
@@ -77,9 +76,9 @@ lines += [
     "few ms of fetching after the checkpoint); for the full pull, everything `unpack` transferred. “ready” is when "
     "`unpack` finished or `mount` returned; “all local” is when the background prefetch of `--prefetch all` had the "
     "whole image (the run keeps the mount up after CP3 to see it).", "",
-    "Networks: *loopback* is docker-registry on 127.0.0.1; a rate is docker-registry in a network namespace behind a "
-    "veth pair with a TBF qdisc at that rate on the registry's egress (goodput ≈ 95 % of it). The registry reads its "
-    "blobs from disk (caches dropped).", "",
+    "Links: docker-registry runs in a network namespace behind a veth pair; *none* leaves the link unshaped, a rate "
+    "puts a TBF qdisc at that rate on the registry's egress (goodput ≈ 95 % of it). The registry reads its blobs from "
+    "disk (caches dropped).", "",
     "Variants:", ""]
 present = sorted({r["variant"] for r in rows}, key=order)
 lines += [f"- **{v}**: {DESCRIBE.get(v, v)}" for v in present]
@@ -135,51 +134,7 @@ if targets:
     lines += ["", "## Issue 4's targets, Slipway's default mount (`--prefetch all`)", "",
               "CP1 at most 0.1× the full pull's; CP3 no later than the full pull's; bytes before CP1 under 5 % of the image.", "",
               "| image | network | variant | CP1 ÷ full | CP3 ÷ full | bytes at CP1 |", "|---|---|---|---:|---:|---:|"] + targets
-tools = meta.get("peer_tools", {})
-lines += ["", "## Peers", "",
-          "containerd + stargz-snapshotter: " + (
-              "installed here (" + ", ".join(t for t, ok in tools.items() if ok) + "), but not part of this run."
-              if any(tools.values()) else
-              "not installed on this machine (no `containerd`, `ctr-remote` or `containerd-stargz-grpc`), so no side-by-side "
-              "figures; Debian 12 packages both (`containerd` 1.6.20, `stargz-snapshotter` 0.12.0). The seed's figures for them "
-              "are in `../shared/research/peers.md` (measured separately, not comparable run for run).")]
-lines += ["", f"Plot: `{name}.png`; one row per run: `{name}.csv` (all fields: `{name}.jsonl`).", ""]
+lines += ["", "## Peers", ""] + [f"- {note}" for note in meta.get("notes", [])]
+lines += ["", f"Charts: `report.html`; one row per run: `{name}.csv` (all fields: `{name}.jsonl`).", ""]
 with open(prefix + ".md", "w") as f:
     f.write("\n".join(lines))
-
-# --- plot -----------------------------------------------------------------------------------------------
-try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError:
-    print("report.py: no matplotlib, no plot", file=sys.stderr)
-    sys.exit(0)
-panels = [(n, s) for n in nets for s in sizes if any(r["net"] == n and r["size"] == s for r in rows)]
-fig, axes = plt.subplots(len(nets), len(sizes), figsize=(6.5 * len(sizes), 4.2 * len(nets)), squeeze=False)
-colors = {"cp1": "#4c72b0", "cp2": "#dd8452", "cp3": "#55a868"}
-for i, net in enumerate(nets):
-    for j, size in enumerate(sizes):
-        ax = axes[i][j]
-        vs = sorted({r["variant"] for r in rows if r["net"] == net and r["size"] == size}, key=order)
-        if not vs:
-            ax.axis("off")
-            continue
-        width = 0.26
-        for k, cp in enumerate(("cp1", "cp2", "cp3")):
-            ms = [mean(values(net, size, v, cp)) for v in vs]
-            sds = [statistics.stdev(values(net, size, v, cp)) if len(values(net, size, v, cp)) > 1 else 0 for v in vs]
-            xs = [x + (k - 1) * width for x in range(len(vs))]
-            ax.bar(xs, ms, width, yerr=sds, capsize=3, color=colors[cp], label=cp.upper())
-        full_cp3 = mean(values(net, size, "full", "cp3"))
-        if full_cp3 == full_cp3:
-            ax.axhline(full_cp3, color="gray", linestyle="--", linewidth=1, label="full pull CP3")
-        ax.set_xticks(range(len(vs)))
-        ax.set_xticklabels(vs, rotation=15)
-        ax.set_ylabel("seconds from start (cold)")
-        ax.set_title(f"etl-lazy:{size}, {net}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-fig.suptitle("Slipway: lazy mount vs full pull, time to each ETL checkpoint (mean ± sd)")
-fig.tight_layout()
-fig.savefig(prefix + ".png", dpi=110)

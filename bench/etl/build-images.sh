@@ -23,12 +23,12 @@
 #   REG/REPO:SIZE-esgz-opt    `slipway convert --prioritize REC` of the plain image, where REC comes from one
 #                             run of the workload in `slipway mount --record REC` of the -esgz image
 #
-#   bench/etl/build-images.sh                            # everything, registry on 127.0.0.1:5000
+#   bench/etl/build-images.sh                            # everything, into WORK/registry
 #   bench/etl/build-images.sh --sizes small --versions 2 --registry 127.0.0.1:5001
 #
 # Options:
-#   --registry HOST:PORT  push to this (running) registry instead of starting docker-registry on
-#                         127.0.0.1:5000 over WORK/registry
+#   --registry HOST:PORT  push to this (running) registry instead of starting docker-registry on a free
+#                         loopback port over WORK/registry
 #   --sizes LIST          comma-separated: small, medium, large; "" for none [small,medium,large]
 #   --versions N          Patch Tuesday versions v1..vN; 0 for none [5]
 #   --small-mib N         size of small's asset [16]
@@ -102,7 +102,8 @@ cleanup() {
 }
 trap cleanup EXIT
 if [[ -z $REGISTRY ]]; then
-  REGISTRY=127.0.0.1:5000
+  # A free port, not 5000: Debian's docker-registry package may run its own service there.
+  REGISTRY=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   cat >"$WORK/registry-build.yml" <<YAML
 version: 0.1
 storage: {filesystem: {rootdirectory: $WORK/registry}, delete: {enabled: true}}

@@ -76,10 +76,6 @@ done
 [[ -e /dev/fuse ]] || { echo "no /dev/fuse (lazy mounts need FUSE)" >&2; exit 1; }
 source bench/etl/common.sh
 
-ensure_packages docker-registry curl fuse3 iproute2 python3-matplotlib
-require_commands docker-registry:docker-registry tc:iproute2 curl:curl
-ensure_slipway
-
 IFS=, read -r -a size_list <<<"$SIZES"
 IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a variant_list <<<"$VARIANTS"
@@ -95,6 +91,10 @@ if [[ " ${variant_list[*]} " == *" containerd "* ]] && ! command -v ctr >/dev/nu
 fi
 command -v containerd-stargz-grpc >/dev/null ||
   NOTES+=("containerd + stargz-snapshotter not run: Debian 12's stargz-snapshotter ships ctr-remote but not the containerd-stargz-grpc daemon it needs")
+
+ensure_packages docker-registry curl fuse3 iproute2
+require_commands docker-registry:docker-registry tc:iproute2 curl:curl
+ensure_slipway
 
 RUN_DIR=$WORK/lazy-vs-full
 REGISTRY_PID=""

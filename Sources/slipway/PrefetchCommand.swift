@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import Slipway
+
+/// `slipway prefetch REF`: the pre-pull phase of a job (a DaemonSet's, or `srun --ntasks-per-node=1` on every
+/// node of an allocation), so that `slipway run` afterwards starts from the store without a transfer.
+struct Prefetch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make an image ready to run here: pull it and extract its layers into the store's layer cache.",
+        discussion: """
+            Afterwards `slipway run REF` (default --pull missing) starts without asking the registry. Run it on \
+            every node of an allocation before the job: `srun --ntasks-per-node=1 slipway prefetch REF`. With a \
+            store on a shared filesystem the nodes share the work: each blob is downloaded once and each layer \
+            extracted once, and the other nodes wait for it and reuse it.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The image reference.") var image: String
+
+    func run() async throws {
+        let location = try parseLocation(image)
+        let store = try global.openStore()
+        let display = global.makeProgress()
+        let started = ContinuousClock.now
+        let (report, extracted) = try await global.withSession(for: [location]) { session in
+            let (_, report, extracted) = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location)
+            return (report, extracted)
+        }
+        display.finish()
+        // The transfer report times the download; the layers may still have been extracting after it.
+        let elapsed = started.duration(to: .now)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        if global.json {
+            struct Output: Encodable { var transfer: TransferReport; var layersExtracted: Int; var seconds: Double }
+            try printJSON(Output(transfer: report, layersExtracted: extracted, seconds: seconds))
+        } else {
+            let summary = "\(image): \(report.layers) layers, \(formatBytes(report.bytesTransferred)) transferred, "
+                + "\(extracted) extracted, \(String(format: "%.1f", seconds)) s"
+            FileHandle.standardError.write(Data("slipway: \(summary)\n".utf8))
+            print(report.manifestDigest)
+        }
+    }
+}

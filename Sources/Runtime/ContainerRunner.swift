@@ -32,6 +32,8 @@ public struct ContainerRunner: Sendable {
     /// Called just before the runtime starts (to finish a progress display before the container writes).
     public var willStart: @Sendable () -> Void = {}
     public var lazyOptions = LazyMountOptions()
+    /// Seconds between passing a SIGINT/SIGTERM/SIGHUP on to the container and killing it.
+    public var stopTimeout: Double = 10
 
     public init(mode: RootfsMode, runtime: OCIRuntime, configuration: RunConfiguration, store: ContentStore, logger: Logger) {
         self.mode = mode
@@ -94,7 +96,7 @@ public struct ContainerRunner: Sendable {
         logger.debug("running \(directory.containerID) with \(runtime) from \(bundle.configPath)")
         try Task.checkCancellation()
         willStart()
-        return try await runtime.run(bundle: bundle.directory, id: directory.containerID, signals: signals)
+        return try await runtime.run(bundle: bundle.directory, id: directory.containerID, signals: signals, stopTimeout: stopTimeout)
     }
 }
 

@@ -103,11 +103,16 @@ public struct OCIRuntime: Sendable, CustomStringConvertible {
 
     /// Runs the container in `bundle` under `id` with Slipway's stdin, stdout and stderr, and returns its exit
     /// status: the container's exit code, or 128+N when it (or the runtime) was killed by signal N. Signals the
-    /// forwarder receives meanwhile go to the runtime, which passes them to the container.
-    public func run(bundle: String, id: String, signals: SignalForwarder?) async throws -> Int32 {
+    /// forwarder receives meanwhile go to the runtime, which passes them to the container; a container still
+    /// running `stopTimeout` seconds after the first is killed (SIGKILL), as `docker stop` does, so that Slipway
+    /// cleans up before a scheduler kills it too.
+    public func run(bundle: String, id: String, signals: SignalForwarder?, stopTimeout: Double = 10) async throws -> Int32 {
         let arguments = try commandLine(["run", "--bundle", bundle, id])
+        let killArguments = try commandLine(["kill", id, "KILL"])
         let pid = try ChildProcess.spawn(arguments)
-        signals?.setTarget(pid)
+        signals?.setTarget(pid, escalation: .init(after: stopTimeout) {
+            _ = try? HelperCommand.run(killArguments[0], Array(killArguments.dropFirst()))
+        })
         defer { signals?.setTarget(nil) }
         return await ChildProcess.wait(pid)
     }

@@ -11,8 +11,22 @@ import Glibc
 public final class SignalForwarder: @unchecked Sendable {
     private struct State {
         var target: pid_t?
+        var escalation: Escalation?
+        var escalationScheduled = false
         var pending: [Int32] = []
         var received: [Int32] = []
+    }
+
+    /// What to do when the target is still running a while after a signal was passed on to it: a container's
+    /// PID 1 without a handler ignores SIGTERM, and a scheduler (Slurm's KillWait) would SIGKILL Slipway before
+    /// it could clean up.
+    public struct Escalation: Sendable {
+        public var after: Double
+        public var action: @Sendable () -> Void
+        public init(after seconds: Double, action: @escaping @Sendable () -> Void) {
+            self.after = seconds
+            self.action = action
+        }
     }
     private let state = Mutex(State())
     private let onInterrupt: Mutex<(@Sendable (Int32) -> Void)?> = Mutex(nil)
@@ -41,14 +55,21 @@ public final class SignalForwarder: @unchecked Sendable {
     public var firstSignal: Int32? { state.withLock { $0.received.first } }
 
     /// Sets the process signals go to from now on; signals that arrived while there was none are sent now.
-    public func setTarget(_ pid: pid_t?) {
+    /// `escalation` runs if the target is still the target `escalation.after` seconds after the first signal
+    /// passed on to it.
+    public func setTarget(_ pid: pid_t?, escalation: Escalation? = nil) {
         let pending = state.withLock { state -> [Int32] in
             state.target = pid
+            state.escalation = pid == nil ? nil : escalation
+            state.escalationScheduled = false
             guard pid != nil else { return [] }
             defer { state.pending = [] }
             return state.pending
         }
-        if let pid { for number in pending { kill(pid, number) } }
+        if let pid {
+            for number in pending { kill(pid, number) }
+            if !pending.isEmpty { scheduleEscalation(for: pid) }
+        }
     }
 
     private func deliver(_ number: Int32) {
@@ -59,8 +80,22 @@ public final class SignalForwarder: @unchecked Sendable {
         }
         if let target {
             kill(target, number)
+            scheduleEscalation(for: target)
         } else {
             onInterrupt.withLock { $0 }?(number)
+        }
+    }
+
+    private func scheduleEscalation(for pid: pid_t) {
+        let escalation = state.withLock { state -> Escalation? in
+            guard !state.escalationScheduled, let escalation = state.escalation else { return nil }
+            state.escalationScheduled = true
+            return escalation
+        }
+        guard let escalation else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + escalation.after) { [weak self] in
+            guard let self, self.state.withLock({ $0.target == pid }) else { return }
+            escalation.action()
         }
     }
 

@@ -36,7 +36,7 @@ struct Prefetch: AsyncParsableCommand {
         } else {
             let summary = "\(image): \(report.layers) layers, \(formatBytes(report.bytesTransferred)) transferred, "
                 + "\(extracted) extracted, \(String(format: "%.1f", seconds)) s"
-            FileHandle.standardError.write(Data("slipway: \(summary)\n".utf8))
+            if !global.quiet { FileHandle.standardError.write(Data("slipway: \(summary)\n".utf8)) }
             print(report.manifestDigest)
         }
     }

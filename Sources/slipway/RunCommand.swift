@@ -23,7 +23,10 @@ struct Run: AsyncParsableCommand {
             runs in a user namespace in which you are root, without cgroups: --mode unpacked then extracts a \
             private copy of the image, and the roots of --mode lazy and sif are read-only (and need /dev/fuse).
 
-            SIGINT, SIGTERM and SIGHUP are passed to the container. A container killed by signal N exits 128+N.
+            SIGINT, SIGTERM and SIGHUP are passed to the container; if it is still running --stop-timeout seconds \
+            later (a PID 1 without a handler ignores SIGTERM), it is killed, and Slipway cleans up. This is what \
+            `scancel` needs: Slurm sends SIGTERM, then SIGKILL after its KillWait (30 s by default). A container \
+            killed by signal N exits 128+N.
             """)
 
     enum Mode: String, ExpressibleByArgument, CaseIterable { case unpacked, lazy, sif }
@@ -43,6 +46,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Replace the image's entrypoint (an empty string clears it).") var entrypoint: String?
     @Option(name: .long, help: "--mode unpacked: missing (use the store's copy when it has the image, as podman does), always (ask the registry first), never.")
     var pull: PullPolicy = .missing
+    @Option(name: .long, help: "Seconds from passing on SIGTERM (or SIGINT, SIGHUP) to killing the container; keep it under Slurm's KillWait.")
+    var stopTimeout: Double = 10
     @Option(name: .long, help: "--mode lazy: what to fetch before it is read: none, landmark, all.") var prefetch: PrefetchMode = .all
     @Option(name: .long, help: "--mode lazy: write the files the command read, in first-access order, to FILE (for convert --prioritize).")
     var record: String?
@@ -52,6 +57,7 @@ struct Run: AsyncParsableCommand {
     var effectiveMode: Mode { mode ?? (sif != nil ? .sif : .unpacked) }
 
     func validate() throws {
+        guard stopTimeout >= 0 else { throw ValidationError("--stop-timeout is a number of seconds, 0 or more") }
         switch effectiveMode {
         case .sif:
             guard sif != nil else { throw ValidationError("--mode sif needs --sif FILE") }
@@ -95,6 +101,7 @@ struct Run: AsyncParsableCommand {
         runner.notice = { message in if !quiet { FileHandle.standardError.write(Data("slipway: \(message)\n".utf8)) } }
         runner.willStart = { display.finish() }
         runner.lazyOptions.prefetch = prefetch
+        runner.stopTimeout = stopTimeout
         runner.lazyOptions.recordPath = record.map(resolvedPath)
         let signals = SignalForwarder()
         runner.signals = signals

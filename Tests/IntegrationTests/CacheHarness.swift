@@ -15,11 +15,11 @@ final class RunningCache: @unchecked Sendable {
     let accessLogPath: String
     private let process: Process
 
-    init(upstream: String, root: String, options: [String]) async throws {
+    init(upstream: String, root: String, options: [String], listen: String = "127.0.0.1:0") async throws {
         accessLogPath = "\(root).access.log"
         process = Process()
         process.executableURL = URL(fileURLWithPath: slipwayBinary)
-        process.arguments = ["serve", "--upstream", upstream, "--listen", "127.0.0.1:0", "--root", root, "--access-log", accessLogPath] + options
+        process.arguments = ["serve", "--upstream", upstream, "--listen", listen, "--root", root, "--access-log", accessLogPath] + options
         let errors = Pipe()
         process.standardError = errors
         try process.run()

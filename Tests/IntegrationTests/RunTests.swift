@@ -103,8 +103,11 @@ struct RunTests {
             let states = ((try? FileManager.default.contentsOfDirectory(atPath: scratch.sub("\(store)/mounts"))) ?? []).filter { $0.hasSuffix(".json") }
             #expect(states.isEmpty, "lazy mount states left in \(store): \(states)", sourceLocation: sourceLocation)
         }
-        let containers = try run("/usr/sbin/runc", ["list", "-q"]).stdout + ((try? run("/usr/bin/crun", ["list", "-q"]).stdout) ?? "")
-        #expect(!containers.split(separator: "\n").contains { $0.hasPrefix("slipway-") }, "containers left: \(containers)", sourceLocation: sourceLocation)
+        // Only this test's containers (their bundles are under its scratch directory): other suites run
+        // containers at the same time.
+        let containers = try run("/usr/sbin/runc", ["list"]).stdout + ((try? run("/usr/bin/crun", ["list"]).stdout) ?? "")
+        let ours = containers.split(separator: "\n").filter { $0.contains(scratch.path) }
+        #expect(ours.isEmpty, "containers left: \(ours)", sourceLocation: sourceLocation)
     }
 
     @Test func runcAndCrunPrintTheSameInEveryMode() async throws {
@@ -226,6 +229,28 @@ struct RunTests {
                     #expect(result.stdout.contains("got-term"), "\(result.stdout)")
                     try expectCleanedUp(scratch)
                 }
+            }
+        }
+    }
+
+    /// A PID 1 without a TERM handler ignores SIGTERM; 10 s later Slipway kills the container and still cleans up,
+    /// well before a scheduler's SIGKILL (Slurm's KillWait is 30 s) would stop it from doing so.
+    @Test func containerIgnoringSigtermIsKilledAfterTheStopTimeout() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (plain, _) = try publish(registry, scratch)
+            for runtime in ["runc", "crun"] {
+                let marker = String(40_000 + Int.random(in: 0..<9_999))
+                async let outcome = slipwayRun(scratch.sub("store"), ["--runtime", runtime, plain, "--", "/bin/sleep", marker])
+                _ = try await waitForProcess(arguments: ["/bin/sleep", marker], executable: "sleep")
+                let slipway = try await waitForProcess(arguments: ["/bin/sleep", marker], executable: "slipway")
+                let signalled = ContinuousClock.now
+                kill(slipway, SIGTERM)
+                let result = try await outcome
+                let waited = signalled.duration(to: .now)
+                #expect(result.status == 137, "\(runtime): \(result.status) \(result.stderr)")
+                #expect(waited >= .seconds(9) && waited < .seconds(20), "\(runtime): stopped after \(waited)")
+                try expectCleanedUp(scratch)
             }
         }
     }

@@ -1,0 +1,175 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let slurmTestsEnabled = benchTestsEnabled
+    && ["/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch", "/usr/sbin/munged"].allSatisfy(FileManager.default.isExecutableFile)
+
+/// Slurm jobs on a real two-node cluster (`scripts/cluster`: munge, slurmctld, a slurmd per network namespace), the
+/// ETL images behind a registry host and the cluster's `slipway serve` cache, a store on the shared directory.
+@Suite(.enabled(if: slurmTestsEnabled, "needs root, Slurm (slurm-wlm), munge and what the bench tests need"), .serialized)
+struct SlurmTests {
+    static let directory = "/var/tmp/slipway-test-cluster"
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// A cluster for one test: up on creation, down (and checked clean) at the end.
+    final class Cluster: @unchecked Sendable {
+        let environment: [String: String]
+        let shared = SlurmTests.directory + "/shared"
+        private let registry: Process
+        let cache: RunningCache
+
+        static func start(nodes: Int) async throws -> Cluster {
+            _ = try? run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
+            // system(3), not Process: the daemons it starts would keep Process's pipes open for ever.
+            let log = SlurmTests.directory + ".up.log"
+            let status = system("'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
+            guard status == 0 else {
+                throw TestSupportError("scripts/cluster up failed:\n\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
+            }
+            // A cold cache and empty stores: the upstream bytes are what this test moved.
+            for stale in ["cache", "cache.access.log", "shared/store", "shared/store-wrapper"] {
+                try? FileManager.default.removeItem(atPath: "\(SlurmTests.directory)/\(stale)")
+            }
+            // The ETL images (built by the bench tests' work directory) from a registry on the registry host.
+            let images = try run(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", BenchTests.work])
+            guard images.status == 0 else { throw TestSupportError("slipway bench images failed:\n\(images.stderr.suffix(2000))") }
+            let config = SlurmTests.directory + "/registry.yml"
+            try """
+                version: 0.1
+                storage: {filesystem: {rootdirectory: \(BenchTests.work)/registry}}
+                http: {addr: 10.78.1.1:5000}
+                log: {level: error}
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            let registry = Process()
+            registry.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            registry.arguments = ["netns", "exec", "slwcl-reg", "docker-registry", "serve", config]
+            registry.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            registry.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try registry.run()
+            let cache = try await RunningCache(
+                upstream: "http://10.78.1.1:5000", root: SlurmTests.directory + "/cache", options: [], listen: "10.78.0.1:5050")
+            let environment = try run("\(SlurmTests.repository)/scripts/cluster", ["env", "--dir", SlurmTests.directory]).stdout
+            var values: [String: String] = [:]
+            for line in environment.split(separator: "\n") where line.hasPrefix("export ") {
+                let assignment = line.dropFirst("export ".count).split(separator: "=", maxSplits: 1)
+                values[String(assignment[0])] = String(assignment[1]).trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
+            }
+            values["SLIPWAY"] = slipwayBinary
+            return Cluster(environment: values, registry: registry, cache: cache)
+        }
+
+        private init(environment: [String: String], registry: Process, cache: RunningCache) {
+            self.environment = environment
+            self.registry = registry
+            self.cache = cache
+        }
+
+        func shell(_ script: String, extra: [String: String] = [:]) throws -> ProcessResult {
+            try run("/bin/bash", ["-c", script], environment: environment.merging(extra) { $1 })
+        }
+
+        /// Stops everything and returns what was left behind: mounts under the cluster directory, Slipway or Slurm
+        /// processes, namespaces.
+        func stop() async throws -> [String] {
+            await cache.stop()
+            registry.terminate()
+            registry.waitUntilExit()
+            let down = try run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
+            var left: [String] = down.status == 0 ? [] : ["scripts/cluster down failed: \(down.stderr.suffix(500))"]
+            let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            left += mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(SlurmTests.directory) }
+            let processes = try run("/usr/bin/pgrep", ["-a", "-f", "slurmd|slurmctld|\(SlurmTests.directory)"]).stdout
+            left += processes.split(separator: "\n").map(String.init).filter { !$0.contains("pgrep") }
+            let namespaces = try run("/usr/sbin/ip", ["netns", "list"]).stdout
+            left += namespaces.split(separator: "\n").map(String.init).filter { $0.hasPrefix("slwcl") }
+            return left
+        }
+    }
+
+    /// The example batch script: a prefetch phase on both nodes, then one worker per node in the image; through
+    /// the cache and a shared store the image crosses the registry link once.
+    @Test func etlBatchJobOnTwoNodesFetchesTheImageOnce() async throws {
+        let cluster = try await Cluster.start(nodes: 2)
+        var leftovers: [String] = []
+        do {
+            let data = cluster.shared + "/etl"
+            try? FileManager.default.removeItem(atPath: data)
+            try FileManager.default.createDirectory(atPath: data + "/data", withIntermediateDirectories: true)
+            for shard in 0..<2 {
+                let rows = (0..<5000).map { "\($0),R\($0 % 24),P\($0 % 400),\($0 % 9 + 1),\(Double($0 % 500) + 0.5)" }
+                try ("order_id,region,product,quantity,amount\n" + rows.joined(separator: "\n") + "\n")
+                    .write(toFile: "\(data)/data/shard-\(shard).csv", atomically: true, encoding: .utf8)
+            }
+            let job = try cluster.shell(
+                "cd \(cluster.shared) && sbatch --wait -N2 --output=\(cluster.shared)/etl.out \(SlurmTests.repository)/examples/slurm/etl.sbatch",
+                extra: ["IMAGE": "10.78.0.1:5050/etl:v1", "DATA": data, "STORE": cluster.shared + "/store"])
+            let output = (try? String(contentsOfFile: cluster.shared + "/etl.out", encoding: .utf8)) ?? ""
+            #expect(job.status == 0, "sbatch: \(job.stderr)\n\(output)")
+            #expect(output.components(separatedBy: "v1: 10000 rows from 2 shards").count - 1 == 2, "one worker per node:\n\(output)")
+            #expect(FileManager.default.fileExists(atPath: data + "/results/v1.json"))
+            // One upstream fetch of every blob, however many nodes: the image plus its manifest and config.
+            let upstream = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
+            let inspect = try run(slipwayBinary, ["inspect", "--json", "--plain-http", "10.78.0.1:5050/etl:v1"])
+            let image = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
+            let layers = try #require(image["totalSize"] as? Int)
+            #expect(upstream >= Int64(layers) && upstream < Int64(layers) + 64 * 1024, "upstream \(upstream) bytes for a \(layers)-byte image")
+        } catch {
+            leftovers = try await cluster.stop()
+            throw error
+        }
+        leftovers = try await cluster.stop()
+        #expect(leftovers == [])
+    }
+
+    /// `srun-container` runs a command in the image on every node; `scancel` of a job whose image is mounted
+    /// lazily leaves no mounts or processes on any node.
+    @Test func srunContainerRunsAndScancelLeavesNothingMounted() async throws {
+        let cluster = try await Cluster.start(nodes: 2)
+        var leftovers: [String] = []
+        do {
+            let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
+            let store = cluster.shared + "/store-wrapper"
+            let ran = try cluster.shell(
+                "\(wrapper) -N2 --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/etl:v2 "
+                    + "--container-store \(store) -- /bin/cat /version.txt")
+            #expect(ran.status == 0, "\(ran.stderr)")
+            #expect(ran.stdout.split(separator: "\n") == ["v2", "v2"], "\(ran.stdout)")
+
+            let submitted = try cluster.shell(
+                "cd \(cluster.shared) && sbatch --parsable -N2 --output=\(cluster.shared)/sleep.out --wrap "
+                    + "'\(wrapper) --container-plain-http --container-mode lazy --container-image 10.78.0.1:5050/etl:v2-esgz "
+                    + "--container-store \(store) -- /bin/sleep 600'")
+            let jobID = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(submitted.status == 0 && !jobID.isEmpty, "\(submitted.stderr)")
+            // Wait until both nodes have the image mounted (a lazy mount and an overlay each).
+            let deadline = Date().addingTimeInterval(120)
+            var mounted = 0
+            while Date() < deadline, mounted < 4 {
+                let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+                mounted = mounts.split(separator: "\n").filter { $0.split(separator: " ")[4].hasPrefix(store) }.count
+                if mounted < 4 { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(mounted >= 4, "mounts under the store: \(mounted)")
+            _ = try cluster.shell("scancel \(jobID)")
+            let gone = Date().addingTimeInterval(60)
+            var remaining: [String] = []
+            repeat {
+                try await Task.sleep(for: .milliseconds(500))
+                let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+                remaining = mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(store) }
+                remaining += try run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
+            } while !remaining.isEmpty && Date() < gone
+            #expect(remaining == [], "left after scancel: \(remaining)")
+        } catch {
+            leftovers = try await cluster.stop()
+            throw error
+        }
+        leftovers = try await cluster.stop()
+        #expect(leftovers == [])
+    }
+}

@@ -101,8 +101,8 @@ YAML
   exit 1
 }
 
-# Unmounts everything mounted under DIR (deepest first) and kills processes still running from it: what an
-# interrupted benchmark may leave (lazy mounts, overlays, loop-mounted SIFs, containerd's snapshots).
+# Unmounts everything mounted under DIR (deepest first): what an interrupted benchmark may leave (lazy mounts,
+# overlays, loop-mounted SIFs, containerd's snapshots). The harnesses kill their daemons themselves.
 release_dir() { # DIR
   local dir target
   dir=$(realpath -m "$1")

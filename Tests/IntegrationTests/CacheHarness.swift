@@ -58,6 +58,18 @@ final class RunningCache: @unchecked Sendable {
         }
     }
 
+    /// SIGKILL, as a crash: no transfer gets to finish.
+    func crash() async {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                self.process.waitUntilExit()
+                continuation.resume()
+            }
+        }
+    }
+
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
 
     /// Whether the blob is committed to the cache's store, waiting a little: clients get a blob's last byte once

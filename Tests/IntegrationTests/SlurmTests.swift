@@ -21,13 +21,13 @@ struct SlurmTests {
         let environment: [String: String]
         let shared = SlurmTests.directory + "/shared"
         private let registry: Process
-        let cache: RunningCache
+        private(set) var cache: RunningCache
 
-        static func start(nodes: Int) async throws -> Cluster {
+        static func start(nodes: Int, link: String = "none") async throws -> Cluster {
             _ = try? run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
             // system(3), not Process: the daemons it starts would keep Process's pipes open for ever.
             let log = SlurmTests.directory + ".up.log"
-            let status = system("'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
+            let status = system("'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
             guard status == 0 else {
                 throw TestSupportError("scripts/cluster up failed:\n\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
             }
@@ -51,8 +51,7 @@ struct SlurmTests {
             registry.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
             registry.standardError = FileHandle(forWritingAtPath: "/dev/null")
             try registry.run()
-            let cache = try await RunningCache(
-                upstream: "http://10.78.1.1:5000", root: SlurmTests.directory + "/cache", options: [], listen: "10.78.0.1:5050")
+            let cache = try await startCache()
             let environment = try run("\(SlurmTests.repository)/scripts/cluster", ["env", "--dir", SlurmTests.directory]).stdout
             var values: [String: String] = [:]
             for line in environment.split(separator: "\n") where line.hasPrefix("export ") {
@@ -61,6 +60,16 @@ struct SlurmTests {
             }
             values["SLIPWAY"] = slipwayBinary
             return Cluster(environment: values, registry: registry, cache: cache)
+        }
+
+        static func startCache() async throws -> RunningCache {
+            try await RunningCache(upstream: "http://10.78.1.1:5000", root: SlurmTests.directory + "/cache", options: [], listen: "10.78.0.1:5050")
+        }
+
+        /// Kills the cache (SIGKILL: every transfer through it is cut) and starts it again on the same store.
+        func restartCache() async throws {
+            await cache.crash()
+            cache = try await Cluster.startCache()
         }
 
         private init(environment: [String: String], registry: Process, cache: RunningCache) {
@@ -165,6 +174,48 @@ struct SlurmTests {
                 remaining += try run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
             } while !remaining.isEmpty && Date() < gone
             #expect(remaining == [], "left after scancel: \(remaining)")
+        } catch {
+            leftovers = try await cluster.stop()
+            throw error
+        }
+        leftovers = try await cluster.stop()
+        #expect(leftovers == [])
+    }
+
+    /// Two images launched at once on overlapping nodes over a slow link, and the cache killed and restarted in
+    /// the middle: both launches complete (the nodes' pulls retry and resume), each node runs what it was asked to.
+    @Test func twoImagesAtOnceSurviveACacheRestart() async throws {
+        let cluster = try await Cluster.start(nodes: 3, link: "100mbit")
+        var leftovers: [String] = []
+        do {
+            let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
+            let store = cluster.shared + "/store"
+            func submit(_ nodes: String, _ image: String, _ output: String) throws -> String {
+                let submitted = try cluster.shell(
+                    "cd \(cluster.shared) && sbatch --parsable -w \(nodes) --output=\(cluster.shared)/\(output) --wrap "
+                        + "'\(wrapper) --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/\(image) "
+                        + "--container-store \(store) -- /bin/cat /version.txt'")
+                #expect(submitted.status == 0, "\(submitted.stderr)")
+                return submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let first = try submit("node[1-3]", "etl:v1", "v1.out")
+            let second = try submit("node[2-3]", "etl:v2", "v2.out")
+            // 121 MB over 100 Mbit/s takes about 10 s: restart the cache while the layers are on the way.
+            try await Task.sleep(for: .seconds(4))
+            try await cluster.restartCache()
+            let restartedAt = Date()
+            let deadline = Date().addingTimeInterval(240)
+            while Date() < deadline, try cluster.shell("squeue -h -j \(first),\(second)").stdout.contains(where: { !$0.isWhitespace }) {
+                try await Task.sleep(for: .seconds(1))
+            }
+            let v1 = (try? String(contentsOfFile: cluster.shared + "/v1.out", encoding: .utf8)) ?? ""
+            let v2 = (try? String(contentsOfFile: cluster.shared + "/v2.out", encoding: .utf8)) ?? ""
+            #expect(v1.split(separator: "\n").filter { $0 == "v1" }.count == 3, "job on node[1-3]:\n\(v1)")
+            #expect(v2.split(separator: "\n").filter { $0 == "v2" }.count == 2, "job on node[2-3]:\n\(v2)")
+            // The restart fell in the middle of the transfer: the new cache had to fetch the rest from upstream.
+            let refetched = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
+            #expect(refetched > 1_000_000, "the restarted cache fetched \(refetched) bytes: the launch was over before the restart")
+            #expect(Date().timeIntervalSince(restartedAt) < 120)
         } catch {
             leftovers = try await cluster.stop()
             throw error

@@ -223,4 +223,53 @@ struct SlurmTests {
         leftovers = try await cluster.stop()
         #expect(leftovers == [])
     }
+
+    /// A node killed (SIGKILL) in the middle of a shared pull: the other nodes finish, every blob in the shared
+    /// store matches its digest, and the killed node's next pull takes over where the lock was left.
+    @Test func nodeKilledMidSharedPull() async throws {
+        let cluster = try await Cluster.start(nodes: 3, link: "100mbit")
+        var leftovers: [String] = []
+        do {
+            let store = cluster.shared + "/store"
+            let prefetch = "\(slipwayBinary) prefetch -q --plain-http --store \(store) 10.78.0.1:5050/etl:v1"
+            let submitted = try cluster.shell(
+                "cd \(cluster.shared) && sbatch --parsable -N3 --output=\(cluster.shared)/prefetch.out --wrap 'srun --ntasks-per-node=1 \(prefetch)'")
+            let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(submitted.status == 0, "\(submitted.stderr)")
+            // node1's slipway: the process whose network namespace is node1's.
+            let namespace = try run("/usr/bin/stat", ["-L", "-c", "%i", "/run/netns/slwcl-node1"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            var victim: pid_t?
+            let deadline = Date().addingTimeInterval(60)
+            while victim == nil, Date() < deadline {
+                for pid in try run("/usr/bin/pgrep", ["-f", "slipway prefetch -q --plain-http --store \(store)"]).stdout.split(separator: "\n") {
+                    let inode = try? run("/usr/bin/stat", ["-L", "-c", "%i", "/proc/\(pid)/ns/net"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if inode == namespace { victim = pid_t(pid) }
+                }
+                if victim == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let pid = try #require(victim, "no slipway prefetch on node1")
+            try await Task.sleep(for: .seconds(3))  // 121 MB over 100 Mbit/s: about 10 s, so mid-transfer
+            kill(pid, SIGKILL)
+            let end = Date().addingTimeInterval(180)
+            while Date() < end, try cluster.shell("squeue -h -j \(job)").stdout.contains(where: { !$0.isWhitespace }) {
+                try await Task.sleep(for: .seconds(1))
+            }
+            let output = (try? String(contentsOfFile: cluster.shared + "/prefetch.out", encoding: .utf8)) ?? ""
+            #expect(output.split(separator: "\n").filter { $0.hasPrefix("sha256:") }.count == 2, "the other two nodes finished:\n\(output)")
+            // Nothing corrupt: every committed blob hashes to its name.
+            let blobs = store + "/blobs/sha256"
+            for name in try FileManager.default.contentsOfDirectory(atPath: blobs) {
+                let sum = try run("/usr/bin/sha256sum", ["\(blobs)/\(name)"]).stdout.prefix(64)
+                #expect(String(sum) == name, "blob \(name) hashes to \(sum)")
+            }
+            // node1 again: the dead holder's locks went with it.
+            let again = try cluster.shell("srun -w node1 \(prefetch)")
+            #expect(again.status == 0 && again.stdout.hasPrefix("sha256:"), "\(again.stdout) \(again.stderr)")
+        } catch {
+            leftovers = try await cluster.stop()
+            throw error
+        }
+        leftovers = try await cluster.stop()
+        #expect(leftovers == [])
+    }
 }

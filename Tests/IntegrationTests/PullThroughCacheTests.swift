@@ -265,7 +265,8 @@ struct PullThroughCacheTests {
         try await withRegistryAndProxy { registry, proxy in
             let first = try await publish(registry, scratch, tag: "stable", version: "1").manifest
             let accept = "Accept: \(MediaType.manifestAccept.joined(separator: ", "))"
-            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--tag-ttl", "0.3"]) { cache in
+            // Long enough for a publish under CI's load to fit within it; the sleeps below outlast it.
+            try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--tag-ttl", "2"]) { cache in
                 let url = "\(cache.url)/v2/demo/manifests/stable"
                 #expect(try await curl(url, headers: [accept]).headers["docker-content-digest"] == first.digest.description)
                 let second = try await publish(registry, scratch, tag: "stable", version: "2").manifest
@@ -273,14 +274,14 @@ struct PullThroughCacheTests {
                 proxy.clearLog()
                 #expect(try await curl(url, headers: [accept]).headers["docker-content-digest"] == first.digest.description)
                 #expect(proxy.requestLog.isEmpty)
-                try await Task.sleep(for: .milliseconds(400))
+                try await Task.sleep(for: .milliseconds(2200))
                 // After it, a HEAD finds the new digest, which is fetched by digest.
                 let moved = try await curl(url, headers: [accept])
                 #expect(moved.headers["docker-content-digest"] == second.digest.description)
                 #expect(proxy.requests(matching: "/manifests/stable", method: "HEAD").count == 1)
                 #expect(proxy.requests(matching: "/manifests/stable", method: "GET").isEmpty)
                 // Upstream down after the TTL: the cached tag keeps working.
-                try await Task.sleep(for: .milliseconds(400))
+                try await Task.sleep(for: .milliseconds(2200))
                 proxy.addRule(FaultRule(match: .any, fault: .serviceUnavailable, times: 1000))
                 let stale = try await curl(url, headers: [accept])
                 #expect(stale.status == 200 && stale.headers["docker-content-digest"] == second.digest.description)

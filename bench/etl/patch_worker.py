@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 t_start = time.time()
 SHARED = sys.argv[1] if len(sys.argv) > 1 else "/shared"
@@ -49,7 +50,8 @@ summary["t_start"] = t_start
 summary["t_end"] = time.time()
 results = os.path.join(SHARED, "results")
 os.makedirs(results, exist_ok=True)
-tmp = os.path.join(results, f".{version}.tmp")
+# Every node of a job writes here at once: a temporary name of its own, then one atomic rename.
+tmp = os.path.join(results, f".{version}.{uuid.uuid4().hex}.tmp")
 with open(tmp, "w") as f:
     json.dump(summary, f)
 os.rename(tmp, os.path.join(results, f"{version}.json"))

@@ -181,9 +181,10 @@ import TestSupport
     @Test func retriesAStalledServer() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { _, proxy in
-            try await withSession(try makeSession(readTimeout: 1)) { session in
+            // 2 s, not 1: on a loaded CI machine the proxy itself can pause for a second between chunks.
+            try await withSession(try makeSession(readTimeout: 2)) { session in
                 let (reference, large) = try await prepare(proxy, scratch, session: session)
-                proxy.inject(.stall(seconds: 3), path: "/blobs/\(large.digest)")
+                proxy.inject(.stall(seconds: 4), path: "/blobs/\(large.digest)")
                 let store = try ContentStore(root: scratch.sub("store"))
                 _ = try await pull(reference, into: store, session: session)
                 #expect(store.hasBlob(large))

@@ -117,3 +117,21 @@ require_commands() { # CMD:PACKAGE ...
   for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair%%:*} (apt-get install ${pair#*:})"); done
   ((${#missing[@]} == 0)) || { echo "missing: ${missing[*]}" >&2; exit 1; }
 }
+
+# Whatever way a benchmark ends (done, failed, Ctrl-C, TERM, HUP): stop its registry (REGISTRY_PID), its
+# containerds and their shims, unmount what is left under RUN_DIR, and delete the link's namespace. A shell
+# runs its EXIT trap on a signal only if the signal is trapped too.
+clean_up_on_exit() {
+  REGISTRY_PID=""
+  trap clean_up EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+}
+clean_up() {
+  [[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null; } || true
+  pkill -f "containerd --config $RUN_DIR/" 2>/dev/null || true
+  pkill -f "containerd-shim.*$RUN_DIR/" 2>/dev/null || true
+  release_dir "$RUN_DIR"
+  link_down
+}

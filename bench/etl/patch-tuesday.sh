@@ -83,18 +83,7 @@ require_commands docker-registry:docker-registry tc:iproute2 runc:runc skopeo:sk
 ensure_slipway
 
 RUN_DIR=$WORK/patch-tuesday
-REGISTRY_PID=""
-cleanup() {
-  [[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null; } || true
-  pkill -f "containerd --config $RUN_DIR/" 2>/dev/null || true
-  pkill -f "containerd-shim.*$RUN_DIR/" 2>/dev/null || true
-  release_dir "$RUN_DIR"
-  link_down
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+clean_up_on_exit
 
 # --- images and data ------------------------------------------------------------------------------------
 link_up none

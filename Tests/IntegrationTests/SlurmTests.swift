@@ -232,8 +232,10 @@ struct SlurmTests {
         do {
             let store = cluster.shared + "/store"
             let prefetch = "\(slipwayBinary) prefetch -q --plain-http --store \(store) 10.78.0.1:5050/etl:v1"
+            // A step per node, as three independent node-local launches: one step's death must not end the others.
             let submitted = try cluster.shell(
-                "cd \(cluster.shared) && sbatch --parsable -N3 --output=\(cluster.shared)/prefetch.out --wrap 'srun --ntasks-per-node=1 \(prefetch)'")
+                "cd \(cluster.shared) && sbatch --parsable -N3 --output=\(cluster.shared)/prefetch.out --wrap "
+                    + "'for n in node1 node2 node3; do srun -N1 -n1 -w $n \(prefetch) & done; wait'")
             let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(submitted.status == 0, "\(submitted.stderr)")
             // node1's slipway: the process whose network namespace is node1's.

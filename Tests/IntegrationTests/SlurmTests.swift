@@ -100,12 +100,22 @@ struct SlurmTests {
         }
     }
 
+    /// Runs `body` on a new cluster, then stops it; unless `body` failed, nothing may be left behind.
+    func withCluster(nodes: Int, link: String = "none", _ body: (Cluster) async throws -> Void) async throws {
+        let cluster = try await Cluster.start(nodes: nodes, link: link)
+        do {
+            try await body(cluster)
+        } catch {
+            _ = try? await cluster.stop()
+            throw error
+        }
+        #expect(try await cluster.stop() == [])
+    }
+
     /// The example batch script: a prefetch phase on both nodes, then one worker per node in the image; through
     /// the cache and a shared store the image crosses the registry link once.
     @Test func etlBatchJobOnTwoNodesFetchesTheImageOnce() async throws {
-        let cluster = try await Cluster.start(nodes: 2)
-        var leftovers: [String] = []
-        do {
+        try await withCluster(nodes: 2) { cluster in
             let data = cluster.shared + "/etl"
             try? FileManager.default.removeItem(atPath: data)
             try FileManager.default.createDirectory(atPath: data + "/data", withIntermediateDirectories: true)
@@ -127,20 +137,13 @@ struct SlurmTests {
             let image = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
             let layers = try #require(image["totalSize"] as? Int)
             #expect(upstream >= Int64(layers) && upstream < Int64(layers) + 64 * 1024, "upstream \(upstream) bytes for a \(layers)-byte image")
-        } catch {
-            leftovers = try await cluster.stop()
-            throw error
         }
-        leftovers = try await cluster.stop()
-        #expect(leftovers == [])
     }
 
     /// `srun-container` runs a command in the image on every node; `scancel` of a job whose image is mounted
     /// lazily leaves no mounts or processes on any node.
     @Test func srunContainerRunsAndScancelLeavesNothingMounted() async throws {
-        let cluster = try await Cluster.start(nodes: 2)
-        var leftovers: [String] = []
-        do {
+        try await withCluster(nodes: 2) { cluster in
             let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
             let store = cluster.shared + "/store-wrapper"
             let ran = try cluster.shell(
@@ -174,20 +177,13 @@ struct SlurmTests {
                 remaining += try run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
             } while !remaining.isEmpty && Date() < gone
             #expect(remaining == [], "left after scancel: \(remaining)")
-        } catch {
-            leftovers = try await cluster.stop()
-            throw error
         }
-        leftovers = try await cluster.stop()
-        #expect(leftovers == [])
     }
 
     /// Two images launched at once on overlapping nodes over a slow link, and the cache killed and restarted in
     /// the middle: both launches complete (the nodes' pulls retry and resume), each node runs what it was asked to.
     @Test func twoImagesAtOnceSurviveACacheRestart() async throws {
-        let cluster = try await Cluster.start(nodes: 3, link: "100mbit")
-        var leftovers: [String] = []
-        do {
+        try await withCluster(nodes: 3, link: "100mbit") { cluster in
             let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
             let store = cluster.shared + "/store"
             func submit(_ nodes: String, _ image: String, _ output: String) throws -> String {
@@ -216,20 +212,13 @@ struct SlurmTests {
             let refetched = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
             #expect(refetched > 1_000_000, "the restarted cache fetched \(refetched) bytes: the launch was over before the restart")
             #expect(Date().timeIntervalSince(restartedAt) < 120)
-        } catch {
-            leftovers = try await cluster.stop()
-            throw error
         }
-        leftovers = try await cluster.stop()
-        #expect(leftovers == [])
     }
 
     /// A node killed (SIGKILL) in the middle of a shared pull: the other nodes finish, every blob in the shared
     /// store matches its digest, and the killed node's next pull takes over where the lock was left.
     @Test func nodeKilledMidSharedPull() async throws {
-        let cluster = try await Cluster.start(nodes: 3, link: "100mbit")
-        var leftovers: [String] = []
-        do {
+        try await withCluster(nodes: 3, link: "100mbit") { cluster in
             let store = cluster.shared + "/store"
             let prefetch = "\(slipwayBinary) prefetch -q --plain-http --store \(store) 10.78.0.1:5050/etl:v1"
             // A step per node, as three independent node-local launches: one step's death must not end the others.
@@ -267,11 +256,6 @@ struct SlurmTests {
             // node1 again: the dead holder's locks went with it.
             let again = try cluster.shell("srun -w node1 \(prefetch)")
             #expect(again.status == 0 && again.stdout.hasPrefix("sha256:"), "\(again.stdout) \(again.stderr)")
-        } catch {
-            leftovers = try await cluster.stop()
-            throw error
         }
-        leftovers = try await cluster.stop()
-        #expect(leftovers == [])
     }
 }

@@ -40,7 +40,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "OCI runtime: runc, crun, or a path to either (default: crun, or runc where crun cannot run).")
     var runtime: String?
     @Option(name: .long, help: "Bind mount SRC:DST[:ro] (repeatable).") var bind: [String] = []
-    @Option(name: .long, help: "Environment variable KEY=VALUE (repeatable; overrides the image's).") var env: [String] = []
+    @Option(name: .long, help: "Environment variable KEY=VALUE, or KEY to pass this process's value on (skipped if unset, as docker does); repeatable; overrides the image's.")
+    var env: [String] = []
     @Option(name: .long, help: "Working directory in the container (default: the image's).") var workdir: String?
     @Option(name: .long, help: "User uid[:gid] or name[:group] (default: the image's).") var user: String?
     @Option(name: .long, help: "Replace the image's entrypoint (an empty string clears it).") var entrypoint: String?
@@ -76,9 +77,19 @@ struct Run: AsyncParsableCommand {
         }
     }
 
+    /// `KEY=VALUE` stays as it is; a bare `KEY` takes this process's value, and is left out when it has none, so
+    /// `srun slipway run --env SLURM_PROCID …` hands every task its own rank.
+    static func resolveEnvironment(_ variables: [String], from host: [String: String]) -> [String] {
+        variables.compactMap { variable in
+            if variable.contains("=") { return variable }
+            return host[variable].map { "\(variable)=\($0)" }
+        }
+    }
+
     func run() async throws {
         let configuration = RunConfiguration(
-            command: command.isEmpty ? nil : command, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] }, environment: env,
+            command: command.isEmpty ? nil : command, entrypoint: entrypoint.map { $0.isEmpty ? [] : [$0] },
+            environment: Self.resolveEnvironment(env, from: ProcessInfo.processInfo.environment),
             workingDirectory: workdir, user: user, binds: try bind.map { try BindMount(parsing: $0) })
         // Everything that can be wrong with the options is found before anything is fetched or mounted.
         try configuration.validate()

@@ -288,6 +288,12 @@ struct RunTests {
                  "echo \"$GREETING\"; echo $PATH; pwd; id -u; id -g; id -G; echo $HOME"])
             #expect(user.status == 0, "\(user.stderr)")
             #expect(user.stdout.hasPrefix("hi there\n/bin\n/tmp\n1000\n1000\n1000 2000\n/home/tester\n"), "\(user.stdout)")
+            // A bare --env NAME passes this process's value on (as docker does), and nothing when it is unset.
+            let passed = try run(
+                slipwayBinary, ["run", "-q", "--store", store, "--env", "SLW_FROM_HOST", "--env", "SLW_NOT_SET", plain, "--", "/bin/sh", "-c",
+                                "echo \"$SLW_FROM_HOST\"; echo \"${SLW_NOT_SET-unset}\""],
+                environment: ["SLW_FROM_HOST": "rank 7"])
+            #expect(passed.stdout == "rank 7\nunset\n", "\(passed.stdout) \(passed.stderr)")
             let numeric = try await slipwayRun(store, ["--user", "1234:5678", plain, "--", "/bin/sh", "-c", "id -u; id -g"])
             #expect(numeric.stdout == "1234\n5678\n", "\(numeric.stdout) \(numeric.stderr)")
             let unknown = try await slipwayRun(store, ["--user", "nobody-here", plain, "--", "/bin/true"])

@@ -8,6 +8,8 @@ for the cluster's NFS), aggregates them with pandas, hashes every shard, and wri
 The result holds time.time() when the worker began and when it ended, so the harness on the host (same clock)
 splits a deploy into distribution (until the worker began) and execution without trusting its own polling.
 The image's version comes from /version.txt, the one file that changes between releases.
+As a Slurm task (SLURM_PROCID passed in, e.g. `srun slipway run --env SLURM_PROCID --env SLURMD_NODENAME ...`)
+it writes SHARED/results/vN.task-RANK.json instead, with its rank and node, so every node's result is kept.
 """
 import glob
 import hashlib
@@ -46,6 +48,11 @@ summary = {
     "revenue_total": round(float(data["revenue"].sum()), 2),
     "revenue_p99": round(float(np.percentile(data["revenue"].to_numpy(), 99)), 2),
 }
+rank = os.environ.get("SLURM_PROCID")
+name = f"{version}.json"
+if rank is not None:
+    summary.update(task=int(rank), node=os.environ.get("SLURMD_NODENAME", ""))
+    name = f"{version}.task-{rank}.json"
 summary["t_start"] = t_start
 summary["t_end"] = time.time()
 results = os.path.join(SHARED, "results")
@@ -54,5 +61,5 @@ os.makedirs(results, exist_ok=True)
 tmp = os.path.join(results, f".{version}.{uuid.uuid4().hex}.tmp")
 with open(tmp, "w") as f:
     json.dump(summary, f)
-os.rename(tmp, os.path.join(results, f"{version}.json"))
+os.rename(tmp, os.path.join(results, name))
 print(f"{version}: {summary['rows']} rows from {len(shards)} shards, top {summary['top_regions']}")

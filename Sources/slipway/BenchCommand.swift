@@ -10,7 +10,7 @@ import Glibc
 /// this binary as the Slipway under test, so what is measured is exactly what the user runs.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Build the benchmark images and run the Patch Tuesday and lazy-vs-full benchmarks.",
+        abstract: "Build the benchmark images and run the Patch Tuesday, lazy-vs-full and scale benchmarks.",
         discussion: """
             The harness scripts live in the Slipway checkout (bench/etl); they are found next to this binary \
             (it is built inside the checkout) or in $SLIPWAY_BENCH_DIR. Benchmarks need root: they create \
@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
             and removes its mounts, namespaces, qdiscs and daemons. Results (JSONL, CSV, report.html with \
             charts) go to bench/results unless --out says otherwise; each command's --help lists its options.
             """,
-        subcommands: [BenchImages.self, BenchPatchTuesday.self, BenchLazyVsFull.self, BenchReport.self])
+        subcommands: [BenchImages.self, BenchPatchTuesday.self, BenchLazyVsFull.self, BenchScale.self, BenchReport.self])
 }
 
 struct BenchImages: ParsableCommand {
@@ -46,6 +46,15 @@ struct BenchLazyVsFull: ParsableCommand {
         discussion: "--quick runs small on loopback, one run. Options: --help.")
     @Argument(parsing: .captureForPassthrough, help: "Options for bench/etl/lazy-vs-full.sh.") var options: [String] = []
     func run() throws { try BenchHarness.exec("lazy-vs-full.sh", options, needsRoot: true) }
+}
+
+struct BenchScale: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scale",
+        abstract: "Launch the Patch Tuesday job on 1..16 nodes of a local Slurm cluster at once, per strategy, cold and warm.",
+        discussion: "--quick runs 1 and 2 nodes on an unshaped link. Options: --help.")
+    @Argument(parsing: .captureForPassthrough, help: "Options for bench/etl/scale.sh.") var options: [String] = []
+    func run() throws { try BenchHarness.exec("scale.sh", options, needsRoot: true) }
 }
 
 struct BenchReport: ParsableCommand {

@@ -130,7 +130,15 @@ struct SlurmTests {
             let output = (try? String(contentsOfFile: cluster.shared + "/etl.out", encoding: .utf8)) ?? ""
             #expect(job.status == 0, "sbatch: \(job.stderr)\n\(output)")
             #expect(output.components(separatedBy: "v1: 10000 rows from 2 shards").count - 1 == 2, "one worker per node:\n\(output)")
-            #expect(FileManager.default.fileExists(atPath: data + "/results/v1.json"))
+            // Every task keeps its own result, stamped with its rank and node.
+            var nodes: Set<String> = []
+            for rank in 0..<2 {
+                let result = try Data(contentsOf: URL(fileURLWithPath: "\(data)/results/v1.task-\(rank).json"))
+                let summary = try #require(try JSONSerialization.jsonObject(with: result) as? [String: Any])
+                #expect(summary["task"] as? Int == rank && summary["rows"] as? Int == 10000, "\(summary)")
+                nodes.insert(summary["node"] as? String ?? "")
+            }
+            #expect(nodes == ["node1", "node2"])
             // One upstream fetch of every blob, however many nodes: the image plus its manifest and config.
             let upstream = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
             let inspect = try run(slipwayBinary, ["inspect", "--json", "--plain-http", "10.78.0.1:5050/etl:v1"])
@@ -257,5 +265,45 @@ struct SlurmTests {
             let again = try cluster.shell("srun -w node1 \(prefetch)")
             #expect(again.status == 0 && again.stdout.hasPrefix("sha256:"), "\(again.stdout) \(again.stderr)")
         }
+    }
+
+    /// `slipway bench scale --quick`: one and two nodes, every strategy, cold then warm. Every launch has one
+    /// result per node; straight from the registry two nodes cost two images, through the cache or into the shared
+    /// store one; the patch release moves next to nothing; the report has the scale section; nothing is left.
+    @Test func quickScaleBenchmarkCountsUpstreamBytesPerStrategy() throws {
+        let scratch = "/var/tmp/slipway-test-scale", out = "/var/tmp/slipway-test-scale-results", log = "/var/tmp/slipway-test-scale.log"
+        try? FileManager.default.removeItem(atPath: out)
+        // system(3): the cluster's daemons would hold Process's pipes open.
+        let status = system("'\(slipwayBinary)' bench scale --quick --work '\(BenchTests.work)' --scratch '\(scratch)' --out '\(out)' </dev/null >'\(log)' 2>&1")
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(status == 0, "\(output.suffix(3000))")
+        let rows = try String(contentsOfFile: out + "/scale.jsonl", encoding: .utf8).split(separator: "\n").map {
+            try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        #expect(rows.count == 16, "4 strategies x 2 node counts x cold and warm: \(rows.count) rows")
+        func upstream(_ strategy: String, _ nodes: Int, _ cache: String) throws -> Double {
+            let row = try #require(rows.first { $0["strategy"] as? String == strategy && $0["nodes"] as? Int == nodes && $0["cache"] as? String == cache })
+            return try #require(row["upstream_bytes"] as? Double ?? (row["upstream_bytes"] as? Int).map(Double.init), "\(row)")
+        }
+        for row in rows {
+            #expect(row["ok"] as? Bool == true, "\(row)")
+            let tasks = row["tasks"] as? [[String: Any]] ?? []
+            #expect(tasks.count == row["nodes"] as? Int && Set(tasks.compactMap { $0["node"] as? String }).count == tasks.count, "\(row)")
+        }
+        let image = try upstream("direct", 1, "cold")
+        #expect(image > 50_000_000, "one cold pull moved \(image) bytes")
+        #expect((1.9...2.1).contains(try upstream("direct", 2, "cold") / image))
+        for strategy in ["cache", "shared"] {
+            #expect((0.95...1.05).contains(try upstream(strategy, 2, "cold") / image), "\(strategy)")
+        }
+        for strategy in ["direct", "cache", "shared", "lazy"] {
+            #expect(try upstream(strategy, 2, "warm") < image * 0.01, "\(strategy): the patch release")
+        }
+        let report = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+        #expect(report.contains("Scale: one job on many nodes") && report.contains("<svg"))
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        #expect(!mounts.contains(scratch), "mounts left under \(scratch)")
+        #expect(!FileManager.default.fileExists(atPath: "/run/netns/slwcl-node1"), "the cluster is still up")
+        #expect(try run("/usr/bin/pgrep", ["-f", scratch]).stdout.isEmpty, "processes left from \(scratch)")
     }
 }

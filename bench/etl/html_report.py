@@ -3,8 +3,8 @@
 
     bench/etl/html_report.py RESULTS_DIR [--out RESULTS_DIR/report.html] [--summary-only]
 
-Reads whichever of RESULTS_DIR/patch-tuesday.jsonl and RESULTS_DIR/lazy-vs-full.jsonl exist, plus the optional
-patch-tuesday-meta.json, lazy-vs-full-meta.json and lazy-vs-full-images.json. The page has inline CSS and SVG
+Reads whichever of RESULTS_DIR/patch-tuesday.jsonl, lazy-vs-full.jsonl and scale.jsonl exist, plus the optional
+patch-tuesday-meta.json, lazy-vs-full-meta.json, lazy-vs-full-images.json and scale-meta.json. The page has inline CSS and SVG
 charts drawn here by hand, so it opens offline, without JavaScript, and can be mailed as one file.
 Python 3 standard library only. Exit status: 0 on success, 2 on a usage error or when there is nothing to read.
 """
@@ -14,6 +14,7 @@ import math
 import os
 import sys
 
+import scale_report
 from reportkit import (WIDTH, avg, chart_start, colour, esc, failed_mark, failed_rows, fmt_bytes, fmt_msd, fmt_pct,
                        fmt_ratio, group_stats, html_table, load_json, load_jsonl, marker, mean_of, meta_html, nice_ticks, num,
                        ordered, prepare, ratio, sd_of, slots, text_table, vlabel, whisker, x_group_labels, y_axis)
@@ -310,14 +311,15 @@ LVF_INTRO = ("Each run is cold. Times are seconds from the start of the pull or 
 
 
 def render_html(ctx):
-    pt, lvf = ctx["pt"], ctx["lvf"]
+    pt, lvf, sc = ctx["pt"], ctx["lvf"], ctx["scale"]
     out = [f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
            f'<title>Slipway benchmark report</title><style>{CSS}</style></head><body><main>',
            "<h1>Slipway benchmark report</h1>",
            f'<p class="muted">From <code>{esc(ctx["dir"])}</code>, generated {esc(ctx["now"])}. Means ± sample standard '
            "deviation over successful runs only; failed runs are listed, never averaged. 1 KB = 10^3 B, 1 MB = 10^6 B.</p>",
            "<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t, on in (("headline", "Headlines", True), ("pt", "Patch Tuesday", pt),
-                                                                          ("lvf", "Lazy vs full", lvf), ("failed", "Failed runs", True)) if on) + "</nav>",
+                                                                          ("lvf", "Lazy vs full", lvf), ("scale", "Scale", sc),
+                                                                          ("failed", "Failed runs", True)) if on) + "</nav>",
            '<h2 id="headline">Headlines</h2>']
     heads = ctx["headlines"]
     out.append('<ul class="headline">' + "".join(f"<li>{esc(h)}</li>" for h in heads) + "</ul>" if heads
@@ -348,6 +350,9 @@ def render_html(ctx):
                         chart_fetched(lvf["stats"], net, size, variants, f"c{next(uid)}"),
                         lvf_bytes_table(lvf["stats"], net, size, variants, lvf["images"])]
         out += ["<h3>How this was measured</h3>", meta_html(lvf["meta"])]
+    if sc:
+        out += scale_report.section(sc, lambda: next(uid))
+        out += ["<h3>How this was measured</h3>", meta_html(sc["meta"])]
     out.append('<h2 id="failed">Failed runs</h2>')
     out.append(html_table(["bench", "group", "run", "error"], ctx["failed"], 4) if ctx["failed"]
                else '<p class="muted">None: every run succeeded.</p>')
@@ -397,6 +402,8 @@ def summary(ctx):
                                 + [fmt_ratio(lvf_ratio(lvf["stats"], net, size, v, cp)) for cp in ("cp1", "cp3")])
         out += ["Lazy vs full: mean seconds to each checkpoint, MB fetched by CP3, ratio to full",
                 text_table(["net", "size", "variant", "ok", "cp1 s", "cp2 s", "cp3 s", "MB@cp3", "cp1÷full", "cp3÷full"], rows, 3), ""]
+    if ctx["scale"]:
+        out += scale_report.summary(ctx["scale"])
     out += ["Headlines:"] + [f"  - {h}" for h in ctx["headlines"] or ["(not enough successful runs)"]]
     if ctx["failed"]:
         out.append(f"Failed runs: {len(ctx['failed'])} (listed in the report)")
@@ -406,7 +413,7 @@ def summary(ctx):
 # --- main -------------------------------------------------------------------------------------------------
 def build_context(results_dir, warnings):
     path = lambda name: os.path.join(results_dir, name)
-    ctx = {"dir": results_dir, "pt": None, "lvf": None, "failed": [], "headlines": [], "warnings": warnings,
+    ctx = {"dir": results_dir, "pt": None, "lvf": None, "scale": None, "failed": [], "headlines": [], "warnings": warnings,
            "now": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "pt_image_bytes": None}
     if os.path.exists(path("patch-tuesday.jsonl")):
         rows = prepare(load_jsonl(path("patch-tuesday.jsonl"), warnings), PT_KEYS)
@@ -428,11 +435,15 @@ def build_context(results_dir, warnings):
                             "meta": load_json(path("lazy-vs-full-meta.json"), warnings)}
         ctx["failed"] += failed_rows("lazy-vs-full", rows, LVF_KEYS)
         ctx["headlines"] += lvf_headlines(lvf["stats"], lvf["nets"], lvf["sizes"], lvf["variants"])
+    if os.path.exists(path("scale.jsonl")):
+        ctx["scale"] = sc = scale_report.context(results_dir, warnings)
+        ctx["failed"] += sc["failed"]
+        ctx["headlines"] += scale_report.headlines(sc)
     return ctx
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Render patch-tuesday.jsonl / lazy-vs-full.jsonl as report.html plus a terminal summary.")
+    p = argparse.ArgumentParser(description="Render patch-tuesday.jsonl, lazy-vs-full.jsonl and scale.jsonl as report.html plus a terminal summary.")
     p.add_argument("results_dir", metavar="RESULTS_DIR")
     p.add_argument("--out", help="HTML file to write [RESULTS_DIR/report.html]")
     p.add_argument("--summary-only", action="store_true", help="print the terminal summary, write no HTML")
@@ -441,8 +452,8 @@ def main(argv=None):
     if not os.path.isdir(d):
         print(f"html_report: {d} is not a directory", file=sys.stderr)
         return 2
-    if not any(os.path.isfile(os.path.join(d, n)) for n in ("patch-tuesday.jsonl", "lazy-vs-full.jsonl")):
-        print(f"html_report: {d} has neither patch-tuesday.jsonl nor lazy-vs-full.jsonl; nothing to report", file=sys.stderr)
+    if not any(os.path.isfile(os.path.join(d, n)) for n in ("patch-tuesday.jsonl", "lazy-vs-full.jsonl", "scale.jsonl")):
+        print(f"html_report: {d} has none of patch-tuesday.jsonl, lazy-vs-full.jsonl, scale.jsonl; nothing to report", file=sys.stderr)
         return 2
     warnings = []
     try:

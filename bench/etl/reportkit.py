@@ -1,5 +1,5 @@
 """Pieces the benchmark reports share: loading result rows, statistics, formatting, hand-drawn SVG charts and
-HTML/text tables (html_report.py draws the page). Standard library only."""
+HTML/text tables (html_report.py draws the page; scale_report.py its scale section). Standard library only."""
 import html
 import json
 import math

@@ -1,7 +1,8 @@
 #!/bin/bash
 # One launch of the scale benchmark, submitted by bench/etl/scale_launch.py as
 # `sbatch -N N --ntasks-per-node=1 scale-job.sh`: every task runs the Patch Tuesday worker in IMAGE through
-# `slipway run` (which pulls what the store lacks), then the batch step records when all tasks had ended.
+# `slipway run` (which pulls what the store lacks), then the batch step records when all tasks had ended, and
+# the machine's CPU counters then.
 #
 # Environment (from the submitter):
 #   IMAGE       the image reference (the registry host's docker-registry or the cluster's cache)
@@ -23,4 +24,5 @@ fi
 
 date +%s.%N >"$DATA/job-start"
 srun "$SCALE_JOB" task
+head -1 /proc/stat >"$DATA/job-end.stat"   # the machine's CPU counters as the job ends (sbatch --wait returns later)
 date +%s.%N >"$DATA/job-end"

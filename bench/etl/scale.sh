@@ -196,7 +196,7 @@ for r in rows:  # labels arrive as strings
     r["run"] = int(r.get("run", 0)); r["image_bytes"] = int(r.get("image_bytes", 0) or 0)
 with open(raw, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
-cols = ["link", "strategy", "cache", "nodes", "run", "ok", "t_first_start", "t_last_start", "t_first_result", "t_median_result",
+cols = ["link", "strategy", "cache", "nodes", "run", "ok", "t_job_start", "t_first_start", "t_last_start", "t_first_result", "t_median_result",
         "t_last_result", "t_job_end", "upstream_bytes", "cache_upstream_bytes", "node_link_bytes", "image_bytes", "cpu_busy",
         "io_wait", "load1", "error"]
 with open(csv_path, "w", newline="") as f:

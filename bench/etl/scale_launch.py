@@ -6,16 +6,17 @@ prints one JSON result row on stdout (and a line on stderr).
                     --store DIR [--node-local] --data DIR --slipway BIN [--cache-metrics URL] [--timeout S]
                     [--label k=v ...]
 
-Clock: t = 0 just before `sbatch`; the job is one task per node (bench/etl/scale-job.sh). Each task's worker
-writes DATA/results/vV.task-RANK.json with the time it began (the image was there and the container started)
-and the time it wrote its result (same clock: the nodes are namespaces of this machine). Figures, in seconds
-from submission: t_first_start/t_last_start (first and last task to begin), t_first_result/t_last_result
-(first and last result written), t_job_end (the batch step saw every task end).
+Clock: t = 0 just before `sbatch`, once every node is idle; the job is one task per node
+(bench/etl/scale-job.sh). Each task's worker writes DATA/results/vV.task-RANK.json with the time it began (the
+image was there and the container started) and the time it wrote its result (same clock: the nodes are
+namespaces of this machine). Figures, in seconds from submission: t_job_start (Slurm started the batch step),
+t_first_start/t_last_start (first and last task to begin), t_first_result/t_last_result (first and last result
+written), t_job_end (the batch step saw every task end).
 Bytes: upstream_bytes = what crossed the registry host's link (the rx counter of slwcl-rh, whoever asked);
 node_link_bytes = the sum over the N nodes of what their links received (tx counters of slwcl-nI on the
 bridge); cache_upstream_bytes = the cache server's own count of upstream payload, when it is in the path.
-cpu_busy and io_wait = the fractions of the machine's CPU time in use and idle waiting for the disk during the
-launch (the nodes share its cores and its disk).
+cpu_busy and io_wait = the fractions of the machine's CPU time in use and idle waiting for the disk from
+submission to the job's end (the nodes share its cores and its disk).
 """
 import argparse
 import glob
@@ -74,11 +75,23 @@ def cache_upstream():
     return None
 
 
-def cpu_ticks():
-    """(busy, waiting for I/O, total) jiffies of the whole machine."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4], fields[4], sum(fields)
+def cpu_ticks(path="/proc/stat"):
+    """(busy, waiting for I/O, total) jiffies of the whole machine; guest time is already in user time."""
+    with open(path) as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy, iowait, busy + idle + iowait
+
+
+def settle(timeout=60):
+    """Waits until every node is idle: a node still completing the previous job would hold this one pending
+    until the scheduler's next pass, and that wait is Slurm's, not the launch's."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True).stdout.split()
+        if states and all(s == "idle" for s in states):
+            return
+        time.sleep(0.2)
 
 
 def read_time(path):
@@ -86,7 +99,7 @@ def read_time(path):
         return float(f.read())
 
 
-for stale in glob.glob(os.path.join(results, "*")) + [os.path.join(args.data, n) for n in ("job-start", "job-end")]:
+for stale in glob.glob(os.path.join(results, "*")) + [os.path.join(args.data, n) for n in ("job-start", "job-end", "job-end.stat")]:
     if os.path.isfile(stale):
         os.remove(stale)
 os.makedirs(results, exist_ok=True)
@@ -95,6 +108,7 @@ if args.cache == "cold":
 environment = dict(os.environ, IMAGE=args.image, MODE=args.mode, STORE=args.store, DATA=args.data,
                    SLIPWAY=args.slipway, SCALE_JOB=job_script, NODE_LOCAL="1" if args.node_local else "0")
 output = os.path.join(args.data, "job.out")
+settle()
 before = upstream_counter(), node_link_counter(), cache_upstream(), cpu_ticks()
 row["load1"] = load_average()
 t_submit = time.time()
@@ -102,7 +116,7 @@ try:
     job = subprocess.run(["sbatch", "--parsable", "--wait", "-N", str(args.nodes), "--ntasks-per-node=1", f"--output={output}",
                           "--job-name", f"scale-{args.strategy}", job_script],
                          env=environment, capture_output=True, text=True, timeout=args.timeout)
-    after = upstream_counter(), node_link_counter(), cache_upstream(), cpu_ticks()
+    after = upstream_counter(), node_link_counter(), cache_upstream()
     row["job"] = job.stdout.strip().split(";")[0]
     tasks = []
     for path in sorted(glob.glob(os.path.join(results, f"v{args.version}.task-*.json"))):
@@ -121,10 +135,13 @@ try:
         raise RuntimeError(f"a task ran the wrong version: {[t['version'] for t in tasks]}")
     starts, ends = sorted(t["start"] for t in tasks), sorted(t["result"] for t in tasks)
     row.update(t_first_start=starts[0], t_last_start=starts[-1], t_first_result=ends[0], t_last_result=ends[-1],
-               t_median_result=ends[len(ends) // 2], t_job_end=read_time(os.path.join(args.data, "job-end")) - t_submit,
+               t_median_result=ends[len(ends) // 2], t_job_start=read_time(os.path.join(args.data, "job-start")) - t_submit,
+               t_job_end=read_time(os.path.join(args.data, "job-end")) - t_submit,
                upstream_bytes=after[0] - before[0], node_link_bytes=after[1] - before[1],
-               cpu_busy=round((after[3][0] - before[3][0]) / max(after[3][2] - before[3][2], 1), 3),
-               io_wait=round((after[3][1] - before[3][1]) / max(after[3][2] - before[3][2], 1), 3), ok=True)
+               ok=True)
+    cpu_end = cpu_ticks(os.path.join(args.data, "job-end.stat"))
+    total = max(cpu_end[2] - before[3][2], 1)
+    row.update(cpu_busy=round((cpu_end[0] - before[3][0]) / total, 3), io_wait=round((cpu_end[1] - before[3][1]) / total, 3))
     if before[2] is not None and after[2] is not None:
         row["cache_upstream_bytes"] = after[2] - before[2]
 except subprocess.TimeoutExpired:

@@ -13,7 +13,7 @@ namespaces of this machine). Figures, in seconds from submission: t_job_start (S
 t_first_start/t_last_start (first and last task to begin), t_first_result/t_last_result (first and last result
 written), t_job_end (the batch step saw every task end).
 Bytes: upstream_bytes = what crossed the registry host's link (the rx counter of slwcl-rh, whoever asked);
-node_link_bytes = the sum over the N nodes of what their links received (tx counters of slwcl-nI on the
+node_link_bytes = the sum over the nodes of what their links received (tx counters of slwcl-nI on the
 bridge); cache_upstream_bytes = the cache server's own count of upstream payload, when it is in the path.
 cpu_busy and io_wait = the fractions of the machine's CPU time in use and idle waiting for the disk from
 submission to the job's end (the nodes share its cores and its disk).
@@ -62,7 +62,8 @@ def upstream_counter():
 
 
 def node_link_counter():
-    return sum(counter(f"/sys/class/net/slwcl-n{i}/statistics/tx_bytes") for i in range(1, args.nodes + 1))
+    """Every node's link, not node1..nodeN: Slurm picks the job's nodes (the idle rest add nothing)."""
+    return sum(counter(path) for path in glob.glob("/sys/class/net/slwcl-n[0-9]*/statistics/tx_bytes"))
 
 
 def cache_upstream():

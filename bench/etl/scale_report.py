@@ -20,12 +20,12 @@ INTRO = ("The Patch Tuesday job launched at once on N nodes of a local Slurm clu
          "the worker in the image through <code>slipway run</code>. <b>cold</b>: v1 onto empty stores and an empty cache "
          "server; <b>warm</b>: v2 right after (only <code>/version.txt</code> changed). Times are seconds from "
          "<code>sbatch</code> until the <b>last</b> task wrote its result (every task's first result) and until the job "
-         "ended; Slurm's own scheduling takes 0.1–3 s of that on this cluster, so the last result is also given from the "
-         "moment Slurm started the batch step. Upstream bytes crossed the registry host's link; ÷ image is against one node's cold pull straight from "
-         "the registry. Node-link bytes are what all N nodes received from the registry or the cache; the shared "
-         "directory stands in for NFS and its traffic is not on those links. Every node is a namespace of one machine, "
-         "so the nodes share its cores and its disk: <b>cpu busy</b> and <b>io wait</b> say how much of the machine the "
-         "launch used and how long it idled on the disk.")
+         "ended; Slurm's own scheduling takes 0.1–3 s of that on this cluster, so the last result is also given from "
+         "the moment Slurm started the batch step. Upstream bytes crossed the registry host's link; ÷ image is against "
+         "one node's cold pull straight from the registry. Node-link bytes are what all N nodes received from the "
+         "registry or the cache; the shared directory stands in for NFS and its traffic is not on those links. Every "
+         "node is a namespace of one machine, so the nodes share its cores and its disk: <b>cpu busy</b> and "
+         "<b>io wait</b> say how much of the machine the launch used and how long it idled on the disk.")
 
 
 def load(path, warnings):

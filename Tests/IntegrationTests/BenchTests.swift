@@ -17,8 +17,9 @@ struct BenchTests {
     static let work = "/var/tmp/slipway-bench-test"
     static let namespace = "slwbench-reg"
 
-    func buildImages() throws {
-        let result = try run(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", Self.work])
+    /// Minutes the first time: run without holding a thread of the concurrency pool (other suites need them).
+    func buildImages() async throws {
+        let result = try await runAsync(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", Self.work])
         #expect(result.status == 0, "slipway bench images failed:\n\(result.stderr.suffix(2000))")
     }
 
@@ -49,10 +50,10 @@ struct BenchTests {
         return found
     }
 
-    @Test func quickPatchTuesdayMovesOnlyTheNewVersionAndRendersItsReport() throws {
-        try buildImages()
+    @Test func quickPatchTuesdayMovesOnlyTheNewVersionAndRendersItsReport() async throws {
+        try await buildImages()
         let out = try ScratchDirectory()
-        let result = try run(slipwayBinary, [
+        let result = try await runAsync(slipwayBinary, [
             "bench", "patch-tuesday", "--quick", "--strategies", "overlay,lazy", "--work", Self.work, "--out", out.path,
         ])
         #expect(result.status == 0, "\(result.stderr.suffix(3000))")
@@ -90,7 +91,7 @@ struct BenchTests {
     /// mount and a containerd running: the benchmark stops and takes everything it set up with it.
     @Test(arguments: ["lazy", "containerd"])
     func interruptedBenchmarkLeavesNothingBehind(strategy: String) async throws {
-        try buildImages()
+        try await buildImages()
         let out = try ScratchDirectory()
         // As from a terminal: its own process group, SIGINT neither ignored nor blocked (a test runner's children may
         // inherit either, and a shell cannot trap a signal ignored on entry).
@@ -124,10 +125,10 @@ struct BenchTests {
     }
 
     /// A deploy that fails is a row with ok=false and its reason, listed in the report, never averaged in.
-    @Test func failedDeploysAreReportedAsFailed() throws {
-        try buildImages()
+    @Test func failedDeploysAreReportedAsFailed() async throws {
+        try await buildImages()
         let out = try ScratchDirectory()
-        let result = try run(slipwayBinary, [
+        let result = try await runAsync(slipwayBinary, [
             "bench", "patch-tuesday", "--strategies", "sif-apptainer", "--links", "none", "--versions", "1", "--runs", "1",
             "--caches", "cold", "--timeout", "1", "--work", Self.work, "--out", out.path,
         ])

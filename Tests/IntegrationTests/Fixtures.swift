@@ -109,6 +109,15 @@ func runAsync(_ executable: String, _ arguments: [String]) async throws -> Proce
     return ProcessResult(status: status, stdout: output, stderr: errors)
 }
 
+/// Runs a shell command with system(3) on a thread of its own, for commands that leave daemons behind: Foundation's
+/// Process learns of a child's exit from a descriptor the child inherits, which a daemon keeps open for ever; and a
+/// minutes-long wait must not hold one of the concurrency pool's threads, which the other suites' tests need.
+func systemAsync(_ command: String) async -> Int32 {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: system(command)) }.start()
+    }
+}
+
 /// The `slipway` executable built beside the test bundle (scripts/test builds it before testing).
 let slipwayBinary: String = {
     let candidates = [

@@ -25,9 +25,9 @@ struct SlurmTests {
 
         static func start(nodes: Int, link: String = "none") async throws -> Cluster {
             _ = try? run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
-            // system(3), not Process: the daemons it starts would keep Process's pipes open for ever.
             let log = SlurmTests.directory + ".up.log"
-            let status = system("'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
+            let status = await systemAsync(
+                "'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
             guard status == 0 else {
                 throw TestSupportError("scripts/cluster up failed:\n\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
             }
@@ -36,7 +36,7 @@ struct SlurmTests {
                 try? FileManager.default.removeItem(atPath: "\(SlurmTests.directory)/\(stale)")
             }
             // The ETL images (built by the bench tests' work directory) from a registry on the registry host.
-            let images = try run(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", BenchTests.work])
+            let images = try await runAsync(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", BenchTests.work])
             guard images.status == 0 else { throw TestSupportError("slipway bench images failed:\n\(images.stderr.suffix(2000))") }
             let config = SlurmTests.directory + "/registry.yml"
             try """
@@ -270,13 +270,12 @@ struct SlurmTests {
     /// `slipway bench scale --quick`: one and two nodes, every strategy, cold then warm. Every launch has one
     /// result per node; straight from the registry two nodes cost two images, through the cache or into the shared
     /// store one; the patch release moves next to nothing; the report has the scale section; nothing is left.
-    @Test func quickScaleBenchmarkCountsUpstreamBytesPerStrategy() throws {
+    @Test func quickScaleBenchmarkCountsUpstreamBytesPerStrategy() async throws {
         let scratch = "/var/tmp/slipway-test-scale", out = "/var/tmp/slipway-test-scale-results", log = "/var/tmp/slipway-test-scale.log"
         try? FileManager.default.removeItem(atPath: out)
-        // system(3): the cluster's daemons would hold Process's pipes open.
-        let status = system("'\(slipwayBinary)' bench scale --quick --work '\(BenchTests.work)' --scratch '\(scratch)' --out '\(out)' </dev/null >'\(log)' 2>&1")
-        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        #expect(status == 0, "\(output.suffix(3000))")
+        let status = await systemAsync(
+            "'\(slipwayBinary)' bench scale --quick --work '\(BenchTests.work)' --scratch '\(scratch)' --out '\(out)' </dev/null >'\(log)' 2>&1")
+        #expect(status == 0, "\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
         let rows = try String(contentsOfFile: out + "/scale.jsonl", encoding: .utf8).split(separator: "\n").map {
             try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
         }

@@ -126,12 +126,17 @@ have_tag() { # REPO TAG
   curl -fs -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REGISTRY/v2/$1/manifests/$2"
 }
 
-# Images built from other workers are rebuilt: the tags do not say which worker they hold.
+# Images built from other workers are rebuilt: the tags do not say which worker they hold, so each image
+# records the workers' digest in WORK/stamps/REPO-TAG once it is pushed.
 APP_STAMP=$(cat bench/etl/etl.py bench/etl/patch_worker.py | sha256sum | cut -c1-64)
-if [[ $(cat "$WORK/app.stamp" 2>/dev/null) != "$APP_STAMP" ]]; then
-  [[ -d $WORK/registry/docker ]] && log "the ETL workers changed since the images were built (or no record of them): rebuilding"
-  FORCE=1
-fi
+mkdir -p "$WORK/stamps"
+needs_build() { # REPO TAG: the tag is missing, was built from other workers, or --force
+  ((FORCE)) && return 0
+  have_tag "$1" "$2" || return 0
+  [[ $(cat "$WORK/stamps/$1-$2" 2>/dev/null) == "$APP_STAMP" ]] && return 1
+  log "$1:$2 was built from other ETL workers (or has no record of them): rebuilding"
+}
+built() { echo "$APP_STAMP" >"$WORK/stamps/$1-$2"; } # REPO TAG
 
 # --- layer 1: Debian bookworm minbase (cached) ----------------------------------------------------------
 BASE_TAR=$CACHE/bookworm-minbase.tar
@@ -242,7 +247,7 @@ run_workload() { # ROOT OUTDIR: the worker in ROOT (chroot), output to OUTDIR bi
 # --- Patch Tuesday: etl:v1..vN, identical but for /version.txt ------------------------------------------
 for n in $(seq "$VERSIONS"); do
   ref=$REGISTRY/$PATCH_REPO:v$n
-  if ((FORCE)) || ! have_tag "$PATCH_REPO" "v$n-esgz"; then
+  if needs_build "$PATCH_REPO" "v$n-esgz"; then
     tree=$WORK/version-tree
     rm -rf "$tree"
     mkdir -p "$tree"
@@ -255,6 +260,7 @@ for n in $(seq "$VERSIONS"); do
       --layer "$BASE_TAR" --layer "$DEPS_TAR" --layer "$TARS/app.tar" --layer "$TARS/version-$n.tar" >/dev/null
     "$SLIPWAY" copy -q "${PLAIN[@]}" "oci:$WORK/layout:v$n" "$ref" >/dev/null
     "$SLIPWAY" convert -q "${PLAIN[@]}" --store "$BUILD_STORE" "$ref" "$ref-esgz" --to estargz >/dev/null
+    built "$PATCH_REPO" "v$n-esgz"
   else
     log "$ref: already in the registry (--force to rebuild)"
   fi
@@ -270,7 +276,7 @@ for size in "${size_list[@]}"; do
     *) echo "unknown size $size (small, medium or large)" >&2; exit 2 ;;
   esac
   ref=$REGISTRY/$REPO:$size
-  if ((FORCE)) || ! have_tag "$REPO" "$size-esgz-opt"; then
+  if needs_build "$REPO" "$size-esgz-opt"; then
     log "$ref: assemble (gzip) and push"
     rm -rf "$WORK/layout"
     "$SLIPWAY" assemble -q --store "$BUILD_STORE" "oci:$WORK/layout:$size" --entrypoint /usr/bin/python3 \
@@ -296,10 +302,10 @@ for size in "${size_list[@]}"; do
     for tag in "$size" "$size-esgz" "$size-esgz-opt"; do
       "$SLIPWAY" inspect "${PLAIN[@]}" "$REGISTRY/$REPO:$tag" | sed -n '/^Layers/,$p' | sed "s|^|  $tag: |" >&2
     done
+    built "$REPO" "$size-esgz-opt"
   else
     log "$ref: already in the registry (--force to rebuild)"
   fi
 done
 rm -rf "$BUILD_STORE" "$WORK/record-store" "$WORK/layout" "$app"
-echo "$APP_STAMP" >"$WORK/app.stamp"
 log "done: images in $REGISTRY/$PATCH_REPO and $REGISTRY/$REPO (storage $WORK/registry)"

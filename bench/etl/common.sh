@@ -42,6 +42,27 @@ YAML
   exit 1
 }
 
+# The compressed size of an image (its layers), for the reports' "÷ image" columns.
+image_size() { # REF (plain HTTP)
+  "$SLIPWAY" inspect --json --plain-http "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalSize"])'
+}
+
+# The ETL worker's input: DIR/data/shard-0..N-1.csv of ROWS orders each, from a fixed seed (kept if present).
+write_etl_data() { # DIR SHARDS ROWS SEED
+  [[ -s $1/data/shard-$(($2 - 1)).csv ]] && return
+  mkdir -p "$1/data"
+  python3 - "$1/data" "$2" "$3" "$4" <<'PY'
+import random, sys
+directory, shards, rows, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+r = random.Random(seed)
+for shard in range(shards):
+    with open(f"{directory}/shard-{shard}.csv", "w") as f:
+        f.write("order_id,region,product,quantity,amount\n")
+        for i in range(rows):
+            f.write(f"{shard * rows + i},R{r.randrange(24):02d},P{r.randrange(400):03d},{r.randint(1, 9)},{r.uniform(1, 500):.2f}\n")
+PY
+}
+
 # --- the registry link: a network namespace behind a veth pair, shaped with TBF -----------------------------
 # The registry runs in namespace LINK_NS at $LINK_SUBNET.1; this host reaches it over the veth LINK_HOST_IF,
 # whose rx counter is every byte the node received from the registry, whatever the client.

@@ -99,22 +99,11 @@ if ((missing)); then
   bench/etl/build-images.sh --sizes "" --versions "$VERSIONS" --patch-repo "$REPO" --work "$WORK" --slipway "$SLIPWAY"
   start_link_registry "$WORK" "$RUN_DIR"
 fi
-image_bytes=$("$SLIPWAY" inspect --json --plain-http "$LINK_REGISTRY/$REPO:v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalSize"])')
+image_bytes=$(image_size "$LINK_REGISTRY/$REPO:v1")
 log "$REPO:v1 is $image_bytes bytes compressed"
 
 SHARED=$RUN_DIR/shared
-if [[ ! -s $SHARED/data/shard-7.csv ]]; then
-  mkdir -p "$SHARED/data"
-  python3 - "$SHARED/data" <<'PY'
-import random, sys
-r = random.Random(20261129)
-for shard in range(8):
-    with open(f"{sys.argv[1]}/shard-{shard}.csv", "w") as f:
-        f.write("order_id,region,product,quantity,amount\n")
-        for i in range(50_000):
-            f.write(f"{shard * 50_000 + i},R{r.randrange(24):02d},P{r.randrange(400):03d},{r.randint(1, 9)},{r.uniform(1, 500):.2f}\n")
-PY
-fi
+write_etl_data "$SHARED" 8 50000 20261129
 log "data: $(du -sh "$SHARED/data" | cut -f1) in 8 shards, bind-mounted at /shared"
 
 # --- deploys --------------------------------------------------------------------------------------------

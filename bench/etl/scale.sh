@@ -137,22 +137,11 @@ ip netns exec slwcl-reg docker-registry serve "$RUN_DIR/registry.yml" >"$RUN_DIR
 REGISTRY_PID=$!
 for _ in $(seq 100); do curl -fs "http://$REGISTRY/v2/" >/dev/null && break; sleep 0.1; done
 curl -fs "http://$REGISTRY/v2/" >/dev/null || { echo "docker-registry did not start on $REGISTRY" >&2; exit 1; }
-image_bytes=$("$SLIPWAY" inspect --json --plain-http "$REGISTRY/$REPO:v1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalSize"])')
+image_bytes=$(image_size "$REGISTRY/$REPO:v1")
 log "$REPO:v1 is $image_bytes bytes compressed"
 
 DATA=$SLIPWAY_CLUSTER_SHARED/etl
-if [[ ! -s $DATA/data/shard-1.csv ]]; then
-  mkdir -p "$DATA/data"
-  python3 - "$DATA/data" <<'PY'
-import random, sys
-r = random.Random(20261203)
-for shard in range(2):
-    with open(f"{sys.argv[1]}/shard-{shard}.csv", "w") as f:
-        f.write("order_id,region,product,quantity,amount\n")
-        for i in range(20_000):
-            f.write(f"{shard * 20_000 + i},R{r.randrange(24):02d},P{r.randrange(400):03d},{r.randint(1, 9)},{r.uniform(1, 500):.2f}\n")
-PY
-fi
+write_etl_data "$DATA" 2 20000 20261203
 
 # --- launches -----------------------------------------------------------------------------------------------
 RAW=$OUT/scale.jsonl

@@ -235,12 +235,15 @@ struct SlurmTests {
                     + "'for n in node1 node2 node3; do srun -N1 -n1 -w $n \(prefetch) & done; wait'")
             let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(submitted.status == 0, "\(submitted.stderr)")
-            // node1's slipway: the process whose network namespace is node1's.
+            // node1's slipway: the slipway process (not an srun, whose command line holds the same words: the batch
+            // step, and every srun in it, runs on node1) whose network namespace is node1's.
             let namespace = try run("/usr/bin/stat", ["-L", "-c", "%i", "/run/netns/slwcl-node1"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             var victim: pid_t?
             let deadline = Date().addingTimeInterval(60)
             while victim == nil, Date() < deadline {
                 for pid in try run("/usr/bin/pgrep", ["-f", "slipway prefetch -q --plain-http --store \(store)"]).stdout.split(separator: "\n") {
+                    let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
+                    guard command?.trimmingCharacters(in: .whitespacesAndNewlines) == "slipway" else { continue }
                     let inode = try? run("/usr/bin/stat", ["-L", "-c", "%i", "/proc/\(pid)/ns/net"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
                     if inode == namespace { victim = pid_t(pid) }
                 }

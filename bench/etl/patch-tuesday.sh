@@ -133,19 +133,8 @@ for link in "${link_list[@]}"; do
 done
 
 # --- results --------------------------------------------------------------------------------------------
-python3 - "$RAW" "$OUT/patch-tuesday.csv" <<'PY'
-import csv, json, sys
-raw, csv_path = sys.argv[1:3]
-rows = [json.loads(l) for l in open(raw) if l.strip()]
-for r in rows:  # labels arrive as strings
-    r["run"] = int(r.get("run", 0)); r["image_bytes"] = int(r.get("image_bytes", 0) or 0)
-with open(raw, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-cols = ["link", "strategy", "cache", "version", "run", "ok", "t_dist", "t_run", "t_total", "bytes", "image_bytes", "load1", "error"]
-with open(csv_path, "w", newline="") as f:
-    w = csv.writer(f); w.writerow(cols)
-    for r in rows: w.writerow([r.get(c, "") for c in cols])
-PY
+python3 bench/etl/rows_to_csv.py "$RAW" "$OUT/patch-tuesday.csv" \
+  link,strategy,cache,version,run,ok,t_dist,t_run,t_total,bytes,image_bytes,load1,error
 python3 bench/etl/write_meta.py "$OUT/patch-tuesday-meta.json" "$SLIPWAY" "$INVOCATION" \
   --tools containerd,ctr,skopeo,umoci,mksquashfs,siftool,runc,crun \
   --note "links: $LINKS (registry in a network namespace behind a veth pair; TBF on its egress)" \

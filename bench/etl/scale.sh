@@ -177,21 +177,8 @@ for run in $(seq "$RUNS"); do
 done
 
 # --- results ------------------------------------------------------------------------------------------------
-python3 - "$RAW" "$OUT/scale.csv" <<'PY'
-import csv, json, sys
-raw, csv_path = sys.argv[1:3]
-rows = [json.loads(l) for l in open(raw) if l.strip()]
-for r in rows:  # labels arrive as strings
-    r["run"] = int(r.get("run", 0)); r["image_bytes"] = int(r.get("image_bytes", 0) or 0)
-with open(raw, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-cols = ["link", "strategy", "cache", "nodes", "run", "ok", "t_job_start", "t_first_start", "t_last_start", "t_first_result", "t_median_result",
-        "t_last_result", "t_job_end", "upstream_bytes", "cache_upstream_bytes", "node_link_bytes", "image_bytes", "cpu_busy",
-        "io_wait", "load1", "error"]
-with open(csv_path, "w", newline="") as f:
-    w = csv.writer(f); w.writerow(cols)
-    for r in rows: w.writerow([r.get(c, "") for c in cols])
-PY
+python3 bench/etl/rows_to_csv.py "$RAW" "$OUT/scale.csv" \
+  link,strategy,cache,nodes,run,ok,t_job_start,t_first_start,t_last_start,t_first_result,t_median_result,t_last_result,t_job_end,upstream_bytes,cache_upstream_bytes,node_link_bytes,image_bytes,cpu_busy,io_wait,load1,error
 python3 bench/etl/write_meta.py "$OUT/scale-meta.json" "$SLIPWAY" "$INVOCATION" \
   --tools slurmctld,slurmd,munged,docker-registry,runc \
   --note "a local Slurm 22.05 cluster of $max_nodes nodes (scripts/cluster): each node a network and UTS namespace of this machine, so all nodes share its $(nproc) cores and disk" \

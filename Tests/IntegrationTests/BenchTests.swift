@@ -147,6 +147,10 @@ struct BenchTests {
         #expect(link.status == 2 && link.stderr.contains("10furlongs"), "\(link.stderr)")
         let variant = try run(slipwayBinary, ["bench", "lazy-vs-full", "--variants", "teleport"])
         #expect(variant.status == 2 && variant.stderr.contains("unknown variant teleport"), "\(variant.stderr)")
+        let nodes = try run(slipwayBinary, ["bench", "scale", "--nodes", "1,0"])
+        #expect(nodes.status == 2 && nodes.stderr.contains("--nodes: 0 is not a node count"), "\(nodes.stderr)")
+        let strategy = try run(slipwayBinary, ["bench", "scale", "--strategies", "carrier-pigeon"])
+        #expect(strategy.status == 2 && strategy.stderr.contains("unknown strategy carrier-pigeon"), "\(strategy.stderr)")
         let elsewhere = try run(slipwayBinary, ["bench", "patch-tuesday", "--quick"], environment: ["SLIPWAY_BENCH_DIR": "/nonexistent"])
         #expect(elsewhere.status == 2 && elsewhere.stderr.contains("SLIPWAY_BENCH_DIR"), "\(elsewhere.stderr)")
     }

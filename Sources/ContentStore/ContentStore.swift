@@ -13,16 +13,26 @@ import OCI
 public final class ContentStore: Sendable {
     public let root: String
 
+    /// Store directories that hold image content as files with their image modes (setuid binaries, device nodes,
+    /// world-writable files) or a container's writable state: extracted layers, the extractions and partial blobs in
+    /// `ingest`, and the run directories (bundles, rootfs mountpoints, overlay upper directories). They are mode
+    /// 0700, as containerd keeps its snapshots, so no other user can reach a setuid-root binary or a 0666 device
+    /// node of an image through the store. Blobs, the index, SIFs and chunks stay readable: they are the registry's
+    /// bytes, not runnable files, and other tools (skopeo, umoci, Apptainer) may read a shared store.
+    public static let privateDirectories = ["ingest", "layers", "run"]
+
     /// Opens the store at `root`, creating it (and its directories) if needed.
     public init(root: String) throws {
         self.root = Self.normalize(root)
-        for directory in [self.root, "\(self.root)/blobs/sha256", "\(self.root)/ingest", "\(self.root)/layers/sha256", "\(self.root)/.slipway"] {
+        for directory in [self.root, "\(self.root)/blobs/sha256", "\(self.root)/.slipway"] {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             } catch {
                 throw StoreError.io(path: directory, operation: "create directory", errno: Self.posixCode(of: error))
             }
         }
+        for name in Self.privateDirectories { try Self.makePrivateDirectory("\(self.root)/\(name)") }
+        try Self.makePrivateDirectory("\(self.root)/layers/sha256")
         let layoutFile = "\(self.root)/oci-layout"
         if !FileManager.default.fileExists(atPath: layoutFile) {
             try AtomicFile.write(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: layoutFile)
@@ -42,6 +52,19 @@ public final class ContentStore: Sendable {
         guard FileManager.default.fileExists(atPath: "\(self.root)/index.json") else {
             throw StoreError.notFound("OCI layout at \(self.root) (no index.json)")
         }
+    }
+
+    /// Creates `path` mode 0700, or narrows an existing one that we own (a store written by an older Slipway left
+    /// these directories 0755). One owned by another user is left as it is: this process may only read that store.
+    public static func makePrivateDirectory(_ path: String) throws {
+        if mkdir(path, 0o700) == 0 { return }
+        let created = errno
+        var info = stat()
+        guard created == EEXIST, stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw StoreError.io(path: path, operation: "create directory", errno: created)
+        }
+        guard info.st_uid == geteuid(), info.st_mode & 0o077 != 0 else { return }
+        guard chmod(path, 0o700) == 0 else { throw StoreError.io(path: path, operation: "chmod 0700", errno: errno) }
     }
 
     private static func normalize(_ root: String) -> String {

@@ -1,3 +1,4 @@
+import ContentStore
 import Foundation
 import LazyFS
 
@@ -20,7 +21,8 @@ public final class RunDirectory: Sendable {
         let id = "slipway-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         containerID = id
         path = "\(Self.parent(storeRoot: storeRoot))/\(id)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try ContentStore.makePrivateDirectory(Self.parent(storeRoot: storeRoot))
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         try Data("\(getpid()) \(Self.startTime(of: getpid()) ?? "")\n".utf8).write(to: URL(fileURLWithPath: "\(path)/owner"))
     }
 

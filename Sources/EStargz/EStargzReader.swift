@@ -41,7 +41,8 @@ public enum EStargzFooterKind: String, Sendable, Equatable {
 /// bound, trap, or make a lazily mounted filesystem serve a path outside its root:
 /// - footer: eStargz (51 bytes) tried first, then legacy stargz (47 bytes), as the reference does; the TOC offset
 ///   must be 16 hex digits and lie before the footer;
-/// - TOC size: bounded by `maxTOCSize` both compressed (before the read) and while inflating;
+/// - TOC size: bounded by `maxCompressedTOCSize` compressed (before the read, `locateTOC`) and `maxTOCSize` while
+///   inflating;
 /// - names: a TOC entry name or hard link target with a `..` component or a NUL byte is refused
 ///   (`EStargzError.unsafeEntryName`). The reference normalises names with `path.Clean("/" + name)`, which maps
 ///   `a/../../etc/passwd` to `etc/passwd`; no real layer builder writes such names, and a blob that does is
@@ -51,8 +52,10 @@ public enum EStargzFooterKind: String, Sendable, Equatable {
 ///   never follows them itself;
 /// - payload entries: `offset` inside the payload area `[1, tocOffset)` and unique among gzip member starts;
 ///   `innerOffset >= 0` and only inside the member the previous entry started; `chunkOffset`, `chunkSize`, `size`
-///   non-negative, their sums free of overflow and the chunk inside its file; entries in blob order (each
-///   member ends after it starts, `nextOffset > offset`);
+///   non-negative, their sums free of overflow and the chunk inside its file; a file's chunks tile it from 0 to its
+///   size (so sizes are bounded by the chunks that hold them); entries in blob order (each member ends after it
+///   starts, `nextOffset > offset`); each chunk within `maxChunkSize` uncompressed and `maxChunkCompressedSpan`
+///   compressed, the bounds every fetch checks again (`checkCompressedRange`, `checkedInflatedSize`);
 /// - reads: the `readAt` closure must return exactly the bytes asked for, otherwise `EStargzError.truncated`.
 ///
 /// Every `EStargzError` thrown (by `init`, `verifyTOC`, `readChunk`) is wrapped in `.layer(layer, error)` when a
@@ -68,9 +71,20 @@ public final class EStargzReader {
     /// layers (a few hundred thousand files); containers/storage caps the equivalent zstd:chunked manifest at
     /// 150 MiB. A caller that must open such a layer can pass a larger `maxTOCSize`.
     public static let defaultMaxTOCSize = 256 << 20
-    /// Bound of one chunk read by `readChunk`: compressed range and `innerOffset + chunkSize` uncompressed. Real
-    /// chunks are 4 MiB by default; a hostile TOC must not make one read allocate the whole blob or inflate a bomb.
-    public static let maxChunkSize: Int64 = 1 << 30
+    /// Bound of the compressed TOC member, checked against the footer before anything is read or allocated. TOC
+    /// JSON compresses about tenfold, so a `defaultMaxTOCSize` TOC is far below this; only a hostile footer (a TOC
+    /// offset near the start of a large blob) reaches it.
+    public static let maxCompressedTOCSize: Int64 = 64 << 20
+    /// Bound of one chunk, uncompressed (`innerOffset + chunkSize`, so a chunk sharing a gzip member with the
+    /// chunks before it counts them too). Every path that fetches or inflates a chunk holds it in memory whole
+    /// (reads, prefetch, background fetch, verification), several FUSE reads at once, so a hostile TOC must not
+    /// make one chunk the size of the blob. Writers chunk at 4 MiB by default (stargz-snapshotter and Slipway);
+    /// 64 MiB leaves room for a larger `--chunk-size` while keeping a mount's memory in the hundreds of MiB.
+    public static let maxChunkSize: Int64 = 64 << 20
+    /// Bound of one chunk's compressed range (`offset..<nextOffset`), derived from `maxChunkSize`: deflate adds at
+    /// most 5 bytes per 64 KiB stored block to incompressible data, and the range also holds the tar headers of
+    /// the non-payload entries up to the next payload member (directories, links: 512 bytes each before deflate).
+    public static let maxChunkCompressedSpan: Int64 = maxChunkSize + maxChunkSize / 64 + (1 << 20)
 
     public let blobSize: Int64
     /// Name used in errors (usually the blob digest); nil when the caller gave none.
@@ -119,6 +133,31 @@ public final class EStargzReader {
         hardLinks = opened.hardLinks
     }
 
+    /// Where the TOC member is, from the footer at the end of `footerTail` (the blob's last 51 bytes, or the whole
+    /// blob if shorter). Throws unless the member lies between the payload and the footer and its compressed size
+    /// is within `maxCompressedTOCSize` (and what a `maxTOCSize` TOC could compress to): callers read the member
+    /// into memory, so this is checked before they read or allocate anything.
+    public static func locateTOC(blobSize: Int64, footerTail: [UInt8], maxTOCSize: Int = defaultMaxTOCSize) throws
+        -> (footerKind: EStargzFooterKind, tocOffset: Int64, compressedSize: Int64)
+    {
+        let maxTOCSize = Int64(min(max(maxTOCSize, 0), 1 << 46))  // so that the bounds below cannot overflow
+        let (kind, tocOffset) = try parseStargzFooter(footerTail)
+        let footerStart = blobSize - Int64(kind.size)
+        guard tocOffset < footerStart else {
+            throw EStargzError.invalidFooter(
+                "TOC offset \(tocOffset) is past the end of the payload (the \(kind.size)-byte footer starts at \(footerStart) of \(blobSize) bytes)")
+        }
+        // Deflate adds at most a few bytes per 64 KiB to what it cannot compress.
+        let compressedSize = footerStart - tocOffset
+        let maxCompressed = min(maxTOCSize + maxTOCSize / 64 + (64 << 10), maxCompressedTOCSize)
+        guard compressedSize <= maxCompressed else {
+            throw EStargzError.tocTooLarge(
+                limit: Int(maxTOCSize),
+                detail: "the TOC member at offset \(tocOffset) is \(compressedSize) bytes compressed, above the \(maxCompressed)-byte limit")
+        }
+        return (kind, tocOffset, compressedSize)
+    }
+
     /// Convenience: a reader over an in-memory blob.
     public convenience init(blob: [UInt8], layer: String? = nil, maxTOCSize: Int = EStargzReader.defaultMaxTOCSize)
         throws
@@ -159,14 +198,7 @@ public final class EStargzReader {
     /// Fetches, decompresses and verifies one chunk.
     public func readChunk(_ chunk: EStargzChunk) throws -> [UInt8] {
         do {
-            guard chunk.offset > 0, chunk.offset < chunk.nextOffset, chunk.nextOffset <= tocOffset else {
-                throw EStargzError.invalidTOC(
-                    "chunk of \(chunk.name): compressed range \(chunk.offset)..<\(chunk.nextOffset) is not inside the payload area 1..<\(tocOffset)")
-            }
-            guard chunk.nextOffset - chunk.offset <= Self.maxChunkSize else {
-                throw EStargzError.invalidTOC(
-                    "chunk of \(chunk.name) at offset \(chunk.offset): \(chunk.nextOffset - chunk.offset) compressed bytes, above the \(Self.maxChunkSize)-byte chunk limit")
-            }
+            try Self.checkCompressedRange(of: chunk, payloadEnd: tocOffset)
             let compressed = try Self.readExactly(readAt, chunk.offset, Int(chunk.nextOffset - chunk.offset))
             let out = try EStargzReader.decompressChunk(chunk, compressed: compressed)
             try EStargzReader.verify(chunk, bytes: out)
@@ -176,14 +208,33 @@ public final class EStargzReader {
         }
     }
 
-    /// Decompresses the chunk's bytes out of its compressed range.
-    public static func decompressChunk(_ chunk: EStargzChunk, compressed: [UInt8]) throws -> [UInt8] {
+    /// Throws unless the chunk's compressed range is inside the payload area `1..<payloadEnd` (the TOC offset),
+    /// non-empty and at most `maxChunkCompressedSpan` bytes: the check every path makes before it fetches a chunk.
+    public static func checkCompressedRange(of chunk: EStargzChunk, payloadEnd: Int64) throws {
+        guard chunk.offset > 0, chunk.offset < chunk.nextOffset, chunk.nextOffset <= payloadEnd else {
+            throw EStargzError.invalidTOC(
+                "chunk of \(chunk.name): compressed range \(chunk.offset)..<\(chunk.nextOffset) is not inside the payload area 1..<\(payloadEnd)")
+        }
+        guard chunk.nextOffset - chunk.offset <= maxChunkCompressedSpan else {
+            throw EStargzError.invalidTOC(
+                "chunk of \(chunk.name) at offset \(chunk.offset): \(chunk.nextOffset - chunk.offset) compressed bytes, above the \(maxChunkCompressedSpan)-byte limit of one chunk's compressed range")
+        }
+    }
+
+    /// The uncompressed bytes to inflate for the chunk (`innerOffset + chunkSize`), or `invalidTOC` unless that is
+    /// within 1...`maxChunkSize` and the chunk is not empty.
+    public static func checkedInflatedSize(of chunk: EStargzChunk) throws -> Int64 {
         let (end, overflow) = chunk.innerOffset.addingReportingOverflow(chunk.chunkSize)
         guard chunk.innerOffset >= 0, chunk.chunkSize > 0, !overflow, end <= maxChunkSize else {
             throw EStargzError.invalidTOC(
                 "chunk of \(chunk.name) at offset \(chunk.offset): innerOffset \(chunk.innerOffset) + chunkSize \(chunk.chunkSize) is not within 1...\(maxChunkSize) bytes")
         }
-        let need = Int(end)
+        return end
+    }
+
+    /// Decompresses the chunk's bytes out of its compressed range.
+    public static func decompressChunk(_ chunk: EStargzChunk, compressed: [UInt8]) throws -> [UInt8] {
+        let need = Int(try checkedInflatedSize(of: chunk))
         let data: [UInt8]
         do {
             data = try gunzip(compressed, limit: need)
@@ -256,20 +307,10 @@ private struct Opened {
         }
         let tailSize = Int(min(blobSize, Int64(estargzFooterSize)))
         let tail = try read(blobSize - Int64(tailSize), tailSize)
-        (footerKind, tocOffset) = try parseStargzFooter(tail)
-        let footerStart = blobSize - Int64(footerKind.size)
-        guard tocOffset < footerStart else {
-            throw EStargzError.invalidFooter(
-                "TOC offset \(tocOffset) is past the end of the payload (the \(footerKind.size)-byte footer starts at \(footerStart) of \(blobSize) bytes)")
-        }
-
-        // TOC member: bounded before reading (deflate adds at most a few bytes per 64 KiB) and while inflating.
-        let compressedSize = footerStart - tocOffset
-        let maxCompressed = Int64(maxTOCSize) + Int64(maxTOCSize / 64) + (64 << 10)
-        guard compressedSize <= maxCompressed else {
-            throw EStargzError.tocTooLarge(
-                limit: maxTOCSize, detail: "the TOC member at offset \(tocOffset) is \(compressedSize) bytes compressed")
-        }
+        let member = try EStargzReader.locateTOC(blobSize: blobSize, footerTail: tail, maxTOCSize: maxTOCSize)
+        footerKind = member.footerKind
+        tocOffset = member.tocOffset
+        let compressedSize = member.compressedSize
         let compressed = try read(tocOffset, Int(compressedSize))
         let tar: [UInt8]
         do {
@@ -311,14 +352,25 @@ private struct Opened {
         var memberStarter: [Int64: String] = [:]
         var currentMember: Int64?
         var payload: [EStargzChunk] = []
+        // Bytes of each file its chunks cover so far: chunks must tile the file from 0 to its size, so a file's size
+        // is bounded by what its chunks hold (and a TOC cannot announce an exabyte file behind one small chunk).
+        var covered: [String: Int64] = [:]
         for e in toc.entries {
             let name = try EStargzReader.safeTOCName(e.name, entry: e.name)
             if e.type == "hardlink" { links[name] = try EStargzReader.safeTOCName(e.linkName, entry: e.name) }
+            guard e.size >= 0 else { throw EStargzError.invalidTOC("\"\(e.name)\": negative size \(e.size)") }
             if e.type == "reg" {
-                guard e.size >= 0 else { throw EStargzError.invalidTOC("\"\(e.name)\": negative size \(e.size)") }
                 fileSize[name] = e.size
+                covered[name] = 0
             }
-            guard (e.type == "reg" && e.size > 0) || e.type == "chunk" else { continue }
+            guard (e.type == "reg" && e.size > 0) || e.type == "chunk" else {
+                // Entries without payload (directories, links, landmarks) may carry an offset too; the prefetch
+                // landmark's bounds the prioritized region.
+                guard e.offset >= 0, e.offset <= tocOffset else {
+                    throw EStargzError.invalidTOC("\"\(e.name)\": offset \(e.offset) is outside the blob 0...\(tocOffset)")
+                }
+                continue
+            }
             guard let size = fileSize[name] else {
                 throw EStargzError.invalidTOC("chunk of \"\(e.name)\", which has no earlier reg entry")
             }
@@ -349,6 +401,11 @@ private struct Opened {
                 throw EStargzError.invalidTOC(
                     "\"\(e.name)\": chunk \(e.chunkOffset)+\(chunkSize) (innerOffset \(e.innerOffset)) outside a file of \(size) bytes")
             }
+            guard e.chunkOffset == covered[name] else {
+                throw EStargzError.invalidTOC(
+                    "\"\(e.name)\": chunk at \(e.chunkOffset) does not continue the file's chunks, which end at \(covered[name] ?? 0)")
+            }
+            covered[name] = end
             payload.append(
                 EStargzChunk(
                     name: name, chunkOffset: e.chunkOffset, chunkSize: chunkSize, offset: e.offset, nextOffset: 0,
@@ -363,6 +420,16 @@ private struct Opened {
             }
             payload[i].nextOffset = next
             if payload[i].innerOffset == 0 { next = payload[i].offset }
+        }
+        for (name, size) in fileSize where covered[name] != size {
+            throw EStargzError.invalidTOC(
+                "\"\(name)\": its chunks cover \(covered[name] ?? 0) of its \(size) bytes")
+        }
+        // The bounds every fetch of a chunk checks again, checked here once so that a layer with a chunk no read
+        // could serve is refused at mount time rather than failing reads later.
+        for chunk in payload {
+            try EStargzReader.checkCompressedRange(of: chunk, payloadEnd: tocOffset)
+            _ = try EStargzReader.checkedInflatedSize(of: chunk)
         }
         var byName: [String: [EStargzChunk]] = [:]
         for c in payload { byName[c.name, default: []].append(c) }

@@ -125,8 +125,18 @@ public final class ChunkFetcher: Sendable {
         var mine: [(EStargzChunk, Pending)] = []
         var others: [(EStargzChunk, Pending)] = []
         var seen: Set<String> = []
+        var failure: Error?
         for chunk in chunks where seen.insert(chunk.chunkDigest).inserted {
             let digest = try Self.digest(chunk)
+            // The reader refused any layer with such a chunk when it opened; checked again because this is what
+            // bounds the memory a fetch takes, and a bad chunk must fail alone, not the fetch of its neighbours.
+            do {
+                try EStargzReader.checkCompressedRange(of: chunk, payloadEnd: layer.reader.tocOffset)
+                _ = try EStargzReader.checkedInflatedSize(of: chunk)
+            } catch {
+                failure = failure ?? LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+                continue
+            }
             if cache.contains(digest) { continue }
             inFlight.withLock { map in
                 if let pending = map[chunk.chunkDigest] {
@@ -138,7 +148,6 @@ public final class ChunkFetcher: Sendable {
                 }
             }
         }
-        var failure: Error?
         let spans = Self.spans(mine.sorted { $0.0.offset < $1.0.offset }, maxSpan: maxSpan)
         // Separate runs go out together as one multi-range request.
         for start in stride(from: 0, to: spans.count, by: Self.rangesPerRequest) {
@@ -186,8 +195,16 @@ public final class ChunkFetcher: Sendable {
             return first.offset..<last.nextOffset
         }
         let fetched = try fetchRanges(layer.descriptor, ranges: ranges, deadline: deadline)
+        guard fetched.count == ranges.count else {
+            throw LazyFSError.fetchFailed(
+                what: "\(ranges.count) ranges of \(layer.descriptor.digest.short)", reason: "the registry answered \(fetched.count) parts")
+        }
         for (span, bytes) in zip(spans, fetched) {
-            guard let start = span.first?.offset else { continue }
+            guard let start = span.first?.offset, let end = span.last?.nextOffset else { continue }
+            guard Int64(bytes.count) == end - start else {
+                throw LazyFSError.fetchFailed(
+                    what: "bytes \(start)-\(end - 1) of \(layer.descriptor.digest.short)", reason: "the registry answered \(bytes.count) bytes")
+            }
             for chunk in span {
                 let compressed = Array(bytes[Int(chunk.offset - start)..<Int(chunk.nextOffset - start)])
                 let data: [UInt8]

@@ -85,6 +85,9 @@ public final class ImageTree: Sendable {
     public let nodes: [Node]
     /// Number of regular files (hard links counted once).
     public let fileCount: Int
+    /// The nodes' sizes added up (hard links counted once), saturating at `UInt64.max`: sizes come from layer
+    /// metadata, and statfs must answer whatever they add up to.
+    public let totalBytes: UInt64
 
     public func node(_ ino: UInt64) -> Node? {
         ino >= 1 && ino <= UInt64(nodes.count) ? nodes[Int(ino - 1)] : nil
@@ -122,6 +125,10 @@ public final class ImageTree: Sendable {
         for entries in layers { builder.apply(entries) }
         nodes = builder.finish()
         fileCount = nodes.filter { if case .regular = $0.kind { true } else { false } }.count
+        totalBytes = nodes.reduce(UInt64(0)) { sum, node in
+            let (total, overflow) = sum.addingReportingOverflow(UInt64(clamping: node.size))
+            return overflow ? .max : total
+        }
     }
 
     static let whiteoutPrefix = ".wh."

@@ -31,11 +31,16 @@ final class LazyFilesystem: FUSEFilesystem {
 
     func attributes(_ node: ImageTree.Node) -> FUSEAttributes {
         let type: UInt32
+        var permissions = node.permissions
         var rdev: UInt64 = 0
         switch node.kind {
         case .directory: type = UInt32(S_IFDIR)
         case .regular: type = UInt32(S_IFREG)
-        case .symlink: type = UInt32(S_IFLNK)
+        case .symlink:
+            // Linux ignores a symlink's mode and always reports 0777, as `unpack` shows; a tar header's mode
+            // (often 0644 or 0755) is not what the kernel would give the extracted link.
+            type = UInt32(S_IFLNK)
+            permissions = 0o777
         case .hardlink: type = UInt32(S_IFREG)
         case .characterDevice(let major, let minor):
             type = UInt32(S_IFCHR)
@@ -46,7 +51,7 @@ final class LazyFilesystem: FUSEFilesystem {
         case .fifo: type = UInt32(S_IFIFO)
         }
         return FUSEAttributes(
-            ino: node.ino, mode: type | node.permissions, nlink: node.nlink, uid: node.uid, gid: node.gid, size: UInt64(max(0, node.size)),
+            ino: node.ino, mode: type | permissions, nlink: node.nlink, uid: node.uid, gid: node.gid, size: UInt64(max(0, node.size)),
             rdev: rdev, mtimeSeconds: node.mtime)
     }
 
@@ -109,8 +114,7 @@ final class LazyFilesystem: FUSEFilesystem {
 
     func statfs() throws -> FUSEFilesystemStatistics {
         var statistics = FUSEFilesystemStatistics()
-        let bytes = image.tree.nodes.reduce(Int64(0)) { $0 + max(0, $1.size) }
-        statistics.blocks = UInt64(bytes / 4096 + 1)
+        statistics.blocks = image.tree.totalBytes / 4096 + 1
         statistics.files = UInt64(image.tree.nodes.count)
         return statistics
     }

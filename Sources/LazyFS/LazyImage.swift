@@ -65,7 +65,9 @@ public final class LazyImage: Sendable {
     private static func openTOC(
         _ layer: Descriptor, expected: Digest, source: any ImageSource, cache: ChunkCache, counters: MountCounters
     ) async throws -> EStargzReader {
-        if let (start, bytes) = cache.tail(of: layer.digest), let reader = try? reader(layer, tail: bytes, from: start),
+        // The kept tail is a file in the store, so its recorded start is checked like any other outside number.
+        if let (start, bytes) = cache.tail(of: layer.digest), start >= 0, start <= layer.size,
+            Int64(bytes.count) == layer.size - start, let reader = try? reader(layer, tail: bytes, from: start),
             (try? reader.verifyTOC(expected)) != nil
         {
             return reader
@@ -94,14 +96,19 @@ public final class LazyImage: Sendable {
         try EStargzReader(blobSize: layer.size, layer: layer.digest.description) { offset, count in
             guard offset >= start else { throw NeedsEarlierBytes(offset: offset) }
             let from = Int(offset - start)
-            guard from + count <= bytes.count else { throw EStargzError.invalidFooter("read past the end of the blob") }
+            guard count >= 0, from <= bytes.count, count <= bytes.count - from else { throw EStargzError.invalidFooter("read past the end of the blob") }
             return Array(bytes[from..<(from + count)])
         }
     }
 
-    /// Up to `size` bytes of the file `node` from `offset`.
+    /// Up to `size` bytes of the file `node` from `offset`: fewer at the end of the file, none from past it (as
+    /// the kernel answers a read there), whatever `offset + size` adds up to.
     public func read(_ node: ImageTree.Node, offset: Int64, size: Int) throws -> [UInt8] {
-        let end = min(node.size, offset + Int64(size))
+        guard offset >= 0, size >= 0 else {
+            throw LazyFSError.invalidRead(what: "a read of \(size) bytes at offset \(offset)")
+        }
+        let (requestedEnd, overflow) = offset.addingReportingOverflow(Int64(size))
+        let end = overflow ? node.size : min(node.size, requestedEnd)
         guard offset < end else { return [] }
         switch node.content {
         case .local(let path):

@@ -12,16 +12,23 @@ public struct EStargzLayerInfo: Sendable, Codable {
     /// Reads the layer's footer and TOC through `source` and verifies the TOC against the layer's annotation.
     public static func read(_ layer: Descriptor, from source: any ImageSource) async throws -> EStargzLayerInfo? {
         guard let annotation = layer.annotations?[tocDigestAnnotation], layer.size >= Int64(estargzFooterSize) else { return nil }
-        let footer = try await source.readRange(layer, offset: layer.size - Int64(estargzFooterSize), length: estargzFooterSize)
-        let tocOffset = try parseEStargzFooter(footer)
-        guard tocOffset >= 0, tocOffset < layer.size else { throw EStargzError.invalidFooter("TOC offset \(tocOffset) outside the layer") }
+        // Where the TOC is and how large, checked against the reader's bounds before the TOC is read.
+        let tailSize = Int(min(layer.size, Int64(estargzFooterSize)))
+        let footer = try await source.readRange(layer, offset: layer.size - Int64(tailSize), length: tailSize)
+        let tocOffset: Int64
+        do {
+            tocOffset = try EStargzReader.locateTOC(blobSize: layer.size, footerTail: footer).tocOffset
+        } catch let error as EStargzError {
+            throw error.inLayer(layer.digest.description)
+        }
         let tail = try await source.readRange(layer, offset: tocOffset, length: Int(layer.size - tocOffset))
         let reader = try EStargzReader(blobSize: layer.size, layer: layer.digest.description) { offset, count in
-            guard offset >= tocOffset, offset + Int64(count) <= layer.size else {
-                throw EStargzError.invalidFooter("read outside the TOC region")
+            // A source may answer short; the reader reports that as truncated.
+            guard offset >= tocOffset, offset - tocOffset <= Int64(tail.count) else {
+                throw EStargzError.invalidFooter("read at \(offset) outside the TOC region \(tocOffset)..<\(layer.size)")
             }
             let start = Int(offset - tocOffset)
-            return Array(tail[start..<start + count])
+            return Array(tail[start..<(start + min(count, tail.count - start))])
         }
         try reader.verifyTOC(try Digest(annotation))
         let landmarks: Set<String> = [prefetchLandmarkName, noPrefetchLandmarkName]

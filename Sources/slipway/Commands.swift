@@ -317,7 +317,10 @@ struct Convert: AsyncParsableCommand {
     func validate() throws {
         guard to == "estargz" || to == "sif" else { throw ValidationError("--to takes estargz or sif") }
         if to == "sif", prioritize != nil { throw ValidationError("--prioritize applies to --to estargz only") }
-        guard chunkSize > 0 else { throw ValidationError("--chunk-size must be positive") }
+        // Readers refuse a layer with a larger chunk (it bounds a mount's memory), so none is written.
+        guard chunkSize > 0, Int64(chunkSize) <= EStargzReader.maxChunkSize else {
+            throw ValidationError("--chunk-size must be between 1 and \(EStargzReader.maxChunkSize) bytes")
+        }
         guard EStargzWriterOptions.compressionLevels.contains(compressionLevel) else {
             throw ValidationError("--compression-level takes 0 to 12")
         }

@@ -569,6 +569,94 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(try reader.readChunk(good) == craftedFiles[1].contents)
     }
 
+    @Test func chunkLargerThanTheCapIsRefusedWhenOpening() throws {
+        // A file announced one byte over the cap, in one chunk: every fetch would have to hold it whole.
+        let over = EStargzReader.maxChunkSize + 1
+        let blob = try craftBlob(craftedFiles) { $0[1].size = over }.blob
+        #expect(tocDetail(openError(blob))?.contains("chunkSize \(over) is not within 1...\(EStargzReader.maxChunkSize) bytes") == true)
+        // Also when the chunk is a later one, and through innerOffset (a member shared with earlier chunks).
+        let later = try craftBlob(craftedFiles) {
+            $0[1].size = over + 100
+            $0[1].chunkSize = 100
+            var chunk = TOCEntry(name: "bin/tool", type: "chunk")
+            chunk.offset = $0[1].offset
+            chunk.innerOffset = 100
+            chunk.chunkOffset = 100
+            chunk.chunkDigest = $0[1].chunkDigest
+            $0.insert(chunk, at: 2)
+        }.blob
+        #expect(tocDetail(openError(later))?.contains("innerOffset 100 + chunkSize \(over) is not within") == true)
+    }
+
+    @Test func chunkWhoseCompressedRangeIsAboveTheCapIsRefusedWhenOpening() throws {
+        // Padding between the last payload member and the TOC: the last chunk's range runs to the TOC offset.
+        let crafted = try craftBlob(craftedFiles)
+        var tar = TarWriter()
+        try tar.write(TarHeader(name: estargzTOCName, type: .regular), contents: crafted.tocJSON)
+        try tar.finish()
+        var blob = Array(crafted.blob[..<Int(crafted.tocOffset)])
+        blob += [UInt8](repeating: 0, count: Int(EStargzReader.maxChunkCompressedSpan))
+        let tocOffset = Int64(blob.count)
+        blob += try gzip(data: tar.bytes) + craftedEStargzFooter(hex16(tocOffset))
+        let d = tocDetail(openError(blob))
+        #expect(d?.contains("chunk of bin/tool at offset \(crafted.entries[1].offset):") == true, "\(d ?? "nil")")
+        #expect(d?.contains("above the \(EStargzReader.maxChunkCompressedSpan)-byte limit of one chunk's compressed range") == true)
+    }
+
+    @Test func fileSizesMustBeCoveredByTheirChunks() throws {
+        // An exabyte file behind one 3000-byte chunk: sizes would add up past Int64.max in statfs.
+        let huge = try craftBlob(craftedFiles) {
+            $0[1].size = Int64.max - 1
+            $0[1].chunkSize = 3000
+        }.blob
+        #expect(tocDetail(openError(huge)) == "\"bin/tool\": its chunks cover 3000 of its \(Int64.max - 1) bytes")
+        // A gap between chunks.
+        let gap = try craftBlob(craftedFiles) {
+            $0[1].chunkSize = 1000
+            var chunk = TOCEntry(name: "bin/tool", type: "chunk")
+            chunk.offset = $0[1].offset
+            chunk.innerOffset = 1000
+            chunk.chunkOffset = 2000
+            chunk.chunkDigest = $0[1].chunkDigest
+            $0.insert(chunk, at: 2)
+        }.blob
+        #expect(tocDetail(openError(gap))?.contains("\"bin/tool\": chunk at 2000 does not continue the file's chunks, which end at 1000") == true)
+        // Offsets of entries without payload stay inside the blob too (the prefetch landmark's bounds the prefetch).
+        let landmark = try craftBlob(craftedFiles) {
+            var mark = TOCEntry(name: prefetchLandmarkName, type: "reg")
+            mark.offset = Int64.max
+            $0.append(mark)
+        }.blob
+        #expect(tocDetail(openError(landmark))?.contains("offset \(Int64.max) is outside the blob") == true)
+    }
+
+    @Test func footerTOCSpanAboveTheCapIsRefusedBeforeItIsRead() throws {
+        // The footer points at a TOC 65 MiB before it: refused from the footer alone, nothing else is read.
+        let crafted = try craftBlob(craftedFiles)
+        var blob = Array(crafted.blob.dropLast(estargzFooterSize))
+        blob += [UInt8](repeating: 0, count: Int(EStargzReader.maxCompressedTOCSize))
+        blob += craftedEStargzFooter(hex16(crafted.tocOffset))
+        var largestRead = 0
+        let e = thrownEStargzError {
+            _ = try EStargzReader(blobSize: Int64(blob.count), layer: badLayer) { offset, count in
+                largestRead = max(largestRead, count)
+                return Array(blob[Int(offset)..<(Int(offset) + count)])
+            }
+        }
+        guard case .tocTooLarge(_, let d)? = e?.underlying else {
+            Issue.record("expected tocTooLarge, got \(String(describing: e))")
+            return
+        }
+        #expect(d.contains("above the \(EStargzReader.maxCompressedTOCSize)-byte limit"), "\(d)")
+        #expect(largestRead == estargzFooterSize)
+        // The same check callers make before they fetch the TOC themselves.
+        #expect(throws: EStargzError.self) {
+            _ = try EStargzReader.locateTOC(blobSize: Int64(blob.count), footerTail: Array(blob.suffix(estargzFooterSize)))
+        }
+        let honest = try EStargzReader.locateTOC(blobSize: Int64(crafted.blob.count), footerTail: Array(crafted.blob.suffix(estargzFooterSize)))
+        #expect(honest.tocOffset == crafted.tocOffset && honest.footerKind == .estargz)
+    }
+
     @Test func errorsWithoutALayerNameAreNotWrapped() throws {
         let e = thrownEStargzError { _ = try EStargzReader(blob: [1, 2, 3]) }
         #expect(e?.layerName == nil)

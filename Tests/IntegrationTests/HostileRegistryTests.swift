@@ -135,88 +135,122 @@ struct HostileRegistryTests {
         #expect((body?["errors"] as? [Any])?.isEmpty == false, "not a distribution error body", sourceLocation: sourceLocation)
     }
 
-    @Test func serveSurvivesHostileUpstreamAnswers() async throws {
+    /// `slipway serve` in front of a hostile registry scripted with `routes` (plus `/v2/` and a good image).
+    func withHostileCache(
+        routes: [HostileRoute], unixSocketPath: String? = nil, _ body: (HostileRegistry, RunningCache) async throws -> Void
+    ) async throws {
         let scratch = try ScratchDirectory()
-        let socket = Self.socketPath()
-        defer { unlink(socket) }
+        try await HostileRegistry.withServer(routes: routes + Self.base + Self.goodImage("good"), unixSocketPath: unixSocketPath) { server in
+            try await withCache(upstream: server.url, root: scratch.sub("cache")) { cache in
+                try await expectServing(cache, after: "starting")
+                try await body(server, cache)
+            }
+        }
+    }
 
-        // A layer of size -1.
-        let negativeConfig = Self.config(layers: 1)
-        let negativeLayer = Self.blobDigest("negative")
-        let negativeManifest = Self.manifest(config: negativeConfig, layers: [(negativeLayer, "-1")])
-        // A layer of size Int64.max, for Range arithmetic on the client's side.
-        let hugeConfig = Self.config(layers: 1)
-        let hugeLayer = Self.blobDigest("huge")
-        let hugeManifest = Self.manifest(config: hugeConfig, layers: [(hugeLayer, "9223372036854775807")])
-        // A 100 MB layer whose upstream answers ranges with a Content-Range near Int64.max.
-        let rangedConfig = Self.config(layers: 1)
-        let rangedLayer = Self.blobDigest("ranged")
-        let rangedManifest = Self.manifest(config: rangedConfig, layers: [(rangedLayer, "100000000")])
-        let nearMaxRange = HostileRoute(.exact("/v2/ranged/blobs/\(rangedLayer)"), condition: { $0.header("Range") != nil }) { _ in
+    static let tagList = #"{"name":"x","tags":["a"]}"#
+
+    @Test func serveRefusesAManifestWithANegativeLayerSizeAndItsBlob() async throws {
+        let config = Self.config(layers: 1)
+        let layer = Self.blobDigest("negative")
+        try await withHostileCache(routes: Self.image("neg", manifest: Self.manifest(config: config, layers: [(layer, "-1")]), config: config)) {
+            _, cache in
+            // The manifest is refused whole; its layer is then unknown to the cache, and upstream has no such blob.
+            expectErrorAnswer(try await get(cache, "/v2/neg/manifests/v1"), status: 502)
+            expectErrorAnswer(try await get(cache, "/v2/neg/blobs/\(layer)"), status: 404)
+            try await expectServing(cache, after: "a layer of size -1")
+        }
+    }
+
+    @Test func serveSurvivesRangesSummingBeyondInt64OnAHugeBlob() async throws {
+        let config = Self.config(layers: 1)
+        let layer = Self.blobDigest("huge")
+        let routes = Self.image("huge", manifest: Self.manifest(config: config, layers: [(layer, "9223372036854775807")]), config: config)
+        try await withHostileCache(routes: routes) { _, cache in
+            #expect(try await get(cache, "/v2/huge/manifests/v1").status == 200)
+            // Served whole, as far as upstream goes (here not at all: the transfer is cut).
+            _ = try await get(cache, "/v2/huge/blobs/\(layer)", headers: ["Range: bytes=0-,0-"])
+            try await expectServing(cache, after: "ranges summing beyond Int64.max")
+        }
+    }
+
+    @Test func serveRejectsAnUpstreamContentRangeEndingAtInt64Max() async throws {
+        let config = Self.config(layers: 1)
+        let layer = Self.blobDigest("ranged")
+        // 100 MB: ranges far beyond what the fill has are fetched upstream as ranges.
+        let nearMaxRange = HostileRoute(.exact("/v2/ranged/blobs/\(layer)"), condition: { $0.header("Range") != nil }) { _ in
             HostileResponse(
                 status: 206,
                 headers: [("Content-Type", "application/octet-stream"), ("Content-Range", "bytes 0-9223372036854775807/9223372036854775807")],
                 body: String(repeating: "x", count: 20))
         }
-        // Tag lists whose Link headers are broken, loop, never end, or lead to another host.
+        let routes = [nearMaxRange] + Self.image("ranged", manifest: Self.manifest(config: config, layers: [(layer, "100000000")]), config: config)
+        try await withHostileCache(routes: routes) { server, cache in
+            #expect(try await get(cache, "/v2/ranged/manifests/v1").status == 200)
+            let ranged = try await get(cache, "/v2/ranged/blobs/\(layer)", headers: ["Range: bytes=50000000-50000009,60000000-60000009"])
+            expectErrorAnswer(ranged, status: 502)
+            #expect(!server.requests(pathPrefix: "/v2/ranged/blobs/").filter { $0.header("Range") != nil }.isEmpty)
+            try await expectServing(cache, after: "an upstream Content-Range ending at Int64.max")
+        }
+    }
+
+    @Test func serveRejectsAMalformedLinkHeader() async throws {
+        let routes: [HostileRoute] = [.path("/v2/links/tags/list", headers: [("Link", ">/v2/links/tags/list?last=a<; rel=\"next\"")], body: Self.tagList)]
+        try await withHostileCache(routes: routes) { _, cache in
+            expectErrorAnswer(try await get(cache, "/v2/links/tags/list"), status: 502)
+            try await expectServing(cache, after: "a malformed Link header")
+        }
+    }
+
+    @Test func serveStopsTagPaginationThatLoops() async throws {
+        let routes: [HostileRoute] = [.path("/v2/loop/tags/list", headers: [("Link", "</v2/loop/tags/list?n=1000>; rel=\"next\"")], body: Self.tagList)]
+        try await withHostileCache(routes: routes) { server, cache in
+            expectErrorAnswer(try await get(cache, "/v2/loop/tags/list"), status: 502)
+            #expect(server.requests(pathPrefix: "/v2/loop/tags/list").count == 1)
+            try await expectServing(cache, after: "tag pagination that loops")
+        }
+    }
+
+    @Test func serveStopsTagPaginationThatNeverEnds() async throws {
+        let endlessPages = HostileRoute(.exact("/v2/endless/tags/list")) { request in
+            let page = Int(request.uri.split(separator: "=").last ?? "") ?? 0
+            return HostileResponse(headers: [("Link", "</v2/endless/tags/list?n=1000&last=\(page + 1)>; rel=\"next\"")], body: Self.tagList)
+        }
+        try await withHostileCache(routes: [endlessPages]) { server, cache in
+            expectErrorAnswer(try await get(cache, "/v2/endless/tags/list"), status: 502)
+            #expect(server.requests(pathPrefix: "/v2/endless/tags/list").count == 1000)
+            try await expectServing(cache, after: "tag pagination that never ends")
+        }
+    }
+
+    @Test func serveDoesNotFollowTagPaginationToAnotherHost() async throws {
         try await HostileRegistry.withServer(routes: Self.base) { elsewhere in
-            let tagList = #"{"name":"x","tags":["a"]}"#
-            let endlessPages = HostileRoute(.exact("/v2/endless/tags/list")) { request in
-                let page = Int(request.uri.split(separator: "=").last ?? "") ?? 0
-                return HostileResponse(headers: [("Link", "</v2/endless/tags/list?n=1000&last=\(page + 1)>; rel=\"next\"")], body: tagList)
+            let link = "<\(elsewhere.url)/v2/away/tags/list?last=a>; rel=\"next\""
+            try await withHostileCache(routes: [.path("/v2/away/tags/list", headers: [("Link", link)], body: Self.tagList)]) { _, cache in
+                expectErrorAnswer(try await get(cache, "/v2/away/tags/list"), status: 502)
+                #expect(elsewhere.requests.isEmpty, "a Link led the cache to another host")
+                try await expectServing(cache, after: "tag pagination that leaves the registry")
             }
-            let routes: [HostileRoute] =
-                [
-                    .bearerChallenge(prefix: "/v2/auth/"), .bearerChallenge(prefix: "/v2/unix/", realm: Self.unixRealm(socket)),
-                    Self.everlastingToken, nearMaxRange,
-                    .path("/v2/links/tags/list", headers: [("Link", ">/v2/links/tags/list?last=a<; rel=\"next\"")], body: tagList),
-                    .path("/v2/loop/tags/list", headers: [("Link", "</v2/loop/tags/list?n=1000>; rel=\"next\"")], body: tagList),
-                    .path("/v2/away/tags/list", headers: [("Link", "<\(elsewhere.url)/v2/away/tags/list?last=a>; rel=\"next\"")], body: tagList),
-                    endlessPages,
-                ] + Self.base + Self.goodImage("good") + Self.goodImage("auth") + Self.goodImage("unix")
-                + Self.image("neg", manifest: negativeManifest, config: negativeConfig)
-                + Self.image("huge", manifest: hugeManifest, config: hugeConfig)
-                + Self.image("ranged", manifest: rangedManifest, config: rangedConfig)
-            try await HostileRegistry.withServer(routes: routes, unixSocketPath: socket) { server in
-                try await withCache(upstream: server.url, root: scratch.sub("cache")) { cache in
-                    try await expectServing(cache, after: "starting")
+        }
+    }
 
-                    // The manifest is refused whole; its layer is then unknown to the cache, and upstream has no such blob.
-                    expectErrorAnswer(try await get(cache, "/v2/neg/manifests/v1"), status: 502)
-                    expectErrorAnswer(try await get(cache, "/v2/neg/blobs/\(negativeLayer)"), status: 404)
-                    try await expectServing(cache, after: "a layer of size -1")
+    @Test func serveUsesATokenThatClaimsToLiveForEver() async throws {
+        try await withHostileCache(routes: [.bearerChallenge(prefix: "/v2/auth/"), Self.everlastingToken] + Self.goodImage("auth")) { server, cache in
+            let authorized = try await get(cache, "/v2/auth/manifests/v1")
+            #expect(authorized.status == 200, "HTTP \(authorized.status): \(String(decoding: authorized.body, as: UTF8.self))")
+            #expect(server.requests(pathPrefix: "/token").count == 1)
+            try await expectServing(cache, after: "a token with expires_in 1e300")
+        }
+    }
 
-                    // Ranges that together ask for more than Int64.max bytes: served (as far as upstream goes) whole.
-                    #expect(try await get(cache, "/v2/huge/manifests/v1").status == 200)
-                    _ = try await get(cache, "/v2/huge/blobs/\(hugeLayer)", headers: ["Range: bytes=0-,0-"])
-                    try await expectServing(cache, after: "ranges summing beyond Int64.max")
-
-                    #expect(try await get(cache, "/v2/ranged/manifests/v1").status == 200)
-                    let ranged = try await get(cache, "/v2/ranged/blobs/\(rangedLayer)", headers: ["Range: bytes=50000000-50000009,60000000-60000009"])
-                    expectErrorAnswer(ranged, status: 502)
-                    #expect(!server.requests(pathPrefix: "/v2/ranged/blobs/").filter { $0.header("Range") != nil }.isEmpty)
-                    try await expectServing(cache, after: "an upstream Content-Range ending at Int64.max")
-
-                    expectErrorAnswer(try await get(cache, "/v2/links/tags/list"), status: 502)
-                    try await expectServing(cache, after: "a malformed Link header")
-
-                    expectErrorAnswer(try await get(cache, "/v2/loop/tags/list"), status: 502)
-                    #expect(server.requests(pathPrefix: "/v2/loop/tags/list").count == 1)
-                    expectErrorAnswer(try await get(cache, "/v2/endless/tags/list"), status: 502)
-                    #expect(server.requests(pathPrefix: "/v2/endless/tags/list").count == 1000)
-                    expectErrorAnswer(try await get(cache, "/v2/away/tags/list"), status: 502)
-                    #expect(elsewhere.requests(pathPrefix: "/v2/").isEmpty, "a Link led the cache to another host")
-                    try await expectServing(cache, after: "tag pagination that loops, never ends or leaves the registry")
-
-                    let authorized = try await get(cache, "/v2/auth/manifests/v1")
-                    #expect(authorized.status == 200, "HTTP \(authorized.status): \(String(decoding: authorized.body, as: UTF8.self))")
-                    try await expectServing(cache, after: "a token with expires_in 1e300")
-
-                    expectErrorAnswer(try await get(cache, "/v2/unix/manifests/v1"), status: 502)
-                    #expect(server.requests(pathPrefix: "/token").count == 1, "only the HTTP realm was asked for a token")
-                    try await expectServing(cache, after: "a token realm on a Unix socket")
-                }
-            }
+    @Test func serveRefusesATokenRealmOnAUnixSocket() async throws {
+        let socket = Self.socketPath()
+        defer { unlink(socket) }
+        let routes = [.bearerChallenge(prefix: "/v2/unix/", realm: Self.unixRealm(socket)), Self.everlastingToken] + Self.goodImage("unix")
+        try await withHostileCache(routes: routes, unixSocketPath: socket) { server, cache in
+            expectErrorAnswer(try await get(cache, "/v2/unix/manifests/v1"), status: 502)
+            #expect(server.requests(pathPrefix: "/token").isEmpty, "the realm on the socket was asked for a token")
+            try await expectServing(cache, after: "a token realm on a Unix socket")
         }
     }
 }

@@ -17,6 +17,19 @@ struct BlobResponse {
     func send(to response: ResponseWriter, read: (Int64, Int) async throws -> ByteBuffer) async throws {
         var headers = headers
         headers.replaceOrAdd(name: "Accept-Ranges", value: "bytes")
+        let boundary = Self.boundary()
+        let partType = headers.first(name: "Content-Type") ?? "application/octet-stream"
+        var ranges = ranges
+        var multipartBodyLength: Int64 = 0
+        if case .partial(let parts) = ranges, parts.count > 1 {
+            if let length = multipartLength(parts, boundary: boundary, partType: partType) {
+                multipartBodyLength = length
+            } else {
+                // Parts of a blob whose size is near Int64.max: the body's length is not a number, so the Range
+                // is ignored (RFC 9110 allows it) and the blob goes whole.
+                ranges = .whole
+            }
+        }
         switch ranges {
         case .whole:
             headers.replaceOrAdd(name: "Content-Length", value: String(size))
@@ -34,15 +47,10 @@ struct BlobResponse {
             try await response.sendHead(.partialContent, headers: headers)
             try await copy(range, to: response, read: read)
         case .partial(let ranges):
-            let boundary = Self.boundary()
-            let partType = headers.first(name: "Content-Type") ?? "application/octet-stream"
-            let preambles = ranges.enumerated().map { index, range in
-                Array("\(index == 0 ? "" : "\r\n")--\(boundary)\r\nContent-Type: \(partType)\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound - 1)/\(size)\r\n\r\n".utf8)
-            }
-            let closing = Array("\r\n--\(boundary)--\r\n".utf8)
-            let length = preambles.reduce(0) { $0 + $1.count } + closing.count + ranges.reduce(0) { $0 + $1.count }
+            let preambles = ranges.enumerated().map { index, range in preamble(index: index, range: range, boundary: boundary, partType: partType) }
+            let closing = Self.closing(boundary: boundary)
             headers.replaceOrAdd(name: "Content-Type", value: "multipart/byteranges; boundary=\(boundary)")
-            headers.replaceOrAdd(name: "Content-Length", value: String(length))
+            headers.replaceOrAdd(name: "Content-Length", value: String(multipartBodyLength))
             try await response.sendHead(.partialContent, headers: headers)
             for (range, preamble) in zip(ranges, preambles) {
                 try await response.write(response.allocator.buffer(bytes: preamble))
@@ -51,6 +59,25 @@ struct BlobResponse {
             try await response.write(response.allocator.buffer(bytes: closing))
         }
         try await response.end()
+    }
+
+    private func preamble(index: Int, range: Range<Int64>, boundary: String, partType: String) -> [UInt8] {
+        Array("\(index == 0 ? "" : "\r\n")--\(boundary)\r\nContent-Type: \(partType)\r\nContent-Range: bytes \(range.lowerBound)-\(range.upperBound - 1)/\(size)\r\n\r\n".utf8)
+    }
+
+    private static func closing(boundary: String) -> [UInt8] { Array("\r\n--\(boundary)--\r\n".utf8) }
+
+    /// The exact length of the `multipart/byteranges` body, or nil when it overflows Int64.
+    private func multipartLength(_ ranges: [Range<Int64>], boundary: String, partType: String) -> Int64? {
+        var length = Int64(Self.closing(boundary: boundary).count)
+        for (index, range) in ranges.enumerated() {
+            let framing = Int64(preamble(index: index, range: range, boundary: boundary, partType: partType).count)
+            let (withFraming, overflow1) = length.addingReportingOverflow(framing)
+            let (withBytes, overflow2) = withFraming.addingReportingOverflow(Int64(range.count))
+            guard !overflow1, !overflow2 else { return nil }
+            length = withBytes
+        }
+        return length
     }
 
     private func copy(_ range: Range<Int64>, to response: ResponseWriter, read: (Int64, Int) async throws -> ByteBuffer) async throws {

@@ -63,11 +63,13 @@ enum ByteRangeRequest: Equatable, Sendable {
             }
             guard !range.isEmpty else { continue }
             ranges.append(range)
-            total += Int64(range.count)
+            // Each range is at most `size`, which a manifest may set near Int64.max: the sum can overflow.
+            let (sum, overflow) = total.addingReportingOverflow(Int64(range.count))
+            total = overflow ? Int64.max : sum
         }
         if ranges.isEmpty {
             self = .unsatisfiable(reason: "no range starts within the \(size)-byte blob")
-        } else if total > size {
+        } else if total > size || total == Int64.max {
             self = .whole
         } else {
             self = .partial(ranges)

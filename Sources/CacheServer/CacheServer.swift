@@ -177,7 +177,7 @@ public final class CacheServer: Sendable, HTTPHandler {
             return RegistryErrorAnswer(status: 404, code: what == "blob" ? "BLOB_UNKNOWN" : "MANIFEST_UNKNOWN", message: "\(error)")
         case RegistryError.unauthorized, RegistryError.denied:
             return .badGateway("upstream refused the cache's credentials: \(error)")
-        case RegistryError.digestMismatch, RegistryError.sizeMismatch, RegistryError.invalidResponse:
+        case RegistryError.digestMismatch, RegistryError.sizeMismatch, RegistryError.invalidResponse, is OCIError:
             return .badGateway("upstream sent bad content, nothing was cached: \(error)")
         default:
             return .unavailable("upstream unavailable and the \(what) is not cached: \(error)")

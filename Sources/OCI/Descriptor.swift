@@ -20,6 +20,26 @@ public struct Descriptor: Codable, Sendable, Hashable {
         self.platform = platform
         self.artifactType = artifactType
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case mediaType, digest, size, urls, annotations, platform, artifactType
+    }
+
+    /// Decodes a descriptor as a registry or layout serves it. A negative size is rejected here, where every
+    /// manifest, index and layout passes: code downstream builds byte ranges and buffers from it.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mediaType = try container.decode(String.self, forKey: .mediaType)
+        digest = try container.decode(Digest.self, forKey: .digest)
+        size = try container.decode(Int64.self, forKey: .size)
+        guard size >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .size, in: container, debugDescription: "size \(size) is negative")
+        }
+        urls = try container.decodeIfPresent([String].self, forKey: .urls)
+        annotations = try container.decodeIfPresent([String: String].self, forKey: .annotations)
+        platform = try container.decodeIfPresent(Platform.self, forKey: .platform)
+        artifactType = try container.decodeIfPresent(String.self, forKey: .artifactType)
+    }
 }
 
 public enum Annotation {

@@ -62,7 +62,13 @@ extension RegistryClient {
             throw RegistryError.invalidResponse(url: resolve(request.target), reason: "no Docker-Content-Digest header")
         }
         let type = response.headers.first(name: "Content-Type").map(ManifestDocument.stripParameters) ?? MediaType.ociManifest
-        let size = response.headers.first(name: "Content-Length").flatMap { Int64($0) } ?? 0
+        var size: Int64 = 0
+        if let length = response.headers.first(name: "Content-Length") {
+            guard let valid = HeaderValues.nonNegativeInteger(length) else {
+                throw RegistryError.invalidResponse(url: resolve(request.target), reason: "Content-Length '\(length.prefix(40))' is not a size")
+            }
+            size = valid
+        }
         return Descriptor(mediaType: type, digest: digest, size: size)
     }
 
@@ -77,8 +83,8 @@ extension RegistryClient {
         if let announced = response.headers.first(name: "Docker-Content-Digest"), announced != digest.description {
             throw RegistryError.invalidResponse(url: url, reason: "HEAD answered for \(announced)")
         }
-        guard let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }), length >= 0 else {
-            throw RegistryError.invalidResponse(url: url, reason: "HEAD without Content-Length")
+        guard let length = response.headers.first(name: "Content-Length").flatMap(HeaderValues.nonNegativeInteger) else {
+            throw RegistryError.invalidResponse(url: url, reason: "HEAD without a valid Content-Length")
         }
         return Descriptor(mediaType: "application/octet-stream", digest: digest, size: length)
     }
@@ -183,7 +189,8 @@ extension RegistryClient {
         let response = try await send(request, expecting: [200, 206])
         var skip = response.status == .partialContent ? 0 : offset
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(length)
+        // The length may come from a hostile layer's numbers: memory grows with what actually arrives.
+        bytes.reserveCapacity(min(length, 1 << 20))
         for try await buffer in response.body {
             var view = buffer.readableBytesView[...]
             if skip > 0 {
@@ -200,23 +207,53 @@ extension RegistryClient {
         return bytes
     }
 
-    /// Tags of a repository, following pagination.
+    /// Most pages of a tag list followed: a million tags at 1000 a page.
+    static let maximumTagPages = 1000
+    /// Most bytes of tag-list pages read in all: the list is held in memory.
+    static let tagListByteLimit = 64 << 20
+
+    /// Tags of a repository, following pagination. A registry decides where `Link` leads, so the walk is bounded:
+    /// only to pages of the same origin, never twice to the same page, at most `maximumTagPages` pages and
+    /// `tagListByteLimit` bytes; and it stops when the task is cancelled (the client that asked went away).
     public func listTags(repository: String) async throws -> [String] {
         var tags: [String] = []
         var target = "/v2/\(repository)/tags/list?n=1000"
+        var visited: Set<String> = []
+        var bytesLeft = Self.tagListByteLimit
         while true {
+            try Task.checkCancellation()
+            let url = resolve(target)
+            guard visited.insert(url).inserted else {
+                throw RegistryError.invalidResponse(url: url, reason: "tag list pagination leads back to a page already read")
+            }
+            guard visited.count <= Self.maximumTagPages else {
+                throw RegistryError.invalidResponse(url: url, reason: "tag list has more than \(Self.maximumTagPages) pages")
+            }
             let response = try await send(Request(method: .GET, target: target, scope: Self.scope(repository)), expecting: [200])
-            let bytes = try await Self.collect(response.body, limit: 16 << 20)
+            let bytes = try await Self.collect(response.body, limit: bytesLeft, url: url)
+            bytesLeft -= bytes.count
             struct TagList: Decodable { var tags: [String]? }
             guard let list = try? JSONDecoder().decode(TagList.self, from: Data(bytes)) else {
-                throw RegistryError.invalidResponse(url: resolve(target), reason: "tag list is not JSON")
+                throw RegistryError.invalidResponse(url: url, reason: "tag list is not JSON")
             }
             tags += list.tags ?? []
-            guard let link = response.headers.first(name: "Link"), let open = link.firstIndex(of: "<"), let close = link.firstIndex(of: ">") else {
-                return tags
+            guard let link = response.headers.first(name: "Link") else { return tags }
+            let next: String?
+            do {
+                next = try HeaderValues.nextLink(in: link)
+            } catch {
+                throw RegistryError.invalidResponse(url: url, reason: "malformed Link header '\(link.prefix(200))'")
             }
-            target = String(link[link.index(after: open)..<close])
+            guard let next else { return tags }
+            target = try pageTarget(next, from: url)
         }
     }
-}
 
+    /// A pagination link as a request target: a path on this registry, or an absolute URL of the same origin. A
+    /// link elsewhere would have the registry choose which host (or socket) we talk to.
+    func pageTarget(_ link: String, from url: String) throws -> String {
+        if link.hasPrefix("/v2/") { return link }
+        if link.hasPrefix("http://") || link.hasPrefix("https://"), Self.origin(of: link) == Self.origin(of: baseURL) { return link }
+        throw RegistryError.invalidResponse(url: url, reason: "Link to '\(link.prefix(200))' leaves the registry's /v2/ API")
+    }
+}

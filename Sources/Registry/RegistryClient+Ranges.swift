@@ -4,6 +4,9 @@ import NIOCore
 import OCI
 
 extension RegistryClient {
+    /// Most bytes fetched by one multi-range request: they are held in memory.
+    static let rangesLimit = 1 << 30
+
     /// Several byte ranges of a blob in one request (`Range: bytes=a-b,c-d`). The answer may be a
     /// `multipart/byteranges` 206, a single-range 206 covering them (ranges coalesced), or a 200 with the whole
     /// blob (Range ignored), which is read only up to the last range's end. A server that refuses multiple ranges
@@ -16,6 +19,14 @@ extension RegistryClient {
         var request = Request(method: .GET, target: "/v2/\(repository)/blobs/\(digest)", scope: Self.scope(repository))
         request.headers.add(name: "Range", value: "bytes=" + ranges.map { "\($0.lowerBound)-\($0.upperBound - 1)" }.joined(separator: ","))
         request.timeout = .seconds(300)
+        // Room for the bytes asked for twice over (a server may coalesce ranges) plus the parts' headers. The
+        // ranges are the caller's, but may derive from a layer's numbers: the sum is checked.
+        var requested = 0
+        for range in ranges {
+            let (sum, overflow) = requested.addingReportingOverflow(range.count)
+            guard !overflow, sum <= Self.rangesLimit else { throw RegistryError.tooLarge(limit: Int64(Self.rangesLimit), url: resolve(request.target)) }
+            requested = sum
+        }
         let response: HTTPClientResponse
         do {
             response = try await send(request, expecting: [200, 206])
@@ -35,20 +46,19 @@ extension RegistryClient {
             guard bytes.count >= end else { throw RegistryError.sizeMismatch(expected: end, actual: Int64(bytes.count), url: url) }
             return ranges.map { Array(bytes[Int($0.lowerBound)..<Int($0.upperBound)]) }
         }
-        let limit = Int(ranges.reduce(0) { $0 + $1.count }) * 2 + 64 * 1024 + ranges.count * 256
-        let body = try await Self.collect(response.body, limit: limit, url: url)
+        let body = try await Self.collect(response.body, limit: requested * 2 + 64 * 1024 + ranges.count * 256, url: url)
         var parts: [(range: Range<Int64>, bytes: ArraySlice<UInt8>)]
         if let boundary = MultipartByteRanges.boundary(in: contentType) {
             parts = try MultipartByteRanges.parse(body, boundary: boundary, url: url)
         } else {
             guard let header = response.headers.first(name: "Content-Range"), let range = MultipartByteRanges.contentRange(header),
                 range.count == body.count
-            else { throw RegistryError.unexpectedStatus(206, method: "GET", url: url, detail: "206 without a usable Content-Range") }
+            else { throw RegistryError.invalidResponse(url: url, reason: "206 without a usable Content-Range") }
             parts = [(range, body[...])]
         }
         return try ranges.map { wanted in
             guard let part = parts.first(where: { $0.range.lowerBound <= wanted.lowerBound && wanted.upperBound <= $0.range.upperBound }) else {
-                throw RegistryError.unexpectedStatus(206, method: "GET", url: url, detail: "no part covers bytes \(wanted.lowerBound)-\(wanted.upperBound - 1)")
+                throw RegistryError.invalidResponse(url: url, reason: "206 whose parts do not cover bytes \(wanted.lowerBound)-\(wanted.upperBound - 1)")
             }
             let from = part.bytes.startIndex + Int(wanted.lowerBound - part.range.lowerBound)
             return Array(part.bytes[from..<(from + wanted.count)])
@@ -67,13 +77,20 @@ enum MultipartByteRanges {
         return nil
     }
 
-    /// "bytes a-b/size" → a..<b+1.
+    /// "bytes a-b/size" (or "bytes a-b/*") → a..<b+1; nil unless a <= b and b is inside the announced size. The
+    /// bounds are the server's: `b + 1` is computed only once b is known to be below the size, or below Int64.max.
     static func contentRange(_ header: String) -> Range<Int64>? {
         let value = header.trimmingCharacters(in: .whitespaces)
         guard value.hasPrefix("bytes ") else { return nil }
-        let span = value.dropFirst(6).split(separator: "/").first ?? ""
-        let bounds = span.split(separator: "-")
-        guard bounds.count == 2, let start = Int64(bounds[0]), let last = Int64(bounds[1]), last >= start else { return nil }
+        let spanAndSize = value.dropFirst(6).split(separator: "/", omittingEmptySubsequences: false)
+        guard spanAndSize.count == 2 else { return nil }
+        let bounds = spanAndSize[0].split(separator: "-", omittingEmptySubsequences: false)
+        guard bounds.count == 2, let start = HeaderValues.nonNegativeInteger(bounds[0]), let last = HeaderValues.nonNegativeInteger(bounds[1]),
+            last >= start, last < Int64.max
+        else { return nil }
+        if spanAndSize[1] != "*" {
+            guard let size = HeaderValues.nonNegativeInteger(spanAndSize[1]), last < size else { return nil }
+        }
         return start..<(last + 1)
     }
 
@@ -83,7 +100,7 @@ enum MultipartByteRanges {
         var parts: [(Range<Int64>, ArraySlice<UInt8>)] = []
         var position = 0
         func malformed(_ why: String) -> RegistryError {
-            .unexpectedStatus(206, method: "GET", url: url, detail: "malformed multipart/byteranges body: \(why)")
+            .invalidResponse(url: url, reason: "malformed multipart/byteranges body: \(why)")
         }
         while let start = find(delimiter, in: body, from: position) {
             var cursor = start + delimiter.count
@@ -94,7 +111,7 @@ enum MultipartByteRanges {
                 let range = contentRange(String(line.dropFirst("content-range:".count)))
             else { throw malformed("part without Content-Range") }
             cursor = headersEnd + headerEnd.count
-            guard cursor + Int(range.count) <= body.count else { throw malformed("part shorter than its Content-Range") }
+            guard range.count <= body.count - cursor else { throw malformed("part shorter than its Content-Range") }
             parts.append((range, body[cursor..<(cursor + Int(range.count))]))
             position = cursor + Int(range.count)
         }

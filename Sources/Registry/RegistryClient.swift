@@ -204,6 +204,10 @@ public final class RegistryClient: Sendable {
         guard var components = URLComponents(string: realm), let realmHost = components.host else {
             throw RegistryError.invalidResponse(url: baseURL, reason: "bad token realm '\(realm)'")
         }
+        // Any other scheme AHC knows (http+unix, https+unix) would let a registry aim us at a local socket.
+        guard let realmScheme = components.scheme?.lowercased(), realmScheme == "http" || realmScheme == "https" else {
+            throw RegistryError.invalidResponse(url: baseURL, reason: "token realm '\(realm)' is not an http:// or https:// URL")
+        }
         var query = components.queryItems ?? []
         if let service { query.append(URLQueryItem(name: "service", value: service)) }
         for item in scope.split(separator: " ") { query.append(URLQueryItem(name: "scope", value: String(item))) }
@@ -247,8 +251,21 @@ public final class RegistryClient: Sendable {
         guard let answer = try? JSONDecoder().decode(TokenAnswer.self, from: Data(body)), let value = answer.token ?? answer.access_token,
             !value.isEmpty
         else { throw RegistryError.invalidResponse(url: realm, reason: "token answer without a token") }
-        // The token spec's default lifetime is 60 s when unstated.
-        return (value, max(answer.expires_in ?? 60, 1))
+        return (value, try Self.tokenLifetime(announced: answer.expires_in, realm: realm))
+    }
+
+    /// The longest a token is reused: a server announcing years (or 1e300 s) must not put the expiry beyond what
+    /// a clock instant can hold, and a day is longer than any registry's tokens live.
+    static let maximumTokenLifetime: Double = 86_400
+
+    /// Seconds to reuse a token for: the token spec's 60 s when unstated, otherwise the announced lifetime brought
+    /// into 1 s...a day.
+    static func tokenLifetime(announced: Double?, realm: String) throws -> Double {
+        guard let announced else { return 60 }
+        guard announced.isFinite else {
+            throw RegistryError.invalidResponse(url: realm, reason: "token expires_in \(announced) is not a number of seconds")
+        }
+        return min(max(announced, 1), maximumTokenLifetime)
     }
 
     /// The scope to ask the token server for: ours, which names every action this request needs (a HEAD before a

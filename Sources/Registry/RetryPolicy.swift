@@ -24,10 +24,11 @@ public struct RetryPolicy: Sendable {
         return max(jittered, min(retryAfter, maxRetryAfter))
     }
 
-    /// `Retry-After` as delta-seconds or an HTTP date.
+    /// `Retry-After` as delta-seconds or an HTTP date; nil when it is neither.
     static func parseRetryAfter(_ value: String?) -> Double? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-        if let seconds = Double(value) { return max(0, seconds) }
+        // delta-seconds is digits only (RFC 9110 §10.2.3); Double() would also take "nan", "inf" and "-1e9".
+        if value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) { return Double(value) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"

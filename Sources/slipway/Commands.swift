@@ -143,7 +143,7 @@ struct Inspect: AsyncParsableCommand {
             try FileHandle.standardOutput.write(contentsOf: Data(resolved.manifestBytes))
             return
         }
-        let summary = ImageSummary(resolved, name: name, estargz: estargz)
+        let summary = try ImageSummary(resolved, name: name, estargz: estargz)
         if global.json { return try printJSON(summary) }
         print("Name:       \(summary.name)")
         print("Digest:     \(summary.digest)")
@@ -185,7 +185,7 @@ struct ImageSummary: Encodable {
     var totalSize: Int64
     var layers: [Layer]
 
-    init(_ image: ResolvedImage, name: String, estargz: [Digest: EStargzLayerInfo] = [:]) {
+    init(_ image: ResolvedImage, name: String, estargz: [Digest: EStargzLayerInfo] = [:]) throws {
         self.name = name
         digest = image.manifestDescriptor.digest.description
         indexDigest = image.index?.descriptor.digest.description
@@ -196,7 +196,15 @@ struct ImageSummary: Encodable {
         cmd = image.config.config?.Cmd
         env = image.config.config?.Env
         workingDir = image.config.config?.WorkingDir
-        totalSize = image.totalLayerBytes
+        // Each size is a registry's number: valid alone, their sum may still not fit.
+        totalSize = 0
+        for layer in image.manifest.layers {
+            let (sum, overflow) = totalSize.addingReportingOverflow(layer.size)
+            guard !overflow else {
+                throw OCIError.malformedDocument(mediaType: mediaType, reason: "the layer sizes add up to more than \(Int64.max) bytes")
+            }
+            totalSize = sum
+        }
         layers = image.layers.map {
             Layer(
                 digest: $0.descriptor.digest.description, size: $0.descriptor.size, mediaType: $0.descriptor.mediaType,

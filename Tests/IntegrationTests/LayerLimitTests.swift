@@ -53,7 +53,7 @@ import Glibc
         #expect(bomb.size < 1 << 20, "the bomb layer is \(bomb.size) bytes")
 
         try await RegistryProcess.withRegistry { registry in
-            try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/bomb:v1", session: session) }
+            _ = try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/bomb:v1", session: session) }
             let reference = "\(registry.host)/bomb:v1"
 
             let unpacked = try await runAsync(slipwayBinary, [
@@ -93,11 +93,11 @@ import Glibc
         #expect(slow.size > 1 << 19)
 
         try await withRegistryAndProxy { registry, proxy in
-            try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/demo:v1", session: session) }
+            _ = try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/demo:v1", session: session) }
             proxy.inject(.throttle(bytesPerSecond: 16 << 10), path: "/blobs/\(slow.digest)", times: .max)
             let staging = scratch.sub("out/.rootfs.slipway-partial")
             let errors = scratch.sub("stderr")
-            FileManager.default.createFile(atPath: errors, contents: nil)
+            _ = FileManager.default.createFile(atPath: errors, contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: slipwayBinary)
             process.arguments = ["unpack", "-q", "--store", scratch.sub("store"), "\(proxy.host)/demo:v1", scratch.sub("out/rootfs")]

@@ -23,6 +23,8 @@ public struct ArchiveError: Error, CustomStringConvertible, Sendable, Equatable 
         case io(operation: String, path: String, errno: Int32)
         /// A resource limit of the extractor was exceeded (PAX header too large, symlink loop...).
         case limitExceeded(detail: String)
+        /// A layer decodes to more than its decompression limit allows (a decompression bomb, or a limit set too low).
+        case layerTooLarge(layer: String, limit: Int64, compressedSize: Int64)
     }
 
     public var kind: Kind
@@ -49,6 +51,10 @@ public struct ArchiveError: Error, CustomStringConvertible, Sendable, Equatable 
             return "\(operation) '\(path)' failed: \(String(cString: strerror(code))) (errno \(code))"
         case .limitExceeded(let detail):
             return "limit exceeded: \(detail)"
+        case .layerTooLarge(let layer, let limit, let compressedSize):
+            return "layer \(layer) decompresses to more than \(limit) bytes, the limit for a \(compressedSize)-byte blob; "
+                + "if the image is trusted, raise the limit with --max-layer-size SIZE and --max-expansion RATIO "
+                + "(or SLIPWAY_MAX_LAYER_SIZE / SLIPWAY_MAX_EXPANSION)"
         }
     }
 

@@ -13,22 +13,31 @@ public final class DecodedLayer: @unchecked Sendable {
     private let fd: Int32
     public let path: String
 
-    public init(layerAt path: String, compression: LayerCompression, readAhead: Int = 6 << 20) throws {
+    /// `name` (e.g. the layer's digest, else `path`) identifies the layer in errors; `limit` bounds its decoded size.
+    public init(
+        layerAt path: String, compression: LayerCompression, readAhead: Int = 6 << 20, name: String? = nil,
+        limit: DecompressionLimit = .configured
+    ) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw ArchiveError.io("open layer", path) }
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         self.fd = fd
         self.path = path
         pipe = ChunkPipe(chunkSize: 1 << 20, chunkCount: max(2, readAhead >> 20))
-        DecompressionPipeline.startProducer(input: .fileDescriptor(fd, path: path), compression: compression, pipe: pipe, result: digest)
+        DecompressionPipeline.startProducer(
+            input: .fileDescriptor(fd, path: path), compression: compression, limit: limit, layer: name ?? path, pipe: pipe, result: digest)
     }
 
     /// Decodes a blob that arrives as it is downloaded; `label` names it in errors.
-    public init(streaming chunks: ChunkSource, label: String, compression: LayerCompression, readAhead: Int = 6 << 20) {
+    public init(
+        streaming chunks: ChunkSource, label: String, compression: LayerCompression, readAhead: Int = 6 << 20,
+        limit: DecompressionLimit = .configured
+    ) {
         fd = -1
         path = label
         pipe = ChunkPipe(chunkSize: 1 << 20, chunkCount: max(2, readAhead >> 20))
-        DecompressionPipeline.startProducer(input: .chunks(chunks), compression: compression, pipe: pipe, result: digest)
+        DecompressionPipeline.startProducer(
+            input: .chunks(chunks), compression: compression, limit: limit, layer: label, pipe: pipe, result: digest)
     }
 
     deinit {

@@ -25,11 +25,13 @@ enum DecompressionPipeline {
     }
 
     /// Starts the decompression + hashing thread feeding `pipe`.
-    static func startProducer(input: LayerInput, compression: LayerCompression, pipe: ChunkPipe, result: DigestBox) {
+    static func startProducer(
+        input: LayerInput, compression: LayerCompression, limit: DecompressionLimit, layer: String, pipe: ChunkPipe, result: DigestBox
+    ) {
         let thread = Thread {
             defer { pipe.markExited() }
             do {
-                let decoder = makeDecoder(compression, input: InputReader(input))
+                let decoder = makeDecoder(compression, input: InputReader(input), limit: limit, layer: layer)
                 var hasher = SHA256()
                 var total: Int64 = 0
                 while true {
@@ -61,8 +63,8 @@ enum DecompressionPipeline {
     }
 
     /// Decompresses and hashes on the calling thread (no extraction).
-    static func digest(input: LayerInput, compression: LayerCompression) throws -> StreamDigest {
-        let decoder = makeDecoder(compression, input: InputReader(input))
+    static func digest(input: LayerInput, compression: LayerCompression, limit: DecompressionLimit, layer: String) throws -> StreamDigest {
+        let decoder = makeDecoder(compression, input: InputReader(input), limit: limit, layer: layer)
         let chunk = DecodedChunk(capacity: 1 << 20)
         var hasher = SHA256()
         var total: Int64 = 0

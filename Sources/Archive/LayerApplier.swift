@@ -11,11 +11,13 @@ import Glibc
 /// root may contain a partial layer. Callers should extract into a fresh temporary directory and
 /// rename it into place on success (and delete it on failure).
 public enum LayerApplier {
-    /// Decompresses, hashes and extracts the layer file at `path` into `root` (which must exist).
+    /// Decompresses, hashes and extracts the layer file at `path` into `root` (which must exist). `name` (e.g. the
+    /// layer's digest, else `path`) identifies the layer in errors.
     public static func apply(
-        layerAt path: String, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions()
+        layerAt path: String, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions(),
+        name: String? = nil, limit: DecompressionLimit = .configured
     ) throws -> ApplyResult {
-        try apply(try DecodedLayer(layerAt: path, compression: compression), to: root, options: options)
+        try apply(try DecodedLayer(layerAt: path, compression: compression, name: name, limit: limit), to: root, options: options)
     }
 
     /// Extracts a layer whose decompression is already under way.
@@ -25,17 +27,13 @@ public enum LayerApplier {
 
     /// Same as `apply(layerAt:)` reading the blob from a pull-style chunk source (e.g. a download).
     public static func apply(
-        from source: ChunkSource, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions()
+        from source: ChunkSource, compression: LayerCompression, to root: String, options: ApplyOptions = ApplyOptions(),
+        name: String = "stream", limit: DecompressionLimit = .configured
     ) throws -> ApplyResult {
-        try run(input: .chunks(source), compression: compression, root: root, options: options)
-    }
-
-    static func run(input: LayerInput, compression: LayerCompression, root: String, options: ApplyOptions) throws
-        -> ApplyResult
-    {
         let pipe = ChunkPipe()
         let digest = DigestBox()
-        DecompressionPipeline.startProducer(input: input, compression: compression, pipe: pipe, result: digest)
+        DecompressionPipeline.startProducer(
+            input: .chunks(source), compression: compression, limit: limit, layer: name, pipe: pipe, result: digest)
         return try extract(from: pipe, digest: digest, root: root, options: options)
     }
 
@@ -95,17 +93,22 @@ extension LayerApplier {
 /// Computes diffIDs without extracting.
 public enum LayerDigester {
     /// diffID (`sha256:<hex>` of the uncompressed tar) and uncompressed size of the layer file at `path`.
-    public static func diffID(ofLayerAt path: String, compression: LayerCompression) throws -> (diffID: String, size: Int64) {
+    public static func diffID(
+        ofLayerAt path: String, compression: LayerCompression, name: String? = nil, limit: DecompressionLimit = .configured
+    ) throws -> (diffID: String, size: Int64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw ArchiveError.io("open layer", path) }
         defer { close(fd) }
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-        let d = try DecompressionPipeline.digest(input: .fileDescriptor(fd, path: path), compression: compression)
+        let d = try DecompressionPipeline.digest(
+            input: .fileDescriptor(fd, path: path), compression: compression, limit: limit, layer: name ?? path)
         return (d.diffID, d.size)
     }
 
-    public static func diffID(of source: ChunkSource, compression: LayerCompression) throws -> (diffID: String, size: Int64) {
-        let d = try DecompressionPipeline.digest(input: .chunks(source), compression: compression)
+    public static func diffID(
+        of source: ChunkSource, compression: LayerCompression, name: String = "stream", limit: DecompressionLimit = .configured
+    ) throws -> (diffID: String, size: Int64) {
+        let d = try DecompressionPipeline.digest(input: .chunks(source), compression: compression, limit: limit, layer: name)
         return (d.diffID, d.size)
     }
 }

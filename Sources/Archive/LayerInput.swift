@@ -6,7 +6,12 @@ import Glibc
 /// `next` is called repeatedly on the decompression thread; it returns nil at the end of the blob.
 public struct ChunkSource: Sendable {
     let next: @Sendable () throws -> [UInt8]?
-    public init(_ next: @escaping @Sendable () throws -> [UInt8]?) { self.next = next }
+    /// The blob's size when known (a descriptor's): the decompression limit scales with it.
+    let expectedSize: Int64?
+    public init(expectedSize: Int64? = nil, _ next: @escaping @Sendable () throws -> [UInt8]?) {
+        self.next = next
+        self.expectedSize = expectedSize
+    }
 }
 
 /// Where the decompression thread reads the blob from.
@@ -21,11 +26,29 @@ final class InputReader {
     private let input: LayerInput
     private var pending: [UInt8] = []
     private var pendingOffset = 0
+    /// Size of the whole input when known up front (a file's, a descriptor's).
+    let totalSize: Int64?
+    private(set) var bytesRead: Int64 = 0
 
-    init(_ input: LayerInput) { self.input = input }
+    init(_ input: LayerInput) {
+        self.input = input
+        switch input {
+        case .fileDescriptor(let fd, _):
+            var info = stat()
+            totalSize = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? Int64(info.st_size) : nil
+        case .chunks(let source):
+            totalSize = source.expectedSize
+        }
+    }
 
     /// Reads up to `capacity` bytes; returns 0 at end of input.
     func read(into buffer: UnsafeMutableRawPointer, capacity: Int) throws -> Int {
+        let n = try readInput(into: buffer, capacity: capacity)
+        bytesRead += Int64(n)
+        return n
+    }
+
+    private func readInput(into buffer: UnsafeMutableRawPointer, capacity: Int) throws -> Int {
         switch input {
         case .fileDescriptor(let fd, let path):
             while true {

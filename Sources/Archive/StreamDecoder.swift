@@ -7,12 +7,15 @@ protocol StreamDecoder: AnyObject {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
-func makeDecoder(_ compression: LayerCompression, input: InputReader) -> StreamDecoder {
+/// The decoder for a layer, bounded by `limit`; `layer` names it in errors.
+func makeDecoder(_ compression: LayerCompression, input: InputReader, limit: DecompressionLimit, layer: String) -> StreamDecoder {
+    let decoder: StreamDecoder
     switch compression {
-    case .none: return PassthroughDecoder(input)
-    case .gzip: return GzipDecoder(input)
-    case .zstd: return ZstdDecoder(input)
+    case .none: decoder = PassthroughDecoder(input)
+    case .gzip: decoder = GzipDecoder(input)
+    case .zstd: decoder = ZstdDecoder(input)
     }
+    return SizeLimitedDecoder(decoder, input: input, limit: limit, layer: layer)
 }
 
 let compressedReadSize = 1 << 20

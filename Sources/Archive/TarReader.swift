@@ -262,7 +262,8 @@ public final class TarReader {
                 var byte = b[i]
                 if i == start { byte = negative ? (byte | 0x80) : (byte & 0x7f) }
                 if significant > 0 || byte != (negative ? 0xff : 0) { significant += 1 }
-                if significant > 8 {
+                // Eight significant bytes fit only if the top one agrees with the sign (bit 63 of the result).
+                if significant > 8 || (significant == 1 && i == start + len - 8 && (byte & 0x80 != 0) != negative) {
                     throw ArchiveError(.invalidHeader(offset: offset, detail: "base-256 number overflows"))
                 }
                 value = (value << 8) | Int64(byte)

@@ -27,6 +27,8 @@ extension ContentStore {
         if hasLayerDirectory(diffID) { return false }
         let temporary = "\(root)/ingest/layer-\(diffID.hex).extracting"
         try? FileManager.default.removeItem(atPath: temporary)
+        let partial = PartialOutput.register(temporary)
+        defer { partial.end() }
         try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         do {
             let actual = try await extract(temporary)

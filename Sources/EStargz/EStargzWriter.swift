@@ -379,10 +379,14 @@ public func cleanEntryName(_ name: String) -> String {
 
 /// RFC 3339 UTC, rounded to seconds; empty for Unix time 0 (as the reference `formatModtime`).
 func formatModtime(_ t: TarTimestamp) -> String {
-    var seconds = t.seconds
-    if t.nanoseconds >= 500_000_000 { seconds += 1 }
-    if seconds == 0 && t.nanoseconds == 0 { return "" }
     if t.seconds == 0 && t.nanoseconds == 0 { return "" }
+    // RFC 3339 years have four digits: a PAX mtime beyond them (up to Int64's ends) is clamped to 0000–9999 rather
+    // than written as a date no reader parses; the extracted file keeps its exact mtime, only the TOC's copy is
+    // clamped.
+    let earliest: Int64 = -62_167_219_200  // 0000-01-01T00:00:00Z
+    let latest: Int64 = 253_402_300_799  // 9999-12-31T23:59:59Z
+    var seconds = min(max(t.seconds, earliest), latest)
+    if t.nanoseconds >= 500_000_000, seconds < latest { seconds += 1 }
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
     let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
     let secOfDay = seconds - days * 86400

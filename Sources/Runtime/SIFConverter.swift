@@ -61,7 +61,11 @@ public struct SIFConverter: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // Written beside its final name and renamed once complete: an interrupted conversion leaves no SIF.
         let temporary = "\(directory)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).sif"
-        defer { unlink(temporary) }
+        let partial = PartialOutput.register(temporary)
+        defer {
+            unlink(temporary)
+            partial.end()
+        }
         let tree = ImageTree(layers: try image.layers.map { try LayerEntries.fromDirectory(store.layerDirectory($0.diffID)) })
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
         builder.addObject(.definitionFile, name: "", bytes: Array("bootstrap: docker\nfrom: \(reference)\n".utf8))
@@ -94,6 +98,8 @@ public struct SIFConverter: Sendable {
     private func copyOut(_ source: String, to destination: String) throws {
         let temporary = "\(destination).tmp-\(getpid())"
         try? FileManager.default.removeItem(atPath: temporary)
+        let partial = PartialOutput.register(temporary)
+        defer { partial.end() }
         do {
             try FileManager.default.copyItem(atPath: source, toPath: temporary)
         } catch {

@@ -24,8 +24,13 @@ public struct SIFFile: Sendable {
         let head = try file.read(count: SIFLayout.headerSize, at: 0)
         let header = try Self.parseHeader(head, path: path)
         let tableEnd = try Self.checkTable(header, path: path, fileSize: fileSize)
-        let prefix = head + (try file.read(count: Int(tableEnd) - head.count, at: Int64(head.count)))
-        try self.init(path: path, prefix: prefix, fileSize: fileSize)
+        // The table only: the gap before it is the file's to choose (up to 2 GiB) and is not read into memory.
+        let tableSize = Int(tableEnd - header.descriptorsOffset)
+        let table = try file.read(count: tableSize, at: header.descriptorsOffset)
+        guard table.count == tableSize else {
+            throw .truncated(path: path, what: "descriptor table: \(table.count) of \(tableSize) bytes")
+        }
+        try self.init(path: path, header: header, table: table, fileSize: fileSize)
     }
 
     /// Parses a SIF from its first bytes, e.g. fetched with an HTTP Range request: `prefix` must hold the
@@ -41,17 +46,22 @@ public struct SIFFile: Sendable {
                 what: "descriptor table: need the first \(tableEnd) bytes, have \(prefix.count)"
             )
         }
+        try self.init(path: path, header: header, table: Array(prefix[Int(header.descriptorsOffset)..<Int(tableEnd)]), fileSize: fileSize)
+    }
+
+    /// Parses the descriptor table (`header.descriptorsTotal` slots, already checked by `checkTable`).
+    private init(path: String, header: SIFHeader, table: [UInt8], fileSize: Int64) throws(SIFError) {
         var descriptors: [SIFDescriptor] = []
         for slot in 0..<Int(header.descriptorsTotal) {
-            let base = Int(header.descriptorsOffset) + slot * SIFLayout.descriptorSize
-            guard prefix[base + 4] != 0 else { continue }  // Used
-            let rawType: Int32 = readLE(prefix, base)
-            let id: UInt32 = readLE(prefix, base + 5)
-            let group: UInt32 = readLE(prefix, base + 9)
-            let linked: UInt32 = readLE(prefix, base + 13)
-            let offset: Int64 = readLE(prefix, base + 17)
-            let size: Int64 = readLE(prefix, base + 25)
-            let name = decodeCString(prefix[(base + 73)..<(base + 73 + SIFLayout.nameLength)])
+            let base = slot * SIFLayout.descriptorSize
+            guard table[base + 4] != 0 else { continue }  // Used
+            let rawType: Int32 = readLE(table, base)
+            let id: UInt32 = readLE(table, base + 5)
+            let group: UInt32 = readLE(table, base + 9)
+            let linked: UInt32 = readLE(table, base + 13)
+            let offset: Int64 = readLE(table, base + 17)
+            let size: Int64 = readLE(table, base + 25)
+            let name = decodeCString(table[(base + 73)..<(base + 73 + SIFLayout.nameLength)])
             let label = Self.label(id: id, rawType: rawType, name: name)
 
             guard offset >= 0, size >= 0 else {
@@ -68,7 +78,7 @@ public struct SIFFile: Sendable {
             guard let dataType = SIFDataType(rawValue: rawType) else { continue }
 
             let extraStart = base + 201
-            let extra = Array(prefix[extraStart..<(extraStart + SIFLayout.extraLength)])
+            let extra = Array(table[extraStart..<(extraStart + SIFLayout.extraLength)])
             var partition: SIFPartitionInfo?
             if dataType == .partition,
                 let fs = SIFFilesystem(rawValue: readLE(extra, 0)),
@@ -85,9 +95,9 @@ public struct SIFFile: Sendable {
                     linkedIsGroup: linked & SIFLayout.groupMask == SIFLayout.groupMask,
                     offset: offset,
                     size: size,
-                    sizeWithPadding: readLE(prefix, base + 33),
-                    createdAt: readLE(prefix, base + 41),
-                    modifiedAt: readLE(prefix, base + 49),
+                    sizeWithPadding: readLE(table, base + 33),
+                    createdAt: readLE(table, base + 41),
+                    modifiedAt: readLE(table, base + 49),
                     name: name,
                     partition: partition,
                     extra: extra,

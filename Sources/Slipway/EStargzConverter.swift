@@ -133,13 +133,18 @@ public struct EStargzConverter: Sendable {
         options.allowMissingPrioritizedFiles = true
         options.spoolDirectory = "\(staging.root)/ingest"
         let stagedPath = staging.temporaryPath()
-        defer { try? FileManager.default.removeItem(atPath: stagedPath) }
+        let partial = PartialOutput.register(stagedPath)
+        defer {
+            try? FileManager.default.removeItem(atPath: stagedPath)
+            partial.end()
+        }
 
         let result: EStargzResult
         if let local = source.localBlobPath(layer) {
             result = try await runOnDedicatedThread { [options] in
                 try Self.writeEStargz(
-                    from: DecodedLayer(layerAt: local, compression: Self.compression(of: layer)), expectedDiffID: diffID,
+                    from: DecodedLayer(layerAt: local, compression: Self.compression(of: layer), name: layer.digest.description),
+                    expectedDiffID: diffID,
                     to: stagedPath, options: options)
             }
         } else {

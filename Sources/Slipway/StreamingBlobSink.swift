@@ -89,7 +89,7 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
 
     /// Consumer: the bytes as they arrive; nil after the last byte once the digest matched.
     var chunks: ChunkSource {
-        ChunkSource { [self] in
+        ChunkSource(expectedSize: descriptor.size) { [self] in
             condition.lock()
             defer { condition.unlock() }
             while queueHead == queue.count && outcome == nil { condition.wait() }

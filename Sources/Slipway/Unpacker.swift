@@ -47,6 +47,8 @@ public struct Unpacker: Sendable {
         try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
         let staging = "\(parent)/.\((target as NSString).lastPathComponent).slipway-partial"
         try? fileManager.removeItem(atPath: staging)
+        let partial = PartialOutput.register(staging)
+        defer { partial.end() }
         try fileManager.createDirectory(atPath: staging, withIntermediateDirectories: false)
         var unpackedBytes: Int64 = 0
         do {
@@ -55,14 +57,17 @@ public struct Unpacker: Sendable {
                 try await ready(position)
                 progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
                 let layerStart = ContinuousClock.now
-                let decoded = try decodingAhead ?? DecodedLayer(layerAt: store.blobPath(layer.descriptor.digest), compression: compression(of: layer.descriptor))
+                let decoded = try decodingAhead ?? DecodedLayer(
+                    layerAt: store.blobPath(layer.descriptor.digest), compression: compression(of: layer.descriptor),
+                    name: layer.descriptor.digest.description)
                 decodingAhead = nil
                 // The next layer decompresses while this one's files are created: extraction is mostly kernel
                 // work on one core, decompression user work on the other.
                 if position + 1 < image.layers.count, store.hasBlob(image.layers[position + 1].descriptor) {
                     let following = image.layers[position + 1].descriptor
                     decodingAhead = try DecodedLayer(
-                        layerAt: store.blobPath(following.digest), compression: compression(of: following), readAhead: Self.readAhead)
+                        layerAt: store.blobPath(following.digest), compression: compression(of: following), readAhead: Self.readAhead,
+                        name: following.digest.description)
                 }
                 let result = try await runOnDedicatedThread { try LayerApplier.apply(decoded, to: staging, options: options) }
                 guard result.diffID == layer.diffID.description else {
@@ -107,8 +112,9 @@ public struct Unpacker: Sendable {
     private func apply(_ layer: Descriptor, to root: String, options: ApplyOptions) async throws -> ApplyResult {
         let path = store.blobPath(layer.digest)
         let compression = compression(of: layer)
+        let name = layer.digest.description
         return try await runOnDedicatedThread {
-            try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options)
+            try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options, name: name)
         }
     }
 

@@ -12,6 +12,7 @@ struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pull an image into the store, verified; prints the manifest digest.")
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Image reference (ubuntu, localhost:5000/app:v1, oci:PATH:NAME).") var image: String
     @Flag(name: .long, help: "Also extract every layer into the per-layer cache (for overlay runs).") var unpackLayers = false
 
@@ -71,6 +72,7 @@ struct Unpack: AsyncParsableCommand {
         abstract: "Materialize an image's root filesystem in DIR (pulling as needed, extraction overlapped with download).")
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Image reference or oci:PATH[:NAME].") var image: String
     @Argument(help: "Directory to create (must not exist or be empty).") var directory: String
 
@@ -312,6 +314,7 @@ struct Convert: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Source image: a registry reference or oci:PATH[:NAME].") var source: String
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME] (estargz), or a file path (sif).") var destination: String
     @Option(name: .long, help: "Target format: estargz or sif.") var to: String = "estargz"
@@ -394,3 +397,9 @@ struct Convert: AsyncParsableCommand {
     }
 
 }
+
+extension Pull: DecompressingCommand, WritesPartialOutput {}
+
+extension Unpack: DecompressingCommand, WritesPartialOutput {}
+
+extension Convert: DecompressingCommand, WritesPartialOutput {}

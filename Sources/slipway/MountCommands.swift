@@ -19,6 +19,7 @@ struct Mount: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Image reference or oci:PATH[:NAME].") var image: String
     @Argument(help: "Existing directory to mount at.") var directory: String
     @Option(name: .long, help: "What to fetch before it is read: none, landmark (the prioritized files), all (then everything else, in the background).")
@@ -205,3 +206,5 @@ func resolvedPath(_ path: String) -> String {
 func executablePath() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
+
+extension Mount: DecompressingCommand {}

@@ -1,3 +1,4 @@
+import Archive
 import ArgumentParser
 import ContentStore
 import Foundation
@@ -127,3 +128,63 @@ func formatBytes(_ bytes: Int64) -> String {
 
 /// swift-log allows one bootstrap per process.
 private let loggingBootstrap: Void = LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+
+/// How far one layer may expand when decompressed, for the commands that extract, cache or convert layers.
+struct DecompressionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "Largest uncompressed size of one layer, with an optional K, M, G or T suffix (powers of 1024) (env SLIPWAY_MAX_LAYER_SIZE; default 128G).",
+        valueName: "size"))
+    var maxLayerSize: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Largest uncompressed/compressed ratio of a layer that decompresses to more than 1 GiB (env SLIPWAY_MAX_EXPANSION; default 100).",
+        valueName: "ratio"))
+    var maxExpansion: String?
+
+    func validate() throws { _ = try limit() }
+
+    /// The options, else the environment, else the defaults.
+    func limit(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DecompressionLimit {
+        var limit = DecompressionLimit.standard
+        if let text = maxLayerSize ?? environment["SLIPWAY_MAX_LAYER_SIZE"] {
+            guard let bytes = Self.parseSize(text), bytes > 0 else {
+                throw ValidationError("--max-layer-size / SLIPWAY_MAX_LAYER_SIZE takes a positive size such as 512M or 200G, not '\(text)'")
+            }
+            limit.absolute = bytes
+        }
+        if let text = maxExpansion ?? environment["SLIPWAY_MAX_EXPANSION"] {
+            guard let ratio = Int64(text), ratio > 0 else {
+                throw ValidationError("--max-expansion / SLIPWAY_MAX_EXPANSION takes a positive whole ratio such as 100, not '\(text)'")
+            }
+            limit.ratio = ratio
+        }
+        return limit
+    }
+
+    /// "1048576", "512K", "64m", "2G", "1T" (also "2GiB", "2GB": powers of 1024 either way); nil if malformed or too big.
+    static func parseSize(_ text: String) -> Int64? {
+        var digits = Substring(text.trimmingCharacters(in: .whitespaces))
+        for unit in ["iB", "B", "ib", "b"] where digits.hasSuffix(unit) && digits.count > unit.count {
+            digits = digits.dropLast(unit.count)
+            break
+        }
+        var shift: Int64 = 0
+        if let suffix = digits.last, let index = "KMGT".firstIndex(of: Character(suffix.uppercased())) {
+            shift = 10 * Int64("KMGT".distance(from: "KMGT".startIndex, to: index) + 1)
+            digits = digits.dropLast()
+        }
+        guard let value = Int64(digits), value >= 0 else { return nil }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        return overflow ? nil : bytes
+    }
+}
+
+/// Commands that decode layers: `--max-layer-size` and `--max-expansion` apply to every layer they read.
+protocol DecompressingCommand {
+    var decompression: DecompressionOptions { get }
+}
+
+/// Commands that build output in place (an unpack's staging tree, the layer cache, converted blobs): SIGINT and
+/// SIGTERM remove what is half built before the process ends. `mount`, `serve` and `run` handle these signals
+/// themselves and are not among them.
+protocol WritesPartialOutput {}

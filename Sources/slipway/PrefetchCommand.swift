@@ -15,6 +15,7 @@ struct Prefetch: AsyncParsableCommand {
             """)
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "The image reference.") var image: String
 
     func run() async throws {
@@ -41,3 +42,5 @@ struct Prefetch: AsyncParsableCommand {
         }
     }
 }
+
+extension Prefetch: DecompressingCommand, WritesPartialOutput {}

@@ -33,6 +33,7 @@ struct Run: AsyncParsableCommand {
     enum PullPolicy: String, ExpressibleByArgument, CaseIterable { case always, missing, never }
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Image reference or oci:PATH[:NAME] (optional with --mode sif).") var image: String?
     @Option(name: .long, help: "Root filesystem: unpacked (overlay of the layer cache), lazy (lazy mount) or sif (--sif FILE).")
     var mode: Mode?
@@ -198,3 +199,5 @@ struct Run: AsyncParsableCommand {
         }
     }
 }
+
+extension Run: DecompressingCommand {}

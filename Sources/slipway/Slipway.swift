@@ -1,4 +1,6 @@
+import Archive
 import ArgumentParser
+import ContentStore
 import Foundation
 
 #if canImport(Glibc)
@@ -31,6 +33,10 @@ struct SlipwayCommand: AsyncParsableCommand {
             Glibc.exit(2)
         }
         do {
+            if let decompressing = command as? any DecompressingCommand {
+                DecompressionLimit.configured = try decompressing.decompression.limit()
+            }
+            if command is any WritesPartialOutput { PartialOutput.removeOnTerminationSignals() }
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -12,8 +12,7 @@ final class RequestReadDeadlines {
     private enum Phase {
         case awaitingRequest
         case readingRequest
-        /// `bytesWaiting`: the client sent more (a pipelined request) while this one was answered.
-        case answering(bytesWaiting: Bool)
+        case answering
     }
 
     private let channel: any Channel
@@ -23,6 +22,10 @@ final class RequestReadDeadlines {
     private var phase = Phase.awaitingRequest
     private var timer: Scheduled<Void>?
     private var started = false
+    /// Requests read completely whose responses are not completely written yet (more than one when pipelined).
+    private var unansweredRequests = 0
+    /// Bytes arrived since the last complete request: a request is on its way.
+    private var requestUnderway = false
 
     init(channel: any Channel, limits: ConnectionLimits, connections: ConnectionTable, id: UInt64) {
         self.channel = channel
@@ -38,33 +41,37 @@ final class RequestReadDeadlines {
     }
 
     func bytesArrived() {
-        switch phase {
-        case .awaitingRequest:
-            phase = .readingRequest
-            connections.markBusy(id)
-            arm(limits.headerTimeout)
-        case .readingRequest:
-            break
-        case .answering:
-            phase = .answering(bytesWaiting: true)
-        }
+        guard !requestUnderway else { return }
+        requestUnderway = true
+        update()
     }
 
     /// A request's end was parsed (its bytes may have arrived earlier, pipelined behind the previous request).
     func requestRead() {
-        if case .answering = phase { return }
-        if case .awaitingRequest = phase { connections.markBusy(id) }
-        phase = .answering(bytesWaiting: false)
-        disarm()
+        requestUnderway = false
+        unansweredRequests += 1
+        update()
     }
 
+    /// A response's last byte was handed to the socket: only then may the connection count as idle, so that
+    /// closing it (idle timeout, or to make room) cannot cut a response short.
     func responseFinished() {
-        guard case .answering(let bytesWaiting) = phase else { return }
-        if bytesWaiting {
-            phase = .readingRequest
+        unansweredRequests = max(0, unansweredRequests - 1)
+        update()
+    }
+
+    private func update() {
+        let next: Phase = unansweredRequests > 0 ? .answering : requestUnderway ? .readingRequest : .awaitingRequest
+        guard next != phase else { return }
+        phase = next
+        switch next {
+        case .answering:
+            connections.markBusy(id)
+            disarm()
+        case .readingRequest:
+            connections.markBusy(id)
             arm(limits.headerTimeout)
-        } else {
-            phase = .awaitingRequest
+        case .awaitingRequest:
             connections.markIdle(id)
             arm(limits.idleTimeout)
         }
@@ -138,7 +145,15 @@ final class RequestProgressObserver: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { deadlines.responseFinished() }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenComplete { [deadlines] result in
+            if case .success = result { deadlines.responseFinished() }
+            promise?.completeWith(result)
+        }
+        context.write(data, promise: written)
     }
 }

@@ -101,10 +101,6 @@ struct Serve: AsyncParsableCommand {
         limits.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
         limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         configuration.connectionLimits = limits
-        if limits.maxConnections > safeConnections {
-            FileHandle.standardError.write(
-                Data("slipway serve: warning: --max-connections \(limits.maxConnections) may exhaust the open-file limit of \(fileLimit); \(safeConnections) is safe\n".utf8))
-        }
         var credentials: any CredentialProvider = try DockerConfigCredentials()
         if let creds = global.creds, let colon = creds.firstIndex(of: ":") {
             let registry = try Upstreams.parse(upstream[0]).registry
@@ -123,8 +119,12 @@ struct Serve: AsyncParsableCommand {
         }
         defer { signals.forEach { $0.cancel() } }
         let upstreams = upstream.joined(separator: ", ")
-        try await server.run(host: host, port: port) { [limits] boundHost, boundPort in
+        try await server.run(host: host, port: port) { [limits, safeConnections, fileLimit] boundHost, boundPort in
             FileHandle.standardError.write(Data("slipway serve: listening on http://\(boundHost):\(boundPort), mirroring \(upstreams), store \(store.root), at most \(limits.maxConnections) connections\n".utf8))
+            if limits.maxConnections > safeConnections {
+                FileHandle.standardError.write(
+                    Data("slipway serve: warning: --max-connections \(limits.maxConnections) can exhaust the open-file limit of \(fileLimit) (\(safeConnections) cannot); new connections then wait\n".utf8))
+            }
         }
         FileHandle.standardError.write(Data("slipway serve: stopped\n".utf8))
     }

@@ -36,6 +36,25 @@ struct CacheServerLimitsTests {
         }
     }
 
+    @Test func runningOutOfDescriptorsDelaysNewConnectionsWithoutStoppingTheServer() async throws {
+        try raiseOpenFileLimit(atLeast: 1000)
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { _, proxy in
+            // A limit set above what 256 descriptors allow: accepting fails with EMFILE until idle ones are closed.
+            let options = ["--max-connections", "1000", "--idle-timeout", "2"]
+            let cache = try await RunningCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: options, fileLimit: 256)
+            let flood = try (0..<600).map { _ in try RawConnection(host: cache.host, waitForConnect: false) }
+            defer { flood.forEach { $0.close() } }
+            let deadline = ContinuousClock.now + .seconds(60)
+            var answer = try await curl("\(cache.url)/v2/", extra: ["--max-time", "5"])
+            while answer.status != 200, ContinuousClock.now < deadline {
+                answer = try await curl("\(cache.url)/v2/", extra: ["--max-time", "5"])
+            }
+            #expect(answer.status == 200, "the server did not answer again once idle connections were closed")
+            #expect(await cache.stop() == 0)
+        }
+    }
+
     @Test func idleConnectionsAreClosedButSlowAnswersAreNot() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in

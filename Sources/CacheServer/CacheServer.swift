@@ -26,6 +26,9 @@ public final class CacheServer: Sendable, HTTPHandler {
         /// arrived; further out it is fetched upstream as a range.
         public var rangeWaitDistance: Int64 = 8 << 20
         public var authenticator: ClientAuthenticator = .open
+        /// Answer `/metrics` without credentials even when the authenticator requires them.
+        public var metricsPublic = false
+        public var connectionLimits = ConnectionLimits()
 
         public init(upstreams: [String]) { self.upstreams = upstreams }
     }
@@ -63,7 +66,7 @@ public final class CacheServer: Sendable, HTTPHandler {
             throw CacheServerError.configuration("\(error)")
         }
         usage = StoreUsage(store: store, limit: configuration.maxStoreBytes)
-        server = HTTPServer(logger: logger)
+        server = HTTPServer(limits: configuration.connectionLimits, logger: logger)
         metrics.set(.storeBytes, usage.totalBytes)
     }
 
@@ -116,19 +119,24 @@ public final class CacheServer: Sendable, HTTPHandler {
                 throw RegistryErrorAnswer(status: 405, code: "UNSUPPORTED", message: "this is a read-only pull-through cache; \(request.method) is not supported")
             }
             let route = try RegistryRoute(path: target.path)
-            if case .metrics = route {
-                try await response.send(.ok, headers: ["Content-Type": "text/plain; version=0.0.4"], body: Array(metrics.render().utf8))
+            if case .metrics = route, configuration.metricsPublic {
+                try await sendMetrics(to: response)
                 return
             }
-            switch configuration.authenticator.check(authorization: request.headers.first(name: "Authorization")) {
+            let authorization = request.headers.first(name: "Authorization")
+            switch await configuration.authenticator.authorize(authorization: authorization, client: request.clientKey) {
             case .allowed(let user): outcome.user = user
             case .denied(let reason):
                 throw RegistryErrorAnswer(
                     status: 401, code: "UNAUTHORIZED", message: "authentication required (\(reason))",
                     headers: [("WWW-Authenticate", configuration.authenticator.challenge)])
+            case .throttled(let retryAfterSeconds, let reason):
+                throw RegistryErrorAnswer(
+                    status: 429, code: "TOOMANYREQUESTS", message: reason, headers: [("Retry-After", String(retryAfterSeconds))])
             }
             switch route {
-            case .metrics: break
+            case .metrics:
+                try await sendMetrics(to: response)
             case .base:
                 try await response.send(.ok, headers: ["Content-Type": "application/json", "Docker-Distribution-API-Version": "registry/2.0"], body: Array("{}".utf8))
             case .manifest(let name, let reference):
@@ -153,6 +161,10 @@ public final class CacheServer: Sendable, HTTPHandler {
             if response.headSent { throw error }
             try await sendError(RegistryErrorAnswer(status: 500, code: "UNKNOWN", message: "\(error)"), to: response, method: request.method)
         }
+    }
+
+    private func sendMetrics(to response: ResponseWriter) async throws {
+        try await response.send(.ok, headers: ["Content-Type": "text/plain; version=0.0.4"], body: Array(metrics.render().utf8))
     }
 
     private func sendError(_ answer: RegistryErrorAnswer, to response: ResponseWriter, method: HTTPMethod) async throws {

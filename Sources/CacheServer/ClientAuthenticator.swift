@@ -26,6 +26,9 @@ public struct ClientAuthError: Error, CustomStringConvertible, Sendable {
 ///   SHA-256 of the whole header value) because bcrypt is deliberately slow; failures never are.
 /// - Bearer tokens are read one per line from a token file; only their SHA-256 digests are kept
 ///   and the presented token's digest is compared in constant time against every one of them.
+/// - `authorize` is what a server calls: it verifies hashes on a small pool of its own threads (never on an
+///   event loop or the concurrency pool), and a client whose credentials failed too often lately is answered at
+///   once without spending any hashing time on it.
 public struct ClientAuthenticator: Sendable {
     /// Allows every request; no credentials are checked.
     public static let open = ClientAuthenticator(users: [:], tokenDigests: [])
@@ -42,22 +45,30 @@ public struct ClientAuthenticator: Sendable {
     /// SHA-256 digests of the accepted bearer tokens.
     private let tokenDigests: [[UInt8]]
     private let verified: VerifiedCache
+    let failures: AuthFailureThrottle
+    private let hashing: HashingQueue
 
     /// Number of remembered successful Basic verifications (for tests).
     var cachedVerificationCount: Int { verified.count }
 
-    private init(users: [String: String], tokenDigests: [[UInt8]]) {
+    private init(users: [String: String], tokenDigests: [[UInt8]], failures: AuthFailureThrottle = AuthFailureThrottle()) {
         self.users = users
         self.decoyHash = users.keys.sorted().first.flatMap { users[$0] }
         self.tokenDigests = tokenDigests
         self.verified = VerifiedCache(limit: Self.verifiedCacheLimit)
+        self.failures = failures
+        self.hashing = HashingQueue()
     }
 
     /// Loads the given credential files. With neither file, the result allows everything (like `open`).
     public init(htpasswdFile: String? = nil, tokenFile: String? = nil) throws {
+        try self.init(htpasswdFile: htpasswdFile, tokenFile: tokenFile, failures: AuthFailureThrottle())
+    }
+
+    init(htpasswdFile: String? = nil, tokenFile: String? = nil, failures: AuthFailureThrottle) throws {
         let users = try htpasswdFile.map(Self.loadHtpasswd) ?? [:]
         let tokens = try tokenFile.map(Self.loadTokens) ?? []
-        self.init(users: users, tokenDigests: tokens)
+        self.init(users: users, tokenDigests: tokens, failures: failures)
     }
 
     /// Whether any credentials are required.
@@ -67,6 +78,37 @@ public struct ClientAuthenticator: Sendable {
         /// `user` is the htpasswd user for Basic credentials; nil for bearer tokens or when auth is disabled.
         case allowed(user: String?)
         case denied(reason: String)
+        /// Too many failures from this client lately, or too many verifications waiting: try again later.
+        case throttled(retryAfterSeconds: Int, reason: String)
+    }
+
+    /// Decides about a request from `client` (its address, as the unit failures are counted by). A Basic
+    /// credential verified lately is allowed at once, even from a throttled client; anything else from a throttled
+    /// client is refused without being verified. Hashes are verified on `HashingQueue`'s threads.
+    public func authorize(authorization: String?, client: String, now: ContinuousClock.Instant = .now) async -> Decision {
+        guard isEnabled else { return .allowed(user: nil) }
+        guard let header = authorization?.trimmingCharacters(in: .whitespaces), !header.isEmpty else {
+            return .denied(reason: "no credentials")
+        }
+        if let user = verified.lookup(Self.verificationKey(header)) { return .allowed(user: user) }
+        if let wait = failures.retryAfter(client: client, now: now) {
+            return .throttled(retryAfterSeconds: wait, reason: "too many failed authentication attempts from \(client); retry in \(wait) s")
+        }
+        let decision: Decision
+        if header.lowercased().hasPrefix("basic"), !users.isEmpty {
+            guard let verifiedDecision = await hashing.run({ [self] in check(authorization: header) }) else {
+                return .throttled(retryAfterSeconds: 1, reason: "too many authentication attempts are being verified; retry in 1 s")
+            }
+            decision = verifiedDecision
+        } else {
+            decision = check(authorization: header)
+        }
+        if case .denied = decision { failures.recordFailure(client: client, now: now) }
+        return decision
+    }
+
+    private static func verificationKey(_ header: String) -> [UInt8] {
+        Array(SHA256.hash(data: Array(header.utf8)))
     }
 
     /// Value for WWW-Authenticate on a 401: `Basic realm="slipway"` when htpasswd users exist, else `Bearer realm="slipway"`.
@@ -119,7 +161,7 @@ public struct ClientAuthenticator: Sendable {
             return .denied(reason: "malformed basic credentials: NUL in password")
         }
 
-        let key = Array(SHA256.hash(data: Array(header.utf8)))
+        let key = Self.verificationKey(header)
         if let cached = verified.lookup(key), cached == user {
             return .allowed(user: user)
         }
@@ -328,6 +370,87 @@ final class VerifiedCache: Sendable {
         entries.withLock { entries in
             if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
             entries[key] = user
+        }
+    }
+}
+
+/// Counts failed authentications per client in fixed windows: after `maxFailures` in one window the client is
+/// refused until the window ends. Holds at most `capacity` clients, so a flood of addresses cannot grow it.
+final class AuthFailureThrottle: Sendable {
+    private struct Record {
+        var windowStart: ContinuousClock.Instant
+        var failures: Int
+    }
+
+    let maxFailures: Int
+    let window: Duration
+    let capacity: Int
+    private let records = Mutex<[String: Record]>([:])
+
+    init(maxFailures: Int = 5, window: Duration = .seconds(60), capacity: Int = 10_000) {
+        self.maxFailures = maxFailures
+        self.window = window
+        self.capacity = capacity
+    }
+
+    /// Whole seconds (at least 1) until `client` may try again, or nil when it may now.
+    func retryAfter(client: String, now: ContinuousClock.Instant) -> Int? {
+        records.withLock { records in
+            guard let record = records[client], record.failures >= maxFailures else { return nil }
+            let remaining = record.windowStart + window - now
+            guard remaining > .zero else { return nil }
+            return max(1, Int(remaining.components.seconds) + (remaining.components.attoseconds > 0 ? 1 : 0))
+        }
+    }
+
+    func recordFailure(client: String, now: ContinuousClock.Instant) {
+        records.withLock { records in
+            if var record = records[client], now - record.windowStart < window {
+                record.failures += 1
+                records[client] = record
+                return
+            }
+            if records[client] == nil, records.count >= capacity {
+                records = records.filter { now - $0.value.windowStart < window }
+                if records.count >= capacity, let oldest = records.min(by: { $0.value.windowStart < $1.value.windowStart }) {
+                    records.removeValue(forKey: oldest.key)
+                }
+            }
+            records[client] = Record(windowStart: now, failures: 1)
+        }
+    }
+
+    var trackedClients: Int { records.withLock { $0.count } }
+}
+
+/// Where password hashes are verified: `threads` serial dispatch queues (threads of their own, not the event
+/// loops nor the concurrency pool, which requests need), taking at most `maxWaiting` verifications at once, so
+/// a flood of guesses neither piles up nor starves anyone.
+final class HashingQueue: Sendable {
+    private let queues: [DispatchQueue]
+    private let maxWaiting: Int
+    private let state = Mutex((waiting: 0, next: 0))
+
+    init(threads: Int = 2, maxWaiting: Int = 32) {
+        queues = (0..<threads).map { DispatchQueue(label: "slipway.auth-hashing.\($0)") }
+        self.maxWaiting = maxWaiting
+    }
+
+    /// `work`'s result, or nil when too many verifications are waiting already.
+    func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T? {
+        let queue: DispatchQueue? = state.withLock { state in
+            guard state.waiting < maxWaiting else { return nil }
+            state.waiting += 1
+            state.next = (state.next + 1) % queues.count
+            return queues[state.next]
+        }
+        guard let queue else { return nil }
+        return await withCheckedContinuation { continuation in
+            queue.async {
+                let result = work()
+                self.state.withLock { $0.waiting -= 1 }
+                continuation.resume(returning: result)
+            }
         }
     }
 }

@@ -10,6 +10,9 @@ struct HTTPRequest: Sendable {
     var uri: String
     var headers: HTTPHeaders
     var remoteAddress: String
+    /// Who the client is for rate limits: its IPv4 address, or the /64 network of its IPv6 address (one host
+    /// usually has a whole /64 to choose addresses from).
+    var clientKey: String
 }
 
 /// Answers one request by writing to a `ResponseWriter`. Throwing after the head was sent cuts the connection,
@@ -20,14 +23,18 @@ protocol HTTPHandler: Sendable {
 
 /// An HTTP/1.1 server on NIO's async channels: one task per connection, keep-alive, backpressure from the socket
 /// to the body writer, and a graceful stop (no new connections, idle ones closed, busy ones finish their
-/// response within a grace period).
+/// response within a grace period). Clients that send requests too slowly or not at all are cut (`limits`), and
+/// connections beyond the limit take the place of idle ones or are turned away with a 503.
 final class HTTPServer: Sendable {
     private let logger: Logger
-    private let connections = ConnectionTable()
+    private let limits: ConnectionLimits
+    private let connections: ConnectionTable
     private let serverChannel = Mutex<(any Channel)?>(nil)
 
-    init(logger: Logger) {
+    init(limits: ConnectionLimits, logger: Logger) {
         self.logger = logger
+        self.limits = limits
+        self.connections = ConnectionTable(maxConnections: limits.maxConnections)
     }
 
     /// Binds and serves until `stop()`; `onListening` gets the bound address (port 0 picks a free one).
@@ -37,10 +44,9 @@ final class HTTPServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
-            .bind(host: host, port: port) { channel in
+            .bind(host: host, port: port) { [connections, limits] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    try Self.initialize(channel, connections: connections, limits: limits)
                 }
             }
         serverChannel.withLock { $0 = server.channel }
@@ -48,6 +54,7 @@ final class HTTPServer: Sendable {
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { inbound in
                 for try await connection in inbound {
+                    guard let connection else { continue }
                     group.addTask { await self.serve(connection, handler: handler) }
                 }
             }
@@ -66,14 +73,33 @@ final class HTTPServer: Sendable {
         connections.closeAll()
     }
 
+    /// Sets up an accepted connection on its event loop: admitted, it gets the HTTP pipeline between the observers
+    /// that time its requests; over the limit, the 503 (nil: no task serves it).
+    private static func initialize(_ channel: any Channel, connections: ConnectionTable, limits: ConnectionLimits) throws
+        -> NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>?
+    {
+        switch connections.admit(channel) {
+        case .dropped:
+            channel.close(promise: nil)
+            return nil
+        case .rejected:
+            channel.closeFuture.whenComplete { _ in connections.rejectionFinished() }
+            try channel.pipeline.syncOperations.addHandler(ConnectionRejectionHandler(maxConnections: limits.maxConnections))
+            return nil
+        case .admitted(let id):
+            channel.closeFuture.whenComplete { _ in connections.remove(id) }
+            let deadlines = RequestReadDeadlines(channel: channel, limits: limits, connections: connections, id: id)
+            try channel.pipeline.syncOperations.addHandler(InboundBytesObserver(deadlines))
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(RequestProgressObserver(deadlines))
+            return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+        }
+    }
+
     private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, handler: any HTTPHandler) async {
         let channel = connection.channel
         let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
-        guard let id = connections.register(channel) else {
-            try? await channel.close()
-            return
-        }
-        defer { connections.remove(id) }
+        let clientKey = Self.clientKey(channel.remoteAddress)
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var parts = inbound.makeAsyncIterator()
@@ -89,7 +115,7 @@ final class HTTPServer: Sendable {
                         // written. Leaving the loop and closing here instead would drop bytes still queued.
                         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
                     }
-                    let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, remoteAddress: remote)
+                    let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, remoteAddress: remote, clientKey: clientKey)
                     let response = ResponseWriter(outbound: outbound, allocator: channel.allocator, version: head.version, keepAlive: keepAlive, method: head.method)
                     try await handler.handle(request, response: response)
                     try await response.finishIfNeeded()
@@ -99,43 +125,14 @@ final class HTTPServer: Sendable {
             logger.debug("connection from \(remote) ended: \(error)")
         }
     }
-}
 
-/// Open connections, for the graceful stop.
-private final class ConnectionTable: Sendable {
-    private struct State {
-        var nextID = 0
-        var channels: [Int: any Channel] = [:]
-        var shuttingDown = false
-    }
-    private let state = Mutex(State())
-
-    var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
-    var isEmpty: Bool { state.withLock { $0.channels.isEmpty } }
-
-    func register(_ channel: any Channel) -> Int? {
-        state.withLock { state in
-            guard !state.shuttingDown else { return nil }
-            state.nextID += 1
-            state.channels[state.nextID] = channel
-            return state.nextID
-        }
-    }
-
-    func remove(_ id: Int) { _ = state.withLock { $0.channels.removeValue(forKey: id) } }
-
-    /// Idle connections close now, busy ones after their current response (NIO's pipeline handler knows which).
-    func beginShutdown() {
-        let all = state.withLock { state in
-            state.shuttingDown = true
-            return Array(state.channels.values)
-        }
-        for channel in all { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-    }
-
-    func closeAll() {
-        let all = state.withLock { Array($0.channels.values) }
-        for channel in all { channel.close(promise: nil) }
+    static func clientKey(_ address: SocketAddress?) -> String {
+        guard case .v6(let v6) = address else { return address?.ipAddress ?? "?" }
+        let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        let v4Mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+        if v4Mapped { return bytes[12...].map(String.init).joined(separator: ".") }
+        let groups = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+        return groups.joined(separator: ":") + "::/64"
     }
 }
 

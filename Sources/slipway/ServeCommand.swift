@@ -17,7 +17,14 @@ struct Serve: AsyncParsableCommand {
             requests work on blobs not cached yet, so lazy mounts can go through the cache. Tags are served from \
             the store for --tag-ttl seconds, then checked upstream with HEAD. Point containerd at it with a \
             hosts.toml (see the README); several upstreams can share one server through containerd's ?ns= \
-            parameter. Metrics are at /metrics; one JSON line per request goes to --access-log.
+            parameter. Metrics are at /metrics (behind the same authentication as the registry API unless \
+            --metrics-public); one JSON line per request goes to --access-log.
+
+            Hostile or broken clients are bounded: a request must arrive within --header-timeout of its first \
+            byte, a connection waiting for a request is closed after --idle-timeout, and beyond \
+            --max-connections a new connection replaces the longest idle one, or gets a 503 when none is idle. \
+            The server raises its open-file limit to the hard limit at start. After 5 failed logins within a \
+            minute a client address gets 429 until the minute is over.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -32,6 +39,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Require HTTP basic auth from clients; FILE as written by `htpasswd -B`.") var htpasswd: String?
     @Option(name: .long, help: "Require a bearer token from clients; FILE holds one token per line.") var tokenFile: String?
     @Option(name: .long, help: "Where to write one JSON line per request: a file, - for stderr, or none.") var accessLog = "-"
+    @Option(name: .long, help: "Seconds within which a request (head and any body) must arrive once its first byte has.")
+    var headerTimeout: Double = 10
+    @Option(name: .long, help: "Seconds a connection may wait for its next request without sending a byte before it is closed.")
+    var idleTimeout: Double = 60
+    @Option(
+        name: .long,
+        help: "Connections held at once (default: derived from the open-file limit, leaving room for store files and upstream connections).")
+    var maxConnections: Int?
+    @Flag(name: .long, help: "Answer /metrics without credentials even when --htpasswd or --token-file is given.") var metricsPublic = false
 
     func validate() throws {
         guard !upstream.isEmpty else { throw ValidationError("give the registry to mirror with --upstream URL") }
@@ -40,6 +56,10 @@ struct Serve: AsyncParsableCommand {
         }
         guard tagTTL >= 0 else { throw ValidationError("--tag-ttl must not be negative") }
         guard upstreamTimeout >= 1 else { throw ValidationError("--upstream-timeout must be at least 1 second") }
+        for (name, value) in [("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout)] {
+            guard value >= 0.1, value <= 86400 else { throw ValidationError("\(name) takes seconds between 0.1 and 86400") }
+        }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         _ = try listenAddress()
         if let maxSize { _ = try Self.parseSize(maxSize) }
     }
@@ -74,6 +94,13 @@ struct Serve: AsyncParsableCommand {
         configuration.upstreamStallTimeout = .milliseconds(Int64(upstreamTimeout * 1000))
         configuration.maxStoreBytes = try maxSize.map(Self.parseSize)
         configuration.authenticator = try ClientAuthenticator(htpasswdFile: htpasswd, tokenFile: tokenFile)
+        configuration.metricsPublic = metricsPublic
+        let fileLimit = try FileDescriptorLimit.raiseSoftLimitToHard()
+        let safeConnections = ConnectionLimits.defaultMaxConnections(fileDescriptorLimit: fileLimit)
+        var limits = ConnectionLimits(maxConnections: maxConnections ?? safeConnections)
+        limits.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
+        limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        configuration.connectionLimits = limits
         var credentials: any CredentialProvider = try DockerConfigCredentials()
         if let creds = global.creds, let colon = creds.firstIndex(of: ":") {
             let registry = try Upstreams.parse(upstream[0]).registry
@@ -92,8 +119,12 @@ struct Serve: AsyncParsableCommand {
         }
         defer { signals.forEach { $0.cancel() } }
         let upstreams = upstream.joined(separator: ", ")
-        try await server.run(host: host, port: port) { boundHost, boundPort in
-            FileHandle.standardError.write(Data("slipway serve: listening on http://\(boundHost):\(boundPort), mirroring \(upstreams), store \(store.root)\n".utf8))
+        try await server.run(host: host, port: port) { [limits, safeConnections, fileLimit] boundHost, boundPort in
+            FileHandle.standardError.write(Data("slipway serve: listening on http://\(boundHost):\(boundPort), mirroring \(upstreams), store \(store.root), at most \(limits.maxConnections) connections\n".utf8))
+            if limits.maxConnections > safeConnections {
+                FileHandle.standardError.write(
+                    Data("slipway serve: warning: --max-connections \(limits.maxConnections) can exhaust the open-file limit of \(fileLimit) (\(safeConnections) cannot); new connections then wait\n".utf8))
+            }
         }
         FileHandle.standardError.write(Data("slipway serve: stopped\n".utf8))
     }

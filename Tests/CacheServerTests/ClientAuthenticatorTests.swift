@@ -288,3 +288,75 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 }
+
+/// `authorize`, what the server calls: failures counted per client, throttled clients refused unverified.
+@Suite struct AuthorizationThrottlingTests {
+    @Test func aClientIsThrottledAfterItsFailuresUntilTheWindowEnds() {
+        let throttle = AuthFailureThrottle(maxFailures: 3, window: .seconds(60))
+        let start = ContinuousClock.now
+        for failure in 0..<3 {
+            #expect(throttle.retryAfter(client: "10.0.0.1", now: start) == nil)
+            throttle.recordFailure(client: "10.0.0.1", now: start + .seconds(failure))
+        }
+        #expect(throttle.retryAfter(client: "10.0.0.1", now: start + .seconds(10)) == 50)
+        #expect(throttle.retryAfter(client: "10.0.0.1", now: start + .milliseconds(59_500)) == 1)
+        #expect(throttle.retryAfter(client: "10.0.0.2", now: start + .seconds(10)) == nil)
+        #expect(throttle.retryAfter(client: "10.0.0.1", now: start + .seconds(60)) == nil)
+        // A new window starts counting afresh.
+        throttle.recordFailure(client: "10.0.0.1", now: start + .seconds(61))
+        #expect(throttle.retryAfter(client: "10.0.0.1", now: start + .seconds(61)) == nil)
+    }
+
+    @Test func theTableOfClientsStaysBounded() {
+        let throttle = AuthFailureThrottle(maxFailures: 2, window: .seconds(60), capacity: 100)
+        let start = ContinuousClock.now
+        for client in 0..<1000 { throttle.recordFailure(client: "client-\(client)", now: start + .milliseconds(client)) }
+        #expect(throttle.trackedClients == 100)
+        // The most recent clients are the ones remembered.
+        throttle.recordFailure(client: "client-999", now: start + .seconds(1))
+        #expect(throttle.retryAfter(client: "client-999", now: start + .seconds(1)) != nil)
+    }
+
+    @Test func aThrottledClientIsRefusedWithoutVerificationButRecentlyVerifiedCredentialsPass() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-throttle-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let auth = try ClientAuthenticator(
+            htpasswdFile: try makeBcryptFile(in: directory), failures: AuthFailureThrottle(maxFailures: 3, window: .seconds(600)))
+        let now = ContinuousClock.now
+        #expect(await auth.authorize(authorization: basic("alice", "wonderland"), client: "a", now: now) == .allowed(user: "alice"))
+        for attempt in 0..<3 {
+            #expect(isDenied(await auth.authorize(authorization: basic("alice", "guess\(attempt)"), client: "a", now: now)))
+        }
+        // Missing credentials are not failures (clients ask without them first to learn the challenge).
+        for _ in 0..<5 { #expect(isDenied(await auth.authorize(authorization: nil, client: "b", now: now))) }
+
+        guard case .throttled(let retryAfter, _) = await auth.authorize(authorization: basic("alice", "guess4"), client: "a", now: now) else {
+            Issue.record("a fourth wrong password was verified")
+            return
+        }
+        #expect(retryAfter == 600)
+        // Right but never verified: refused like any guess, since telling them apart would cost a verification.
+        guard case .throttled = await auth.authorize(authorization: basic("bob", "builder-secret"), client: "a", now: now) else {
+            Issue.record("a throttled client got a verification")
+            return
+        }
+        #expect(await auth.authorize(authorization: basic("alice", "wonderland"), client: "a", now: now) == .allowed(user: "alice"))
+        // Other clients are not affected.
+        #expect(await auth.authorize(authorization: basic("bob", "builder-secret"), client: "b", now: now) == .allowed(user: "bob"))
+        #expect(auth.cachedVerificationCount == 2)
+    }
+
+    @Test func hashingQueueRefusesWorkBeyondItsBound() async {
+        let queue = HashingQueue(threads: 1, maxWaiting: 1)
+        let release = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        async let first = queue.run { started.signal(); release.wait(); return 1 }
+        // Wait (off the pool) until the first occupies the only place.
+        await withCheckedContinuation { continuation in DispatchQueue.global().async { started.wait(); continuation.resume() } }
+        #expect(await queue.run { 2 } == nil)
+        release.signal()
+        #expect(await first == 1)
+        #expect(await queue.run { 3 } == 3)
+    }
+}

@@ -15,11 +15,18 @@ final class RunningCache: @unchecked Sendable {
     let accessLogPath: String
     private let process: Process
 
-    init(upstream: String, root: String, options: [String], listen: String = "127.0.0.1:0") async throws {
+    /// `fileLimit`: the server's open-file limit, soft and hard (with prlimit), as on a host with a low limit.
+    init(upstream: String, root: String, options: [String], listen: String = "127.0.0.1:0", fileLimit: Int? = nil) async throws {
         accessLogPath = "\(root).access.log"
         process = Process()
-        process.executableURL = URL(fileURLWithPath: slipwayBinary)
-        process.arguments = ["serve", "--upstream", upstream, "--listen", listen, "--root", root, "--access-log", accessLogPath] + options
+        let arguments = ["serve", "--upstream", upstream, "--listen", listen, "--root", root, "--access-log", accessLogPath] + options
+        if let fileLimit {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--nofile=\(fileLimit):\(fileLimit)", slipwayBinary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: slipwayBinary)
+            process.arguments = arguments
+        }
         let errors = Pipe()
         process.standardError = errors
         try process.run()

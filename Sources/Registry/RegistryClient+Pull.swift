@@ -212,11 +212,15 @@ extension RegistryClient {
                 throw RegistryError.invalidResponse(url: resolve(target), reason: "tag list is not JSON")
             }
             tags += list.tags ?? []
-            guard let link = response.headers.first(name: "Link"), let open = link.firstIndex(of: "<"), let close = link.firstIndex(of: ">") else {
-                return tags
-            }
-            target = String(link[link.index(after: open)..<close])
+            guard let link = response.headers.first(name: "Link"), let next = Self.nextPageTarget(link: link) else { return tags }
+            target = next
         }
+    }
+
+    /// The URL between `<` and `>` of a `Link: <…>; rel="next"` header (distribution spec pagination).
+    static func nextPageTarget(link: String) -> String? {
+        guard let open = link.firstIndex(of: "<"), let close = link.firstIndex(of: ">") else { return nil }
+        return String(link[link.index(after: open)..<close])
     }
 }
 

@@ -165,6 +165,7 @@ public enum ImageLocation: Sendable, Hashable, CustomStringConvertible {
             // (`oci:/store:localhost:5000/app:v1`).
             if let colon = rest.firstIndex(of: ":") {
                 let tag = String(rest[rest.index(after: colon)...])
+                guard colon > rest.startIndex else { throw OCIError.invalidReference(input, reason: "empty layout path before ':'") }
                 self = .layout(path: String(rest[..<colon]), tag: tag.isEmpty ? nil : tag)
             } else {
                 self = .layout(path: rest, tag: nil)
@@ -176,7 +177,8 @@ public enum ImageLocation: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .registry(let reference): return reference.description
+        // A registry host named `oci` (`docker://oci:5000/app`) would otherwise print as a layout path.
+        case .registry(let reference): return reference.registry.hasPrefix("oci:") ? "docker://\(reference)" : reference.description
         case .layout(let path, let tag): return "oci:\(path)" + (tag.map { ":\($0)" } ?? "")
         }
     }

@@ -31,4 +31,20 @@ import Testing
     func regressions(_ target: FuzzTarget) throws {
         for input in Self.inputs("regressions", target) { try Self.run(target, input) }
     }
+
+    // Crashes found by the campaign in modules owned elsewhere; each traps the test process until fixed.
+
+    /// `Link: ><`: listTags takes the text between the first '<' and the first '>' even when '>' comes first,
+    /// and forming that range traps (RegistryClient.nextPageTarget, Sources/Registry/RegistryClient+Pull.swift).
+    @Test(.disabled("crash in Sources/Registry (Link parsing in listTags): owned by the Registry engineer"))
+    func linkWithCloseBeforeOpen() throws {
+        try Self.run(.link, Self.fuzzDirectory.appendingPathComponent("regressions/link/open-close-before-open"))
+    }
+
+    /// `Content-Range: bytes 0-9223372036854775807`: the inclusive last byte + 1 overflows Int64
+    /// (MultipartByteRanges.contentRange, Sources/Registry/RegistryClient+Ranges.swift).
+    @Test(.disabled("crash in Sources/Registry (Content-Range parsing of range responses): owned by the Registry engineer"))
+    func contentRangeEndingAtInt64Max() throws {
+        try Self.run(.contentRange, Self.fuzzDirectory.appendingPathComponent("regressions/content-range/open-last-byte-int64-max"))
+    }
 }

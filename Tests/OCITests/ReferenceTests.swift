@@ -71,6 +71,17 @@ import Testing
         #expect(try ImageLocation(parsing: "oci:/tmp/layout") == .layout(path: "/tmp/layout", tag: nil))
         #expect(try ImageLocation(parsing: "oci:relative/dir:tag") == .layout(path: "relative/dir", tag: "tag"))
         #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci:") }
+        // Found by the fuzzer (Fuzz/regressions/reference): "oci::" was a layout with an empty path, printed as "oci:".
+        #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci::") }
+        #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci::tag") }
+    }
+
+    /// Found by the fuzzer: the registry host `oci` with a port printed as "oci:5000/app:latest", which is a layout.
+    @Test func registryNamedOCIPrintsAsRegistry() throws {
+        let location = try ImageLocation(parsing: "docker://oci:5000/app")
+        #expect(location == .registry(try Reference(parsing: "docker://oci:5000/app")))
+        #expect(location.description == "docker://oci:5000/app:latest")
+        #expect(try ImageLocation(parsing: location.description) == location)
     }
 }
 

@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "slipway", targets: ["slipway"]),
         .library(name: "Slipway", targets: ["Slipway"]),
+        .executable(name: "slipway-fuzz", targets: ["slipway-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -92,6 +93,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The fuzzing campaign over every parser (scripts/fuzz, Fuzz/): one entry function per parser, the executable
+        // libFuzzer drives (a replayer of saved inputs without -DFUZZING), and its declarations of libFuzzer's driver.
+        .target(name: "FuzzTargets", dependencies: ["Archive", "EStargz", "SIF", "OCI", "Registry", "CacheServer"]),
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "slipway-fuzz", dependencies: ["FuzzTargets", "CLibFuzzer"]),
         .target(
             name: "TestSupport",
             dependencies: [
@@ -112,6 +118,7 @@ let package = Package(
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI"]),
         .testTarget(name: "SIFTests", dependencies: ["SIF"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

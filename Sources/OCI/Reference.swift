@@ -10,9 +10,19 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
 
     public static let dockerHub = "docker.io"
 
+    /// Docker's bound on a name (`registry/repository`), so a reference Slipway prints is one it parses back.
+    static let maximumNameLength = 255
+    /// The longest reference that can be valid: a name, a tag of 128 and a sha512 digest.
+    static let maximumLength = maximumNameLength + 1 + 128 + 1 + "sha512:".count + 128
+
     public init(registry: String, repository: String, tag: String? = nil, digest: Digest? = nil) throws {
-        guard !registry.isEmpty else { throw OCIError.invalidReference(repository, reason: "empty registry") }
+        guard Self.isValidRegistry(registry) else {
+            throw OCIError.invalidReference("\(registry)/\(repository)", reason: "registry '\(registry)' is not a host name, IPv4 or [IPv6] address with an optional :port")
+        }
         try Self.validate(repository: repository, in: "\(registry)/\(repository)")
+        guard registry.count + 1 + repository.count <= Self.maximumNameLength else {
+            throw OCIError.invalidReference("\(registry)/\(repository)", reason: "name longer than \(Self.maximumNameLength) characters")
+        }
         if let tag { try Self.validate(tag: tag, in: "\(registry)/\(repository):\(tag)") }
         self.registry = registry
         self.repository = repository
@@ -25,7 +35,9 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
         var text = Substring(input)
         if text.hasPrefix("docker://") { text = text.dropFirst("docker://".count) }
         guard !text.isEmpty else { throw OCIError.invalidReference(input, reason: "empty") }
-        guard text.count <= 512 else { throw OCIError.invalidReference(input, reason: "longer than 512 characters") }
+        guard text.count <= Self.maximumLength else {
+            throw OCIError.invalidReference(input, reason: "longer than \(Self.maximumLength) characters")
+        }
 
         var digest: Digest?
         if let at = text.firstIndex(of: "@") {
@@ -92,6 +104,32 @@ public struct Reference: Sendable, Hashable, CustomStringConvertible {
         else { throw OCIError.invalidReference(input, reason: "tag '\(tag)' must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}") }
     }
 
+    /// `host[:port]` as Docker's reference grammar has it: dot-separated labels of letters, digits and inner
+    /// hyphens, or a bracketed IPv6 address; the port is 1 to 5 digits. The registry becomes part of URLs and of
+    /// store paths, so nothing else gets through.
+    static func isValidRegistry(_ registry: String) -> Bool {
+        var host = Substring(registry)
+        if let colon = host.lastIndex(of: ":"), !host[colon...].contains("]") {
+            let port = host[host.index(after: colon)...]
+            guard (1...5).contains(port.utf8.count), port.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return false }
+            host = host[..<colon]
+        }
+        if host.hasPrefix("[") {
+            let address = host.dropFirst().dropLast()
+            return host.hasSuffix("]") && !address.isEmpty
+                && address.utf8.allSatisfy { isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }
+        }
+        let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+        return !host.isEmpty && labels.allSatisfy { label in
+            let bytes = Array(label.utf8)
+            func isAlnum(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
+            guard let first = bytes.first, let last = bytes.last, isAlnum(first), isAlnum(last) else { return false }
+            return bytes.allSatisfy { isAlnum($0) || $0 == UInt8(ascii: "-") }
+        }
+    }
+
+    private static func isHexDigit(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102) }
+
     private static func isWordCharacter(_ c: UInt8) -> Bool {
         (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 95
     }
@@ -127,6 +165,7 @@ public enum ImageLocation: Sendable, Hashable, CustomStringConvertible {
             // (`oci:/store:localhost:5000/app:v1`).
             if let colon = rest.firstIndex(of: ":") {
                 let tag = String(rest[rest.index(after: colon)...])
+                guard colon > rest.startIndex else { throw OCIError.invalidReference(input, reason: "empty layout path before ':'") }
                 self = .layout(path: String(rest[..<colon]), tag: tag.isEmpty ? nil : tag)
             } else {
                 self = .layout(path: rest, tag: nil)
@@ -138,7 +177,8 @@ public enum ImageLocation: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .registry(let reference): return reference.description
+        // A registry host named `oci` (`docker://oci:5000/app`) would otherwise print as a layout path.
+        case .registry(let reference): return reference.registry.hasPrefix("oci:") ? "docker://\(reference)" : reference.description
         case .layout(let path, let tag): return "oci:\(path)" + (tag.map { ":\($0)" } ?? "")
         }
     }

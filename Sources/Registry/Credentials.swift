@@ -47,11 +47,28 @@ public struct DockerConfigCredentials: CredentialProvider {
             config = nil
             return
         }
+        config = try Self.parse(data, path: resolved)
+    }
+
+    static func parse(_ data: Data, path: String) throws -> ConfigFile {
         do {
-            config = try JSONDecoder().decode(ConfigFile.self, from: data)
+            return try JSONDecoder().decode(ConfigFile.self, from: data)
         } catch {
-            throw RegistryError.credentialHelper(helper: "config", reason: "cannot parse \(resolved): \(error)")
+            throw RegistryError.credentialHelper(helper: "config", reason: "cannot parse \(path): \(error)")
         }
+    }
+
+    /// What a config file's `auths` hold for `registry`, without asking credential helpers: the path the fuzz
+    /// targets (Sources/FuzzTargets) take through a hostile config.json.
+    package static func storedCredentials(inConfigFile bytes: [UInt8], for registry: String) throws -> Credentials? {
+        storedCredentials(in: try parse(Data(bytes), path: "config.json"), for: registry)
+    }
+
+    static func storedCredentials(in config: ConfigFile, for registry: String) -> Credentials? {
+        for key in lookupKeys(for: registry) {
+            if let entry = config.auths?[key] { return decode(entry) }
+        }
+        return nil
     }
 
     public func credentials(for registry: String) async throws -> Credentials? {
@@ -65,10 +82,7 @@ public struct DockerConfigCredentials: CredentialProvider {
         {
             return found
         }
-        for key in keys {
-            if let entry = config.auths?[key] { return Self.decode(entry) }
-        }
-        return nil
+        return Self.storedCredentials(in: config, for: registry)
     }
 
     /// Docker Hub's legacy key and URL forms users have in their files.

@@ -34,6 +34,33 @@ import Testing
         #expect(throws: OCIError.self) { try Reference(parsing: input) }
     }
 
+    /// Found by the fuzzer's re-parse invariant (Fuzz/regressions/reference): a 508-character name was accepted and
+    /// printed with ":latest" as 515 characters, which the parser rejected. Names are bounded as Docker bounds them.
+    @Test func rejectsNamesLongerThanDockers() {
+        let input = "r." + String(repeating: "a", count: 450) + "/" + String(repeating: "b", count: 55)
+        #expect(throws: OCIError.self) { try Reference(parsing: input) }
+    }
+
+    /// The longest valid reference (a 255-character name, a 128-character tag, a sha512 digest) prints as itself.
+    @Test func longestReferenceRoundTrips() throws {
+        let name = "registry.example.com:5000/" + String(repeating: "a", count: 255 - 26)
+        let input = name + ":" + String(repeating: "t", count: 128) + "@sha512:" + String(repeating: "b", count: 128)
+        let reference = try Reference(parsing: input)
+        #expect(reference.description == input)
+        #expect(try Reference(parsing: reference.description) == reference)
+    }
+
+    /// The registry goes into URLs and store paths: only a host name or address and a port get through.
+    @Test(arguments: ["a b.example/x", "exa_mple.com/x", "host:port/x", "host:123456/x", "-bad.com/x", "bad-.com/x", "a..b/x", "[]/x", "[::1/x", "ex%2fample.com/x"])
+    func rejectsRegistriesThatAreNotHosts(_ input: String) {
+        #expect(throws: OCIError.self) { try Reference(parsing: input) }
+    }
+
+    @Test(arguments: ["Registry.Example.COM/x", "10.0.0.1:443/x", "[fe80::1]:5000/x", "my-registry:5000/x"])
+    func acceptsHostsAndAddresses(_ input: String) throws {
+        _ = try Reference(parsing: input)
+    }
+
     @Test func dockerHubApiHost() throws {
         #expect(try Reference(parsing: "ubuntu").apiHost == "registry-1.docker.io")
         #expect(try Reference(parsing: "localhost:5000/x").apiHost == "localhost:5000")
@@ -44,6 +71,17 @@ import Testing
         #expect(try ImageLocation(parsing: "oci:/tmp/layout") == .layout(path: "/tmp/layout", tag: nil))
         #expect(try ImageLocation(parsing: "oci:relative/dir:tag") == .layout(path: "relative/dir", tag: "tag"))
         #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci:") }
+        // Found by the fuzzer (Fuzz/regressions/reference): "oci::" was a layout with an empty path, printed as "oci:".
+        #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci::") }
+        #expect(throws: OCIError.self) { try ImageLocation(parsing: "oci::tag") }
+    }
+
+    /// Found by the fuzzer: the registry host `oci` with a port printed as "oci:5000/app:latest", which is a layout.
+    @Test func registryNamedOCIPrintsAsRegistry() throws {
+        let location = try ImageLocation(parsing: "docker://oci:5000/app")
+        #expect(location == .registry(try Reference(parsing: "docker://oci:5000/app")))
+        #expect(location.description == "docker://oci:5000/app:latest")
+        #expect(try ImageLocation(parsing: location.description) == location)
     }
 }
 

@@ -170,11 +170,12 @@ func rawExchange(host: String, _ request: [UInt8], timeout: Double = 5) async th
     }
 }
 
-private func blockingExchange(host: String, _ request: [UInt8], timeout: Double) throws -> String {
+/// A TCP socket connected to `host` (`IPV4:PORT`); with `waitForConnect: false` the connection may still be
+/// completing in the background (a non-blocking socket), as a flood of clients would leave it.
+func connectTCP(_ host: String, waitForConnect: Bool = true) throws -> Int32 {
     let parts = host.split(separator: ":")
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestSupportError("socket: \(errno)") }
-    defer { close(fd) }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | (waitForConnect ? 0 : Int32(SOCK_NONBLOCK.rawValue)), 0)
+    guard fd >= 0 else { throw TestSupportError("socket: \(String(cString: strerror(errno)))") }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = in_port_t(UInt16(parts[1])!).bigEndian
@@ -182,7 +183,17 @@ private func blockingExchange(host: String, _ request: [UInt8], timeout: Double)
     let connected = withUnsafePointer(to: &address) { pointer in
         pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard connected == 0 else { throw TestSupportError("connect: \(errno)") }
+    guard connected == 0 || (!waitForConnect && errno == EINPROGRESS) else {
+        let error = String(cString: strerror(errno))
+        close(fd)
+        throw TestSupportError("connect: \(error)")
+    }
+    return fd
+}
+
+private func blockingExchange(host: String, _ request: [UInt8], timeout: Double) throws -> String {
+    let fd = try connectTCP(host)
+    defer { close(fd) }
     var seconds = timeval(tv_sec: Int(timeout), tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
     _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

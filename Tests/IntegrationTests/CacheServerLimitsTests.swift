@@ -196,21 +196,7 @@ final class RawConnection: @unchecked Sendable {
 
     /// `waitForConnect: false` leaves the connection to complete in the background, as a flood of clients would.
     init(host: String, waitForConnect: Bool = true) throws {
-        let parts = host.split(separator: ":")
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | (waitForConnect ? 0 : Int32(SOCK_NONBLOCK.rawValue)), 0)
-        guard fd >= 0 else { throw TestSupportError("socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(parts[1])!).bigEndian
-        inet_pton(AF_INET, String(parts[0]), &address.sin_addr)
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 || (!waitForConnect && errno == EINPROGRESS) else {
-            let error = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw TestSupportError("connect: \(error)")
-        }
+        fd = try connectTCP(host, waitForConnect: waitForConnect)
     }
 
     func send(_ bytes: [UInt8]) throws {

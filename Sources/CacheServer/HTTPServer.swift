@@ -103,6 +103,8 @@ final class HTTPServer: Sendable {
         let channel = connection.channel
         let remote = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         let clientKey = Self.clientKey(channel.remoteAddress)
+        let current = RequestInFlight()
+        channel.closeFuture.whenComplete { _ in current.connectionClosed() }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var parts = inbound.makeAsyncIterator()
@@ -120,7 +122,7 @@ final class HTTPServer: Sendable {
                     }
                     let request = HTTPRequest(method: head.method, uri: head.uri, headers: head.headers, remoteAddress: remote, clientKey: clientKey)
                     let response = ResponseWriter(outbound: outbound, allocator: channel.allocator, version: head.version, keepAlive: keepAlive, method: head.method)
-                    try await handler.handle(request, response: response)
+                    try await current.run { try await handler.handle(request, response: response) }
                     try await response.finishIfNeeded()
                 }
             }
@@ -194,5 +196,36 @@ final class ResponseWriter: @unchecked Sendable {
     func finishIfNeeded() async throws {
         if status == nil { try await send(.internalServerError) }
         try await end()
+    }
+}
+
+/// The request a connection is serving, cancelled when the connection closes: a client that hangs up stops what
+/// its request was doing upstream (a tag list's pagination, a range pass-through), not only the writing of its
+/// answer, which would otherwise start only once that work ended. Blob fills shared with other clients run in
+/// tasks of their own and go on.
+final class RequestInFlight: Sendable {
+    private struct State {
+        var task: Task<Void, any Error>?
+        var closed = false
+    }
+    private let state = Mutex(State())
+
+    func run(_ work: @escaping @Sendable () async throws -> Void) async throws {
+        let task = Task { try await work() }
+        let closed = state.withLock { state in
+            state.task = task
+            return state.closed
+        }
+        if closed { task.cancel() }
+        defer { state.withLock { $0.task = nil } }
+        try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    }
+
+    func connectionClosed() {
+        let task = state.withLock { state in
+            state.closed = true
+            return state.task
+        }
+        task?.cancel()
     }
 }

@@ -223,6 +223,36 @@ struct HostileRegistryTests {
         }
     }
 
+    @Test func serveStopsTagPaginationWhenTheClientHangsUp() async throws {
+        // Slow endless pages (50 ms each, 1000 pages: about 50 s) so the client can leave in the middle.
+        let slowPages = HostileRoute(.exact("/v2/slow/tags/list")) { request in
+            usleep(50_000)
+            let page = Int(request.uri.split(separator: "=").last ?? "") ?? 0
+            return HostileResponse(headers: [("Link", "</v2/slow/tags/list?n=1000&last=\(page + 1)>; rel=\"next\"")], body: Self.tagList)
+        }
+        try await withHostileCache(routes: [slowPages]) { server, cache in
+            let pages = { server.requests(pathPrefix: "/v2/slow/tags/list").count }
+            let fd = try connectTCP(cache.host)
+            let request = Array("GET /v2/slow/tags/list HTTP/1.1\r\nHost: \(cache.host)\r\n\r\n".utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let started = ContinuousClock.now
+            while pages() < 3, ContinuousClock.now - started < .seconds(60) { try await Task.sleep(for: .milliseconds(20)) }
+            try #require(pages() >= 3, "the cache never started paginating")
+            close(fd)
+            // Once the client is gone the pages stop: wait until no page was asked for 2 s (at most 40 s).
+            var last = pages()
+            var quietSince = ContinuousClock.now
+            let left = ContinuousClock.now
+            while ContinuousClock.now - quietSince < .seconds(2), ContinuousClock.now - left < .seconds(40) {
+                try await Task.sleep(for: .milliseconds(100))
+                if pages() != last { (last, quietSince) = (pages(), ContinuousClock.now) }
+            }
+            #expect(ContinuousClock.now - quietSince >= .seconds(2), "pagination went on after the client left: \(pages()) pages")
+            #expect(pages() < 1000)
+            try await expectServing(cache, after: "a client that left during tag pagination")
+        }
+    }
+
     @Test func serveDoesNotFollowTagPaginationToAnotherHost() async throws {
         try await HostileRegistry.withServer(routes: Self.base) { elsewhere in
             let link = "<\(elsewhere.url)/v2/away/tags/list?last=a>; rel=\"next\""

@@ -578,12 +578,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         let later = try craftBlob(craftedFiles) {
             $0[1].size = over + 100
             $0[1].chunkSize = 100
-            var chunk = TOCEntry(name: "bin/tool", type: "chunk")
-            chunk.offset = $0[1].offset
-            chunk.innerOffset = 100
-            chunk.chunkOffset = 100
-            chunk.chunkDigest = $0[1].chunkDigest
-            $0.insert(chunk, at: 2)
+            $0.insert(laterChunk(of: $0[1], innerOffset: 100, chunkOffset: 100), at: 2)
         }.blob
         #expect(tocDetail(openError(later))?.contains("innerOffset 100 + chunkSize \(over) is not within") == true)
     }
@@ -613,12 +608,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         // A gap between chunks.
         let gap = try craftBlob(craftedFiles) {
             $0[1].chunkSize = 1000
-            var chunk = TOCEntry(name: "bin/tool", type: "chunk")
-            chunk.offset = $0[1].offset
-            chunk.innerOffset = 1000
-            chunk.chunkOffset = 2000
-            chunk.chunkDigest = $0[1].chunkDigest
-            $0.insert(chunk, at: 2)
+            $0.insert(laterChunk(of: $0[1], innerOffset: 1000, chunkOffset: 2000), at: 2)
         }.blob
         #expect(tocDetail(openError(gap))?.contains("\"bin/tool\": chunk at 2000 does not continue the file's chunks, which end at 1000") == true)
         // Offsets of entries without payload stay inside the blob too (the prefetch landmark's bounds the prefetch).
@@ -671,4 +661,14 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(once.underlying == .notFound("x"))
         #expect(once.description == "layer L: eStargz: x not found")
     }
+}
+
+/// A further chunk of `file` in the same gzip member (same offset and digest), at these offsets.
+private func laterChunk(of file: TOCEntry, innerOffset: Int64, chunkOffset: Int64) -> TOCEntry {
+    var chunk = TOCEntry(name: file.name, type: "chunk")
+    chunk.offset = file.offset
+    chunk.innerOffset = innerOffset
+    chunk.chunkOffset = chunkOffset
+    chunk.chunkDigest = file.chunkDigest
+    return chunk
 }

@@ -122,8 +122,7 @@ struct CacheServerLimitsTests {
 
     @Test func repeatedWrongPasswordsAreThrottledWhileAuthorizedClientsAreServed() async throws {
         let scratch = try ScratchDirectory()
-        let passwords = scratch.sub("htpasswd")
-        #expect(try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"]).status == 0)
+        let passwords = try writeAlicePasswords(scratch)
         try await withRegistryAndProxy { _, proxy in
             try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--htpasswd", passwords]) { cache in
                 #expect(try await curl("\(cache.url)/v2/", extra: ["-u", "alice:s3cret-pass"]).status == 200)
@@ -156,8 +155,7 @@ struct CacheServerLimitsTests {
 
     @Test func metricsNeedCredentialsUnlessMadePublic() async throws {
         let scratch = try ScratchDirectory()
-        let passwords = scratch.sub("htpasswd")
-        #expect(try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"]).status == 0)
+        let passwords = try writeAlicePasswords(scratch)
         try await withRegistryAndProxy { _, proxy in
             try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("private"), options: ["--htpasswd", passwords]) { cache in
                 let anonymous = try await curl("\(cache.url)/metrics")
@@ -280,4 +278,12 @@ private func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> 
     await withCheckedContinuation { continuation in
         DispatchQueue.global().async { continuation.resume(returning: work()) }
     }
+}
+
+/// An htpasswd file (bcrypt, as `htpasswd -B` writes) with the one user alice:s3cret-pass.
+private func writeAlicePasswords(_ scratch: ScratchDirectory) throws -> String {
+    let passwords = scratch.sub("htpasswd")
+    let written = try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"])
+    try #require(written.status == 0, "htpasswd: \(written.stderr)")
+    return passwords
 }

@@ -1,6 +1,7 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -54,7 +55,7 @@ import Glibc
         chmod(src + "/etc", 0o751)
     }
 
-    @Test func matchesGNUTarExtraction() throws {
+    @Test func matchesGNUTarExtraction() async throws {
         let sb = Sandbox()
         let src = sb.base + "/src"
         let viaTar = sb.base + "/gnutar"
@@ -62,8 +63,8 @@ import Glibc
         mkdir(viaTar, 0o755)
         try makeTree(src)
         let layer = sb.base + "/layer.tgz"
-        #expect(try run(["tar", "-C", src, "-czf", layer, "."]).status == 0)
-        #expect(try run(["tar", "-C", viaTar, "-xzpf", layer]).status == 0)
+        #expect(try await run("tar", ["-C", src, "-czf", layer, "."]).status == 0)
+        #expect(try await run("tar", ["-C", viaTar, "-xzpf", layer]).status == 0)
 
         let result = try LayerApplier.apply(layerAt: layer, compression: .gzip, to: sb.target, options: ApplyOptions())
         let expected = snapshot(viaTar)
@@ -75,7 +76,7 @@ import Glibc
         }
         #expect(lstatOf(sb.target + "/usr/lib/file3")?.st_ino == lstatOf(sb.target + "/usr/lib/file3-hard")?.st_ino)
         // diffID equals sha256 of the gunzipped stream
-        let gunzipped = try run(["sh", "-c", "gzip -dc '\(layer)' | sha256sum"]).output.prefix(64)
+        let gunzipped = try await run("sh", ["-c", "gzip -dc '\(layer)' | sha256sum"]).stdout.prefix(64)
         #expect(result.diffID == "sha256:" + gunzipped)
         #expect(sb.siblingContents().isEmpty)
     }

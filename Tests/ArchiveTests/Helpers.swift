@@ -1,6 +1,7 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -97,24 +98,9 @@ extension TarWriter {
     mutating func add(_ entry: (TarHeader, [UInt8])) throws { try write(entry.0, contents: entry.1) }
 }
 
-/// Runs a program, returning status and stdout.
-@discardableResult
-func run(_ args: [String], cwd: String? = nil) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = args
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let out = Pipe()
-    p.standardOutput = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
-func sha256sum(_ path: String) throws -> String {
-    let r = try run(["sha256sum", path])
-    return "sha256:" + String(r.output.prefix(64))
+func sha256sum(_ path: String) async throws -> String {
+    let r = try await runChecked("sha256sum", [path])
+    return "sha256:" + String(r.stdout.prefix(64))
 }
 
 /// Extracts the `ArchiveError.Kind` of an error for `#expect`.

@@ -1,6 +1,7 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -88,15 +89,15 @@ import Glibc
 
     /// ISA-L 2.30 mis-parses a gzip member header split across input buffers; we parse headers ourselves.
     @Test(arguments: [1, 7, 11, 4096])
-    func gzipHeadersSplitAcrossReadsDecode(pieceSize: Int) throws {
+    func gzipHeadersSplitAcrossReadsDecode(pieceSize: Int) async throws {
         let sb = Sandbox()
         let tar = try makeTar { w in
             try w.add(file("a", String(repeating: "alpha ", count: 3000)))
             try w.add(file("b", String(repeating: "beta ", count: 3000)))
         }
         // Two members, each with a file name in its header (what `gzip -c NAME` writes).
-        let first = try gnuGzip(Array(tar[..<4096]), name: "first-member-name.tar", in: sb.base)
-        let second = try gnuGzip(Array(tar[4096...]), name: "second-member-name.tar", in: sb.base)
+        let first = try await gnuGzip(Array(tar[..<4096]), name: "first-member-name.tar", in: sb.base)
+        let second = try await gnuGzip(Array(tar[4096...]), name: "second-member-name.tar", in: sb.base)
         let blob = first + second
         let pieces = stride(from: 0, to: blob.count, by: pieceSize).map { Array(blob[$0..<min($0 + pieceSize, blob.count)]) }
         let queue = PieceQueue(pieces)
@@ -123,14 +124,10 @@ final class PieceQueue: @unchecked Sendable {
 }
 
 /// GNU gzip of `bytes` with the original file name recorded in the header (FNAME).
-func gnuGzip(_ bytes: [UInt8], name: String, in directory: String) throws -> [UInt8] {
+func gnuGzip(_ bytes: [UInt8], name: String, in directory: String) async throws -> [UInt8] {
     let path = "\(directory)/\(name)"
     try writeBytes(path, bytes)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/gzip")
-    process.arguments = ["-kNf", path]
-    try process.run()
-    process.waitUntilExit()
+    try await runChecked("/bin/gzip", ["-kNf", path])
     defer { unlink(path + ".gz"); unlink(path) }
     return try #require(readBytes(path + ".gz"))
 }

@@ -1,42 +1,23 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import CacheServer
 
 /// A temporary directory removed when the test's closure returns.
-private func withTemporaryDirectory<T>(_ body: (URL) throws -> T) throws -> T {
+private func withTemporaryDirectory<T>(_ body: (URL) async throws -> T) async throws -> T {
     let directory = FileManager.default.temporaryDirectory
         .appendingPathComponent("slipway-client-auth-\(UUID().uuidString)", isDirectory: true)
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
-    return try body(directory)
-}
-
-private struct ToolFailure: Error, CustomStringConvertible {
-    var description: String
-}
-
-/// Runs the real Apache `htpasswd` tool (apache2-utils).
-private func htpasswd(_ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/htpasswd")
-    process.arguments = arguments
-    let stderr = Pipe()
-    process.standardError = stderr
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    let message = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw ToolFailure(description: "htpasswd \(arguments) exited \(process.terminationStatus): \(message)")
-    }
+    return try await body(directory)
 }
 
 /// Writes an htpasswd file with two bcrypt users: alice/wonderland and bob/builder-secret.
-private func makeBcryptFile(in directory: URL) throws -> String {
+private func makeBcryptFile(in directory: URL) async throws -> String {
     let path = directory.appendingPathComponent("htpasswd").path
-    try htpasswd(["-B", "-b", "-c", path, "alice", "wonderland"])
-    try htpasswd(["-B", "-b", path, "bob", "builder-secret"])
+    try await runChecked("/usr/bin/htpasswd", ["-B", "-b", "-c", path, "alice", "wonderland"])
+    try await runChecked("/usr/bin/htpasswd", ["-B", "-b", path, "bob", "builder-secret"])
     return path
 }
 
@@ -72,9 +53,9 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         #expect(auth.check(authorization: nil) == .allowed(user: nil))
     }
 
-    @Test func rightPasswordAllowed() throws {
-        try withTemporaryDirectory { directory in
-            let path = try makeBcryptFile(in: directory)
+    @Test func rightPasswordAllowed() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = try await makeBcryptFile(in: directory)
             #expect(try String(contentsOfFile: path, encoding: .utf8).contains("alice:$2y$"))
             let auth = try ClientAuthenticator(htpasswdFile: path)
             #expect(auth.isEnabled)
@@ -85,9 +66,9 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func wrongPasswordDenied() throws {
-        try withTemporaryDirectory { directory in
-            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+    @Test func wrongPasswordDenied() async throws {
+        try await withTemporaryDirectory { directory in
+            let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
             #expect(isDenied(auth.check(authorization: basic("alice", "wonderlan"))))
             #expect(isDenied(auth.check(authorization: basic("alice", ""))))
             // bob's password is not alice's.
@@ -95,17 +76,17 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func unknownUserDenied() throws {
-        try withTemporaryDirectory { directory in
-            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+    @Test func unknownUserDenied() async throws {
+        try await withTemporaryDirectory { directory in
+            let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
             #expect(isDenied(auth.check(authorization: basic("mallory", "wonderland"))))
             #expect(isDenied(auth.check(authorization: basic("", "wonderland"))))
         }
     }
 
-    @Test func cachedVerificationStillRejectsOtherPasswords() throws {
-        try withTemporaryDirectory { directory in
-            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+    @Test func cachedVerificationStillRejectsOtherPasswords() async throws {
+        try await withTemporaryDirectory { directory in
+            let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
             let good = basic("alice", "wonderland")
             for _ in 0..<3 {
                 #expect(auth.check(authorization: good) == .allowed(user: "alice"))
@@ -137,7 +118,7 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
             .appendingPathComponent("slipway-client-auth-\(UUID().uuidString)", isDirectory: true)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+        let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
         let results = await withTaskGroup(of: Bool.self) { group in
             for i in 0..<32 {
                 group.addTask {
@@ -156,17 +137,17 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         #expect(results.allSatisfy { $0 })
     }
 
-    @Test func missingHeaderDenied() throws {
-        try withTemporaryDirectory { directory in
-            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+    @Test func missingHeaderDenied() async throws {
+        try await withTemporaryDirectory { directory in
+            let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
             #expect(auth.check(authorization: nil) == .denied(reason: "no credentials"))
             #expect(auth.check(authorization: "   ") == .denied(reason: "no credentials"))
         }
     }
 
-    @Test func malformedHeadersDenied() throws {
-        try withTemporaryDirectory { directory in
-            let auth = try ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
+    @Test func malformedHeadersDenied() async throws {
+        try await withTemporaryDirectory { directory in
+            let auth = try await ClientAuthenticator(htpasswdFile: try makeBcryptFile(in: directory))
             #expect(isDenied(auth.check(authorization: "Basic not*base64!")))
             #expect(isDenied(auth.check(authorization: "Basic")))
             // Valid base64 but no ':' separator.
@@ -180,8 +161,8 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func bearerTokens() throws {
-        try withTemporaryDirectory { directory in
+    @Test func bearerTokens() async throws {
+        try await withTemporaryDirectory { directory in
             let path = try write(
                 "# cache clients\n\n  \(goodToken)  \n\(otherToken)\r\n", to: directory, name: "tokens")
             let auth = try ClientAuthenticator(tokenFile: path)
@@ -198,8 +179,8 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func shortTokenRejectedAtLoad() throws {
-        try withTemporaryDirectory { directory in
+    @Test func shortTokenRejectedAtLoad() async throws {
+        try await withTemporaryDirectory { directory in
             let path = try write("# tokens\n\(goodToken)\nshort-token\n", to: directory, name: "tokens")
             let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(tokenFile: path) }
             #expect(error?.description.contains(path) == true)
@@ -207,16 +188,16 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func emptyFilesRejected() throws {
-        try withTemporaryDirectory { directory in
+    @Test func emptyFilesRejected() async throws {
+        try await withTemporaryDirectory { directory in
             let empty = try write("# nobody yet\n\n", to: directory, name: "empty")
             #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: empty) }
             #expect(throws: ClientAuthError.self) { try ClientAuthenticator(tokenFile: empty) }
         }
     }
 
-    @Test func unreadableFileNamesPathAndErrno() throws {
-        try withTemporaryDirectory { directory in
+    @Test func unreadableFileNamesPathAndErrno() async throws {
+        try await withTemporaryDirectory { directory in
             let missing = directory.appendingPathComponent("does-not-exist").path
             let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: missing) }
             #expect(error?.description.contains(missing) == true)
@@ -224,10 +205,10 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func apr1RejectedWithLineNumber() throws {
-        try withTemporaryDirectory { directory in
-            let path = try makeBcryptFile(in: directory)  // lines 1-2: bcrypt
-            try htpasswd(["-m", "-b", path, "carol", "md5-password"])  // line 3: $apr1$
+    @Test func apr1RejectedWithLineNumber() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = try await makeBcryptFile(in: directory)  // lines 1-2: bcrypt
+            try await runChecked("/usr/bin/htpasswd", ["-m", "-b", path, "carol", "md5-password"])  // line 3: $apr1$
             #expect(try String(contentsOfFile: path, encoding: .utf8).contains("carol:$apr1$"))
             let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
             let message = error?.description ?? ""
@@ -241,10 +222,10 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
 
     /// {SHA} (-s), DES crypt (-d) and plaintext (-p) are refused too.
     @Test(arguments: ["-s", "-d", "-p"])
-    func weakSchemesRejected(flag: String) throws {
-        try withTemporaryDirectory { directory in
+    func weakSchemesRejected(flag: String) async throws {
+        try await withTemporaryDirectory { directory in
             let path = directory.appendingPathComponent("htpasswd").path
-            try htpasswd([flag, "-b", "-c", path, "dave", "password"])
+            try await runChecked("/usr/bin/htpasswd", [flag, "-b", "-c", path, "dave", "password"])
             let error = #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
             #expect(error?.description.contains("line 1") == true)
             #expect(error?.description.contains("dave") == true)
@@ -252,8 +233,8 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func malformedBcryptHashRejected() throws {
-        try withTemporaryDirectory { directory in
+    @Test func malformedBcryptHashRejected() async throws {
+        try await withTemporaryDirectory { directory in
             let path = try write("eve:$2y$05$tooshort\n", to: directory, name: "htpasswd")
             #expect(throws: ClientAuthError.self) { try ClientAuthenticator(htpasswdFile: path) }
         }
@@ -266,8 +247,8 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         "$y$j9T$saltsaltsaltsalt$gNcNhvFTt75JDF1LO9O.MCPyp8TkQxrhQSKqUeo/Uy6",
         "$2b$04$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e",
     ])
-    func otherCryptSchemesVerify(hash: String) throws {
-        try withTemporaryDirectory { directory in
+    func otherCryptSchemesVerify(hash: String) async throws {
+        try await withTemporaryDirectory { directory in
             let path = try write("frank:\(hash)\n", to: directory, name: "htpasswd")
             let auth = try ClientAuthenticator(htpasswdFile: path)
             #expect(auth.check(authorization: basic("frank", "correct horse")) == .allowed(user: "frank"))
@@ -275,9 +256,9 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         }
     }
 
-    @Test func challengeStrings() throws {
-        try withTemporaryDirectory { directory in
-            let users = try makeBcryptFile(in: directory)
+    @Test func challengeStrings() async throws {
+        try await withTemporaryDirectory { directory in
+            let users = try await makeBcryptFile(in: directory)
             let tokens = try write("\(goodToken)\n", to: directory, name: "tokens")
             #expect(try ClientAuthenticator(htpasswdFile: users).challenge == "Basic realm=\"slipway\"")
             #expect(try ClientAuthenticator(tokenFile: tokens).challenge == "Bearer realm=\"slipway\"")
@@ -321,7 +302,7 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-throttle-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let auth = try ClientAuthenticator(
+        let auth = try await ClientAuthenticator(
             htpasswdFile: try makeBcryptFile(in: directory), failures: AuthFailureThrottle(maxFailures: 3, window: .seconds(600)))
         let now = ContinuousClock.now
         #expect(await auth.authorize(authorization: basic("alice", "wonderland"), client: "a", now: now) == .allowed(user: "alice"))

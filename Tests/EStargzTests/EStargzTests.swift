@@ -2,6 +2,7 @@ import Archive
 import Foundation
 import OCI
 import Testing
+import TestSupport
 
 @testable import EStargz
 
@@ -342,29 +343,9 @@ let goBuilder = #"""
     }
     """#
 
-/// Runs a process; returns exit status and combined output.
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil) throws
-    -> (status: Int32, output: String)
-{
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    p.environment = env
-    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
 @Suite struct EStargzReferenceInteropTests {
     @Test(.enabled(if: referenceAvailable, "needs golang-go and golang-github-containerd-stargz-snapshotter-dev"))
-    func referenceOpensAndVerifiesOurBlob() throws {
+    func referenceOpensAndVerifiesOurBlob() async throws {
         let chunk = 64 << 10
         let (tar, input) = try makeInputTar(chunk: chunk)
         let (blob, result) = try convert(tar, chunk: chunk)
@@ -372,32 +353,32 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
         let dir = URL(fileURLWithPath: blobPath).deletingLastPathComponent().path
         try Data(goVerifier.utf8).write(to: URL(fileURLWithPath: dir + "/main.go"))
         let env = ["GO111MODULE": "off", "GOPATH": goPath, "GOCACHE": dir + "/gocache", "GOFLAGS": ""]
-        let build = try run("/usr/bin/go", ["build", "-o", dir + "/verify", "main.go"], environment: env, directory: dir)
+        let build = try await run("/usr/bin/go", ["build", "-o", dir + "/verify", "main.go"], environment: env, directory: dir)
         try #require(build.status == 0, "go build failed: \(build.output)")
 
-        let ok = try run(dir + "/verify", [blobPath, result.tocDigest.description])
+        let ok = try await run(dir + "/verify", [blobPath, result.tocDigest.description])
         #expect(ok.status == 0, "reference verifier: \(ok.output)")
         let regular = input.filter { $0.0.type == .regular }.count + 1  // + landmark
         // Hard links resolve to their target in the reference reader, so they count as files too.
         #expect(ok.output.contains("ok files=\(regular + 1) chunks=13"), "\(ok.output)")  // 9 chunks + the 4 of big.bin again via usr/hard
 
         // A wrong TOC digest must be rejected by the reference.
-        let wrong = try run(dir + "/verify", [blobPath, "sha256:" + String(repeating: "0", count: 64)])
+        let wrong = try await run(dir + "/verify", [blobPath, "sha256:" + String(repeating: "0", count: 64)])
         #expect(wrong.status != 0)
         #expect(wrong.output.contains("VerifyTOC"))
     }
 
     @Test(.enabled(if: referenceAvailable, "needs golang-go and golang-github-containerd-stargz-snapshotter-dev"))
-    func weReadAndVerifyReferenceBlob() throws {
+    func weReadAndVerifyReferenceBlob() async throws {
         let chunk = 64 << 10
         let (tar, input) = try makeInputTar(chunk: chunk)
         let tarPath = try temporaryFile(tar, name: "layer.tar")
         let dir = URL(fileURLWithPath: tarPath).deletingLastPathComponent().path
         try Data(goBuilder.utf8).write(to: URL(fileURLWithPath: dir + "/main.go"))
         let env = ["GO111MODULE": "off", "GOPATH": goPath, "GOCACHE": dir + "/gocache", "GOFLAGS": ""]
-        let build = try run("/usr/bin/go", ["build", "-o", dir + "/build", "main.go"], environment: env, directory: dir)
+        let build = try await run("/usr/bin/go", ["build", "-o", dir + "/build", "main.go"], environment: env, directory: dir)
         try #require(build.status == 0, "go build failed: \(build.output)")
-        let out = try run(dir + "/build", [tarPath, dir + "/blob", String(chunk)])
+        let out = try await run(dir + "/build", [tarPath, dir + "/blob", String(chunk)])
         try #require(out.status == 0, "estargz.Build: \(out.output)")
         let fields = out.output.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
         try #require(fields.count == 2)

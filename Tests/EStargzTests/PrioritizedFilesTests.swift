@@ -2,15 +2,16 @@ import Archive
 import Foundation
 import OCI
 import Testing
+import TestSupport
 
 @testable import EStargz
 
 /// Compiles a Go program against Debian's reference eStargz package; returns the binary's path.
-func buildGoProgram(_ source: String, name: String) throws -> String {
+func buildGoProgram(_ source: String, name: String) async throws -> String {
     let mainPath = try temporaryFile(Array(source.utf8), name: "main.go")
     let dir = URL(fileURLWithPath: mainPath).deletingLastPathComponent().path
     let env = ["GO111MODULE": "off", "GOPATH": goPath, "GOCACHE": NSTemporaryDirectory() + "/slipway-test-gocache", "GOFLAGS": ""]
-    let build = try run("/usr/bin/go", ["build", "-o", dir + "/" + name, "main.go"], environment: env, directory: dir)
+    let build = try await run("/usr/bin/go", ["build", "-o", dir + "/" + name, "main.go"], environment: env, directory: dir)
     try #require(build.status == 0, "go build failed: \(build.output)")
     return dir + "/" + name
 }
@@ -21,21 +22,21 @@ func buildGoProgram(_ source: String, name: String) throws -> String {
     let chunk = 64 << 10
 
     @Test(.enabled(if: referenceAvailable, "needs golang-go and golang-github-containerd-stargz-snapshotter-dev"))
-    func orderMatchesTheReferenceAndVerifies() throws {
+    func orderMatchesTheReferenceAndVerifies() async throws {
         let (tar, _) = try makeInputTar(chunk: chunk)
         let prioritized = ["usr/hard", "etc/hosts"]
         let (blob, ours) = try convert(tar, chunk: chunk, prioritized: prioritized)
 
-        let builder = try buildGoProgram(goBuilder, name: "build")
+        let builder = try await buildGoProgram(goBuilder, name: "build")
         let tarPath = try temporaryFile(tar, name: "layer.tar")
         let referencePath = tarPath + ".esgz"
-        let out = try run(builder, [tarPath, referencePath, String(chunk), prioritized.joined(separator: ",")])
+        let out = try await run(builder, [tarPath, referencePath, String(chunk), prioritized.joined(separator: ",")])
         try #require(out.status == 0, "estargz.Build: \(out.output)")
         let reference = try EStargzReader(blob: Array(try Data(contentsOf: URL(fileURLWithPath: referencePath))))
 
-        func order(_ entries: [TOCEntry]) -> [String] { entries.map { "\($0.type) \($0.name) \($0.chunkOffset)" } }
-        #expect(order(ours.toc.entries) == order(reference.toc.entries))
-        #expect(order(ours.toc.entries).prefix(8) == [
+        func order(_ entries: [TOCEntry]) async -> [String] { entries.map { "\($0.type) \($0.name) \($0.chunkOffset)" } }
+        await #expect(order(ours.toc.entries) == order(reference.toc.entries))
+        await #expect(order(ours.toc.entries).prefix(8) == [
             "dir usr/ 0", "reg usr/big.bin 0", "chunk usr/big.bin 65536", "chunk usr/big.bin 131072", "chunk usr/big.bin 196608",
             "hardlink usr/hard 0", "dir etc/ 0", "reg etc/hosts 0",
         ])
@@ -45,9 +46,9 @@ func buildGoProgram(_ source: String, name: String) throws -> String {
         #expect(ours.prefetchSize == ours.toc.entries[8].offset)
         #expect(ours.prefetchSize > Int64(3 * chunk) / 2)
 
-        let verifier = try buildGoProgram(goVerifier, name: "verify")
+        let verifier = try await buildGoProgram(goVerifier, name: "verify")
         let blobPath = try temporaryFile(blob, name: "ours.esgz")
-        let verified = try run(verifier, [blobPath, ours.tocDigest.description])
+        let verified = try await run(verifier, [blobPath, ours.tocDigest.description])
         #expect(verified.status == 0, "reference verifier: \(verified.output)")
     }
 

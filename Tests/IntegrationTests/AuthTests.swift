@@ -125,12 +125,12 @@ import TestSupport
         let bob = BasicCredentials(username: "bob", password: "bob-pass")
         try await RegistryProcess.withRegistry(auth: alice) { source in
             try await RegistryProcess.withRegistry(auth: bob) { target in
-                let pushed = try run(slipwayBinary, ["copy", "-q", "--dest-creds", "alice:alice-pass", "oci:\(layout.root):demo", "\(source.host)/app:v1"])
+                let pushed = try await run(slipwayBinary, ["copy", "-q", "--dest-creds", "alice:alice-pass", "oci:\(layout.root):demo", "\(source.host)/app:v1"])
                 #expect(pushed.status == 0, "\(pushed.stderr)")
-                let onlySource = try run(slipwayBinary, ["copy", "-q", "--creds", "alice:alice-pass", "\(source.host)/app:v1", "\(target.host)/app:v1"])
+                let onlySource = try await run(slipwayBinary, ["copy", "-q", "--creds", "alice:alice-pass", "\(source.host)/app:v1", "\(target.host)/app:v1"])
                 #expect(onlySource.status == 1)
                 #expect(onlySource.stderr.contains("asks for a user name and password"), "\(onlySource.stderr)")
-                let both = try run(slipwayBinary, [
+                let both = try await run(slipwayBinary, [
                     "copy", "-q", "--creds", "alice:alice-pass", "--dest-creds", "bob:bob-pass", "\(source.host)/app:v1", "\(target.host)/app:v1",
                 ])
                 #expect(both.status == 0, "\(both.stderr)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,7 @@ struct BenchTests {
 
     /// Minutes the first time: run without holding a thread of the concurrency pool (other suites need them).
     func buildImages() async throws {
-        let result = try await runAsync(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", Self.work])
+        let result = try await run(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", Self.work])
         #expect(result.status == 0, "slipway bench images failed:\n\(result.stderr.suffix(2000))")
     }
 
@@ -53,7 +54,7 @@ struct BenchTests {
     @Test func quickPatchTuesdayMovesOnlyTheNewVersionAndRendersItsReport() async throws {
         try await buildImages()
         let out = try ScratchDirectory()
-        let result = try await runAsync(slipwayBinary, [
+        let result = try await run(slipwayBinary, [
             "bench", "patch-tuesday", "--quick", "--strategies", "overlay,lazy", "--work", Self.work, "--out", out.path,
         ])
         #expect(result.status == 0, "\(result.stderr.suffix(3000))")
@@ -78,7 +79,7 @@ struct BenchTests {
         // The report is looked at in a real browser: headless Chromium renders it to a PNG.
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") {
             let shot = out.sub("report.png")
-            let chromium = try run("/usr/bin/timeout", [
+            let chromium = try await run("/usr/bin/timeout", [
                 "120", "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--screenshot=\(shot)",
                 "--window-size=1200,3000", "file://\(out.sub("report.html"))",
             ])
@@ -95,32 +96,26 @@ struct BenchTests {
         let out = try ScratchDirectory()
         // As from a terminal: its own process group, SIGINT neither ignored nor blocked (a test runner's children may
         // inherit either, and a shell cannot trap a signal ignored on entry).
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [
+        let process = try ChildProcess("/usr/bin/python3", [
             "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.pthread_sigmask(signal.SIG_SETMASK, []); os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])",
-            slipwayBinary, "bench", "patch-tuesday", "--quick", "--strategies", strategy, "--work", Self.work, "--out", out.path]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+            slipwayBinary, "bench", "patch-tuesday", "--quick", "--strategies", strategy, "--work", Self.work, "--out", out.path])
 
         // Wait until the deploy is under way: a lazy mount, or containerd's snapshot mounts and shim.
         let deadline = Date().addingTimeInterval(240)
         var busy = false
-        while Date() < deadline, process.isRunning, !busy {
+        while Date() < deadline, process.endedStatus == nil, !busy {
             busy = try leftovers().contains { $0.hasPrefix("mount") || $0.contains("containerd-shim") }
             if !busy { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(busy, "the benchmark never got to a mount or a container")
-        kill(-process.processIdentifier, SIGINT)
+        kill(-process.pid, SIGINT)
         let stopBy = Date().addingTimeInterval(60)
-        while process.isRunning, Date() < stopBy { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(!process.isRunning, "still running 60 s after Ctrl-C")
-        if process.isRunning { kill(-process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 130, "exit status after Ctrl-C")
+        while process.endedStatus == nil, Date() < stopBy { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(process.endedStatus != nil, "still running 60 s after Ctrl-C")
+        if process.endedStatus == nil { kill(-process.pid, SIGKILL) }
+        #expect(await process.exitStatus() == 130, "exit status after Ctrl-C")
         #expect(try leftovers() == [])
-        let qdiscs = try run("/usr/sbin/tc", ["qdisc", "show"]).stdout
+        let qdiscs = try await run("/usr/sbin/tc", ["qdisc", "show"]).stdout
         #expect(!qdiscs.contains("slwbench"), "\(qdiscs)")
     }
 
@@ -128,7 +123,7 @@ struct BenchTests {
     @Test func failedDeploysAreReportedAsFailed() async throws {
         try await buildImages()
         let out = try ScratchDirectory()
-        let result = try await runAsync(slipwayBinary, [
+        let result = try await run(slipwayBinary, [
             "bench", "patch-tuesday", "--strategies", "sif-apptainer", "--links", "none", "--versions", "1", "--runs", "1",
             "--caches", "cold", "--timeout", "1", "--work", Self.work, "--out", out.path,
         ])
@@ -142,16 +137,16 @@ struct BenchTests {
         #expect(try leftovers() == [])
     }
 
-    @Test func badOptionsAreUsageErrorsNamingTheProblem() throws {
-        let link = try run(slipwayBinary, ["bench", "patch-tuesday", "--links", "10furlongs"])
+    @Test func badOptionsAreUsageErrorsNamingTheProblem() async throws {
+        let link = try await run(slipwayBinary, ["bench", "patch-tuesday", "--links", "10furlongs"])
         #expect(link.status == 2 && link.stderr.contains("10furlongs"), "\(link.stderr)")
-        let variant = try run(slipwayBinary, ["bench", "lazy-vs-full", "--variants", "teleport"])
+        let variant = try await run(slipwayBinary, ["bench", "lazy-vs-full", "--variants", "teleport"])
         #expect(variant.status == 2 && variant.stderr.contains("unknown variant teleport"), "\(variant.stderr)")
-        let nodes = try run(slipwayBinary, ["bench", "scale", "--nodes", "1,0"])
+        let nodes = try await run(slipwayBinary, ["bench", "scale", "--nodes", "1,0"])
         #expect(nodes.status == 2 && nodes.stderr.contains("--nodes: 0 is not a node count"), "\(nodes.stderr)")
-        let strategy = try run(slipwayBinary, ["bench", "scale", "--strategies", "carrier-pigeon"])
+        let strategy = try await run(slipwayBinary, ["bench", "scale", "--strategies", "carrier-pigeon"])
         #expect(strategy.status == 2 && strategy.stderr.contains("unknown strategy carrier-pigeon"), "\(strategy.stderr)")
-        let elsewhere = try run(slipwayBinary, ["bench", "patch-tuesday", "--quick"], environment: ["SLIPWAY_BENCH_DIR": "/nonexistent"])
+        let elsewhere = try await run(slipwayBinary, ["bench", "patch-tuesday", "--quick"], environment: ["SLIPWAY_BENCH_DIR": "/nonexistent"])
         #expect(elsewhere.status == 2 && elsewhere.stderr.contains("SLIPWAY_BENCH_DIR"), "\(elsewhere.stderr)")
     }
 }

@@ -9,41 +9,29 @@ import Glibc
 
 /// `slipway serve` running as its own process on a free loopback port, over its own store. A separate process
 /// (not a server inside the test runner) so that other tests blocking the runner's threads cannot slow it down.
-final class RunningCache: @unchecked Sendable {
+final class RunningCache: Sendable {
     let host: String
     let store: ContentStore
     let accessLogPath: String
-    private let process: Process
+    private let process: ChildProcess
 
     /// `fileLimit`: the server's open-file limit, soft and hard (with prlimit), as on a host with a low limit.
     init(upstream: String, root: String, options: [String], listen: String = "127.0.0.1:0", fileLimit: Int? = nil) async throws {
         accessLogPath = "\(root).access.log"
-        process = Process()
         let arguments = ["serve", "--upstream", upstream, "--listen", listen, "--root", root, "--access-log", accessLogPath] + options
         if let fileLimit {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-            process.arguments = ["--nofile=\(fileLimit):\(fileLimit)", slipwayBinary] + arguments
+            process = try ChildProcess("/usr/bin/prlimit", ["--nofile=\(fileLimit):\(fileLimit)", slipwayBinary] + arguments)
         } else {
-            process.executableURL = URL(fileURLWithPath: slipwayBinary)
-            process.arguments = arguments
+            process = try ChildProcess(slipwayBinary, arguments)
         }
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
         // The first line on stderr names the bound address.
-        let banner: String = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                var bytes = Data()
-                while !bytes.contains(UInt8(ascii: "\n")) {
-                    let more = errors.fileHandleForReading.availableData
-                    if more.isEmpty { break }
-                    bytes += more
-                }
-                continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
-            }
+        var banner = ""
+        for _ in 0..<6000 where process.endedStatus == nil && !banner.contains("\n") {
+            try await Task.sleep(for: .milliseconds(10))
+            banner = process.standardErrorSoFar
         }
         guard let address = banner.split(separator: " ").first(where: { $0.hasPrefix("http://") })?.dropFirst("http://".count).dropLast() else {
-            process.terminate()
+            process.signal(SIGKILL)
             throw TestSupportError("slipway serve did not start: \(banner)")
         }
         host = String(address.hasSuffix(",") ? address.dropLast() : address)
@@ -55,29 +43,17 @@ final class RunningCache: @unchecked Sendable {
     /// SIGTERM, the graceful stop, and waits for the process to end; returns its exit status.
     @discardableResult
     func stop() async -> Int32 {
-        guard process.isRunning else { return process.terminationStatus }
-        kill(process.processIdentifier, SIGTERM)
-        return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                self.process.waitUntilExit()
-                continuation.resume(returning: self.process.terminationStatus)
-            }
-        }
+        process.signal(SIGTERM)
+        return await process.exitStatus()
     }
 
     /// SIGKILL, as a crash: no transfer gets to finish.
     func crash() async {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                self.process.waitUntilExit()
-                continuation.resume()
-            }
-        }
+        process.signal(SIGKILL)
+        await process.exitStatus()
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit { if process.endedStatus == nil { process.signal(SIGKILL) } }
 
     /// Whether the blob is committed to the cache's store, waiting a little: clients get a blob's last byte once
     /// it verified, a moment before the commit's fsync and rename.
@@ -137,7 +113,7 @@ func curl(_ url: String, headers: [String] = [], method: String? = nil, extra: [
     var arguments = ["-s", "--path-as-is", "-o", scratch + ".body", "-D", scratch + ".headers", "-w", "%{http_code} %{time_starttransfer} %{time_total}"]
     if let method { arguments += method == "HEAD" ? ["-I"] : ["-X", method] }
     for header in headers { arguments += ["-H", header] }
-    let result = try await runAsync("curl", arguments + extra + [url])
+    let result = try await run("curl", arguments + extra + [url])
     let fields = result.stdout.split(separator: " ")
     var parsed: [String: String] = [:]
     for line in ((try? String(contentsOfFile: scratch + ".headers", encoding: .utf8)) ?? "").split(separator: "\r\n") {

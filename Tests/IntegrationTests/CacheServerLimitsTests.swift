@@ -27,7 +27,7 @@ struct CacheServerLimitsTests {
             defer { slowloris.close() }
             async let slowlorisCut = slowloris.trickle(Array("GET /v2/ HTTP/1.1\r\nHost: cache\r\n".utf8) + Array(repeating: UInt8(ascii: "X"), count: 10_000), every: .seconds(2), giveUpAfter: .seconds(90))
 
-            let pulled = try await runAsync("timeout", ["120", slipwayBinary, "pull", "-q", "--store", scratch.sub("store"), "\(cache.host)/demo:v1"])
+            let pulled = try await run("timeout", ["120", slipwayBinary, "pull", "-q", "--store", scratch.sub("store"), "\(cache.host)/demo:v1"])
             #expect(pulled.status == 0, "pull through the cache: \(pulled.stderr)")
             let store = try ContentStore(root: scratch.sub("store"))
             #expect(store.hasBlob(manifest))
@@ -122,7 +122,7 @@ struct CacheServerLimitsTests {
 
     @Test func repeatedWrongPasswordsAreThrottledWhileAuthorizedClientsAreServed() async throws {
         let scratch = try ScratchDirectory()
-        let passwords = try writeAlicePasswords(scratch)
+        let passwords = try await writeAlicePasswords(scratch)
         try await withRegistryAndProxy { _, proxy in
             try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--htpasswd", passwords]) { cache in
                 #expect(try await curl("\(cache.url)/v2/", extra: ["-u", "alice:s3cret-pass"]).status == 200)
@@ -155,7 +155,7 @@ struct CacheServerLimitsTests {
 
     @Test func metricsNeedCredentialsUnlessMadePublic() async throws {
         let scratch = try ScratchDirectory()
-        let passwords = try writeAlicePasswords(scratch)
+        let passwords = try await writeAlicePasswords(scratch)
         try await withRegistryAndProxy { _, proxy in
             try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("private"), options: ["--htpasswd", passwords]) { cache in
                 let anonymous = try await curl("\(cache.url)/metrics")
@@ -281,9 +281,9 @@ private func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> 
 }
 
 /// An htpasswd file (bcrypt, as `htpasswd -B` writes) with the one user alice:s3cret-pass.
-private func writeAlicePasswords(_ scratch: ScratchDirectory) throws -> String {
+private func writeAlicePasswords(_ scratch: ScratchDirectory) async throws -> String {
     let passwords = scratch.sub("htpasswd")
-    let written = try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"])
+    let written = try await run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"])
     try #require(written.status == 0, "htpasswd: \(written.stderr)")
     return passwords
 }

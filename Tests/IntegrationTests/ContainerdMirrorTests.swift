@@ -14,12 +14,12 @@ let containerdAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin
 @Suite(.enabled(if: containerdAvailable, "needs containerd (Debian package) and root"))
 struct ContainerdMirrorTests {
     /// A private containerd: its own root, state and socket, no CRI plugin.
-    final class Containerd: @unchecked Sendable {
+    struct Containerd {
         let socket: String
-        private let process: Process
+        let process: ChildProcess
 
-        init(_ scratch: ScratchDirectory) throws {
-            socket = scratch.sub("containerd.sock")
+        static func start(_ scratch: ScratchDirectory) async throws -> Containerd {
+            let socket = scratch.sub("containerd.sock")
             let config = """
                 version = 2
                 root = "\(scratch.sub("containerd-root"))"
@@ -29,29 +29,21 @@ struct ContainerdMirrorTests {
                   address = "\(socket)"
                 """
             try config.write(toFile: scratch.sub("containerd.toml"), atomically: true, encoding: .utf8)
-            process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/containerd")
-            process.arguments = ["--config", scratch.sub("containerd.toml")]
-            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try process.run()
-            let deadline = Date().addingTimeInterval(20)
-            while Date() < deadline {
-                if FileManager.default.fileExists(atPath: socket), (try? run("ctr", ["-a", socket, "version"]).status) == 0 { return }
-                usleep(100_000)
+            let containerd = Containerd(socket: socket, process: try ChildProcess("/usr/bin/containerd", ["--config", scratch.sub("containerd.toml")]))
+            for _ in 0..<200 where containerd.process.endedStatus == nil {
+                if FileManager.default.fileExists(atPath: socket), (try? await run("ctr", ["-a", socket, "version"]).status) == 0 {
+                    return containerd
+                }
+                try await Task.sleep(for: .milliseconds(100))
             }
-            stop()
+            await containerd.stop()
             throw TestSupportError("containerd did not start within 20 s")
         }
 
-        func stop() {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
+        func stop() async {
+            process.signal(SIGTERM)
+            await process.exitStatus()
         }
-
-        deinit { stop() }
     }
 
     @Test func ctrPullsThroughTheCacheAsAMirror() async throws {
@@ -69,15 +61,16 @@ struct ContainerdMirrorTests {
                     [host."http://\(cache.host)"]
                       capabilities = ["pull", "resolve"]
                     """.write(toFile: "\(hosts)/hosts.toml", atomically: true, encoding: .utf8)
-                let containerd = try Containerd(scratch)
-                defer { containerd.stop() }
+                let containerd = try await Containerd.start(scratch)
+                // Stopped (and awaited) at the end; this only covers a failed expectation.
+                defer { containerd.process.signal(SIGTERM) }
                 proxy.clearLog()
-                let pulled = try await runAsync(
+                let pulled = try await run(
                     "ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "pull", "--hosts-dir", scratch.sub("certs.d"), "\(proxy.host)/demo:v1"])
                 #expect(pulled.status == 0, "ctr pull: \(pulled.stderr)")
-                let listed = try await runAsync("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls", "-q"])
+                let listed = try await run("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls", "-q"])
                 #expect(listed.stdout.contains("\(proxy.host)/demo:v1"))
-                let images = try await runAsync("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls"])
+                let images = try await run("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls"])
                 #expect(images.stdout.contains(manifest.digest.description))
 
                 // containerd asked the mirror, naming the registry it meant; the upstream saw only the cache's requests.
@@ -90,6 +83,7 @@ struct ContainerdMirrorTests {
                 // Each blob crossed the upstream link once, fetched by the cache; containerd did not fall back.
                 let upstreamGETs = Dictionary(grouping: proxy.requests(matching: "/blobs/sha256:", method: "GET"), by: \.path)
                 #expect(!upstreamGETs.isEmpty && upstreamGETs.values.allSatisfy { $0.count == 1 }, "\(upstreamGETs.mapValues(\.count))")
+                await containerd.stop()
             }
         }
     }

@@ -16,8 +16,8 @@ import TestSupport
         try await RegistryProcess.withRegistry { registry in
             let original = "\(registry.host)/demo:v1"
             let converted = "\(registry.host)/demo:v1-esgz"
-            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", original]).status == 0)
-            let first = try run(slipwayBinary, ["convert", "--json", "--chunk-size", "1048576", "--store", scratch.sub("store"), original, converted])
+            #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", original]).status == 0)
+            let first = try await run(slipwayBinary, ["convert", "--json", "--chunk-size", "1048576", "--store", scratch.sub("store"), original, converted])
             #expect(first.status == 0, "\(first.stderr)")
 
             try await withSession(try makeSession()) { session in
@@ -37,7 +37,7 @@ import TestSupport
             }
 
             // inspect reads each layer's footer and TOC with Range requests and verifies it.
-            let inspected = try run(slipwayBinary, ["inspect", "--json", converted])
+            let inspected = try await run(slipwayBinary, ["inspect", "--json", converted])
             #expect(inspected.status == 0, "\(inspected.stderr)")
             struct Summary: Decodable {
                 struct Layer: Decodable {
@@ -53,8 +53,8 @@ import TestSupport
             #expect(largest.files == 2)  // run.sh and data.bin; the config symlink is not a file
             #expect(largest.chunks == 5)  // run.sh + four 1 MiB chunks of data.bin
 
-            let plain = try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u1"), original, scratch.sub("plain")])
-            let lazy = try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u2"), converted, scratch.sub("lazy")])
+            let plain = try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u1"), original, scratch.sub("plain")])
+            let lazy = try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("u2"), converted, scratch.sub("lazy")])
             #expect(plain.status == 0 && lazy.status == 0, "\(plain.stderr) \(lazy.stderr)")
             var lazyTree = try describeTree(scratch.sub("lazy"))
             #expect(lazyTree.removeValue(forKey: "stargz.index.json") != nil)
@@ -63,9 +63,9 @@ import TestSupport
             #expect(lazyTree == plainTree)
 
             // eStargz is plain tar+gzip to eStargz-unaware tools: skopeo pulls it and umoci unpacks the same tree.
-            let copied = try run("skopeo", ["copy", "--src-tls-verify=false", "docker://\(converted)", "oci:\(scratch.sub("skopeo")):esgz"])
+            let copied = try await run("skopeo", ["copy", "--src-tls-verify=false", "docker://\(converted)", "oci:\(scratch.sub("skopeo")):esgz"])
             #expect(copied.status == 0, "\(copied.stderr)")
-            let unpacked = try run("umoci", ["unpack", "--image", "\(scratch.sub("skopeo")):esgz", scratch.sub("bundle")])
+            let unpacked = try await run("umoci", ["unpack", "--image", "\(scratch.sub("skopeo")):esgz", scratch.sub("bundle")])
             #expect(unpacked.status == 0, "\(unpacked.stderr)")
             var umociTree = try describeTree(scratch.sub("bundle/rootfs"))
             #expect(umociTree.removeValue(forKey: "stargz.index.json") != nil)
@@ -76,7 +76,7 @@ import TestSupport
             }
 
             // Already eStargz: every layer is kept and the image comes out the same.
-            let again = try run(slipwayBinary, ["convert", "--json", "--store", scratch.sub("store"), converted, "\(registry.host)/demo:v1-esgz2"])
+            let again = try await run(slipwayBinary, ["convert", "--json", "--store", scratch.sub("store"), converted, "\(registry.host)/demo:v1-esgz2"])
             #expect(again.status == 0, "\(again.stderr)")
             let firstReport = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(first.stdout.utf8))
             let secondReport = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(again.stdout.utf8))
@@ -97,20 +97,20 @@ import TestSupport
         ((try? FileManager.default.contentsOfDirectory(atPath: "\(root)/ingest")) ?? []).filter { !$0.hasSuffix(".lock") }
     }
 
-    @Test func prioritizedFilesMoveToTheFrontOfTheirLayer() throws {
+    @Test func prioritizedFilesMoveToTheFrontOfTheirLayer() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)
         let out = scratch.sub("out")
         let list = scratch.sub("list")
         try write("/opt/app/data.bin\nusr/bin/hello\nno/such/file\n", to: list)
 
-        let refused = try run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(layout.root):demo", "oci:\(out):fast"])
+        let refused = try await run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(layout.root):demo", "oci:\(out):fast"])
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("no/such/file") && refused.stderr.contains("--allow-missing"), "\(refused.stderr)")
         #expect(try ContentStore(root: out).image(named: "fast") == nil)
         #expect(leftovers(out).isEmpty, "\(leftovers(out))")
 
-        let accepted = try run(
+        let accepted = try await run(
             slipwayBinary, ["convert", "--json", "--allow-missing", "--prioritize", list, "oci:\(layout.root):demo", "oci:\(out):fast"])
         #expect(accepted.status == 0, "\(accepted.stderr)")
         let report = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(accepted.stdout.utf8))
@@ -122,18 +122,18 @@ import TestSupport
 
         // An image that is eStargz already is converted again when files are prioritized, not kept.
         try write("opt/app/run.sh\n", to: list)
-        let again = try run(slipwayBinary, ["convert", "--json", "--prioritize", list, "oci:\(out):fast", "oci:\(out):again"])
+        let again = try await run(slipwayBinary, ["convert", "--json", "--prioritize", list, "oci:\(out):fast", "oci:\(out):again"])
         #expect(again.status == 0, "\(again.stderr)")
         let reconverted = try JSONDecoder().decode(EStargzConverter.Report.self, from: Data(again.stdout.utf8))
         #expect(reconverted.convertedLayers == 3)
         #expect(reconverted.layers.map { $0.prefetchBytes > 0 } == [false, true, false])
         try write("no/such/file\n", to: list)
-        #expect(try run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(out):fast", "oci:\(out):bogus"]).status == 1)
+        #expect(try await run(slipwayBinary, ["convert", "-q", "--prioritize", list, "oci:\(out):fast", "oci:\(out):bogus"]).status == 1)
 
         // ctr-remote's record format names the layer: data.bin offered to the base layer only is missing.
         let records = scratch.sub("records")
         try write(#"{"path":"opt/app/data.bin","manifestDigest":"sha256:x","layerIndex":0}"# + "\n", to: records)
-        let wrongLayer = try run(slipwayBinary, ["convert", "-q", "--prioritize", records, "oci:\(layout.root):demo", "oci:\(out):rec"])
+        let wrongLayer = try await run(slipwayBinary, ["convert", "-q", "--prioritize", records, "oci:\(layout.root):demo", "oci:\(out):rec"])
         #expect(wrongLayer.status == 1 && wrongLayer.stderr.contains("opt/app/data.bin"), "\(wrongLayer.stderr)")
     }
 
@@ -147,7 +147,7 @@ import TestSupport
         try store.setImage(named: "bad", to: try store.writeBlob(Array(try JSONEncoder.canonical.encode(manifest)), mediaType: MediaType.ociManifest))
     }
 
-    @Test func badLayersFailNamingTheLayerAndLeaveNothing() throws {
+    @Test func badLayersFailNamingTheLayerAndLeaveNothing() async throws {
         let scratch = try ScratchDirectory()
         let notGzip = Array("this is not a gzip stream, nor a tar".utf8)
         let notTar = try gzip(data: Array(repeating: 0x41, count: 4096))
@@ -166,7 +166,7 @@ import TestSupport
             let out = scratch.sub("out-\(name)")
             try makeBadLayout(input, blob: blob, diffID: diffID)
             let layer = Digest.sha256(of: blob)
-            let result = try run(slipwayBinary, ["convert", "-q", "oci:\(input):bad", "oci:\(out):bad"])
+            let result = try await run(slipwayBinary, ["convert", "-q", "oci:\(input):bad", "oci:\(out):bad"])
             #expect(result.status == 1, "\(name)")
             #expect(result.stderr.contains("layer 1 (\(layer))"), "\(name): \(result.stderr)")
             #expect(result.stderr.lowercased().contains(expected), "\(name): \(result.stderr)")
@@ -180,15 +180,15 @@ import TestSupport
         try await withRegistryAndProxy { registry, proxy in
             let layout = try makeDemoLayout(scratch)
             let source = "\(proxy.host)/demo:v1"
-            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", source]).status == 0)
+            #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", source]).status == 0)
             let image = try await LayoutImageSource(store: layout, imageName: "demo").resolve()
             let large = try #require(image.manifest.layers.max { $0.size < $1.size })
             proxy.inject(.flipByte(at: 1000), path: "/blobs/\(large.digest)", times: .max)
             let store = scratch.sub("store")
-            let result = try run(slipwayBinary, ["convert", "-q", "--store", store, source, "\(registry.host)/demo:esgz"])
+            let result = try await run(slipwayBinary, ["convert", "-q", "--store", store, source, "\(registry.host)/demo:esgz"])
             #expect(result.status == 1)
             #expect(result.stderr.contains(large.digest.description), "\(result.stderr)")
-            let tag = try run(slipwayBinary, ["inspect", "-q", "\(registry.host)/demo:esgz"])
+            let tag = try await run(slipwayBinary, ["inspect", "-q", "\(registry.host)/demo:esgz"])
             #expect(tag.status != 0, "the converted image must not be tagged")
             #expect(leftovers(store).isEmpty, "\(leftovers(store))")
             // Streaming: the source's layers were never stored.

@@ -215,10 +215,10 @@ import TestSupport
     @Test func cliReportsMissingTagsAndBadReferencesWithExitCodes() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let missing = try run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "\(registry.host)/nothing:here"])
+            let missing = try await run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "\(registry.host)/nothing:here"])
             #expect(missing.status == 1)
             #expect(missing.stderr.contains("not found"), "\(missing.stderr)")
-            let usage = try run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "UPPER/Case:tag"])
+            let usage = try await run(slipwayBinary, ["pull", "--store", scratch.sub("store"), "UPPER/Case:tag"])
             #expect(usage.status == 2)
             #expect(usage.stderr.contains("invalid image reference"), "\(usage.stderr)")
         }

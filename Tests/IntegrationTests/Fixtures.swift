@@ -57,58 +57,6 @@ func withSession<T>(_ session: Session, _ body: (Session) async throws -> T) asy
     try await session.run(body)
 }
 
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs a command to completion, capturing its output.
-@discardableResult
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-    process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
-}
-
-/// Runs a command without blocking a thread of the concurrency pool while it runs: a test that serves requests
-/// in-process (the cache server) must not starve its own server while a client process talks to it.
-func runAsync(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
-    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID().uuidString)").path
-    FileManager.default.createFile(atPath: scratch + ".out", contents: nil)
-    FileManager.default.createFile(atPath: scratch + ".err", contents: nil)
-    defer {
-        try? FileManager.default.removeItem(atPath: scratch + ".out")
-        try? FileManager.default.removeItem(atPath: scratch + ".err")
-    }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-    process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-    process.standardOutput = FileHandle(forWritingAtPath: scratch + ".out")
-    process.standardError = FileHandle(forWritingAtPath: scratch + ".err")
-    let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
-        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-        do {
-            try process.run()
-        } catch {
-            process.terminationHandler = nil
-            continuation.resume(throwing: error)
-        }
-    }
-    let output = (try? String(contentsOfFile: scratch + ".out", encoding: .utf8)) ?? ""
-    let errors = (try? String(contentsOfFile: scratch + ".err", encoding: .utf8)) ?? ""
-    return ProcessResult(status: status, stdout: output, stderr: errors)
-}
-
 /// Runs a shell command with system(3) on a thread of its own, for commands that leave daemons behind: Foundation's
 /// Process learns of a child's exit from a descriptor the child inherits, which a daemon keeps open for ever; and a
 /// minutes-long wait must not hold one of the concurrency pool's threads, which the other suites' tests need.

@@ -52,7 +52,7 @@ struct HandMadeEStargzLayer: Sendable {
 
     /// Writes a one-layer image with this layer into an OCI layout and copies it to `reference`; returns the
     /// layer's digest.
-    func publish(to reference: String, _ scratch: ScratchDirectory, name: String) throws -> Digest {
+    func publish(to reference: String, _ scratch: ScratchDirectory, name: String) async throws -> Digest {
         let (bytes, tocDigest) = try blob()
         let layout = try ContentStore(root: scratch.sub("layout-\(name)"))
         var layer = try layout.writeBlob(bytes, mediaType: MediaType.ociLayerGzip)
@@ -63,7 +63,7 @@ struct HandMadeEStargzLayer: Sendable {
         let manifest = Manifest(config: configDescriptor, layers: [layer])
         let manifestDescriptor = try layout.writeBlob(Array(try JSONEncoder.canonical.encode(manifest)), mediaType: MediaType.ociManifest)
         try layout.setImage(named: name, to: manifestDescriptor)
-        let copied = try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):\(name)", reference])
+        let copied = try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):\(name)", reference])
         try #require(copied.status == 0, "copy: \(copied.stderr)")
         return layer.digest
     }
@@ -93,20 +93,20 @@ extension LazyMountTests {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
             let reference = "\(registry.host)/hostile:\(name)"
-            let digest = try layer.publish(to: reference, scratch, name: name)
+            let digest = try await layer.publish(to: reference, scratch, name: name)
             let directory = scratch.sub("mnt")
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let mounted = try run(slipwayBinary, ["mount", "-q", "--store", scratch.sub("store"), "--prefetch", "none", reference, directory])
+            let mounted = try await run(slipwayBinary, ["mount", "-q", "--store", scratch.sub("store"), "--prefetch", "none", reference, directory])
             if mounted.status == 0 {
                 // Still served: show what statfs does, then clean up.
-                _ = try run("/usr/bin/stat", ["-f", directory])
-                _ = try run(slipwayBinary, ["umount", "--store", scratch.sub("store"), directory])
+                _ = try await run("/usr/bin/stat", ["-f", directory])
+                _ = try await run(slipwayBinary, ["umount", "--store", scratch.sub("store"), directory])
             }
             #expect(mounted.status == 1, "mount: \(mounted.stderr)")
             #expect(mounted.stderr.contains("layer \(digest)"), "\(mounted.stderr)")
             #expect(mounted.stderr.contains(problem), "\(mounted.stderr)")
             #expect(!mounted.stderr.contains("Fatal error"), "\(mounted.stderr)")
-            let inspected = try run(slipwayBinary, ["inspect", reference])
+            let inspected = try await run(slipwayBinary, ["inspect", reference])
             #expect(inspected.status == 1, "inspect: \(inspected.stdout)")
             #expect(inspected.stderr.contains("layer \(digest)") && inspected.stderr.contains(problem), "\(inspected.stderr)")
         }
@@ -129,13 +129,14 @@ extension LazyMountTests {
             try builder.commit(name: "links", config: ImageConfig.ContainerConfig(), platform: .host)
             let plain = "\(registry.host)/links:v1"
             let lazy = "\(registry.host)/links:v1-esgz"
-            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):links", plain]).status == 0)
-            let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), plain, lazy])
+            #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):links", plain]).status == 0)
+            let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), plain, lazy])
             try #require(converted.status == 0, "convert: \(converted.stderr)")
-            #expect(try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)
-            let mounted = try mount(lazy, scratch, name: "links", store: scratch.sub("store"), options: ["--prefetch", "none"])
-            defer { try? mounted.unmount() }
-            #expect(try mounted.status().lazyLayers == 1)
+            #expect(try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)
+            let mounted = try await mount(lazy, scratch, name: "links", store: scratch.sub("store"), options: ["--prefetch", "none"])
+            // The unmount at the end is the real one; this only cleans up after a failed expectation.
+            defer { detachMount(mounted.directory) }
+            await #expect(try mounted.status().lazyLayers == 1)
             for link in ["etc/hosts-link", "etc/absolute-link"] {
                 var unpacked = stat(), served = stat()
                 try #require(lstat(scratch.sub("rootfs/\(link)"), &unpacked) == 0)
@@ -144,6 +145,7 @@ extension LazyMountTests {
                 #expect(served.st_mode == unpacked.st_mode, "\(link) mounted: \(String(served.st_mode, radix: 8))")
             }
             #expect(FileManager.default.contents(atPath: "\(mounted.directory)/etc/hosts-link") == Data("127.0.0.1\n".utf8))
+            try await mounted.unmount()
         }
     }
 }

@@ -68,7 +68,7 @@ struct HostileRegistryTests {
 
     func inspect(_ server: HostileRegistry, _ repository: String) async throws -> ProcessResult {
         let scratch = try ScratchDirectory()
-        return try await runAsync(slipwayBinary, ["inspect", "--store", scratch.sub("store"), "--plain-http", "\(server.host)/\(repository):v1"])
+        return try await run(slipwayBinary, ["inspect", "--store", scratch.sub("store"), "--plain-http", "\(server.host)/\(repository):v1"])
     }
 
     /// Exit status exactly 1 (a signal would show as its number) and stderr naming the problem.

@@ -21,12 +21,12 @@ import TestSupport
                 #expect(unpacked.layers == 3)
 
                 // skopeo reads our store as an OCI layout and sees the same manifest.
-                let inspect = try run("skopeo", ["inspect", "oci:\(store.root):\(reference)"])
+                let inspect = try await run("skopeo", ["inspect", "oci:\(store.root):\(reference)"])
                 #expect(inspect.status == 0, "\(inspect.stderr)")
                 #expect(inspect.stdout.contains(transfer.manifestDigest))
 
                 // umoci unpacks the same image from our store; the trees must be identical.
-                let umoci = try run("umoci", ["unpack", "--image", "\(store.root):\(reference)", scratch.sub("bundle")])
+                let umoci = try await run("umoci", ["unpack", "--image", "\(store.root):\(reference)", scratch.sub("bundle")])
                 #expect(umoci.status == 0, "\(umoci.stderr)")
                 let ours = try describeTree(scratch.sub("rootfs"))
                 let theirs = try describeTree(scratch.sub("bundle/rootfs"))
@@ -56,14 +56,14 @@ import TestSupport
             try await withSession(try makeSession()) { session in
                 // Ours → skopeo.
                 let ours = try await push(layout, to: "\(registry.host)/ours:v1", session: session)
-                let inspected = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/ours:v1"])
+                let inspected = try await run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/ours:v1"])
                 #expect(inspected.status == 0, "\(inspected.stderr)")
                 #expect(inspected.stdout.contains(ours.manifestDigest))
-                let copied = try run("skopeo", ["copy", "-q", "--src-tls-verify=false", "docker://\(registry.host)/ours:v1", "oci:\(scratch.sub("skopeo-layout")):x"])
+                let copied = try await run("skopeo", ["copy", "-q", "--src-tls-verify=false", "docker://\(registry.host)/ours:v1", "oci:\(scratch.sub("skopeo-layout")):x"])
                 #expect(copied.status == 0, "\(copied.stderr)")
 
                 // skopeo → ours, as a Docker schema 2 image (skopeo converts on request).
-                let pushed = try run("skopeo", [
+                let pushed = try await run("skopeo", [
                     "copy", "-q", "--format", "v2s2", "--dest-tls-verify=false", "oci:\(layout.root):demo", "docker://\(registry.host)/theirs:v1",
                 ])
                 #expect(pushed.status == 0, "\(pushed.stderr)")
@@ -92,17 +92,17 @@ import TestSupport
         let layout = try makeDemoLayout(scratch)
         try await RegistryProcess.withRegistry { first in
             try await RegistryProcess.withRegistry { second in
-                let pushed = try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", "\(first.host)/app:v1"])
+                let pushed = try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", "\(first.host)/app:v1"])
                 #expect(pushed.status == 0, "\(pushed.stderr)")
                 func staged() throws -> Set<String> {
                     Set(try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix("slipway-copy-") })
                 }
                 let stagedBefore = try staged()
-                let copied = try run(slipwayBinary, ["copy", "--json", "\(first.host)/app:v1", "\(second.host)/mirror/app:v1"])
+                let copied = try await run(slipwayBinary, ["copy", "--json", "\(first.host)/app:v1", "\(second.host)/mirror/app:v1"])
                 #expect(copied.status == 0, "\(copied.stderr)")
                 let report = try JSONDecoder().decode(TransferReport.self, from: Data(copied.stdout.utf8))
                 #expect(report.bytesTransferred >= report.bytesTotal - 1024)
-                let inspect = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(second.host)/mirror/app:v1"])
+                let inspect = try await run("skopeo", ["inspect", "--tls-verify=false", "docker://\(second.host)/mirror/app:v1"])
                 #expect(inspect.status == 0, "\(inspect.stderr)")
                 #expect(inspect.stdout.contains(report.manifestDigest))
                 // Nothing staged is left behind in the temporary directory.
@@ -120,7 +120,7 @@ import TestSupport
                 try await push(layout, to: "\(proxy.host)/chunked:v1", session: session, chunkSize: 1 << 20)
                 // The 4 MiB layer went up in 1 MiB PATCHes.
                 #expect(proxy.requests(matching: "/blobs/uploads/", method: "PATCH").count >= 4)
-                let inspect = try run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/chunked:v1"])
+                let inspect = try await run("skopeo", ["inspect", "--tls-verify=false", "docker://\(registry.host)/chunked:v1"])
                 #expect(inspect.status == 0, "\(inspect.stderr)")
 
                 // Copy to another repository on the same registry: blobs are mounted, not uploaded again.

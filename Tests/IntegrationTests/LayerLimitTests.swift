@@ -56,7 +56,7 @@ import Glibc
             _ = try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/bomb:v1", session: session) }
             let reference = "\(registry.host)/bomb:v1"
 
-            let unpacked = try await runAsync(slipwayBinary, [
+            let unpacked = try await run(slipwayBinary, [
                 "unpack", "-q", "--store", scratch.sub("store"), "--max-layer-size", "16M", reference, scratch.sub("out/rootfs"),
             ])
             #expect(unpacked.status == 1, "\(unpacked.stderr)")
@@ -65,7 +65,7 @@ import Glibc
             #expect(entries(scratch.sub("out")).isEmpty, "left behind: \(entries(scratch.sub("out")))")
 
             // The environment sets the same limit for the layer cache.
-            let cached = try await runAsync("/usr/bin/env", [
+            let cached = try await run("/usr/bin/env", [
                 "SLIPWAY_MAX_LAYER_SIZE=16M", slipwayBinary, "pull", "-q", "--unpack-layers", "--store", scratch.sub("cache-store"), reference,
             ])
             #expect(cached.status == 1, "\(cached.stderr)")
@@ -96,29 +96,20 @@ import Glibc
             _ = try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/demo:v1", session: session) }
             proxy.inject(.throttle(bytesPerSecond: 16 << 10), path: "/blobs/\(slow.digest)", times: .max)
             let staging = scratch.sub("out/.rootfs.slipway-partial")
-            let errors = scratch.sub("stderr")
-            _ = FileManager.default.createFile(atPath: errors, contents: nil)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: slipwayBinary)
-            process.arguments = ["unpack", "-q", "--store", scratch.sub("store"), "\(proxy.host)/demo:v1", scratch.sub("out/rootfs")]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle(forWritingAtPath: errors)
-            try process.run()
+            let process = try ChildProcess(
+                slipwayBinary, ["unpack", "-q", "--store", scratch.sub("store"), "\(proxy.host)/demo:v1", scratch.sub("out/rootfs")])
 
             // The event: the first layer is in the staging tree (the second takes a minute to arrive).
             var started = false
-            for _ in 0..<6000 where !started && process.isRunning {
+            for _ in 0..<6000 where !started && process.endedStatus == nil {
                 try await Task.sleep(for: .milliseconds(10))
                 started = FileManager.default.fileExists(atPath: staging + "/first/ready")
             }
-            try #require(started, "the unpack never started extracting: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
-            kill(process.processIdentifier, signal)
-            while process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
-
-            #expect(process.terminationReason == .exit, "killed by the signal instead of handling it")
-            #expect(process.terminationStatus == 128 + signal)
+            try #require(started, "the unpack never started extracting: \(process.standardErrorSoFar)")
+            process.signal(signal)
+            #expect(await process.termination() == .exit(128 + signal), "killed by the signal instead of handling it")
             #expect(entries(scratch.sub("out")).isEmpty, "left behind: \(entries(scratch.sub("out")))")
-            let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+            let stderr = process.standardErrorSoFar
             #expect(stderr.contains("partial output removed"), "\(stderr)")
         }
     }
@@ -133,7 +124,7 @@ import Glibc
         ], comment: "extreme mtimes")
         try builder.commit(name: "demo", config: .init())
 
-        let converted = try await runAsync(slipwayBinary, ["convert", "-q", "oci:\(layout.root):demo", "oci:\(scratch.sub("estargz")):demo"])
+        let converted = try await run(slipwayBinary, ["convert", "-q", "oci:\(layout.root):demo", "oci:\(scratch.sub("estargz")):demo"])
         #expect(converted.status == 0 || converted.status == 1, "exit \(converted.status): \(converted.stderr)")
         #expect(!converted.stderr.contains("Fatal error"), "\(converted.stderr)")
     }

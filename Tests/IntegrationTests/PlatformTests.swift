@@ -23,7 +23,7 @@ import TestSupport
         try layout.setImage(named: "multi", to: indexDescriptor)
 
         try await RegistryProcess.withRegistry { registry in
-            let pushed = try run("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", "oci:\(layout.root):multi", "docker://\(registry.host)/multi:v1"])
+            let pushed = try await run("skopeo", ["copy", "-q", "--all", "--dest-tls-verify=false", "oci:\(layout.root):multi", "docker://\(registry.host)/multi:v1"])
             #expect(pushed.status == 0, "\(pushed.stderr)")
             try await withSession(try makeSession()) { session in
                 let source = try session.source(for: try ImageLocation(parsing: "\(registry.host)/multi:v1"))
@@ -37,7 +37,7 @@ import TestSupport
                     _ = try await source.resolve(platform: try Platform(parsing: "linux/s390x"))
                 }
             }
-            let cli = try run(slipwayBinary, ["inspect", "--json", "--platform", "linux/arm64", "\(registry.host)/multi:v1"])
+            let cli = try await run(slipwayBinary, ["inspect", "--json", "--platform", "linux/arm64", "\(registry.host)/multi:v1"])
             #expect(cli.status == 0, "\(cli.stderr)")
             #expect(cli.stdout.contains(entries[1].digest.description))
         }
@@ -49,14 +49,14 @@ import TestSupport
         let tree = scratch.sub("tree")
         try FileManager.default.createDirectory(atPath: "\(tree)/etc", withIntermediateDirectories: true)
         try "zstd works\n".write(toFile: "\(tree)/etc/hello", atomically: true, encoding: .utf8)
-        #expect(try run("tar", ["-C", tree, "-cf", tar, "."]).status == 0)
+        #expect(try await run("tar", ["-C", tree, "-cf", tar, "."]).status == 0)
         try await RegistryProcess.withRegistry { registry in
             for compression in ["zstd", "gzip", "none"] {
                 let layout = "oci:\(scratch.sub("layout-\(compression)")):img"
-                #expect(try run(slipwayBinary, ["assemble", layout, "--layer", tar, "--compression", compression]).status == 0)
-                #expect(try run(slipwayBinary, ["copy", "-q", layout, "\(registry.host)/\(compression):v1"]).status == 0)
+                #expect(try await run(slipwayBinary, ["assemble", layout, "--layer", tar, "--compression", compression]).status == 0)
+                #expect(try await run(slipwayBinary, ["copy", "-q", layout, "\(registry.host)/\(compression):v1"]).status == 0)
                 let rootfs = scratch.sub("rootfs-\(compression)")
-                let unpacked = try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("store"), "\(registry.host)/\(compression):v1", rootfs])
+                let unpacked = try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("store"), "\(registry.host)/\(compression):v1", rootfs])
                 #expect(unpacked.status == 0, "\(unpacked.stderr)")
                 #expect(try String(contentsOfFile: "\(rootfs)/etc/hello", encoding: .utf8) == "zstd works\n")
             }

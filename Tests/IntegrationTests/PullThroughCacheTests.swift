@@ -28,7 +28,7 @@ struct PullThroughCacheTests {
     }
 
     func skopeoCopy(_ reference: String, to layout: String, extra: [String] = []) async throws -> ProcessResult {
-        try await runAsync("skopeo", ["copy", "-q", "--src-tls-verify=false"] + extra + ["docker://\(reference)", "oci:\(layout):x"])
+        try await run("skopeo", ["copy", "-q", "--src-tls-verify=false"] + extra + ["docker://\(reference)", "oci:\(layout):x"])
     }
 
     @Test func clientsPullThroughTheCacheAndCachedContentOutlivesTheUpstream() async throws {
@@ -89,7 +89,7 @@ struct PullThroughCacheTests {
                 #expect(byDigest.sha256 == manifest.digest.description)
             }
         }
-        let refused = try await runAsync(slipwayBinary, ["serve", "--upstream", "ftp://example.com/x", "--root", scratch.sub("unused")])
+        let refused = try await run(slipwayBinary, ["serve", "--upstream", "ftp://example.com/x", "--root", scratch.sub("unused")])
         #expect(refused.status == 2 && refused.stderr.contains("not an http:// or https:// URL"), "\(refused.stderr)")
     }
 
@@ -246,8 +246,8 @@ struct PullThroughCacheTests {
             let large = layers.last!
             let root = scratch.sub("small")
             try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-            #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]).status == 0)
-            defer { _ = try? run("/bin/umount", ["-l", root]) }
+            #expect(try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]).status == 0)
+            defer { detachMount(root) }
             try await withCache(upstream: proxy.url.absoluteString, root: "\(root)/cache") { cache in
                 let answer = try await curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
                 #expect(answer.exitCode != 0 || answer.status >= 500)
@@ -332,7 +332,7 @@ struct PullThroughCacheTests {
     @Test func clientsMustAuthenticateWhenTheServerRequiresIt() async throws {
         let scratch = try ScratchDirectory()
         let passwords = scratch.sub("htpasswd")
-        #expect(try run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"]).status == 0)
+        #expect(try await run("htpasswd", ["-B", "-b", "-c", passwords, "alice", "s3cret-pass"]).status == 0)
         try await withRegistryAndProxy { registry, proxy in
             _ = try await publish(registry, scratch)
             try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: ["--htpasswd", passwords]) { cache in

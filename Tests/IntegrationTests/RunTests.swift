@@ -12,11 +12,7 @@ import Glibc
 let runtimesInstalled = ["/usr/sbin/runc", "/usr/bin/crun"].allSatisfy(FileManager.default.isExecutableFile)
 let runTestsEnabled = geteuid() == 0 && runtimesInstalled && FileManager.default.isExecutableFile(atPath: "/bin/busybox")
 
-/// `slipway convert --to sif` exists in this build (it is being written alongside `run`).
-let sifConversionAvailable: Bool = {
-    guard runTestsEnabled, let help = try? run(slipwayBinary, ["convert", "--help"]) else { return false }
-    return help.stdout.contains("sif") && FileManager.default.isExecutableFile(atPath: "/usr/bin/mksquashfs")
-}()
+let sifConversionAvailable = runTestsEnabled && FileManager.default.isExecutableFile(atPath: "/usr/bin/mksquashfs")
 
 /// `slipway run` end to end as root: a two-layer busybox image from a real registry, run under runc and crun (on
 /// this host crun needs the hybrid-cgroup workaround), from the overlay of the layer cache, from a lazy mount and
@@ -31,24 +27,24 @@ struct RunTests {
         """
 
     /// Pushes the tools image as `host/tools:1` and its eStargz conversion as `host/tools:1-esgz`.
-    func publish(_ registry: RegistryProcess, _ scratch: ScratchDirectory) throws -> (plain: String, lazy: String) {
-        try publish(registry.host, scratch)
+    func publish(_ registry: RegistryProcess, _ scratch: ScratchDirectory) async throws -> (plain: String, lazy: String) {
+        try await publish(registry.host, scratch)
     }
 
-    func publish(_ host: String, _ scratch: ScratchDirectory) throws -> (plain: String, lazy: String) {
-        let layout = try makeToolsLayout(scratch)
+    func publish(_ host: String, _ scratch: ScratchDirectory) async throws -> (plain: String, lazy: String) {
+        let layout = try await makeToolsLayout(scratch)
         let plain = "\(host)/tools:1"
         let lazy = "\(host)/tools:1-esgz"
-        let copied = try run(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", plain])
+        let copied = try await run(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", plain])
         try #require(copied.status == 0, "copy: \(copied.stderr)")
-        let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), plain, lazy])
+        let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), plain, lazy])
         try #require(converted.status == 0, "convert: \(converted.stderr)")
         return (plain, lazy)
     }
 
     /// busybox-static as /bin/sh and friends, /etc/passwd and /etc/group, and a top layer with a whiteout and an
     /// opaque directory.
-    func makeToolsLayout(_ scratch: ScratchDirectory) throws -> String {
+    func makeToolsLayout(_ scratch: ScratchDirectory) async throws -> String {
         let fileManager = FileManager.default
         let base = scratch.sub("tools-base")
         for directory in ["bin", "etc", "opq", "root", "home/tester", "tmp"] {
@@ -71,11 +67,11 @@ struct RunTests {
         try write("the only file of /opq\n", to: "\(top)/opq/new.txt")
         try write("tools 1\n", to: "\(top)/version.txt")
         for (name, root) in [("base", base), ("top", top)] {
-            let tarred = try run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-cf", scratch.sub("\(name).tar"), "-C", root, "."])
+            let tarred = try await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-cf", scratch.sub("\(name).tar"), "-C", root, "."])
             try #require(tarred.status == 0, "tar: \(tarred.stderr)")
         }
         let layout = scratch.sub("tools-layout")
-        let assembled = try run(slipwayBinary, ["assemble", "-q", "oci:\(layout):tools", "--layer", scratch.sub("base.tar"), "--layer", scratch.sub("top.tar")])
+        let assembled = try await run(slipwayBinary, ["assemble", "-q", "oci:\(layout):tools", "--layer", scratch.sub("base.tar"), "--layer", scratch.sub("top.tar")])
         try #require(assembled.status == 0, "assemble: \(assembled.stderr)")
         return layout
     }
@@ -86,12 +82,12 @@ struct RunTests {
 
     /// `slipway run -q --store STORE ARGS...`.
     func slipwayRun(_ store: String, _ arguments: [String]) async throws -> ProcessResult {
-        try await runAsync(slipwayBinary, ["run", "-q", "--store", store] + arguments)
+        try await run(slipwayBinary, ["run", "-q", "--store", store] + arguments)
     }
 
     /// Nothing mounted under the scratch directory, no run directory left in the store, no container left in
     /// either runtime's state.
-    func expectCleanedUp(_ scratch: ScratchDirectory, _ sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectCleanedUp(_ scratch: ScratchDirectory, _ sourceLocation: SourceLocation = #_sourceLocation) async throws {
         // Mounts.table reads /proc/self/mountinfo to its end (one read of a /proc file can stop short).
         let table = Mounts.table()
         #expect(table.contains { $0.mountpoint == "/" }, "mountinfo unreadable", sourceLocation: sourceLocation)
@@ -105,7 +101,7 @@ struct RunTests {
         }
         // Only this test's containers (their bundles are under its scratch directory): other suites run
         // containers at the same time.
-        let containers = try run("/usr/sbin/runc", ["list"]).stdout + ((try? run("/usr/bin/crun", ["list"]).stdout) ?? "")
+        let containers = try await run("/usr/sbin/runc", ["list"]).stdout + ((try? await run("/usr/bin/crun", ["list"]).stdout) ?? "")
         let ours = containers.split(separator: "\n").filter { $0.contains(scratch.path) }
         #expect(ours.isEmpty, "containers left: \(ours)", sourceLocation: sourceLocation)
     }
@@ -113,7 +109,7 @@ struct RunTests {
     @Test func runcAndCrunPrintTheSameInEveryMode() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let (plain, lazy) = try publish(registry, scratch)
+            let (plain, lazy) = try await publish(registry, scratch)
             var outputs: [String: String] = [:]
             for runtime in ["runc", "crun"] {
                 for (mode, reference) in [("unpacked", plain), ("lazy", lazy)] {
@@ -121,7 +117,7 @@ struct RunTests {
                         scratch.sub("store"), ["--runtime", runtime, "--mode", mode, reference, "--", "/bin/sh", "-c", Self.probe])
                     #expect(result.status == 0, "\(runtime) \(mode): \(result.stderr)")
                     outputs["\(runtime) \(mode)"] = result.stdout
-                    try expectCleanedUp(scratch)
+                    try await expectCleanedUp(scratch)
                 }
             }
             let reference = try #require(outputs["runc unpacked"])
@@ -134,14 +130,14 @@ struct RunTests {
             let again = try await slipwayRun(scratch.sub("store"), ["--runtime", "runc", plain, "--", "/bin/sh", "-c", "cat /tmp/written || echo absent"])
             #expect(again.stdout.contains("absent"), "\(again.stdout)")
         }
-        try expectCleanedUp(scratch)
+        try await expectCleanedUp(scratch)
     }
 
     @Test func aNodeThatRanAnImageRunsItAgainWithoutTheRegistry() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         let registry = try await RegistryProcess.start()
-        let (plain, _) = try publish(registry, scratch)
+        let (plain, _) = try await publish(registry, scratch)
         let first = try await slipwayRun(store, [plain, "--", "/bin/cat", "/version.txt"])
         #expect(first.status == 0 && first.stdout == "tools 1\n", "\(first.stderr)")
         await registry.stop()
@@ -152,14 +148,14 @@ struct RunTests {
         #expect(always.status == 1, "\(always.stderr)")
         let never = try await slipwayRun(scratch.sub("empty-store"), ["--pull", "never", plain, "--", "/bin/true"])
         #expect(never.status != 0 && never.stderr.contains("--pull never"), "\(never.stderr)")
-        try expectCleanedUp(scratch)
+        try await expectCleanedUp(scratch)
     }
 
     @Test func aLazyRunRecordsTheFilesItReadForPrioritizing() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
-            let (_, lazy) = try publish(registry, scratch)
+            let (_, lazy) = try await publish(registry, scratch)
             let record = scratch.sub("record.txt")
             let result = try await slipwayRun(
                 store, ["--mode", "lazy", "--prefetch", "none", "--record", record, lazy, "--", "/bin/sh", "-c", "cat /version.txt /opq/new.txt >/dev/null"])
@@ -171,9 +167,9 @@ struct RunTests {
             #expect(paths.contains("bin/busybox"))
             // The list is what convert --prioritize takes.
             let optimized = "\(registry.host)/tools:1-opt"
-            let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "--prioritize", record, lazy, optimized])
+            let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "--prioritize", record, lazy, optimized])
             #expect(converted.status == 0, "\(converted.stderr)")
-            try expectCleanedUp(scratch)
+            try await expectCleanedUp(scratch)
         }
     }
 
@@ -181,7 +177,7 @@ struct RunTests {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
-            let (plain, lazy) = try publish(registry, scratch)
+            let (plain, lazy) = try await publish(registry, scratch)
             for runtime in ["runc", "crun"] {
                 for reference in [plain, lazy] {
                     let mode = reference == lazy ? "lazy" : "unpacked"
@@ -193,7 +189,7 @@ struct RunTests {
                     let killed = try await slipwayRun(
                         store, ["--runtime", runtime, "--mode", mode, reference, "--", "/bin/sh", "-c", "/bin/sh -c 'kill -9 $$'; exit $?"])
                     #expect(killed.status == 137, "\(runtime) \(mode): \(killed.status) \(killed.stderr)")
-                    try expectCleanedUp(scratch)
+                    try await expectCleanedUp(scratch)
                 }
                 // The container's PID 1 itself killed by SIGKILL (from outside, as the OOM killer would): 128+9.
                 let marker = String(30_000 + Int.random(in: 0..<9_999))
@@ -202,7 +198,7 @@ struct RunTests {
                 kill(pid, SIGKILL)
                 let result = try await outcome
                 #expect(result.status == 137, "\(runtime): \(result.status) \(result.stderr)")
-                try expectCleanedUp(scratch)
+                try await expectCleanedUp(scratch)
             }
         }
     }
@@ -212,7 +208,7 @@ struct RunTests {
         let data = scratch.sub("data")
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         try await RegistryProcess.withRegistry { registry in
-            let (plain, lazy) = try publish(registry, scratch)
+            let (plain, lazy) = try await publish(registry, scratch)
             for runtime in ["runc", "crun"] {
                 for (mode, reference) in [("unpacked", plain), ("lazy", lazy)] {
                     try? FileManager.default.removeItem(atPath: "\(data)/ready")
@@ -227,7 +223,7 @@ struct RunTests {
                     let result = try await outcome
                     #expect(result.status == 42, "\(runtime) \(mode): \(result.status) \(result.stderr)")
                     #expect(result.stdout.contains("got-term"), "\(result.stdout)")
-                    try expectCleanedUp(scratch)
+                    try await expectCleanedUp(scratch)
                 }
             }
         }
@@ -238,7 +234,7 @@ struct RunTests {
     @Test func containerIgnoringSigtermIsKilledAfterTheStopTimeout() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let (plain, _) = try publish(registry, scratch)
+            let (plain, _) = try await publish(registry, scratch)
             for runtime in ["runc", "crun"] {
                 let marker = String(40_000 + Int.random(in: 0..<9_999))
                 async let outcome = slipwayRun(scratch.sub("store"), ["--runtime", runtime, plain, "--", "/bin/sleep", marker])
@@ -250,7 +246,7 @@ struct RunTests {
                 let waited = signalled.duration(to: .now)
                 #expect(result.status == 137, "\(runtime): \(result.status) \(result.stderr)")
                 #expect(waited >= .seconds(9) && waited < .seconds(20), "\(runtime): stopped after \(waited)")
-                try expectCleanedUp(scratch)
+                try await expectCleanedUp(scratch)
             }
         }
     }
@@ -262,7 +258,7 @@ struct RunTests {
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         try write("input from the host\n", to: "\(data)/input.txt")
         try await RegistryProcess.withRegistry { registry in
-            let (plain, lazy) = try publish(registry, scratch)
+            let (plain, lazy) = try await publish(registry, scratch)
             for runtime in ["runc", "crun"] {
                 for (mode, reference) in [("unpacked", plain), ("lazy", lazy)] {
                     let written = "\(data)/from-\(runtime)-\(mode).txt"
@@ -278,7 +274,7 @@ struct RunTests {
                     #expect(result.stdout == "input from the host\nread-only\n", "\(result.stdout)")
                     #expect((try? String(contentsOfFile: written, encoding: .utf8)) == "written inside\n")
                     #expect(!FileManager.default.fileExists(atPath: "\(data)/denied.txt"))
-                    try expectCleanedUp(scratch)
+                    try await expectCleanedUp(scratch)
                 }
             }
             // --env, --workdir and a named user resolved from the image's /etc/passwd and /etc/group.
@@ -289,7 +285,7 @@ struct RunTests {
             #expect(user.status == 0, "\(user.stderr)")
             #expect(user.stdout.hasPrefix("hi there\n/bin\n/tmp\n1000\n1000\n1000 2000\n/home/tester\n"), "\(user.stdout)")
             // A bare --env NAME passes this process's value on (as docker does), and nothing when it is unset.
-            let passed = try run(
+            let passed = try await run(
                 slipwayBinary, ["run", "-q", "--store", store, "--env", "SLW_FROM_HOST", "--env", "SLW_NOT_SET", plain, "--", "/bin/sh", "-c",
                                 "echo \"$SLW_FROM_HOST\"; echo \"${SLW_NOT_SET-unset}\""],
                 environment: ["SLW_FROM_HOST": "rank 7"])
@@ -298,7 +294,7 @@ struct RunTests {
             #expect(numeric.stdout == "1234\n5678\n", "\(numeric.stdout) \(numeric.stderr)")
             let unknown = try await slipwayRun(store, ["--user", "nobody-here", plain, "--", "/bin/true"])
             #expect(unknown.status == 1 && unknown.stderr.contains("no user 'nobody-here'"), "\(unknown.stderr)")
-            try expectCleanedUp(scratch)
+            try await expectCleanedUp(scratch)
         }
     }
 
@@ -306,13 +302,13 @@ struct RunTests {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
-            let (plain, lazy) = try publish(registry, scratch)
+            let (plain, lazy) = try await publish(registry, scratch)
             for (mode, reference) in [("unpacked", plain), ("lazy", lazy)] {
                 let missing = "/nonexistent-\(UUID().uuidString)"
                 let result = try await slipwayRun(store, ["--mode", mode, "--bind", "\(missing):/data", reference, "--", "/bin/true"])
                 #expect(result.status == 1 || result.status == 2, "\(result.status)")
                 #expect(result.stderr.contains(missing) && result.stderr.contains("does not exist"), "\(result.stderr)")
-                try expectCleanedUp(scratch)
+                try await expectCleanedUp(scratch)
             }
             for name in ["crun", "runc"] {
                 let result = try await slipwayRun(store, ["--runtime", "/nonexistent/\(name)", plain, "--", "/bin/true"])
@@ -325,7 +321,7 @@ struct RunTests {
             #expect(noCommand.status == 1 && noCommand.stderr.contains("no Entrypoint or Cmd"), "\(noCommand.stderr)")
             let noImage = try await slipwayRun(store, ["--", "/bin/true"])
             #expect(noImage.status == 2, "\(noImage.stderr)")
-            try expectCleanedUp(scratch)
+            try await expectCleanedUp(scratch)
         }
     }
 
@@ -333,7 +329,7 @@ struct RunTests {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
-            let (plain, _) = try publish(registry, scratch)
+            let (plain, _) = try await publish(registry, scratch)
             let marker = String(40_000 + Int.random(in: 0..<9_999))
             async let orphaned = slipwayRun(store, ["--runtime", "runc", "--env", "MARK=\(marker)", plain, "--", "/bin/sleep", marker])
             let container = try await waitForProcess(arguments: ["/bin/sleep", marker], executable: "sleep")
@@ -346,7 +342,7 @@ struct RunTests {
             let next = try await slipwayRun(store, [plain, "--", "/bin/true"])
             #expect(next.status == 0, "\(next.stderr)")
             try await waitUntilGone(container)
-            try expectCleanedUp(scratch)
+            try await expectCleanedUp(scratch)
         }
     }
 
@@ -354,7 +350,7 @@ struct RunTests {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await withRegistryAndProxy { _, proxy in
-            let (_, lazy) = try publish(proxy.host, scratch)
+            let (_, lazy) = try await publish(proxy.host, scratch)
             let image = try await withSession(try makeSession()) { session in
                 try await session.source(for: try ImageLocation(parsing: lazy)).resolve()
             }
@@ -374,7 +370,7 @@ struct RunTests {
             #expect(result.status == 128 + SIGTERM, "\(result.status): \(result.stderr)")
             #expect(ContinuousClock.now - signalled < .seconds(30))
             proxy.removeAllRules()
-            try expectCleanedUp(scratch)
+            try await expectCleanedUp(scratch)
         }
     }
 
@@ -383,9 +379,9 @@ struct RunTests {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
-            let (plain, _) = try publish(registry, scratch)
+            let (plain, _) = try await publish(registry, scratch)
             let sif = scratch.sub("tools.sif")
-            let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("sif-store"), plain, sif, "--to", "sif"])
+            let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("sif-store"), plain, sif, "--to", "sif"])
             try #require(converted.status == 0, "convert: \(converted.stderr)")
             let expected = try await slipwayRun(store, ["--runtime", "runc", plain, "--", "/bin/sh", "-c", Self.probe])
             #expect(expected.status == 0, "\(expected.stderr)")
@@ -396,11 +392,11 @@ struct RunTests {
                 #expect(result.stdout == expected.stdout, "\(runtime) sif:\n\(result.stdout)\nunpacked:\n\(expected.stdout)")
                 let three = try await slipwayRun(store, ["--runtime", runtime, "--sif", sif, "--", "/bin/sh", "-c", "exit 3"])
                 #expect(three.status == 3, "\(runtime): \(three.stderr)")
-                try expectCleanedUp(scratch)
+                try await expectCleanedUp(scratch)
             }
             #expect(try SIFImageConfig.read(sif)?.Env?.contains { $0.hasPrefix("PATH=") } == true)
         }
-        try expectCleanedUp(scratch)
+        try await expectCleanedUp(scratch)
     }
 
     /// The bundle's spec, checked without running anything.
@@ -461,7 +457,7 @@ struct RunTests {
     }
 
     /// Overlay options that do not fit in the kernel's page are passed relative to a base directory.
-    @Test func anOverlayOfManyLongPathsMounts() throws {
+    @Test func anOverlayOfManyLongPathsMounts() async throws {
         let scratch = try ScratchDirectory()
         let base = scratch.sub(String(repeating: "a-long-directory-name-", count: 8))
         var lowers: [String] = []
@@ -480,7 +476,7 @@ struct RunTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: merged).count == 25)
         #expect(try String(contentsOfFile: "\(merged)/shared", encoding: .utf8) == "23\n")
         #expect(Mounts.unmount(merged))
-        try expectCleanedUp(scratch)
+        try await expectCleanedUp(scratch)
         #expect(throws: RuntimeError.self) { try Mounts.overlay(lowers: lowers, upper: upper, work: work, at: merged) }
     }
 

@@ -15,14 +15,14 @@ let sifToolsAvailable = ["/usr/bin/siftool", "/usr/bin/mksquashfs", "/usr/bin/un
 @Suite(.enabled(if: sifToolsAvailable, "needs siftool and squashfs-tools"), .serialized)
 struct SIFConvertTests {
     /// The tree of the image as `slipway unpack` writes it, and the SIF of the same image.
-    func convert(_ registry: RegistryProcess, _ scratch: ScratchDirectory) throws -> (rootfs: String, sif: String, store: String) {
+    func convert(_ registry: RegistryProcess, _ scratch: ScratchDirectory) async throws -> (rootfs: String, sif: String, store: String) {
         let layout = try makeDemoLayout(scratch, largeFileBytes: 2 << 20)
         let reference = "\(registry.host)/demo:v1"
-        #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", reference]).status == 0)
+        #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", reference]).status == 0)
         let rootfs = scratch.sub("rootfs")
-        #expect(try run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), reference, rootfs]).status == 0)
+        #expect(try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), reference, rootfs]).status == 0)
         let sif = scratch.sub("demo.sif")
-        let converted = try run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("store"), reference, sif, "--to", "sif"])
+        let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("store"), reference, sif, "--to", "sif"])
         try #require(converted.status == 0, "convert: \(converted.stderr)")
         return (rootfs, sif, scratch.sub("store"))
     }
@@ -30,12 +30,12 @@ struct SIFConvertTests {
     @Test func siftoolAndUnsquashfsReadWhatSlipwayWrites() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let (rootfs, sif, _) = try convert(registry, scratch)
+            let (rootfs, sif, _) = try await convert(registry, scratch)
             for command in [["header", sif], ["list", sif]] {
-                let result = try run("siftool", command)
+                let result = try await run("siftool", command)
                 #expect(result.status == 0, "siftool \(command[0]): \(result.stderr)")
             }
-            let listing = try run("siftool", ["list", sif]).stdout
+            let listing = try await run("siftool", ["list", sif]).stdout
             #expect(listing.contains("Squashfs") && listing.contains("Def.FILE") && listing.contains("JSON.Generic"), "\(listing)")
             let file = try SIFFile(path: sif)
             let partition = try file.requirePrimaryPartition()
@@ -43,10 +43,10 @@ struct SIFConvertTests {
             #expect(partition.partition?.arch.goArch == "amd64")
             let config = try #require(file.objects(ofType: .genericJSON).first)
             #expect(config.name == "oci-config.json")
-            #expect(try run("siftool", ["info", String(partition.id), sif]).status == 0)
+            #expect(try await run("siftool", ["info", String(partition.id), sif]).status == 0)
 
             // unsquashfs lists the unpacked tree, plus Apptainer's /.singularity.d.
-            let listed = try run("unsquashfs", ["-lc", "-o", String(partition.offset), sif])
+            let listed = try await run("unsquashfs", ["-lc", "-o", String(partition.offset), sif])
             try #require(listed.status == 0, "unsquashfs: \(listed.stderr)")
             var inSquashfs = Set(listed.stdout.split(separator: "\n").compactMap { line -> String? in
                 guard line.hasPrefix("squashfs-root/") else { return nil }
@@ -66,7 +66,7 @@ struct SIFConvertTests {
     func theKernelAndSquashfuseMountThePartitionWithTheUnpackedTree() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let (rootfs, sif, _) = try convert(registry, scratch)
+            let (rootfs, sif, _) = try await convert(registry, scratch)
             let offset = try SIFFile(path: sif).requirePrimaryPartition().offset
             var expected = try describeTree(rootfs)
             expected = expected.filter { !$0.key.hasPrefix(".singularity.d") }
@@ -79,7 +79,7 @@ struct SIFConvertTests {
                 // system(3), not Process: squashfuse daemonizes and would keep Process's pipes open for ever.
                 let status = system((command + [mountpoint]).map { "'\($0)'" }.joined(separator: " ") + " </dev/null >/dev/null 2>&1")
                 try #require(status == 0, "\(name) mount failed with status \(status)")
-                defer { _ = try? run("/bin/umount", [mountpoint]) }
+                defer { detachMount(mountpoint) }
                 let tree = try describeTree(mountpoint).filter { !$0.key.hasPrefix(".singularity.d") }
                 #expect(Set(tree.keys) == Set(expected.keys), "\(name)")
                 for (path, entry) in expected where tree[path].map({ $0.contentHash != entry.contentHash || $0.mode != entry.mode || $0.type != entry.type }) ?? true {
@@ -94,8 +94,8 @@ struct SIFConvertTests {
     @Test func aSecondConversionComesFromTheStoreAndGcKeepsOnlyLiveSIFs() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
-            let (_, sif, store) = try convert(registry, scratch)
-            let again = try run(slipwayBinary, ["convert", "--json", "--store", store, "\(registry.host)/demo:v1", scratch.sub("again.sif"), "--to", "sif"])
+            let (_, sif, store) = try await convert(registry, scratch)
+            let again = try await run(slipwayBinary, ["convert", "--json", "--store", store, "\(registry.host)/demo:v1", scratch.sub("again.sif"), "--to", "sif"])
             try #require(again.status == 0, "\(again.stderr)")
             let report = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
             #expect(report?["cached"] as? Bool == true)
@@ -103,8 +103,8 @@ struct SIFConvertTests {
             // A conversion killed midway leaves only a temporary file, which gc removes with the unreferenced SIF.
             let cacheDirectory = "\(store)/sif/sha256"
             FileManager.default.createFile(atPath: "\(cacheDirectory)/.tmp-999999-1.sif", contents: Data(count: 4096))
-            #expect(try run(slipwayBinary, ["rmi", "-q", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
-            let collected = try run(slipwayBinary, ["gc", "--json", "--store", store])
+            #expect(try await run(slipwayBinary, ["rmi", "-q", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
+            let collected = try await run(slipwayBinary, ["gc", "--json", "--store", store])
             #expect(collected.status == 0, "\(collected.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: cacheDirectory).isEmpty)
         }
@@ -115,27 +115,24 @@ struct SIFConvertTests {
         try await RegistryProcess.withRegistry { registry in
             let layout = try makeDemoLayout(scratch, largeFileBytes: 48 << 20)
             let reference = "\(registry.host)/demo:big"
-            #expect(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", reference]).status == 0)
+            #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", reference]).status == 0)
             let store = scratch.sub("store")
-            #expect(try run(slipwayBinary, ["pull", "-q", "--store", store, reference]).status == 0)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: slipwayBinary)
-            process.arguments = ["convert", "-q", "--store", store, reference, scratch.sub("big.sif"), "--to", "sif"]
-            try process.run()
+            #expect(try await run(slipwayBinary, ["pull", "-q", "--store", store, reference]).status == 0)
+            let process = try ChildProcess(slipwayBinary, ["convert", "-q", "--store", store, reference, scratch.sub("big.sif"), "--to", "sif"])
             // Kill it once mksquashfs is working on the partition.
             let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline, process.isRunning {
+            while Date() < deadline, process.endedStatus == nil {
                 let temporaries = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/sif/sha256")) ?? []
                 if temporaries.contains(where: { $0.hasPrefix(".tmp-") }) { break }
-                usleep(20_000)
+                try await Task.sleep(for: .milliseconds(20))
             }
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            process.signal(SIGKILL)
+            await process.exitStatus()
             let left = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/sif/sha256")) ?? []
             #expect(!left.contains { $0.hasSuffix(".sif") && !$0.hasPrefix(".tmp-") }, "a SIF appeared in the cache: \(left)")
             #expect(!FileManager.default.fileExists(atPath: scratch.sub("big.sif")))
             // The next conversion works and replaces nothing half-written.
-            let again = try run(slipwayBinary, ["convert", "-q", "--store", store, reference, scratch.sub("big.sif"), "--to", "sif"])
+            let again = try await run(slipwayBinary, ["convert", "-q", "--store", store, reference, scratch.sub("big.sif"), "--to", "sif"])
             #expect(again.status == 0, "\(again.stderr)")
             #expect(try SIFFile(path: scratch.sub("big.sif")).primaryPartition != nil)
         }

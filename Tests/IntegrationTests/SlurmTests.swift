@@ -20,11 +20,11 @@ struct SlurmTests {
     final class Cluster: @unchecked Sendable {
         let environment: [String: String]
         let shared = SlurmTests.directory + "/shared"
-        private let registry: Process
+        private let registry: ChildProcess
         private(set) var cache: RunningCache
 
         static func start(nodes: Int, link: String = "none") async throws -> Cluster {
-            _ = try? run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
+            _ = try? await run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
             let log = SlurmTests.directory + ".up.log"
             let status = await systemAsync(
                 "'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
@@ -36,7 +36,7 @@ struct SlurmTests {
                 try? FileManager.default.removeItem(atPath: "\(SlurmTests.directory)/\(stale)")
             }
             // The ETL images (built by the bench tests' work directory) from a registry on the registry host.
-            let images = try await runAsync(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", BenchTests.work])
+            let images = try await run(slipwayBinary, ["bench", "images", "--sizes", "", "--versions", "2", "--work", BenchTests.work])
             guard images.status == 0 else { throw TestSupportError("slipway bench images failed:\n\(images.stderr.suffix(2000))") }
             let config = SlurmTests.directory + "/registry.yml"
             try """
@@ -45,14 +45,9 @@ struct SlurmTests {
                 http: {addr: 10.78.1.1:5000}
                 log: {level: error}
                 """.write(toFile: config, atomically: true, encoding: .utf8)
-            let registry = Process()
-            registry.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-            registry.arguments = ["netns", "exec", "slwcl-reg", "docker-registry", "serve", config]
-            registry.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-            registry.standardError = FileHandle(forWritingAtPath: "/dev/null")
-            try registry.run()
+            let registry = try ChildProcess("/usr/sbin/ip", ["netns", "exec", "slwcl-reg", "docker-registry", "serve", config])
             let cache = try await startCache()
-            let environment = try run("\(SlurmTests.repository)/scripts/cluster", ["env", "--dir", SlurmTests.directory]).stdout
+            let environment = try await run("\(SlurmTests.repository)/scripts/cluster", ["env", "--dir", SlurmTests.directory]).stdout
             var values: [String: String] = [:]
             for line in environment.split(separator: "\n") where line.hasPrefix("export ") {
                 let assignment = line.dropFirst("export ".count).split(separator: "=", maxSplits: 1)
@@ -72,29 +67,29 @@ struct SlurmTests {
             cache = try await Cluster.startCache()
         }
 
-        private init(environment: [String: String], registry: Process, cache: RunningCache) {
+        private init(environment: [String: String], registry: ChildProcess, cache: RunningCache) {
             self.environment = environment
             self.registry = registry
             self.cache = cache
         }
 
-        func shell(_ script: String, extra: [String: String] = [:]) throws -> ProcessResult {
-            try run("/bin/bash", ["-c", script], environment: environment.merging(extra) { $1 })
+        func shell(_ script: String, extra: [String: String] = [:]) async throws -> ProcessResult {
+            try await run("/bin/bash", ["-c", script], environment: environment.merging(extra) { $1 })
         }
 
         /// Stops everything and returns what was left behind: mounts under the cluster directory, Slipway or Slurm
         /// processes, namespaces.
         func stop() async throws -> [String] {
             await cache.stop()
-            registry.terminate()
-            registry.waitUntilExit()
-            let down = try run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
+            registry.signal(SIGTERM)
+            await registry.exitStatus()
+            let down = try await run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
             var left: [String] = down.status == 0 ? [] : ["scripts/cluster down failed: \(down.stderr.suffix(500))"]
             let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
             left += mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(SlurmTests.directory) }
-            let processes = try run("/usr/bin/pgrep", ["-a", "-f", "slurmd|slurmctld|\(SlurmTests.directory)"]).stdout
+            let processes = try await run("/usr/bin/pgrep", ["-a", "-f", "slurmd|slurmctld|\(SlurmTests.directory)"]).stdout
             left += processes.split(separator: "\n").map(String.init).filter { !$0.contains("pgrep") }
-            let namespaces = try run("/usr/sbin/ip", ["netns", "list"]).stdout
+            let namespaces = try await run("/usr/sbin/ip", ["netns", "list"]).stdout
             left += namespaces.split(separator: "\n").map(String.init).filter { $0.hasPrefix("slwcl") }
             return left
         }
@@ -124,7 +119,7 @@ struct SlurmTests {
                 try ("order_id,region,product,quantity,amount\n" + rows.joined(separator: "\n") + "\n")
                     .write(toFile: "\(data)/data/shard-\(shard).csv", atomically: true, encoding: .utf8)
             }
-            let job = try cluster.shell(
+            let job = try await cluster.shell(
                 "cd \(cluster.shared) && sbatch --wait -N2 --output=\(cluster.shared)/etl.out \(SlurmTests.repository)/examples/slurm/etl.sbatch",
                 extra: ["IMAGE": "10.78.0.1:5050/etl:v1", "DATA": data, "STORE": cluster.shared + "/store"])
             let output = (try? String(contentsOfFile: cluster.shared + "/etl.out", encoding: .utf8)) ?? ""
@@ -141,7 +136,7 @@ struct SlurmTests {
             #expect(nodes == ["node1", "node2"])
             // One upstream fetch of every blob, however many nodes: the image plus its manifest and config.
             let upstream = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
-            let inspect = try run(slipwayBinary, ["inspect", "--json", "--plain-http", "10.78.0.1:5050/etl:v1"])
+            let inspect = try await run(slipwayBinary, ["inspect", "--json", "--plain-http", "10.78.0.1:5050/etl:v1"])
             let image = try #require(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
             let layers = try #require(image["totalSize"] as? Int)
             #expect(upstream >= Int64(layers) && upstream < Int64(layers) + 64 * 1024, "upstream \(upstream) bytes for a \(layers)-byte image")
@@ -154,13 +149,13 @@ struct SlurmTests {
         try await withCluster(nodes: 2) { cluster in
             let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
             let store = cluster.shared + "/store-wrapper"
-            let ran = try cluster.shell(
+            let ran = try await cluster.shell(
                 "\(wrapper) -N2 --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/etl:v2 "
                     + "--container-store \(store) -- /bin/cat /version.txt")
             #expect(ran.status == 0, "\(ran.stderr)")
             #expect(ran.stdout.split(separator: "\n") == ["v2", "v2"], "\(ran.stdout)")
 
-            let submitted = try cluster.shell(
+            let submitted = try await cluster.shell(
                 "cd \(cluster.shared) && sbatch --parsable -N2 --output=\(cluster.shared)/sleep.out --wrap "
                     + "'\(wrapper) --container-plain-http --container-mode lazy --container-image 10.78.0.1:5050/etl:v2-esgz "
                     + "--container-store \(store) -- /bin/sleep 600'")
@@ -175,14 +170,14 @@ struct SlurmTests {
                 if mounted < 4 { try await Task.sleep(for: .milliseconds(200)) }
             }
             #expect(mounted >= 4, "mounts under the store: \(mounted)")
-            _ = try cluster.shell("scancel \(jobID)")
+            _ = try await cluster.shell("scancel \(jobID)")
             let gone = Date().addingTimeInterval(60)
             var remaining: [String] = []
             repeat {
                 try await Task.sleep(for: .milliseconds(500))
                 let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
                 remaining = mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(store) }
-                remaining += try run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
+                remaining += try await run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
             } while !remaining.isEmpty && Date() < gone
             #expect(remaining == [], "left after scancel: \(remaining)")
         }
@@ -194,22 +189,22 @@ struct SlurmTests {
         try await withCluster(nodes: 3, link: "100mbit") { cluster in
             let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
             let store = cluster.shared + "/store"
-            func submit(_ nodes: String, _ image: String, _ output: String) throws -> String {
-                let submitted = try cluster.shell(
+            func submit(_ nodes: String, _ image: String, _ output: String) async throws -> String {
+                let submitted = try await cluster.shell(
                     "cd \(cluster.shared) && sbatch --parsable -w \(nodes) --output=\(cluster.shared)/\(output) --wrap "
                         + "'\(wrapper) --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/\(image) "
                         + "--container-store \(store) -- /bin/cat /version.txt'")
                 #expect(submitted.status == 0, "\(submitted.stderr)")
                 return submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             }
-            let first = try submit("node[1-3]", "etl:v1", "v1.out")
-            let second = try submit("node[2-3]", "etl:v2", "v2.out")
+            let first = try await submit("node[1-3]", "etl:v1", "v1.out")
+            let second = try await submit("node[2-3]", "etl:v2", "v2.out")
             // 121 MB over 100 Mbit/s takes about 10 s: restart the cache while the layers are on the way.
             try await Task.sleep(for: .seconds(4))
             try await cluster.restartCache()
             let restartedAt = Date()
             let deadline = Date().addingTimeInterval(240)
-            while Date() < deadline, try cluster.shell("squeue -h -j \(first),\(second)").stdout.contains(where: { !$0.isWhitespace }) {
+            while Date() < deadline, try await cluster.shell("squeue -h -j \(first),\(second)").stdout.contains(where: { !$0.isWhitespace }) {
                 try await Task.sleep(for: .seconds(1))
             }
             let v1 = (try? String(contentsOfFile: cluster.shared + "/v1.out", encoding: .utf8)) ?? ""
@@ -230,21 +225,21 @@ struct SlurmTests {
             let store = cluster.shared + "/store"
             let prefetch = "\(slipwayBinary) prefetch -q --plain-http --store \(store) 10.78.0.1:5050/etl:v1"
             // A step per node, as three independent node-local launches: one step's death must not end the others.
-            let submitted = try cluster.shell(
+            let submitted = try await cluster.shell(
                 "cd \(cluster.shared) && sbatch --parsable -N3 --output=\(cluster.shared)/prefetch.out --wrap "
                     + "'for n in node1 node2 node3; do srun -N1 -n1 -w $n \(prefetch) & done; wait'")
             let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(submitted.status == 0, "\(submitted.stderr)")
             // node1's slipway: the slipway process (not an srun, whose command line holds the same words: the batch
             // step, and every srun in it, runs on node1) whose network namespace is node1's.
-            let namespace = try run("/usr/bin/stat", ["-L", "-c", "%i", "/run/netns/slwcl-node1"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let namespace = try await run("/usr/bin/stat", ["-L", "-c", "%i", "/run/netns/slwcl-node1"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             var victim: pid_t?
             let deadline = Date().addingTimeInterval(60)
             while victim == nil, Date() < deadline {
-                for pid in try run("/usr/bin/pgrep", ["-f", "slipway prefetch -q --plain-http --store \(store)"]).stdout.split(separator: "\n") {
+                for pid in try await run("/usr/bin/pgrep", ["-f", "slipway prefetch -q --plain-http --store \(store)"]).stdout.split(separator: "\n") {
                     let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
                     guard command?.trimmingCharacters(in: .whitespacesAndNewlines) == "slipway" else { continue }
-                    let inode = try? run("/usr/bin/stat", ["-L", "-c", "%i", "/proc/\(pid)/ns/net"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                    let inode = try? await run("/usr/bin/stat", ["-L", "-c", "%i", "/proc/\(pid)/ns/net"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
                     if inode == namespace { victim = pid_t(pid) }
                 }
                 if victim == nil { try await Task.sleep(for: .milliseconds(100)) }
@@ -253,7 +248,7 @@ struct SlurmTests {
             try await Task.sleep(for: .seconds(3))  // 121 MB over 100 Mbit/s: about 10 s, so mid-transfer
             kill(pid, SIGKILL)
             let end = Date().addingTimeInterval(180)
-            while Date() < end, try cluster.shell("squeue -h -j \(job)").stdout.contains(where: { !$0.isWhitespace }) {
+            while Date() < end, try await cluster.shell("squeue -h -j \(job)").stdout.contains(where: { !$0.isWhitespace }) {
                 try await Task.sleep(for: .seconds(1))
             }
             let output = (try? String(contentsOfFile: cluster.shared + "/prefetch.out", encoding: .utf8)) ?? ""
@@ -261,11 +256,11 @@ struct SlurmTests {
             // Nothing corrupt: every committed blob hashes to its name.
             let blobs = store + "/blobs/sha256"
             for name in try FileManager.default.contentsOfDirectory(atPath: blobs) {
-                let sum = try run("/usr/bin/sha256sum", ["\(blobs)/\(name)"]).stdout.prefix(64)
+                let sum = try await run("/usr/bin/sha256sum", ["\(blobs)/\(name)"]).stdout.prefix(64)
                 #expect(String(sum) == name, "blob \(name) hashes to \(sum)")
             }
             // node1 again: the dead holder's locks went with it.
-            let again = try cluster.shell("srun -w node1 \(prefetch)")
+            let again = try await cluster.shell("srun -w node1 \(prefetch)")
             #expect(again.status == 0 && again.stdout.hasPrefix("sha256:"), "\(again.stdout) \(again.stderr)")
         }
     }
@@ -306,6 +301,6 @@ struct SlurmTests {
         let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
         #expect(!mounts.contains(scratch), "mounts left under \(scratch)")
         #expect(!FileManager.default.fileExists(atPath: "/run/netns/slwcl-node1"), "the cluster is still up")
-        #expect(try run("/usr/bin/pgrep", ["-f", scratch]).stdout.isEmpty, "processes left from \(scratch)")
+        #expect(try await run("/usr/bin/pgrep", ["-f", scratch]).stdout.isEmpty, "processes left from \(scratch)")
     }
 }

@@ -32,8 +32,8 @@ struct StorePermissionTests {
     }
 
     /// Runs `command` as the unprivileged user nobody.
-    func asNobody(_ command: [String]) throws -> ProcessResult {
-        try run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--"] + command)
+    func asNobody(_ command: [String]) async throws -> ProcessResult {
+        try await run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--"] + command)
     }
 
     func mode(_ path: String) -> mode_t? {
@@ -47,9 +47,9 @@ struct StorePermissionTests {
         let layout = try makeHostileLayout(scratch)
         try await RegistryProcess.withRegistry { registry in
             let reference = "\(registry.host)/hostile:v1"
-            try #require(try run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):hostile", reference]).status == 0)
+            try #require(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):hostile", reference]).status == 0)
             let store = scratch.sub("store")
-            let pulled = try run(slipwayBinary, ["pull", "-q", "--unpack-layers", "--store", store, reference])
+            let pulled = try await run(slipwayBinary, ["pull", "-q", "--unpack-layers", "--store", store, reference])
             try #require(pulled.status == 0, "pull: \(pulled.stderr)")
 
             let layers = try FileManager.default.contentsOfDirectory(atPath: "\(store)/layers/sha256")
@@ -62,21 +62,21 @@ struct StorePermissionTests {
             for name in ["ingest", "layers", "run"] {
                 #expect(mode("\(store)/\(name)") == 0o700, "\(name) is \(String(mode("\(store)/\(name)") ?? 0, radix: 8))")
             }
-            let attempt = try asNobody([rootshell])
+            let attempt = try await asNobody([rootshell])
             #expect(attempt.status != 0 && attempt.stderr.contains("Permission denied"), "\(attempt.status) \(attempt.stdout) \(attempt.stderr)")
-            #expect(try asNobody(["stat", "\(store)/layers/sha256/\(layers[0])/dev/mem-like"]).status != 0)
+            await #expect(try asNobody(["stat", "\(store)/layers/sha256/\(layers[0])/dev/mem-like"]).status != 0)
             // What other tools read in a shared store stays readable: the layout's index and blobs.
-            #expect(try asNobody(["cat", "\(store)/index.json"]).status == 0)
+            await #expect(try asNobody(["cat", "\(store)/index.json"]).status == 0)
         }
     }
 
-    @Test func aStoreLeftOpenByAnOlderVersionIsNarrowed() throws {
+    @Test func aStoreLeftOpenByAnOlderVersionIsNarrowed() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         for name in ["ingest", "layers", "run"] {
             try FileManager.default.createDirectory(atPath: "\(store)/\(name)", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         }
-        let listed = try run(slipwayBinary, ["images", "--store", store])
+        let listed = try await run(slipwayBinary, ["images", "--store", store])
         #expect(listed.status == 0, "\(listed.stderr)")
         for name in ["ingest", "layers", "run"] {
             #expect(mode("\(store)/\(name)") == 0o700, "\(name)")

@@ -13,16 +13,6 @@ import Glibc
 /// The store shared by many processes: concurrent pulls, a pull killed with SIGKILL, garbage collection, and a
 /// hostile image — all through the `slipway` command as users run it.
 @Suite struct StoreSharingTests {
-    func startSlipway(_ arguments: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: slipwayBinary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
     @Test func eightConcurrentPullsDownloadEachBlobOnce() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch, largeFileBytes: 4 << 20)
@@ -34,9 +24,11 @@ import Glibc
             let large = image.manifest.layers.max { $0.size < $1.size }!
             proxy.inject(.throttle(bytesPerSecond: 8 << 20), path: "/blobs/\(large.digest)", times: .max)
             let store = scratch.sub("shared-store")
-            let processes = try (0..<8).map { _ in try startSlipway(["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"]) }
-            for process in processes { process.waitUntilExit() }
-            #expect(processes.allSatisfy { $0.terminationStatus == 0 })
+            let processes = try (0..<8).map { _ in try ChildProcess(slipwayBinary, ["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"]) }
+            for process in processes {
+                let result = await process.result()
+                #expect(result.status == 0, "\(result.stderr)")
+            }
             for blob in image.manifest.layers.map(\.digest) + [image.manifest.config.digest] {
                 let fetched = proxy.requests(matching: "/blobs/\(blob)", method: "GET").filter { $0.status == 200 || $0.status == 206 }
                 #expect(fetched.count == 1, "\(blob) fetched \(fetched.count) times")
@@ -58,20 +50,20 @@ import Glibc
             proxy.inject(.throttle(bytesPerSecond: 4 << 20), path: "/blobs/\(large.digest)")
             let store = scratch.sub("store")
             let partial = "\(store)/ingest/sha256-\(large.digest.hex).partial"
-            let victim = try startSlipway(["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"])
+            let victim = try ChildProcess(slipwayBinary, ["pull", "-q", "--store", store, "\(proxy.host)/demo:v1"])
             var partialBytes: Int64 = 0
             for _ in 0..<2000 where partialBytes < 2 << 20 {
                 try await Task.sleep(for: .milliseconds(10))
                 partialBytes = (try? FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int64) ?? 0
             }
-            kill(victim.processIdentifier, SIGKILL)
-            victim.waitUntilExit()
+            victim.signal(SIGKILL)
+            await victim.exitStatus()
             #expect(partialBytes >= 2 << 20 && partialBytes < large.size)
             let shared = try ContentStore(root: store)
             #expect(!shared.hasBlob(large))
             #expect(try shared.images().isEmpty)
 
-            let again = try run(slipwayBinary, ["pull", "--store", store, "\(proxy.host)/demo:v1"])
+            let again = try await run(slipwayBinary, ["pull", "--store", store, "\(proxy.host)/demo:v1"])
             #expect(again.status == 0, "\(again.stderr)")
             #expect(shared.hasBlob(large))
             let resumed = try #require(proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").last)
@@ -93,7 +85,7 @@ import Glibc
             }
             let store = scratch.sub("store")
             for tag in ["v1", "v2"] {
-                let pulled = try run(slipwayBinary, ["pull", "--unpack-layers", "--store", store, "\(registry.host)/demo:\(tag)"])
+                let pulled = try await run(slipwayBinary, ["pull", "--unpack-layers", "--store", store, "\(registry.host)/demo:\(tag)"])
                 #expect(pulled.status == 0, "\(pulled.stderr)")
             }
             let shared = try ContentStore(root: store)
@@ -101,8 +93,8 @@ import Glibc
             let second = try await LayoutImageSource(store: shared, imageName: "\(registry.host)/demo:v2").resolve()
             for (_, diffID) in first.layers + second.layers { #expect(shared.hasLayerDirectory(diffID)) }
 
-            #expect(try run(slipwayBinary, ["rmi", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
-            let collected = try run(slipwayBinary, ["gc", "--json", "--store", store])
+            #expect(try await run(slipwayBinary, ["rmi", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
+            let collected = try await run(slipwayBinary, ["gc", "--json", "--store", store])
             #expect(collected.status == 0, "\(collected.stderr)")
             let report = try JSONDecoder().decode(ContentStore.CollectionReport.self, from: Data(collected.stdout.utf8))
             // v1's manifest, config and version layer go; the two shared layers stay.
@@ -111,7 +103,7 @@ import Glibc
             for layer in second.manifest.layers { #expect(shared.hasBlob(layer)) }
             for (_, diffID) in second.layers { #expect(shared.hasLayerDirectory(diffID)) }
             #expect(!shared.hasBlob(first.manifestDescriptor))
-            let inspect = try run("skopeo", ["inspect", "oci:\(store):\(registry.host)/demo:v2"])
+            let inspect = try await run("skopeo", ["inspect", "oci:\(store):\(registry.host)/demo:v2"])
             #expect(inspect.status == 0, "\(inspect.stderr)")
         }
     }
@@ -131,7 +123,7 @@ import Glibc
         try await RegistryProcess.withRegistry { registry in
             try await withSession(try makeSession()) { session in try await push(layout, to: "\(registry.host)/evil:v1", session: session) }
             let target = scratch.sub("jail/rootfs")
-            let result = try run(slipwayBinary, ["unpack", "--store", scratch.sub("store"), "\(registry.host)/evil:v1", target])
+            let result = try await run(slipwayBinary, ["unpack", "--store", scratch.sub("store"), "\(registry.host)/evil:v1", target])
             #expect(result.status == 1)
             #expect(result.stderr.lowercased().contains("outside") || result.stderr.lowercased().contains("escape"), "\(result.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("jail")).isEmpty)
@@ -143,13 +135,13 @@ import Glibc
 
 /// The command-line contract on bad input: nothing lost, one JSON document, read-only reads.
 @Suite struct CommandLineContractTests {
-    @Test func helpOnEverySubcommandExitsZero() throws {
+    @Test func helpOnEverySubcommandExitsZero() async throws {
         for arguments in [["--help"], ["convert", "--help"], ["help", "pull"], ["assemble", "-h"]] {
-            let result = try run(slipwayBinary, arguments)
+            let result = try await run(slipwayBinary, arguments)
             #expect(result.status == 0, "\(arguments): \(result.stderr)")
             #expect(result.stdout.contains("USAGE:"), "\(arguments)")
         }
-        let unknown = try run(slipwayBinary, ["convert", "--no-such-flag"])
+        let unknown = try await run(slipwayBinary, ["convert", "--no-such-flag"])
         #expect(unknown.status == 2)
     }
 
@@ -157,7 +149,7 @@ import Glibc
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)
         try "precious\n".write(toFile: scratch.sub("notes.txt"), atomically: true, encoding: .utf8)
-        let result = try run(slipwayBinary, ["unpack", "--json", "--store", scratch.sub("store"), "oci:\(layout.root):demo", scratch.sub("notes.txt")])
+        let result = try await run(slipwayBinary, ["unpack", "--json", "--store", scratch.sub("store"), "oci:\(layout.root):demo", scratch.sub("notes.txt")])
         #expect(result.status == 1)
         #expect(try String(contentsOfFile: scratch.sub("notes.txt"), encoding: .utf8) == "precious\n")
         // Even a failure prints exactly one JSON document on stdout.
@@ -167,26 +159,26 @@ import Glibc
 
     @Test func imagesAndRawInspectDescribeTheStore() async throws {
         let scratch = try ScratchDirectory()
-        let made = try run(slipwayBinary, ["demo-image", "--json", "oci:\(scratch.sub("layout")):demo"])
+        let made = try await run(slipwayBinary, ["demo-image", "--json", "oci:\(scratch.sub("layout")):demo"])
         #expect(made.status == 0, "\(made.stderr)")
         let digest = try #require((try JSONSerialization.jsonObject(with: Data(made.stdout.utf8)) as? [String: Any])?["digest"] as? String)
-        #expect(try run(slipwayBinary, ["pull", "-q", "--store", scratch.sub("store"), "oci:\(scratch.sub("layout")):demo"]).status == 0)
-        let listed = try run(slipwayBinary, ["images", "--json", "--store", scratch.sub("store")])
+        #expect(try await run(slipwayBinary, ["pull", "-q", "--store", scratch.sub("store"), "oci:\(scratch.sub("layout")):demo"]).status == 0)
+        let listed = try await run(slipwayBinary, ["images", "--json", "--store", scratch.sub("store")])
         let rows = try #require(try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])
         #expect(rows.count == 1)
         #expect(rows.first?["digest"] as? String == digest)
         #expect(rows.first?["layers"] as? Int == 3)
-        let raw = try run(slipwayBinary, ["inspect", "--raw", "oci:\(scratch.sub("layout")):demo"])
+        let raw = try await run(slipwayBinary, ["inspect", "--raw", "oci:\(scratch.sub("layout")):demo"])
         #expect(Digest.sha256(of: Array(raw.stdout.utf8)).description == digest)
     }
 
     @Test func readingALayoutWritesNothingToIt() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)
-        let copied = try run("skopeo", ["copy", "-q", "oci:\(layout.root):demo", "oci:\(scratch.sub("theirs")):demo"])
+        let copied = try await run("skopeo", ["copy", "-q", "oci:\(layout.root):demo", "oci:\(scratch.sub("theirs")):demo"])
         #expect(copied.status == 0, "\(copied.stderr)")
         let before = try FileManager.default.contentsOfDirectory(atPath: scratch.sub("theirs")).sorted()
-        let inspected = try run(slipwayBinary, ["inspect", "--json", "oci:\(scratch.sub("theirs")):demo"])
+        let inspected = try await run(slipwayBinary, ["inspect", "--json", "oci:\(scratch.sub("theirs")):demo"])
         #expect(inspected.status == 0, "\(inspected.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.sub("theirs")).sorted() == before)
     }
@@ -198,11 +190,11 @@ import Glibc
         let scratch = try ScratchDirectory()
         let store = try ContentStore(root: scratch.sub("store"))
         let lease = try await store.lockForWriting()
-        let busy = try run(slipwayBinary, ["gc", "--store", store.root])
+        let busy = try await run(slipwayBinary, ["gc", "--store", store.root])
         #expect(busy.status == 1)
         #expect(busy.stderr.contains("in use by another slipway process"), "\(busy.stderr)")
         lease.release()
-        let free = try run(slipwayBinary, ["gc", "--store", store.root])
+        let free = try await run(slipwayBinary, ["gc", "--store", store.root])
         #expect(free.status == 0, "\(free.stderr)")
     }
 }

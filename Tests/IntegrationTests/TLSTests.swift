@@ -23,16 +23,16 @@ import TestSupport
                 #expect(image.manifest.layers.count == 3)
             }
             // The system roots alone do not trust the test CA: a clear TLS failure, nothing stored.
-            let refused = try run(slipwayBinary, ["pull", "--store", scratch.sub("refused"), reference])
+            let refused = try await run(slipwayBinary, ["pull", "--store", scratch.sub("refused"), reference])
             #expect(refused.status == 1)
             #expect(refused.stderr.lowercased().contains("certificate"), "\(refused.stderr)")
             #expect(try ContentStore(root: scratch.sub("refused")).images().isEmpty)
 
-            let trusted = try run(slipwayBinary, ["pull", "--ca-cert", tls.caCertificate, "--store", scratch.sub("cli"), reference])
+            let trusted = try await run(slipwayBinary, ["pull", "--ca-cert", tls.caCertificate, "--store", scratch.sub("cli"), reference])
             #expect(trusted.status == 0, "\(trusted.stderr)")
-            let unverified = try run(slipwayBinary, ["pull", "--tls-verify=false", "--store", scratch.sub("insecure"), reference])
+            let unverified = try await run(slipwayBinary, ["pull", "--tls-verify=false", "--store", scratch.sub("insecure"), reference])
             #expect(unverified.status == 0, "\(unverified.stderr)")
-            let missingCA = try run(slipwayBinary, ["pull", "--ca-cert", scratch.sub("nope.pem"), "--store", scratch.sub("x"), reference])
+            let missingCA = try await run(slipwayBinary, ["pull", "--ca-cert", scratch.sub("nope.pem"), "--store", scratch.sub("x"), reference])
             #expect(missingCA.status == 1)
             #expect(missingCA.stderr.contains("nope.pem"), "\(missingCA.stderr)")
         }

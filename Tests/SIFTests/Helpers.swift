@@ -9,55 +9,6 @@ import Glibc
 import Darwin
 #endif
 
-struct ToolResult {
-    var status: Int32
-    var stdout: Data
-    var stderr: String
-    var out: String { String(decoding: stdout, as: UTF8.self) }
-}
-
-enum ToolError: Error, CustomStringConvertible {
-    case failed([String], Int32, String)
-    var description: String {
-        switch self {
-        case .failed(let args, let status, let err): "\(args.joined(separator: " ")) exited \(status): \(err)"
-        }
-    }
-}
-
-/// Runs a tool found on PATH, collecting its output in temporary files. Uses posix_spawn + waitpid rather
-/// than Foundation.Process: a tool that leaves a daemon behind (squashfuse) keeps Process's exit-detection
-/// socket (and any pipe) open, so Process would wait until the daemon exits.
-@discardableResult
-func run(_ args: [String], check: Bool = true) throws -> ToolResult {
-    let dir = try TempDir()
-    let outPath = dir.sub("stdout")
-    let errPath = dir.sub("stderr")
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    let argv: [UnsafeMutablePointer<CChar>?] = (["/usr/bin/env"] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid = pid_t()
-    let rc = posix_spawn(&pid, "/usr/bin/env", &actions, nil, argv, environ)
-    guard rc == 0 else { throw SIFError.io(path: args[0], operation: "posix_spawn", errno: rc) }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 {
-        guard errno == EINTR else { throw SIFError.io(path: args[0], operation: "waitpid", errno: errno) }
-    }
-    let exitCode = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-    let result = ToolResult(
-        status: exitCode,
-        stdout: Data(try readFile(outPath)),
-        stderr: String(decoding: try readFile(errPath), as: UTF8.self)
-    )
-    if check && result.status != 0 { throw ToolError.failed(args, result.status, result.stderr) }
-    return result
-}
-
 func toolExists(_ name: String) -> Bool {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import SIF
 
@@ -83,12 +84,12 @@ struct SIFBadInputTests {
     }
 
     @Test(.enabled(if: haveSiftool))
-    func noPrimaryPartitionFromSiftool() throws {
+    func noPrimaryPartitionFromSiftool() async throws {
         let dir = try TempDir()
         let path = dir.sub("def-only.sif")
         try writeFile(dir.sub("recipe.def"), definitionText)
-        try run(["siftool", "new", path])
-        try run(["siftool", "add", "--datatype", "1", path, dir.sub("recipe.def")])
+        try await runChecked("siftool", ["new", path])
+        try await runChecked("siftool", ["add", "--datatype", "1", path, dir.sub("recipe.def")])
         let sif = try SIFFile(path: path)
         #expect(sif.descriptors.count == 1)
         #expect(sif.primaryPartition == nil)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import SIF
 
@@ -21,7 +22,7 @@ struct BuiltImage {
     let partitionSize: Int64
 }
 
-func buildImageWithMksquashfs() throws -> BuiltImage {
+func buildImageWithMksquashfs() async throws -> BuiltImage {
     let dir = try TempDir()
     let tree = dir.sub("tree")
     try makeTree(in: tree)
@@ -30,8 +31,8 @@ func buildImageWithMksquashfs() throws -> BuiltImage {
     builder.addObject(.genericJSON, name: "oci-config.json", bytes: Array(ociConfigJSON.utf8))
     let path = dir.sub("OUT.sif")
     // mksquashfs opens OUT with O_TRUNC and leaves 0 ..< offset as a hole, so it has to run first.
-    try run([
-        "mksquashfs", tree, path, "-noappend", "-comp", "gzip", "-o", String(builder.partitionOffset), "-quiet",
+    try await runChecked("mksquashfs", [
+        tree, path, "-noappend", "-comp", "gzip", "-o", String(builder.partitionOffset), "-quiet",
         "-no-progress",
     ])
     let partitionSize = try fileSize(path) - builder.partitionOffset
@@ -42,18 +43,18 @@ func buildImageWithMksquashfs() throws -> BuiltImage {
 @Suite("SIF interop with siftool, mksquashfs, unsquashfs")
 struct SIFToolInteropTests {
     @Test(.enabled(if: haveSquashTools))
-    func mksquashfsOffsetWritesInPlaceAndTruncates() throws {
+    func mksquashfsOffsetWritesInPlaceAndTruncates() async throws {
         // The property SIFBuilder relies on: `mksquashfs -o N` puts a normal squashfs image at byte N of the
         // output (identical to one written at 0), and the file ends where the image ends.
         let dir = try TempDir()
         try makeTree(in: dir.sub("tree"))
         try writeFile(dir.sub("out.img"), [UInt8](repeating: 0xAA, count: 100_000))
-        try run([
-            "mksquashfs", dir.sub("tree"), dir.sub("out.img"), "-noappend", "-comp", "gzip", "-o", "36864",
+        try await runChecked("mksquashfs", [
+            dir.sub("tree"), dir.sub("out.img"), "-noappend", "-comp", "gzip", "-o", "36864",
             "-quiet", "-no-progress", "-mkfs-time", "0", "-all-time", "0",
         ])
-        try run([
-            "mksquashfs", dir.sub("tree"), dir.sub("plain.sqfs"), "-noappend", "-comp", "gzip", "-quiet",
+        try await runChecked("mksquashfs", [
+            dir.sub("tree"), dir.sub("plain.sqfs"), "-noappend", "-comp", "gzip", "-quiet",
             "-no-progress", "-mkfs-time", "0", "-all-time", "0",
         ])
         let out = try readFile(dir.sub("out.img"))
@@ -66,8 +67,8 @@ struct SIFToolInteropTests {
     }
 
     @Test(.enabled(if: haveSquashTools && haveSiftool))
-    func builderImageIsReadBySiftool() throws {
-        let image = try buildImageWithMksquashfs()
+    func builderImageIsReadBySiftool() async throws {
+        let image = try await buildImageWithMksquashfs()
         let path = image.path
         let offset = image.builder.partitionOffset
         #expect(offset == 32768)
@@ -99,7 +100,7 @@ struct SIFToolInteropTests {
         #expect(try sif.read(sif.objects(ofType: .genericJSON)[0]) == Array(ociConfigJSON.utf8))
 
         // siftool header
-        let header = try run(["siftool", "header", path]).out
+        let header = try await runChecked("siftool", ["header", path]).stdout
         #expect(siftoolField(header, "Version") == "01")
         #expect(siftoolField(header, "Primary Architecture") == "amd64")
         #expect(siftoolField(header, "ID") == sif.header.idString)
@@ -109,7 +110,7 @@ struct SIFToolInteropTests {
         #expect(siftoolField(header, "Data Offset") == "32176")
 
         // siftool list: ids, types, positions
-        let list = try run(["siftool", "list", path]).out
+        let list = try await runChecked("siftool", ["list", path]).stdout
         let defPos = siftoolPosition(list, id: 1)
         #expect(defPos?.start == 32176)
         #expect(defPos?.end == 32176 + Int64(definitionText.utf8.count))
@@ -124,7 +125,7 @@ struct SIFToolInteropTests {
         #expect(partPos?.line.contains("FS (Squashfs/*System/amd64)") == true)
 
         // siftool info
-        let info = try run(["siftool", "info", "3", path]).out
+        let info = try await runChecked("siftool", ["info", "3", path]).stdout
         #expect(siftoolField(info, "Data Type") == "FS")
         #expect(siftoolField(info, "ID") == "3")
         #expect(siftoolField(info, "Group ID") == "1")
@@ -134,68 +135,60 @@ struct SIFToolInteropTests {
         #expect(siftoolField(info, "Filesystem Type") == "Squashfs")
         #expect(siftoolField(info, "Partition Type") == "*System")
         #expect(siftoolField(info, "Architecture") == "amd64")
-        let jsonInfo = try run(["siftool", "info", "2", path]).out
+        let jsonInfo = try await runChecked("siftool", ["info", "2", path]).stdout
         #expect(siftoolField(jsonInfo, "Data Type") == "JSON.Generic")
         #expect(siftoolField(jsonInfo, "Name") == "oci-config.json")
         #expect(siftoolField(jsonInfo, "Size") == String(ociConfigJSON.utf8.count))
 
         // siftool dump returns the exact bytes
-        #expect(Array(try run(["siftool", "dump", "2", path]).stdout) == Array(ociConfigJSON.utf8))
-        #expect(Array(try run(["siftool", "dump", "1", path]).stdout) == Array(definitionText.utf8))
+        #expect(Array(try await runChecked("siftool", ["dump", "2", path]).stdout.utf8) == Array(ociConfigJSON.utf8))
+        #expect(Array(try await runChecked("siftool", ["dump", "1", path]).stdout.utf8) == Array(definitionText.utf8))
 
         // The partition is a squashfs at the offset.
-        let listing = try run(["unsquashfs", "-l", "-o", String(offset), path]).out
+        let listing = try await runChecked("unsquashfs", ["-l", "-o", String(offset), path]).stdout
         #expect(listing.contains("squashfs-root/etc/hostname"))
         #expect(listing.contains("squashfs-root/usr/bin/hello"))
         #expect(listing.contains("squashfs-root/README"))
-        let hostname = try run(["unsquashfs", "-o", String(offset), "-cat", path, "etc/hostname"]).out
+        let hostname = try await runChecked("unsquashfs", ["-o", String(offset), "-cat", path, "etc/hostname"]).stdout
         #expect(hostname == "slipway\n")
     }
 
     @Test(.enabled(if: haveSquashTools && getuid() == 0 && toolExists("mount")))
-    func builderImageMountsWithLoopOffset() throws {
-        let image = try buildImageWithMksquashfs()
+    func builderImageMountsWithLoopOffset() async throws {
+        let image = try await buildImageWithMksquashfs()
         let mnt = image.dir.sub("mnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let offset = try SIFFile(path: image.path).requirePrimaryPartition().offset
-        try run(["mount", "-t", "squashfs", "-o", "loop,ro,offset=\(offset)", image.path, mnt])
-        defer { _ = try? run(["umount", mnt], check: false) }
+        try await runChecked("mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(offset)", image.path, mnt])
+        defer { detachMount(mnt) }
         #expect(try String(contentsOfFile: mnt + "/etc/hostname", encoding: .utf8) == "slipway\n")
         #expect(FileManager.default.fileExists(atPath: mnt + "/usr/bin/hello"))
     }
 
-    @Test(.enabled(if: haveSquashTools && toolExists("squashfuse") && FileManager.default.fileExists(atPath: "/dev/fuse")))
-    func builderImageMountsWithSquashfuse() throws {
-        let image = try buildImageWithMksquashfs()
+    @Test(.enabled(if: haveSquashTools && toolExists("squashfuse") && getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/fuse")))
+    func builderImageMountsWithSquashfuse() async throws {
+        let image = try await buildImageWithMksquashfs()
         let mnt = image.dir.sub("fmnt")
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         let offset = try SIFFile(path: image.path).requirePrimaryPartition().offset
-        try run(["squashfuse", "-o", "ro,offset=\(offset)", image.path, mnt])
-        defer {
-            if toolExists("fusermount3") {
-                _ = try? run(["fusermount3", "-u", mnt], check: false)
-            } else if toolExists("fusermount") {
-                _ = try? run(["fusermount", "-u", mnt], check: false)
-            } else {
-                _ = try? run(["umount", mnt], check: false)
-            }
-        }
+        try await runChecked("squashfuse", ["-o", "ro,offset=\(offset)", image.path, mnt])
+        defer { detachMount(mnt) }
         #expect(try String(contentsOfFile: mnt + "/etc/hostname", encoding: .utf8) == "slipway\n")
         #expect(FileManager.default.fileExists(atPath: mnt + "/README"))
     }
 
     @Test(.enabled(if: haveSquashTools && haveSiftool))
-    func readsImageMadeBySiftool() throws {
+    func readsImageMadeBySiftool() async throws {
         let dir = try TempDir()
         try makeTree(in: dir.sub("tree"))
         let sqfs = dir.sub("X.sqfs")
-        try run(["mksquashfs", dir.sub("tree"), sqfs, "-noappend", "-comp", "gzip", "-quiet", "-no-progress"])
+        try await runChecked("mksquashfs", [dir.sub("tree"), sqfs, "-noappend", "-comp", "gzip", "-quiet", "-no-progress"])
         try writeFile(dir.sub("recipe.def"), definitionText)
         let path = dir.sub("A.sif")
-        try run(["siftool", "new", path])
-        try run(["siftool", "add", "--datatype", "1", path, dir.sub("recipe.def")])
-        try run([
-            "siftool", "add", "--datatype", "4", "--parttype", "2", "--partfs", "1", "--partarch", "2",
+        try await runChecked("siftool", ["new", path])
+        try await runChecked("siftool", ["add", "--datatype", "1", path, dir.sub("recipe.def")])
+        try await runChecked("siftool", [
+            "add", "--datatype", "4", "--parttype", "2", "--partfs", "1", "--partarch", "2",
             "--groupid", "1", path, sqfs,
         ])
 
@@ -218,7 +211,7 @@ struct SIFToolInteropTests {
         #expect(primary.sizeWithPadding == primary.offset - (def.offset + def.size) + primary.size)
         #expect(sif.header.dataSize == primary.offset + primary.size - sif.header.dataOffset)
 
-        let list = try run(["siftool", "list", path]).out
+        let list = try await runChecked("siftool", ["list", path]).stdout
         let position = try #require(siftoolPosition(list, id: primary.id))
         #expect(position.start == primary.offset)
         #expect(position.end == primary.offset + primary.size)
@@ -230,23 +223,23 @@ struct SIFToolInteropTests {
     /// Apart from the image ID, the times and the launch script, SIFBuilder writes the same bytes as
     /// sylabs/sif does for the same objects.
     @Test(.enabled(if: haveSquashTools && haveSiftool))
-    func builderMatchesSiftoolByteForByte() throws {
+    func builderMatchesSiftoolByteForByte() async throws {
         let dir = try TempDir()
         try makeTree(in: dir.sub("tree"))
         let sqfs = dir.sub("X.sqfs")
-        try run(["mksquashfs", dir.sub("tree"), sqfs, "-noappend", "-comp", "gzip", "-quiet", "-no-progress"])
+        try await runChecked("mksquashfs", [dir.sub("tree"), sqfs, "-noappend", "-comp", "gzip", "-quiet", "-no-progress"])
         try writeFile(dir.sub("def"), definitionText)
         try writeFile(dir.sub("cfg"), ociConfigJSON)
 
         let reference = dir.sub("ref.sif")
-        try run(["siftool", "new", reference])
-        try run(["siftool", "add", "--datatype", "1", "--groupid", "1", "--filename", "def", reference, dir.sub("def")])
-        try run([
-            "siftool", "add", "--datatype", "6", "--groupid", "1", "--filename", "oci-config.json", reference,
+        try await runChecked("siftool", ["new", reference])
+        try await runChecked("siftool", ["add", "--datatype", "1", "--groupid", "1", "--filename", "def", reference, dir.sub("def")])
+        try await runChecked("siftool", [
+            "add", "--datatype", "6", "--groupid", "1", "--filename", "oci-config.json", reference,
             dir.sub("cfg"),
         ])
-        try run([
-            "siftool", "add", "--datatype", "4", "--parttype", "2", "--partfs", "1", "--partarch", "2",
+        try await runChecked("siftool", [
+            "add", "--datatype", "4", "--parttype", "2", "--partfs", "1", "--partarch", "2",
             "--groupid", "1", "--filename", "rootfs", reference, sqfs,
         ])
 

@@ -95,13 +95,13 @@ public final class RegistryProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(at: storage, withIntermediateDirectories: true)
         var htpasswdPath: String?
         if let auth {
-            let line = try makeHtpasswdLine(auth)
+            let line = try await makeHtpasswdLine(auth)
             let file = work.appendingPathComponent("htpasswd")
             try Data(line.utf8).write(to: file)
             htpasswdPath = file.path
         }
         let logFile = work.appendingPathComponent("registry.log")
-        let tlsFiles = tls ? try TLSFiles.generate(in: work) : nil
+        let tlsFiles = await tls ? try TLSFiles.generate(in: work) : nil
 
         var lastError: Error = TestSupportError("registry did not start")
         // The port is picked by binding port 0 and releasing it; another
@@ -259,25 +259,15 @@ public final class RegistryProcess: @unchecked Sendable {
     }
 
     /// Runs `htpasswd -Bbn user password` (apache2-utils) and returns its line.
-    static func makeHtpasswdLine(_ credentials: BasicCredentials) throws -> String {
+    static func makeHtpasswdLine(_ credentials: BasicCredentials) async throws -> String {
         let candidates = ["/usr/bin/htpasswd", "/usr/sbin/htpasswd", "/usr/local/bin/htpasswd"]
         guard let tool = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw TestSupportError("htpasswd not found: install Debian's apache2-utils package (scripts/test does)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = ["-Bbn", credentials.username, credentials.password]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-            let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
-            !text.isEmpty
-        else {
-            throw TestSupportError("htpasswd failed with status \(process.terminationStatus)")
+        let made = try await run(tool, ["-Bbn", credentials.username, credentials.password])
+        let text = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard made.status == 0, !text.isEmpty else {
+            throw TestSupportError("htpasswd failed with status \(made.status): \(made.stderr)")
         }
         return text + "\n"
     }

@@ -7,7 +7,7 @@ public struct TLSFiles: Sendable {
     public var certificate: String
     public var key: String
 
-    public static func generate(in directory: URL) throws -> TLSFiles {
+    public static func generate(in directory: URL) async throws -> TLSFiles {
         let dir = directory.path
         let files = TLSFiles(caCertificate: "\(dir)/ca.pem", certificate: "\(dir)/server.pem", key: "\(dir)/server.key")
         try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: "\(dir)/san.ext", atomically: true, encoding: .utf8)
@@ -19,21 +19,12 @@ public struct TLSFiles: Sendable {
             ["x509", "-req", "-in", "\(dir)/server.csr", "-CA", files.caCertificate, "-CAkey", "\(dir)/ca.key",
              "-CAcreateserial", "-days", "2", "-extfile", "\(dir)/san.ext", "-out", files.certificate],
         ]
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") else {
+            throw TestSupportError("openssl not found: install Debian's openssl package (scripts/test does)")
+        }
         for arguments in steps {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            process.arguments = arguments
-            let errors = Pipe()
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = errors
-            do {
-                try process.run()
-            } catch {
-                throw TestSupportError("openssl not found: install Debian's openssl package (scripts/test does)")
-            }
-            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else { throw TestSupportError("openssl \(arguments[0]) failed: \(message)") }
+            let step = try await run("/usr/bin/openssl", arguments)
+            guard step.status == 0 else { throw TestSupportError("openssl \(arguments[0]) failed: \(step.stderr)") }
         }
         return files
     }

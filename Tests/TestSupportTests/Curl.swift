@@ -24,30 +24,12 @@ func curl(_ arguments: [String], _ url: String, maxTime: Double = 10) async thro
     let headerFile = dir.appendingPathComponent("headers")
     let bodyFile = dir.appendingPathComponent("body")
 
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments =
+    let finished = try await run(
+        "/usr/bin/curl",
         [
             "-sS", "--max-time", String(maxTime), "-H", "Expect:",
             "-D", headerFile.path, "-o", bodyFile.path, "-w", "%{http_code}",
-        ] + arguments + [url]
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-
-    let exitCode: Int32 = try await withCheckedThrowingContinuation { continuation in
-        process.terminationHandler = { p in continuation.resume(returning: p.terminationStatus) }
-        do {
-            try process.run()
-        } catch {
-            process.terminationHandler = nil
-            continuation.resume(throwing: error)
-        }
-    }
-    let statusText = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        ] + arguments + [url])
 
     // The header file holds one block per response (redirects); keep the last.
     var headers: [String: String] = [:]
@@ -62,11 +44,11 @@ func curl(_ arguments: [String], _ url: String, maxTime: Double = 10) async thro
         }
     }
     return CurlResult(
-        exitCode: exitCode,
-        status: Int(statusText.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
+        exitCode: finished.status,
+        status: Int(finished.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0,
         headers: headers,
         body: (try? Data(contentsOf: bodyFile)) ?? Data(),
-        stderr: stderr)
+        stderr: finished.stderr)
 }
 
 /// Pushes `data` as a blob of `repository` via the monolithic

@@ -47,6 +47,8 @@ public struct ChildProcessError: Error, CustomStringConvertible {
 public final class ChildProcess: Sendable {
     public let pid: pid_t
     public let command: String
+    public let standardOutputPath: String
+    public let standardErrorPath: String
     private let outputDirectory: String
     private let state = Mutex<State>(State())
 
@@ -56,10 +58,11 @@ public final class ChildProcess: Sendable {
     }
 
     /// Starts `executable` (a path, or a name looked up on PATH) with `arguments`. `environment` is added to this
-    /// process's environment. Standard input is /dev/null unless `standardInput` names a file.
+    /// process's environment. Standard input is /dev/null unless `standardInput` names a file. Both output streams
+    /// go to `log` when it is given (it is appended to), each to a private file otherwise.
     public init(
         _ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
-        standardInput: String = "/dev/null"
+        standardInput: String = "/dev/null", log: String? = nil
     ) throws {
         command = ([executable] + arguments).joined(separator: " ")
         var template = Array((NSTemporaryDirectory() + "/child-XXXXXX").utf8CString)
@@ -67,13 +70,20 @@ public final class ChildProcess: Sendable {
             throw ChildProcessError(command: command, operation: "mkdtemp", errno: errno)
         }
         outputDirectory = String(cString: created)
+        standardOutputPath = log ?? outputDirectory + "/stdout"
+        standardErrorPath = log ?? outputDirectory + "/stderr"
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, standardInput, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputDirectory + "/stdout", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, outputDirectory + "/stderr", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        if log != nil {
+            posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, standardErrorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -138,18 +148,19 @@ public final class ChildProcess: Sendable {
     public var endedStatus: Int32? { state.withLock { $0.termination?.status } }
 
     /// What the process has written to standard error so far.
-    public var standardErrorSoFar: String { read("stderr") }
+    public var standardErrorSoFar: String { read(standardErrorPath) }
 
-    public func signal(_ signal: Int32) { kill(pid, signal) }
+    /// Sends `signal` unless the process has ended (its pid may then be reused).
+    public func signal(_ signal: Int32) { if endedStatus == nil { kill(pid, signal) } }
 
     /// Waits for the end, then returns the status and what the process wrote.
     public func result() async -> ProcessResult {
         let status = await exitStatus()
-        return ProcessResult(status: status, stdout: read("stdout"), stderr: read("stderr"))
+        return ProcessResult(status: status, stdout: read(standardOutputPath), stderr: read(standardErrorPath))
     }
 
-    private func read(_ name: String) -> String {
-        (try? String(contentsOfFile: outputDirectory + "/" + name, encoding: .utf8)) ?? ""
+    private func read(_ path: String) -> String {
+        (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     }
 }
 

@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -44,13 +42,13 @@ public final class RegistryProcess: @unchecked Sendable {
     /// Credentials required by the registry, when started with auth.
     public let credentials: BasicCredentials?
 
+    private let process: ChildProcess
     private let lock = NSLock()
-    private var process: Process?
     private var removedWorkDirectory = false
 
     private init(
         port: Int, workDirectory: URL, storageDirectory: URL, logFile: URL,
-        credentials: BasicCredentials?, tls: TLSFiles?, process: Process
+        credentials: BasicCredentials?, tls: TLSFiles?, process: ChildProcess
     ) {
         self.port = port
         self.host = "127.0.0.1:\(port)"
@@ -64,26 +62,19 @@ public final class RegistryProcess: @unchecked Sendable {
     }
 
     deinit {
-        if let process, process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-        }
+        if process.endedStatus == nil { process.signal(SIGKILL) }
         if !removedWorkDirectory {
             try? FileManager.default.removeItem(at: workDirectory)
         }
     }
 
     /// Whether the registry process is still alive.
-    public var isRunning: Bool {
-        lock.withLock { process?.isRunning ?? false }
-    }
+    public var isRunning: Bool { process.endedStatus == nil }
 
-    /// PID of the registry process (0 once stopped).
-    public var processIdentifier: Int32 {
-        lock.withLock { process?.processIdentifier ?? 0 }
-    }
+    /// PID of the registry process.
+    public var processIdentifier: Int32 { process.pid }
 
-    /// Starts a registry on a free loopback port and waits until `GET /v2/`
-    /// answers (200 without auth, 401 with auth).
+    /// Starts a registry on a loopback port the kernel picks and waits until it listens.
     public static func start(auth: BasicCredentials? = nil, tls: Bool = false) async throws -> RegistryProcess {
         guard FileManager.default.isExecutableFile(atPath: executablePath) else {
             throw TestSupportError(
@@ -103,43 +94,41 @@ public final class RegistryProcess: @unchecked Sendable {
         let logFile = work.appendingPathComponent("registry.log")
         let tlsFiles = await tls ? try TLSFiles.generate(in: work) : nil
 
-        var lastError: Error = TestSupportError("registry did not start")
-        // The port is picked by binding port 0 and releasing it; another
-        // process may grab it in between, so retry a few times.
-        for _ in 0..<5 {
-            let port = try await freeLoopbackPort()
-            let config = makeConfig(port: port, storage: storage.path, htpasswd: htpasswdPath, tls: tlsFiles)
-            let configFile = work.appendingPathComponent("config.yml")
-            try Data(config.utf8).write(to: configFile)
-            _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-            let logHandle = try FileHandle(forWritingTo: logFile)
-            try logHandle.seekToEnd()
-
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executablePath)
-            process.arguments = ["serve", configFile.path]
-            process.standardOutput = logHandle
-            process.standardError = logHandle
-            process.standardInput = FileHandle.nullDevice
-            process.currentDirectoryURL = work
-            try process.run()
-            try? logHandle.close()
-
-            let registry = RegistryProcess(
+        // Port 0: the kernel picks a port and the registry's log names it. A port found free beforehand can be
+        // taken (by any outgoing connection) before the registry binds it.
+        let configFile = work.appendingPathComponent("config.yml")
+        try Data(makeConfig(storage: storage.path, htpasswd: htpasswdPath, tls: tlsFiles).utf8).write(to: configFile)
+        let process = try ChildProcess(
+            executablePath, ["serve", configFile.path], directory: work.path, log: logFile.path)
+        do {
+            let port = try await listeningPort(of: process, log: logFile)
+            return RegistryProcess(
                 port: port, workDirectory: work, storageDirectory: storage, logFile: logFile,
                 credentials: auth, tls: tlsFiles, process: process)
-            do {
-                try await registry.waitUntilReady(expectAuth: auth != nil)
-                return registry
-            } catch {
-                lastError = error
-                // Keep the work directory for the next attempt.
-                registry.lock.withLock { registry.removedWorkDirectory = true }
-                await registry.terminateProcess()
-            }
+        } catch {
+            process.signal(SIGKILL)
+            await process.exitStatus()
+            try? FileManager.default.removeItem(at: work)
+            throw error
         }
-        try? FileManager.default.removeItem(at: work)
-        throw lastError
+    }
+
+    /// The port of the registry's "listening on 127.0.0.1:PORT" line, logged once its socket listens.
+    private static func listeningPort(of process: ChildProcess, log: URL) async throws -> Int {
+        let marker = "listening on 127.0.0.1:"
+        for _ in 0..<800 {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if let found = text.range(of: marker),
+                let port = Int(text[found.upperBound...].prefix(while: \.isNumber))
+            {
+                return port
+            }
+            guard process.endedStatus == nil else {
+                throw TestSupportError("docker-registry exited during startup:\n\(text)")
+            }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw TestSupportError("docker-registry did not listen within 20 s:\n\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
     }
 
     /// Starts a registry, runs `body`, then stops the registry (also when
@@ -173,23 +162,14 @@ public final class RegistryProcess: @unchecked Sendable {
     }
 
     private func terminateProcess() async {
-        let process = lock.withLock { () -> Process? in
-            let p = self.process
-            self.process = nil
-            return p
+        process.signal(SIGTERM)
+        let stopped = Task { [process] in await process.exitStatus() }
+        let killer = Task { [process] in
+            try await Task.sleep(for: .seconds(5))
+            process.signal(SIGKILL)
         }
-        guard let process, process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + .seconds(5)
-        while process.isRunning && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning {
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        _ = await stopped.value
+        killer.cancel()
     }
 
     /// The registry's log output so far (for diagnostics in failing tests).
@@ -199,26 +179,7 @@ public final class RegistryProcess: @unchecked Sendable {
 
     // MARK: - Helpers
 
-    private func waitUntilReady(expectAuth: Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < deadline {
-            guard isRunning else {
-                throw TestSupportError("docker-registry exited during startup:\n\(logContents())")
-            }
-            // Another server that took the port between our probe and the registry's bind would answer too: only
-            // the registry's own "listening on" line proves the port is the registry's.
-            // A TLS listener answers a plain-HTTP probe with 400 ("client sent an HTTP request to an HTTPS server").
-            if logContents().contains("listening on 127.0.0.1:\(port)"),
-                let status = blockingHTTPStatus(port: port, path: "/v2/"), status == 200 || status == 401 || (tls != nil && status == 400)
-            {
-                return
-            }
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        throw TestSupportError("docker-registry did not answer on \(host) within 20 s:\n\(logContents())")
-    }
-
-    static func makeConfig(port: Int, storage: String, htpasswd: String?, tls: TLSFiles? = nil) -> String {
+    static func makeConfig(storage: String, htpasswd: String?, tls: TLSFiles? = nil) -> String {
         var config = """
             version: 0.1
             log:
@@ -234,7 +195,7 @@ public final class RegistryProcess: @unchecked Sendable {
                 uploadpurging:
                   enabled: false
             http:
-              addr: 127.0.0.1:\(port)
+              addr: 127.0.0.1:0
               secret: slipway-test-\(UUID().uuidString)
 
             """
@@ -273,56 +234,19 @@ public final class RegistryProcess: @unchecked Sendable {
     }
 }
 
-/// Returns a loopback TCP port that was free a moment ago (bind port 0,
-/// read the port, release it).
-public func freeLoopbackPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .bind(host: "127.0.0.1", port: 0)
-        .get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    guard port > 0 else { throw TestSupportError("could not find a free port") }
-    return port
-}
-
-/// Minimal blocking `GET path` on 127.0.0.1:port over HTTP/1.0 returning the
-/// status code, or nil when the connection fails. Used only for readiness
-/// polling.
-func blockingHTTPStatus(port: Int, path: String, timeoutSeconds: Int = 2) -> Int? {
-    #if canImport(Glibc) || canImport(Musl)
+/// A loopback port bound by a socket that does not listen, so connections to it are refused and no other
+/// process can take it while `body` runs.
+public func withRefusingLoopbackPort<T>(_ body: (Int) async throws -> T) async throws -> T {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    #else
-    let fd = socket(AF_INET, SOCK_STREAM, 0)
-    #endif
-    guard fd >= 0 else { return nil }
+    guard fd >= 0 else { throw TestSupportError("socket: errno \(errno)") }
     defer { close(fd) }
-    var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-    _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
     }
-    guard connected == 0 else { return nil }
-    let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1:\(port)\r\n\r\n".utf8)
-    let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-    guard sent == request.count else { return nil }
-    var response = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 1024)
-    while response.count < 64 {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n <= 0 { break }
-        response.append(contentsOf: buffer[0..<n])
-    }
-    // "HTTP/1.1 200 OK"
-    let line = String(decoding: response, as: UTF8.self)
-    let parts = line.split(separator: " ", maxSplits: 2)
-    guard parts.count >= 2, parts[0].hasPrefix("HTTP/") else { return nil }
-    return Int(parts[1])
+    guard bound else { throw TestSupportError("bind: errno \(errno)") }
+    return try await body(Int(UInt16(bigEndian: address.sin_port)))
 }

@@ -234,11 +234,12 @@ struct FaultProxyTests {
     }
 
     @Test func unreachableUpstreamGives502() async throws {
-        let port = try await freeLoopbackPort()
-        let proxy = try await FaultProxy.start(upstreamPort: port)
-        let answer = try await curl([], "\(proxy.url)/v2/")
-        #expect(answer.status == 502)
-        try await proxy.stop()
+        try await withRefusingLoopbackPort { port in
+            let proxy = try await FaultProxy.start(upstreamPort: port)
+            let answer = try await curl([], "\(proxy.url)/v2/")
+            #expect(answer.status == 502)
+            try await proxy.stop()
+        }
     }
 }
 

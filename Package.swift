@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "Slipway",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "slipway", targets: ["slipway"]),
         .library(name: "Slipway", targets: ["Slipway"]),
@@ -47,10 +46,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The image model: where an image's bytes come from (registry, OCI layout, staged files), one platform's
+        // resolved image, its layers unpacked into root filesystems, progress, and the one way blocking work leaves
+        // Swift's cooperative pool.
+        .target(name: "Images", dependencies: ["OCI", "Registry", "ContentStore", "Archive"]),
         .target(
             name: "Slipway",
             dependencies: [
-                "OCI", "Registry", "ContentStore", "Archive", "EStargz",
+                "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -60,7 +63,7 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Slipway", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
+                "Images", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,17 +84,18 @@ let package = Package(
         .target(
             name: "Runtime",
             dependencies: [
-                "Slipway", "SIF", "LazyFS", "Archive", "OCI", "ContentStore", "CLinux",
+                "Images", "SIF", "LazyFS", "Archive", "OCI", "ContentStore", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer", "SIF", "Runtime",
+                "Slipway", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "FUSE", "LazyFS", "CacheServer", "SIF", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            path: "Sources/SlipwayCLI"
         ),
         // The fuzzing campaign over every parser (scripts/fuzz, Fuzz/): one entry function per parser, the executable
         // libFuzzer drives (a replayer of saved inputs without -DFUZZING), and its declarations of libFuzzer's driver.
@@ -113,7 +117,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
-        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI"]),
+        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "Images", "OCI"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),
@@ -122,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Slipway", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
+                "Slipway", "Images", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
                 "CacheServer", "SIF", "Runtime", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -1,7 +1,7 @@
 import EStargz
 import Foundation
 import OCI
-import Slipway
+import Images
 import Synchronization
 
 /// An eStargz layer of a mounted image: its verified TOC and the blob its chunks come from.

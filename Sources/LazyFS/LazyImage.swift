@@ -2,7 +2,7 @@ import ContentStore
 import EStargz
 import Foundation
 import OCI
-import Slipway
+import Images
 
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +45,7 @@ public final class LazyImage: Sendable {
                 entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
             } else {
                 whole += 1
-                let moved = try await LayoutDestination(store: store, imageName: "").putBlob(layer.descriptor, from: source, progress: progress)
+                let moved = try await source.fetchBlob(layer.descriptor, into: store, progress: progress)
                 counters.update { $0.bytesFetched += moved }
                 _ = try await Unpacker(store: store, progress: progress).cacheLayer(
                     layer.descriptor, diffID: layer.diffID, position: index, of: image.layers.count)

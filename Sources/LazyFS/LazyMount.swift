@@ -3,7 +3,7 @@ import FUSE
 import Foundation
 import Logging
 import OCI
-import Slipway
+import Images
 import Synchronization
 
 /// Settings of a lazy mount.

@@ -4,7 +4,7 @@ import LazyFS
 import Logging
 import OCI
 import SIF
-import Slipway
+import Images
 
 /// What a finished run reports besides the exit code.
 public struct RunResult: Sendable {

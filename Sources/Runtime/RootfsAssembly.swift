@@ -4,7 +4,7 @@ import LazyFS
 import Logging
 import OCI
 import SIF
-import Slipway
+import Images
 import Synchronization
 
 #if canImport(Glibc)

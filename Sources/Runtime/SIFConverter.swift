@@ -6,7 +6,7 @@ import Foundation
 import LazyFS
 import OCI
 import SIF
-import Slipway
+import Images
 
 /// `slipway convert REF FILE.sif --to sif`: the image's layers go into the store's per-layer cache (each layer
 /// extracted once, shared with `unpack` and `run`), and the squashfs partition is built from the merged tree of

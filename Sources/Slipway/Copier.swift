@@ -1,4 +1,5 @@
 import Foundation
+import Images
 import OCI
 
 /// What a copy or pull did, for `--json` and the closing log line.
@@ -60,12 +61,5 @@ public struct Copier: Sendable {
             source: source.name, destination: destination.name, manifestDigest: image.manifestDescriptor.digest.description,
             layers: image.manifest.layers.count, bytesTransferred: transferred + Int64(image.configBytes.count),
             bytesTotal: image.totalLayerBytes + Int64(image.configBytes.count), seconds: started.secondsElapsed)
-    }
-}
-
-extension ContinuousClock.Instant {
-    var secondsElapsed: Double {
-        let elapsed = ContinuousClock.now - self
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
 }

@@ -2,6 +2,7 @@ import Archive
 import ContentStore
 import EStargz
 import Foundation
+import Images
 import OCI
 
 /// Converts an image to eStargz, from any source to any destination, one layer at a time: a layer streams from the

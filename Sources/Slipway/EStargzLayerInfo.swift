@@ -1,4 +1,5 @@
 import EStargz
+import Images
 import OCI
 
 /// What `inspect` shows of an eStargz layer, read from its footer and TOC only (two range reads, no full fetch).

@@ -1,5 +1,6 @@
 import ContentStore
 import Foundation
+import Images
 import OCI
 import Registry
 
@@ -29,12 +30,7 @@ public struct LayoutDestination: ImageDestination {
     public var name: String { "oci:\(store.root):\(imageName)" }
 
     public func putBlob(_ descriptor: Descriptor, from source: any ImageSource, progress: @escaping ProgressHandler) async throws -> Int64 {
-        if store.hasBlob(descriptor) { return 0 }
-        let outcome = try await store.ingest(descriptor, onWait: { progress(.blobWaiting(descriptor.digest)) }) { sink in
-            try await source.fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
-        }
-        if case .fetched(let bytes) = outcome { return bytes }
-        return 0
+        try await source.fetchBlob(descriptor, into: store, progress: progress)
     }
 
     public func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws {

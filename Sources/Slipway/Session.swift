@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import ContentStore
 import Foundation
+import Images
 import Logging
 import OCI
 import Registry

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Images
 import NIOCore
 import OCI
 import Registry

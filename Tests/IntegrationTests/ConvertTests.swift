@@ -2,6 +2,7 @@ import Archive
 import ContentStore
 import EStargz
 import Foundation
+import Images
 import OCI
 import Slipway
 import Testing

@@ -2,6 +2,7 @@ import ContentStore
 import CLinux
 import Crypto
 import Foundation
+import Images
 import Logging
 import OCI
 import Registry

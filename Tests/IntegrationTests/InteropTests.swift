@@ -1,5 +1,6 @@
 import ContentStore
 import Foundation
+import Images
 import OCI
 import Registry
 import Slipway

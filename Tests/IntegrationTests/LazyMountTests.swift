@@ -1,6 +1,7 @@
 import ContentStore
 import EStargz
 import Foundation
+import Images
 import LazyFS
 import OCI
 import Slipway

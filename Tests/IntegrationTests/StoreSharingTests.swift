@@ -1,6 +1,7 @@
 import Archive
 import ContentStore
 import Foundation
+import Images
 import OCI
 import Slipway
 import Testing

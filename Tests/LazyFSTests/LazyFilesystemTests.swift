@@ -1,5 +1,6 @@
 import FUSE
 import Foundation
+import Images
 import Logging
 import OCI
 import Registry

@@ -3,35 +3,37 @@ import OCI
 import Registry
 
 /// Blobs a conversion wrote to local files, offered to an `ImageDestination` like blobs of any other source.
-struct StagedBlobSource: ImageSource {
+package struct StagedBlobSource: ImageSource {
     let files: [Digest: String]
 
-    var name: String { "converted layers" }
+    package init(files: [Digest: String]) { self.files = files }
 
-    func rootDocument() async throws -> FetchedManifest {
+    package var name: String { "converted layers" }
+
+    package func rootDocument() async throws -> FetchedManifest {
         throw OCIError.malformedDocument(mediaType: "", reason: "staged blobs have no manifest")
     }
 
-    func document(_ descriptor: Descriptor) async throws -> [UInt8] {
+    package func document(_ descriptor: Descriptor) async throws -> [UInt8] {
         guard let path = files[descriptor.digest] else { throw BlobSinkError("\(descriptor.digest) is not staged") }
         return [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
+    package func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
         guard let path = files[descriptor.digest] else { throw BlobSinkError("\(descriptor.digest) is not staged") }
         try copyFile(at: path, from: sink.count, into: sink)
     }
 
-    func localBlobPath(_ descriptor: Descriptor) -> String? { files[descriptor.digest] }
+    package func localBlobPath(_ descriptor: Descriptor) -> String? { files[descriptor.digest] }
 
-    func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
+    package func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         guard let path = files[descriptor.digest] else { throw BlobSinkError("\(descriptor.digest) is not staged") }
         return try readFileRange(at: path, offset: offset, length: length)
     }
 }
 
 /// Appends the file at `path`, from byte `offset` on, to `sink`.
-func copyFile(at path: String, from offset: Int64, into sink: any BlobSink) throws {
+package func copyFile(at path: String, from offset: Int64, into sink: any BlobSink) throws {
     guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobSinkError("cannot open \(path)") }
     defer { try? handle.close() }
     try handle.seek(toOffset: UInt64(offset))
@@ -41,7 +43,7 @@ func copyFile(at path: String, from offset: Int64, into sink: any BlobSink) thro
 }
 
 /// Exactly `length` bytes of the file at `path` from `offset`.
-func readFileRange(at path: String, offset: Int64, length: Int) throws -> [UInt8] {
+package func readFileRange(at path: String, offset: Int64, length: Int) throws -> [UInt8] {
     guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobSinkError("cannot open \(path)") }
     defer { try? handle.close() }
     try handle.seek(toOffset: UInt64(offset))

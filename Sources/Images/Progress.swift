@@ -23,22 +23,22 @@ public enum LayerWork: Sendable {
 public typealias ProgressHandler = @Sendable (ProgressEvent) -> Void
 
 /// A sink that reports bytes as they pass, at most every 256 KiB, to keep handlers cheap.
-final class ReportingSink: BlobSink, @unchecked Sendable {
+package final class ReportingSink: BlobSink, @unchecked Sendable {
     // Wraps one download's sink; the registry client drives it from one task at a time.
     private let inner: any BlobSink
     private let digest: Digest
     private let progress: ProgressHandler
     private var unreported: Int64 = 0
 
-    init(_ inner: any BlobSink, digest: Digest, progress: @escaping ProgressHandler) {
+    package init(_ inner: any BlobSink, digest: Digest, progress: @escaping ProgressHandler) {
         self.inner = inner
         self.digest = digest
         self.progress = progress
     }
 
-    var count: Int64 { inner.count }
+    package var count: Int64 { inner.count }
 
-    func append(_ bytes: UnsafeRawBufferPointer) throws {
+    package func append(_ bytes: UnsafeRawBufferPointer) throws {
         try inner.append(bytes)
         unreported += Int64(bytes.count)
         if unreported >= 256 << 10 {
@@ -47,10 +47,10 @@ final class ReportingSink: BlobSink, @unchecked Sendable {
         }
     }
 
-    func reset() throws {
+    package func reset() throws {
         try inner.reset()
         progress(.blobProgress(digest, bytes: 0))
     }
 
-    func digest(_ algorithm: Digest.Algorithm) -> Digest { inner.digest(algorithm) }
+    package func digest(_ algorithm: Digest.Algorithm) -> Digest { inner.digest(algorithm) }
 }

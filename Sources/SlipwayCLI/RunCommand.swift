@@ -1,6 +1,7 @@
 import ArgumentParser
 import ContentStore
 import Foundation
+import Images
 import LazyFS
 import OCI
 import Runtime

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Images
 import Runtime
 import ContentStore
 import Foundation

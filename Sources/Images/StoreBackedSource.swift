@@ -5,15 +5,20 @@ import Registry
 /// Wraps a source so configs go through the store's ingest: many processes resolving the same image at once
 /// fetch its config once (the others wait on the blob's lock and read it from the store), and a config already
 /// in the store is not fetched at all.
-struct StoreBackedSource: ImageSource {
+package struct StoreBackedSource: ImageSource {
     let inner: any ImageSource
     let store: ContentStore
 
-    var name: String { inner.name }
+    package init(inner: any ImageSource, store: ContentStore) {
+        self.inner = inner
+        self.store = store
+    }
 
-    func rootDocument() async throws -> FetchedManifest { try await inner.rootDocument() }
+    package var name: String { inner.name }
 
-    func document(_ descriptor: Descriptor) async throws -> [UInt8] {
+    package func rootDocument() async throws -> FetchedManifest { try await inner.rootDocument() }
+
+    package func document(_ descriptor: Descriptor) async throws -> [UInt8] {
         if MediaType.isManifest(descriptor.mediaType) || MediaType.isIndex(descriptor.mediaType) {
             return try await inner.document(descriptor)
         }
@@ -21,20 +26,20 @@ struct StoreBackedSource: ImageSource {
         return try store.readBlob(descriptor.digest)
     }
 
-    func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
+    package func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
         try await inner.fetchBlob(descriptor, into: sink)
     }
 
     /// The source's own file, or the store's verified copy when an earlier pull left one.
-    func localBlobPath(_ descriptor: Descriptor) -> String? {
+    package func localBlobPath(_ descriptor: Descriptor) -> String? {
         inner.localBlobPath(descriptor) ?? (store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil)
     }
 
-    func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
+    package func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await inner.readRange(descriptor, offset: offset, length: length)
     }
 
-    func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
+    package func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
         try await inner.readRanges(descriptor, ranges: ranges)
     }
 }

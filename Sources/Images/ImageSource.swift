@@ -1,3 +1,4 @@
+import ContentStore
 import Foundation
 import OCI
 import Registry
@@ -26,6 +27,20 @@ extension ImageSource {
         var result: [[UInt8]] = []
         for range in ranges { result.append(try await readRange(descriptor, offset: range.lowerBound, length: range.count)) }
         return result
+    }
+}
+
+extension ImageSource {
+    /// Brings a blob into `store` unless it is there: verified, and fetched once however many processes ask at the
+    /// same time (the others wait for it). Returns the bytes transferred (0 when it was there or another process
+    /// fetched it).
+    public func fetchBlob(_ descriptor: Descriptor, into store: ContentStore, progress: @escaping ProgressHandler) async throws -> Int64 {
+        if store.hasBlob(descriptor) { return 0 }
+        let outcome = try await store.ingest(descriptor, onWait: { progress(.blobWaiting(descriptor.digest)) }) { sink in
+            try await fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
+        }
+        if case .fetched(let bytes) = outcome { return bytes }
+        return 0
     }
 }
 

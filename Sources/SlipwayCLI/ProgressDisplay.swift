@@ -1,4 +1,5 @@
 import Foundation
+import Images
 import OCI
 import Slipway
 import Synchronization

@@ -11,20 +11,4 @@ public enum LayerCompression: String, Sendable, CaseIterable {
         }
         return .none
     }
-
-    /// Maps an OCI media type (e.g. `application/vnd.oci.image.layer.v1.tar+gzip`) to a compression.
-    /// Returns nil for media types that are not recognisable layer tars.
-    public init?(mediaType: String) {
-        if mediaType.hasSuffix("+gzip") || mediaType.hasSuffix(".tar.gzip")
-            || mediaType == "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        {
-            self = .gzip
-        } else if mediaType.hasSuffix("+zstd") {
-            self = .zstd
-        } else if mediaType.hasSuffix(".tar") || mediaType.hasSuffix("layer.v1.tar") {
-            self = .none
-        } else {
-            return nil
-        }
-    }
 }

@@ -44,8 +44,11 @@ extension ImageSource {
     }
 }
 
-/// One platform's image, resolved from a source: its manifest and config, parsed and as bytes.
-public struct ResolvedImage: Sendable {
+/// One platform's image, resolved from a source: its manifest and config, parsed and as bytes, and its layers,
+/// whose bytes come from that source.
+public struct ResolvedImage: Image {
+    /// Where the layers' bytes come from.
+    public var source: any ImageSource
     public var manifestDescriptor: Descriptor
     public var manifestBytes: [UInt8]
     public var manifest: Manifest
@@ -54,9 +57,11 @@ public struct ResolvedImage: Sendable {
     /// The index the manifest was selected from, if the location named one.
     public var index: FetchedManifest?
 
+    public var name: String { source.name }
+
     /// Layers paired with the diffIDs the config promises for them.
-    public var layers: [(descriptor: Descriptor, diffID: Digest)] {
-        Array(zip(manifest.layers, config.rootfs.diff_ids))
+    public var layers: [any Layer] {
+        zip(manifest.layers, config.rootfs.diff_ids).map { SourceLayer(descriptor: $0, diffID: $1, source: source) }
     }
 
     public var totalLayerBytes: Int64 { manifest.layers.reduce(0) { $0 + $1.size } }
@@ -105,6 +110,7 @@ extension ImageSource {
             throw OCIError.unsupportedMediaType(layer.mediaType)
         }
         return ResolvedImage(
+            source: self,
             manifestDescriptor: Descriptor(mediaType: manifestDescriptor.mediaType, digest: manifestDescriptor.digest, size: manifestDescriptor.size),
             manifestBytes: manifestBytes, manifest: manifest, configBytes: configBytes, config: config, index: index)
     }

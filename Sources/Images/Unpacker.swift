@@ -57,17 +57,22 @@ public struct Unpacker: Sendable {
                 try await ready(position)
                 progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
                 let layerStart = ContinuousClock.now
-                let decoded = try decodingAhead ?? DecodedLayer(
-                    layerAt: store.blobPath(layer.descriptor.digest), compression: compression(of: layer.descriptor),
-                    name: layer.descriptor.digest.description)
+                let decoded: DecodedLayer
+                if let ahead = decodingAhead {
+                    decoded = ahead
+                } else {
+                    decoded = try DecodedLayer(
+                        layerAt: store.blobPath(layer.descriptor.digest), compression: try await compression(of: layer),
+                        name: layer.descriptor.digest.description)
+                }
                 decodingAhead = nil
                 // The next layer decompresses while this one's files are created: extraction is mostly kernel
                 // work on one core, decompression user work on the other.
                 if position + 1 < image.layers.count, store.hasBlob(image.layers[position + 1].descriptor) {
-                    let following = image.layers[position + 1].descriptor
+                    let following = image.layers[position + 1]
                     decodingAhead = try DecodedLayer(
-                        layerAt: store.blobPath(following.digest), compression: compression(of: following), readAhead: Self.readAhead,
-                        name: following.digest.description)
+                        layerAt: store.blobPath(following.descriptor.digest), compression: try await compression(of: following),
+                        readAhead: Self.readAhead, name: following.descriptor.digest.description)
                 }
                 let result = try await runOnDedicatedThread { try LayerApplier.apply(decoded, to: staging, options: options) }
                 guard result.diffID == layer.diffID.description else {
@@ -101,7 +106,7 @@ public struct Unpacker: Sendable {
     public func cacheLayer(_ layer: Descriptor, diffID: Digest, position: Int, of count: Int) async throws -> Bool {
         try await store.ensureLayerDirectory(diffID) { temporary in
             progress(.layerStarted(index: position, of: count, layer, .extract))
-            let result = try await apply(layer, to: temporary, options: ApplyOptions(whiteouts: .overlay))
+            let result = try await apply(layer, diffID: diffID, to: temporary, options: ApplyOptions(whiteouts: .overlay))
             return try Digest(result.diffID)
         }
     }
@@ -109,26 +114,21 @@ public struct Unpacker: Sendable {
     /// Decoded bytes a layer may hold ahead of its extraction (memory is bounded by this per layer in flight).
     static let readAhead = 64 << 20
 
-    private func apply(_ layer: Descriptor, to root: String, options: ApplyOptions) async throws -> ApplyResult {
+    private func apply(_ layer: Descriptor, diffID: Digest, to root: String, options: ApplyOptions) async throws -> ApplyResult {
         let path = store.blobPath(layer.digest)
-        let compression = compression(of: layer)
+        let compression = try await compression(of: SourceLayer(descriptor: layer, diffID: diffID, source: storeSource))
         let name = layer.digest.description
         return try await runOnDedicatedThread {
             try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options, name: name)
         }
     }
 
-    /// The media type's compression, except that an uncompressed type is checked against the bytes: some tools
-    /// label gzip content as plain `tar`.
-    func compression(of layer: Descriptor) -> LayerCompression {
-        switch MediaType.layerCompression(layer.mediaType) {
-        case .gzip: return .gzip
-        case .zstd: return .zstd
-        default:
-            guard let handle = FileHandle(forReadingAtPath: store.blobPath(layer.digest)) else { return .none }
-            defer { try? handle.close() }
-            return LayerCompression.detect([UInt8]((try? handle.read(upToCount: 4)) ?? Data()))
-        }
+    /// The store as a source: the unpacker reads every layer from the store, whatever image it came from.
+    private var storeSource: LayoutImageSource { LayoutImageSource(store: store, imageName: nil) }
+
+    /// The compression of a layer whose blob is in the store (decided as for every layer, see `LayerCompression.of`).
+    private func compression(of layer: any Layer) async throws -> LayerCompression {
+        try await LayerCompression.of(SourceLayer(descriptor: layer.descriptor, diffID: layer.diffID, source: storeSource))
     }
 }
 

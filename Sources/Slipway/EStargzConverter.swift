@@ -140,16 +140,18 @@ public struct EStargzConverter: Sendable {
             partial.end()
         }
 
+        let input = SourceLayer(descriptor: layer, diffID: diffID, source: source)
+        let compression = try await LayerCompression.of(input)
         let result: EStargzResult
-        if let local = source.localBlobPath(layer) {
+        if let local = input.localFile {
             result = try await runOnDedicatedThread { [options] in
                 try Self.writeEStargz(
-                    from: DecodedLayer(layerAt: local, compression: Self.compression(of: layer), name: layer.digest.description),
+                    from: DecodedLayer(layerAt: local, compression: compression, name: layer.digest.description),
                     expectedDiffID: diffID,
                     to: stagedPath, options: options)
             }
         } else {
-            result = try await streamAndConvert(layer, diffID: diffID, from: source, to: stagedPath, options: options)
+            result = try await streamAndConvert(input, compression: compression, to: stagedPath, options: options)
         }
 
         let descriptor = Descriptor(mediaType: MediaType.ociLayerGzip, digest: result.blobDigest, size: result.blobSize, annotations: result.annotations)
@@ -169,12 +171,14 @@ public struct EStargzConverter: Sendable {
 
     /// Converts a layer while it downloads, the decoder reading the bytes as they arrive.
     private func streamAndConvert(
-        _ layer: Descriptor, diffID: Digest, from source: any ImageSource, to stagedPath: String, options: EStargzWriterOptions
+        _ input: SourceLayer, compression: LayerCompression, to stagedPath: String, options: EStargzWriterOptions
     ) async throws -> EStargzResult {
+        let layer = input.descriptor
+        let diffID = input.diffID
         let stream = StreamingBlobSink(layer)
         async let download: Void = {
             do {
-                try await source.fetchBlob(layer, into: stream)
+                try await input.fetch(into: stream)
                 stream.finish(error: nil)
             } catch {
                 stream.finish(error: error)
@@ -185,7 +189,7 @@ public struct EStargzConverter: Sendable {
         do {
             written = .success(try await runOnDedicatedThread {
                 defer { stream.cancel() }
-                let decoded = DecodedLayer(streaming: stream.chunks, label: layer.digest.description, compression: Self.compression(of: layer))
+                let decoded = DecodedLayer(streaming: stream.chunks, label: layer.digest.description, compression: compression)
                 return try Self.writeEStargz(from: decoded, expectedDiffID: diffID, to: stagedPath, options: options)
             })
         } catch {
@@ -198,14 +202,6 @@ public struct EStargzConverter: Sendable {
         // A failed download explains a failed conversion better than the decoder's view of it.
         try await download
         return try written.get()
-    }
-
-    private static func compression(of layer: Descriptor) -> LayerCompression {
-        switch MediaType.layerCompression(layer.mediaType) {
-        case .gzip: .gzip
-        case .zstd: .zstd
-        default: .none
-        }
     }
 
     /// Writes the eStargz form of `decoded` to `path`; the input must decode to the diffID the config promises.

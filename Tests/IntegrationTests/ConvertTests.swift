@@ -139,9 +139,9 @@ import TestSupport
     }
 
     /// A layout whose single layer is `blob`, declared as gzip, with a config that promises `diffID`.
-    func makeBadLayout(_ path: String, blob: [UInt8], diffID: Digest) throws {
+    func makeBadLayout(_ path: String, blob: [UInt8], diffID: Digest, mediaType: String = MediaType.ociLayerGzip) throws {
         let store = try ContentStore(root: path)
-        let layer = try store.writeBlob(blob, mediaType: MediaType.ociLayerGzip)
+        let layer = try store.writeBlob(blob, mediaType: mediaType)
         let config = ImageConfig(platform: .host, config: nil, diffIDs: [diffID])
         let configDescriptor = try store.writeBlob(Array(try JSONEncoder.canonical.encode(config)), mediaType: MediaType.ociConfig)
         let manifest = Manifest(config: configDescriptor, layers: [layer])
@@ -173,6 +173,36 @@ import TestSupport
             #expect(result.stderr.lowercased().contains(expected), "\(name): \(result.stderr)")
             #expect(try ContentStore(root: out).image(named: "bad") == nil, "\(name)")
             #expect(leftovers(out).isEmpty, "\(name): \(leftovers(out))")
+        }
+    }
+
+    /// Some tools label gzip content as plain tar. Such a layer converts as it unpacks, from a layout (read in
+    /// place) and from a registry (streamed): one decision of a layer's compression serves every consumer.
+    @Test func gzipLabelledAsPlainTarConvertsAsItUnpacks() async throws {
+        let scratch = try ScratchDirectory()
+        var tarBytes = TarWriter()
+        try tarBytes.write(TarHeader(name: "hello.txt", type: .regular, mode: 0o644, size: 3), contents: Array("hi\n".utf8))
+        try tarBytes.finish()
+        let input = scratch.sub("mislabelled")
+        try makeBadLayout(input, blob: try gzip(data: tarBytes.bytes), diffID: .sha256(of: tarBytes.bytes), mediaType: MediaType.ociLayer)
+
+        func expectUnpacks(_ reference: String, _ name: String) async throws {
+            let rootfs = scratch.sub("rootfs-\(name)")
+            let unpacked = try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("store-\(name)"), reference, rootfs])
+            #expect(unpacked.status == 0, "\(name): \(unpacked.stderr)")
+            #expect(FileManager.default.contents(atPath: rootfs + "/hello.txt") == Data("hi\n".utf8), "\(name)")
+        }
+        try await expectUnpacks("oci:\(input):bad", "original")
+        let local = try await run(slipwayBinary, ["convert", "-q", "oci:\(input):bad", "oci:\(scratch.sub("out")):from-layout"])
+        #expect(local.status == 0, "\(local.stderr)")
+        try await expectUnpacks("oci:\(scratch.sub("out")):from-layout", "from-layout")
+
+        try await RegistryProcess.withRegistry { registry in
+            let remote = "\(registry.host)/mislabelled:v1"
+            #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(input):bad", remote]).status == 0)
+            let streamed = try await run(slipwayBinary, ["convert", "-q", remote, "oci:\(scratch.sub("out")):from-registry"])
+            #expect(streamed.status == 0, "\(streamed.stderr)")
+            try await expectUnpacks("oci:\(scratch.sub("out")):from-registry", "from-registry")
         }
     }
 

@@ -92,7 +92,7 @@ import Glibc
             let shared = try ContentStore(root: store)
             let first = try await LayoutImageSource(store: shared, imageName: "\(registry.host)/demo:v1").resolve()
             let second = try await LayoutImageSource(store: shared, imageName: "\(registry.host)/demo:v2").resolve()
-            for (_, diffID) in first.layers + second.layers { #expect(shared.hasLayerDirectory(diffID)) }
+            for layer in first.layers + second.layers { #expect(shared.hasLayerDirectory(layer.diffID)) }
 
             #expect(try await run(slipwayBinary, ["rmi", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
             let collected = try await run(slipwayBinary, ["gc", "--json", "--store", store])
@@ -102,7 +102,7 @@ import Glibc
             #expect(report.removedBlobs == 3)
             #expect(report.removedLayers == 1)
             for layer in second.manifest.layers { #expect(shared.hasBlob(layer)) }
-            for (_, diffID) in second.layers { #expect(shared.hasLayerDirectory(diffID)) }
+            for layer in second.layers { #expect(shared.hasLayerDirectory(layer.diffID)) }
             #expect(!shared.hasBlob(first.manifestDescriptor))
             let inspect = try await run("skopeo", ["inspect", "oci:\(store):\(registry.host)/demo:v2"])
             #expect(inspect.status == 0, "\(inspect.stderr)")

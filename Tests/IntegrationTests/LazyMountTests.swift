@@ -11,7 +11,7 @@ let fuseAvailable = FileManager.default.fileExists(atPath: "/dev/fuse") && geteu
 
 /// `slipway mount` against a real registry: the mounted tree equals the unpacked image, chunks are shared across
 /// versions, failures surface as EIO without killing the mount, and `umount` cleans up even after a crash.
-@Suite(.enabled(if: fuseAvailable, "needs /dev/fuse and root"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: fuseAvailable, "needs /dev/fuse and root"), .serialized)
 struct LazyMountTests {
     struct Mounted {
         let directory: String

@@ -12,7 +12,7 @@ import Glibc
 
 /// `slipway serve` against a real docker-registry upstream (behind the fault proxy, which logs what reaches
 /// upstream), with real clients: skopeo, curl, Slipway's own pull.
-@Suite(.serialized)
+@Suite(.tags(.integration, .slow), .serialized)
 struct PullThroughCacheTests {
     /// The demo image pushed upstream as `demo:TAG`; returns its layers (the large one last).
     func publish(_ registry: RegistryProcess, _ scratch: ScratchDirectory, tag: String = "v1", version: String = "1", largeFileBytes: Int = 4 << 20)

@@ -17,7 +17,7 @@ let sifConversionAvailable = runTestsEnabled && FileManager.default.isExecutable
 /// `slipway run` end to end as root: a two-layer busybox image from a real registry, run under runc and crun (on
 /// this host crun needs the hybrid-cgroup workaround), from the overlay of the layer cache, from a lazy mount and
 /// from a SIF; exit codes, signals, binds, and that nothing stays mounted whatever happens.
-@Suite(.enabled(if: runTestsEnabled, "needs root, runc, crun and busybox-static"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: runTestsEnabled, "needs root, runc, crun and busybox-static"), .serialized)
 struct RunTests {
     /// What every mode and runtime must print the same: the overlay's whiteout and opaque directory applied, the
     /// hostname, a write to the (throwaway) root, the image's working directory and environment.

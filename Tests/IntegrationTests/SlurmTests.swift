@@ -11,7 +11,7 @@ let slurmTestsEnabled = benchTestsEnabled
 
 /// Slurm jobs on a real two-node cluster (`scripts/cluster`: munge, slurmctld, a slurmd per network namespace), the
 /// ETL images behind a registry host and the cluster's `slipway serve` cache, a store on the shared directory.
-@Suite(.enabled(if: slurmTestsEnabled, "needs root, Slurm (slurm-wlm), munge and what the bench tests need"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: slurmTestsEnabled, "needs root, Slurm (slurm-wlm), munge and what the bench tests need"), .serialized)
 struct SlurmTests {
     static let directory = "/var/tmp/slipway-test-cluster"
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

@@ -384,7 +384,10 @@ struct PullThroughCacheTests {
             proxy.addRule(FaultRule(path: "/blobs/\(large.digest)", fault: .throttle(bytesPerSecond: 4 << 20), times: 100))
             let cache = try await RunningCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache"), options: [])
             async let download = curl("\(cache.url)/v2/demo/blobs/\(large.digest)")
-            try await Task.sleep(for: .milliseconds(500))
+            // Running: the first bytes of the blob (throttled to take over a second) have come from upstream.
+            try await waitUntil("the blob is on its way") {
+                proxy.requests(matching: "/blobs/\(large.digest)", method: "GET").contains { $0.responseBodyBytes > 0 }
+            }
             let status = await cache.stop()
             let finished = try await download
             #expect(status == 0)

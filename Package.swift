@@ -113,16 +113,16 @@ let package = Package(
             ],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "OCITests", dependencies: ["OCI"]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
+        .testTarget(name: "OCITests", dependencies: ["OCI", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
-        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "Images", "OCI"]),
+        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "Images", "OCI", "TestSupport"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
-        .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),
         .testTarget(name: "SIFTests", dependencies: ["SIF", "TestSupport"]),
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -2,12 +2,13 @@ import CLinux
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite struct ApplyTests {
+@Suite(.tags(.unit)) struct ApplyTests {
     let isRoot = geteuid() == 0
 
     func allTypesTar(format: TarWriter.LongNameFormat = .pax) throws -> [UInt8] {

@@ -2,6 +2,7 @@ import Archive
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +10,7 @@ import Glibc
 
 /// A layer may decode to at most `min(absolute, max(floor, ratio × compressed size))` bytes, whichever consumer
 /// reads it: extraction, the decoded stream a conversion reads, or a diffID computation.
-@Suite struct DecompressionLimitTests {
+@Suite(.tags(.unit)) struct DecompressionLimitTests {
     /// A valid tar of one file of `zeros` zero bytes: the shape of a decompression bomb.
     func zeroFileTar(_ zeros: Int) throws -> [UInt8] {
         try makeTar { w in try w.add((TarHeader(name: "zeros", type: .regular, mode: 0o644), [UInt8](repeating: 0, count: zeros))) }

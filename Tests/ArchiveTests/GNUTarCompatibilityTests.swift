@@ -7,7 +7,7 @@ import TestSupport
 import Glibc
 #endif
 
-@Suite struct GNUTarCompatibilityTests {
+@Suite(.tags(.integration)) struct GNUTarCompatibilityTests {
     struct Node: Equatable, CustomStringConvertible {
         var type: mode_t
         var mode: mode_t

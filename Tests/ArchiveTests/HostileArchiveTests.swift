@@ -1,13 +1,14 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Every hostile case asserts the sibling of the extraction root stays empty.
-@Suite struct HostileArchiveTests {
+@Suite(.tags(.unit)) struct HostileArchiveTests {
     func expectKind(
         _ sb: Sandbox, _ tar: [UInt8], compression: LayerCompression = .none,
         _ matches: (ArchiveError.Kind) -> Bool, sourceLocation: SourceLocation = #_sourceLocation

@@ -1,9 +1,10 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 /// Numbers in tar headers come from the archive: every value either parses exactly or is an `invalidHeader`.
-@Suite struct NumericFieldTests {
+@Suite(.tags(.unit)) struct NumericFieldTests {
     /// A one-entry tar whose mtime field (12 bytes at 136) holds `field`, with the checksum recomputed.
     func tarWithMtimeField(_ field: [UInt8]) throws -> [UInt8] {
         var tar = try makeTar { w in try w.add(file("f", "x")) }

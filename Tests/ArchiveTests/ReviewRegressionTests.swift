@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// Hostile and unusual inputs found in review: each once let a layer escape, crash, balloon, or fail.
-@Suite struct ReviewRegressionTests {
+@Suite(.tags(.unit)) struct ReviewRegressionTests {
     /// U+0600 combines with a following "/" into one Swift Character: a character-wise split saw one component,
     /// the kernel saw two and followed the symlink out of the root.
     @Test func combiningMarkCannotHideASeparator() throws {

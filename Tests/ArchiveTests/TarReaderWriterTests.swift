@@ -1,7 +1,8 @@
 import Archive
 import Testing
+import TestSupport
 
-@Suite struct TarReaderWriterTests {
+@Suite(.tags(.unit)) struct TarReaderWriterTests {
     func readAll(_ tar: [UInt8], pieceSize: Int = Int.max) throws -> [(TarHeader, [UInt8])] {
         let reader = TarReader(source: ArrayByteSource(tar, pieceSize: pieceSize))
         var out: [(TarHeader, [UInt8])] = []

@@ -1,7 +1,8 @@
 @testable import CacheServer
 import Testing
+import TestSupport
 
-struct ByteRangeRequestTests {
+@Suite(.tags(.unit)) struct ByteRangeRequestTests {
     @Test(arguments: [
         ("bytes=0-9", ByteRangeRequest.partial([0..<10])),
         ("bytes=500-1499", .partial([500..<1500])),

@@ -39,7 +39,7 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
     return false
 }
 
-@Suite struct ClientAuthenticatorTests {
+@Suite(.tags(.unit)) struct ClientAuthenticatorTests {
     @Test func openAllowsEverything() {
         let auth = ClientAuthenticator.open
         #expect(!auth.isEnabled)
@@ -271,7 +271,7 @@ private func isDenied(_ decision: ClientAuthenticator.Decision) -> Bool {
 }
 
 /// `authorize`, what the server calls: failures counted per client, throttled clients refused unverified.
-@Suite struct AuthorizationThrottlingTests {
+@Suite(.tags(.unit)) struct AuthorizationThrottlingTests {
     @Test func aClientIsThrottledAfterItsFailuresUntilTheWindowEnds() {
         let throttle = AuthFailureThrottle(maxFailures: 3, window: .seconds(60))
         let start = ContinuousClock.now

@@ -1,9 +1,10 @@
 @testable import CacheServer
 import Testing
+import TestSupport
 
 /// A blob's size comes from an upstream manifest and may be anything up to Int64.max; ranges against it must not
 /// overflow while they are added up.
-struct HostileSizeTests {
+@Suite(.tags(.unit)) struct HostileSizeTests {
     @Test func rangesOfAHugeBlobThatAddUpBeyondInt64AreServedWhole() {
         // Each range is Int64.max bytes: their sum overflows.
         #expect(ByteRangeRequest(header: "bytes=0-,0-", size: Int64.max) == .whole)

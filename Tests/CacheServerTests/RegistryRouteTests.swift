@@ -1,7 +1,8 @@
 @testable import CacheServer
 import Testing
+import TestSupport
 
-struct RegistryRouteTests {
+@Suite(.tags(.unit)) struct RegistryRouteTests {
     func route(_ path: String) -> Result<RegistryRoute, RegistryRoute.Rejection> {
         Result { () throws(RegistryRoute.Rejection) in try RegistryRoute(path: Substring(path)) }
     }

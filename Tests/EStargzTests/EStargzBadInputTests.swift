@@ -2,6 +2,7 @@ import Archive
 import Foundation
 import OCI
 import Testing
+import TestSupport
 
 @testable import EStargz
 
@@ -148,7 +149,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 
 // MARK: - Tests
 
-@Suite struct EStargzBadInputTests {
+@Suite(.tags(.unit)) struct EStargzBadInputTests {
     let chunk = 64 << 10
 
     @Test func legacyStargzFooterIsRead() throws {

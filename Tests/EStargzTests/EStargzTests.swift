@@ -55,7 +55,7 @@ func temporaryFile(_ bytes: [UInt8], name: String) throws -> String {
     return path
 }
 
-@Suite struct EStargzRoundTripTests {
+@Suite(.tags(.unit)) struct EStargzRoundTripTests {
     let chunk = 64 << 10
 
     @Test func footerLayout() throws {
@@ -343,7 +343,7 @@ let goBuilder = #"""
     }
     """#
 
-@Suite struct EStargzReferenceInteropTests {
+@Suite(.tags(.integration)) struct EStargzReferenceInteropTests {
     @Test(.enabled(if: referenceAvailable, "needs golang-go and golang-github-containerd-stargz-snapshotter-dev"))
     func referenceOpensAndVerifiesOurBlob() async throws {
         let chunk = 64 << 10

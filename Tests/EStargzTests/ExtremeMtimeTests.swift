@@ -1,12 +1,13 @@
 import Archive
 import Foundation
 import Testing
+import TestSupport
 
 @testable import EStargz
 
 /// PAX mtimes may be any Int64: the eStargz writer must convert them all, keeping the exact value in the tar and
 /// a TOC date RFC 3339 can express.
-@Suite struct ExtremeMtimeTests {
+@Suite(.tags(.unit)) struct ExtremeMtimeTests {
     @Test func tocModtimesAreClampedToFourDigitYears() {
         #expect(formatModtime(TarTimestamp(seconds: .min)) == "0000-01-01T00:00:00Z")
         #expect(formatModtime(TarTimestamp(seconds: .min, nanoseconds: 999_999_999)) == "0000-01-01T00:00:01Z")

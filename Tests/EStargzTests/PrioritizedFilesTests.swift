@@ -17,8 +17,42 @@ func buildGoProgram(_ source: String, name: String) async throws -> String {
 }
 
 /// `--prioritize`: the listed files (with their parents and hard link targets) move to the front of the layer,
-/// followed by `.prefetch.landmark`, in the order the reference builder produces.
-@Suite struct PrioritizedFilesTests {
+/// followed by `.prefetch.landmark`.
+@Suite(.tags(.unit)) struct PrioritizedFilesTests {
+    let chunk = 64 << 10
+
+    @Test func missingPathsFailUnlessAllowed() throws {
+        let (tar, _) = try makeInputTar(chunk: chunk)
+        #expect {
+            _ = try convert(tar, chunk: chunk, prioritized: ["etc/hosts", "no/such/file"])
+        } throws: { error in
+            "\(error)".contains("no/such/file")
+        }
+        let (_, result) = try convert(tar, chunk: chunk, prioritized: ["etc/hosts", "no/such/file"], allowMissing: true)
+        #expect(result.missingPrioritizedFiles == ["no/such/file"])
+        #expect(result.toc.entries.map(\.name).prefix(3) == ["etc/", "etc/hosts", prefetchLandmarkName])
+    }
+
+    @Test func layerWithoutAnyListedFileHasNoPrefetchRegion() throws {
+        let (tar, _) = try makeInputTar(chunk: chunk)
+        let (plain, _) = try convert(tar, chunk: chunk)
+        let (blob, result) = try convert(tar, chunk: chunk, prioritized: ["elsewhere/a"], allowMissing: true)
+        #expect(result.toc.entries.first?.name == noPrefetchLandmarkName)
+        #expect(result.prefetchSize == 0)
+        // Same layout as without a list at all: the layer is not reordered.
+        #expect(blob == plain)
+    }
+
+    @Test func pathsAreNormalisedLikeTOCNames() throws {
+        // "/usr/small" and "./etc/hosts" name the tar's "usr/small" and "etc/hosts".
+        let (tar, _) = try makeInputTar(chunk: chunk)
+        let (_, result) = try convert(tar, chunk: chunk, prioritized: ["/usr/small", "./etc/hosts"])
+        #expect(result.toc.entries.map(\.name).prefix(5) == ["usr/", "usr/small", "etc/", "etc/hosts", prefetchLandmarkName])
+    }
+}
+
+/// The order the reference builder (Debian's Go eStargz package) produces, and a layer its verifier accepts.
+@Suite(.tags(.integration)) struct PrioritizedFilesReferenceTests {
     let chunk = 64 << 10
 
     @Test(.enabled(if: referenceAvailable, "needs golang-go and golang-github-containerd-stargz-snapshotter-dev"))
@@ -50,34 +84,5 @@ func buildGoProgram(_ source: String, name: String) async throws -> String {
         let blobPath = try temporaryFile(blob, name: "ours.esgz")
         let verified = try await run(verifier, [blobPath, ours.tocDigest.description])
         #expect(verified.status == 0, "reference verifier: \(verified.output)")
-    }
-
-    @Test func missingPathsFailUnlessAllowed() throws {
-        let (tar, _) = try makeInputTar(chunk: chunk)
-        #expect {
-            _ = try convert(tar, chunk: chunk, prioritized: ["etc/hosts", "no/such/file"])
-        } throws: { error in
-            "\(error)".contains("no/such/file")
-        }
-        let (_, result) = try convert(tar, chunk: chunk, prioritized: ["etc/hosts", "no/such/file"], allowMissing: true)
-        #expect(result.missingPrioritizedFiles == ["no/such/file"])
-        #expect(result.toc.entries.map(\.name).prefix(3) == ["etc/", "etc/hosts", prefetchLandmarkName])
-    }
-
-    @Test func layerWithoutAnyListedFileHasNoPrefetchRegion() throws {
-        let (tar, _) = try makeInputTar(chunk: chunk)
-        let (plain, _) = try convert(tar, chunk: chunk)
-        let (blob, result) = try convert(tar, chunk: chunk, prioritized: ["elsewhere/a"], allowMissing: true)
-        #expect(result.toc.entries.first?.name == noPrefetchLandmarkName)
-        #expect(result.prefetchSize == 0)
-        // Same layout as without a list at all: the layer is not reordered.
-        #expect(blob == plain)
-    }
-
-    @Test func pathsAreNormalisedLikeTOCNames() throws {
-        // "/usr/small" and "./etc/hosts" name the tar's "usr/small" and "etc/hosts".
-        let (tar, _) = try makeInputTar(chunk: chunk)
-        let (_, result) = try convert(tar, chunk: chunk, prioritized: ["/usr/small", "./etc/hosts"])
-        #expect(result.toc.entries.map(\.name).prefix(5) == ["usr/", "usr/small", "etc/", "etc/hosts", prefetchLandmarkName])
     }
 }

@@ -1,10 +1,11 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import EStargz
 
 /// The dedicated TOC parser reads what JSONDecoder reads.
-@Suite struct TOCParserTests {
+@Suite(.tags(.unit)) struct TOCParserTests {
     @Test func agreesWithJSONDecoderOnWriterOutput() throws {
         let (tar, _) = try makeInputTar(chunk: 64 << 10)
         let (_, result) = try convert(tar, chunk: 64 << 10)

@@ -2,6 +2,7 @@ import CLinux
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 @testable import FUSE
 
@@ -13,7 +14,7 @@ import Glibc
 let fuseUsable = access("/dev/fuse", R_OK | W_OK) == 0
 let skipReason: Comment = "/dev/fuse is missing or not accessible to this user, so nothing can be mounted"
 
-@Suite(.enabled(if: fuseUsable, skipReason))
+@Suite(.tags(.integration), .enabled(if: fuseUsable, skipReason))
 struct FUSEMountTests {
     static let options = ["ro", "default_permissions", "allow_other", "fsname=slipway-test", "subtype=slipway"]
 
@@ -464,7 +465,7 @@ struct FUSEMountTests {
 }
 
 /// Error mapping needs no mount.
-struct FUSEErrorMappingTests {
+@Suite(.tags(.unit)) struct FUSEErrorMappingTests {
     @Test func mapsErrorsToErrno() {
         #expect(FUSEOperations.errnoValue(for: FUSEError.notFound) == ENOENT)
         #expect(FUSEOperations.errnoValue(for: FUSEError.noData) == ENODATA)

@@ -1,12 +1,13 @@
 import Foundation
 import FuzzTargets
 import Testing
+import TestSupport
 
 /// Every fuzz target over its seed corpus (Fuzz/corpus/TARGET) and over every crash the campaign found
 /// (Fuzz/regressions/TARGET), so `swift test` keeps a crash found once fixed. A regression input whose name starts
 /// with `open-` is a crash not fixed yet in a module owned elsewhere: it is skipped here and has its own disabled
 /// test below, to be enabled (and the prefix dropped) with the fix.
-@Suite struct FuzzRegressionTests {
+@Suite(.tags(.unit)) struct FuzzRegressionTests {
     static let fuzzDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fuzz")
 

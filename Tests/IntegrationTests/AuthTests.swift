@@ -8,7 +8,7 @@ import TestSupport
 
 /// Authentication against a real htpasswd registry and a token-auth front end, credentials from
 /// docker's config.json and credential helpers, and redirects that must not leak credentials.
-@Suite struct AuthTests {
+@Suite(.tags(.integration)) struct AuthTests {
     static let user = BasicCredentials(username: "alice", password: "s3cret-pass")
 
     @Test func basicAuthRegistry() async throws {
@@ -117,7 +117,7 @@ import TestSupport
 
 /// `--creds` belongs to the source and `--dest-creds` to the destination: one registry's password is never
 /// offered to another.
-@Suite struct CredentialScopingTests {
+@Suite(.tags(.integration)) struct CredentialScopingTests {
     @Test func copyUsesEachRegistrysOwnCredentials() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

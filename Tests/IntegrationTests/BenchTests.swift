@@ -11,7 +11,7 @@ let benchTestsEnabled = geteuid() == 0 && FileManager.default.fileExists(atPath:
 
 /// `slipway bench` end to end on real images (debootstrap, python3, numpy, pandas), a real registry behind a
 /// network namespace, and every piece it drives. The suite is serialized: the benchmarks own one namespace.
-@Suite(.enabled(if: benchTestsEnabled, "needs root, FUSE, debootstrap, docker-registry, runc and containerd"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: benchTestsEnabled, "needs root, FUSE, debootstrap, docker-registry, runc and containerd"), .serialized)
 struct BenchTests {
     /// Images and registry storage survive between tests (and CI runs on one machine): building them is the
     /// slow part (debootstrap and apt-get, a few minutes the first time).

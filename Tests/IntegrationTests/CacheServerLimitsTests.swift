@@ -10,7 +10,7 @@ import Glibc
 
 /// `slipway serve` against clients that hold connections without using them, send requests a byte at a time,
 /// open more connections than it should hold, or guess passwords: everyone else is still answered.
-@Suite(.serialized)
+@Suite(.tags(.integration, .slow), .serialized)
 struct CacheServerLimitsTests {
     let fixtures = PullThroughCacheTests()
 

@@ -11,7 +11,7 @@ let containerdAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin
 
 /// containerd pulls through `slipway serve` configured as a registry mirror in a hosts.toml, the way a
 /// Kubernetes node is set up (containerd adds `?ns=` naming the registry it meant).
-@Suite(.enabled(if: containerdAvailable, "needs containerd (Debian package) and root"))
+@Suite(.tags(.integration), .enabled(if: containerdAvailable, "needs containerd (Debian package) and root"))
 struct ContainerdMirrorTests {
     /// A private containerd: its own root, state and socket, no CRI plugin.
     struct Containerd {

@@ -10,7 +10,7 @@ import TestSupport
 
 /// `slipway convert --to estargz` end to end: the result is in the registry, every layer's TOC matches its
 /// annotation, it unpacks to the original tree (plus the eStargz metadata files), and converting it again keeps it.
-@Suite struct ConvertTests {
+@Suite(.tags(.integration)) struct ConvertTests {
     @Test func convertsToEStargzThroughARegistry() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)
@@ -88,7 +88,7 @@ import TestSupport
 }
 
 /// `--prioritize`, and what a conversion leaves behind when its input is bad.
-@Suite struct ConvertInputTests {
+@Suite(.tags(.integration)) struct ConvertInputTests {
     func write(_ text: String, to path: String) throws {
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
     }

@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 
 /// A misbehaving registry: pulls retry or fail with a clear message, and no blob with a wrong digest is ever stored.
-@Suite struct FaultTests {
+@Suite(.tags(.integration)) struct FaultTests {
     /// Pushes the demo image (large layer `largeBytes`) through the proxy and returns the reference and the layer
     /// descriptor of the large layer.
     func prepare(_ proxy: FaultProxy, _ scratch: ScratchDirectory, session: Session, largeBytes: Int = 4 << 20) async throws

@@ -10,7 +10,7 @@ import Glibc
 /// A registry that answers with hostile numbers and links. `slipway inspect` must fail with exit status 1 and a
 /// message naming the problem (never die of a signal); `slipway serve` must answer each hostile upstream reply with
 /// an error and go on serving everyone else.
-@Suite(.serialized)
+@Suite(.tags(.integration), .serialized)
 struct HostileRegistryTests {
     // MARK: Documents
 

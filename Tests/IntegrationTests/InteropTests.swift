@@ -8,7 +8,7 @@ import Testing
 import TestSupport
 
 /// Slipway against the real peers: docker-registry, skopeo and umoci must agree with what we write and read.
-@Suite(.serialized) struct InteropTests {
+@Suite(.tags(.integration), .serialized) struct InteropTests {
     @Test func pulledAndUnpackedTreeMatchesUmoci() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

@@ -14,7 +14,7 @@ import Glibc
 /// Disk fill and interruption through the real `slipway` binary: a decompression bomb layer is refused with the
 /// layer named and nothing left behind, SIGTERM/SIGINT remove what an unpack had half built, and PAX mtimes at
 /// the ends of Int64 convert without a trap.
-@Suite struct LayerLimitTests {
+@Suite(.tags(.integration)) struct LayerLimitTests {
     /// Feeds a tar of one `zeros`-byte file of zeros to `ImageBuilder` through a FIFO, so no tar lands on disk.
     func addZeroFileLayer(_ builder: inout ImageBuilder, zeros: Int64, scratch: ScratchDirectory) throws {
         let fifo = scratch.sub("tar-\(UUID().uuidString).fifo")

@@ -12,7 +12,7 @@ let fuseAvailable = FileManager.default.fileExists(atPath: "/dev/fuse") && geteu
 
 /// `slipway mount` against a real registry: the mounted tree equals the unpacked image, chunks are shared across
 /// versions, failures surface as EIO without killing the mount, and `umount` cleans up even after a crash.
-@Suite(.enabled(if: fuseAvailable, "needs /dev/fuse and root"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: fuseAvailable, "needs /dev/fuse and root"), .serialized)
 struct LazyMountTests {
     struct Mounted {
         let directory: String
@@ -199,6 +199,13 @@ struct LazyMountTests {
         }
     }
 
+    /// Whether `pid` has ended: gone, or a zombie not reaped yet (its descriptors are closed either way).
+    static func hasExited(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let name = stat.lastIndex(of: ")") else { return true }
+        // "PID (COMMAND) STATE ...", where COMMAND may hold spaces and parentheses.
+        return stat[stat.index(after: name)...].drop { $0 == " " }.first == "Z"
+    }
+
     @Test func recordsAccessesAndCleansUpAfterACrash() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
@@ -213,8 +220,10 @@ struct LazyMountTests {
 
             // A daemon killed with SIGKILL leaves a dead mount; umount removes it.
             let crashed = try await mount(lazy, scratch, name: "crash", store: scratch.sub("store"))
-            await kill(try crashed.status().pid, SIGKILL)
-            try await Task.sleep(for: .milliseconds(300))
+            let daemon = try await crashed.status().pid
+            kill(daemon, SIGKILL)
+            // The mount is dead once its daemon has exited: its /dev/fuse descriptor closed with it.
+            try await waitUntil("the killed mount daemon \(daemon) has exited") { Self.hasExited(daemon) }
             var info = stat()
             #expect(stat(crashed.directory + "/etc", &info) != 0)
             let cleaned = try await run(slipwayBinary, ["umount", "--store", crashed.store, crashed.directory])

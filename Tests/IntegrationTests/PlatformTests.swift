@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 
 /// Multi-platform images: the index is resolved to this machine's image unless another platform is asked for.
-@Suite struct PlatformTests {
+@Suite(.tags(.integration)) struct PlatformTests {
     @Test func selectsTheRequestedPlatformFromAnIndex() async throws {
         let scratch = try ScratchDirectory()
         let layout = try ContentStore(root: scratch.sub("layout"))

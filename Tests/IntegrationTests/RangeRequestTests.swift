@@ -9,7 +9,7 @@ import TestSupport
 
 /// Multi-range reads of a blob: one request to docker-registry, and the right bytes whatever the server does with
 /// the ranges (multipart answer, the whole blob, or a refusal).
-@Suite struct RangeRequestTests {
+@Suite(.tags(.integration)) struct RangeRequestTests {
     @Test func severalRangesInOneRequest() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { _, proxy in

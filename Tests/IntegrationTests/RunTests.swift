@@ -17,7 +17,7 @@ let sifConversionAvailable = runTestsEnabled && FileManager.default.isExecutable
 /// `slipway run` end to end as root: a two-layer busybox image from a real registry, run under runc and crun (on
 /// this host crun needs the hybrid-cgroup workaround), from the overlay of the layer cache, from a lazy mount and
 /// from a SIF; exit codes, signals, binds, and that nothing stays mounted whatever happens.
-@Suite(.enabled(if: runTestsEnabled, "needs root, runc, crun and busybox-static"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: runTestsEnabled, "needs root, runc, crun and busybox-static"), .serialized)
 struct RunTests {
     /// What every mode and runtime must print the same: the overlay's whiteout and opaque directory applied, the
     /// hostname, a write to the (throwaway) root, the image's working directory and environment.
@@ -353,16 +353,16 @@ struct RunTests {
             let image = try await withSession(try makeSession()) { session in
                 try await session.source(for: try ImageLocation(parsing: lazy)).resolve()
             }
-            // The layers stall: the lazy mount is being set up (run directory made) when SIGTERM arrives.
+            // The layers stall: the lazy mount is being set up (run directory made, a layer asked for) when SIGTERM
+            // arrives.
             for layer in image.manifest.layers { proxy.inject(.stall(seconds: 120), path: "/blobs/\(layer.digest)", times: .max) }
             let marker = "MARK=\(UUID().uuidString)"
             async let outcome = slipwayRun(store, ["--mode", "lazy", "--prefetch", "none", "--env", marker, lazy, "--", "/bin/true"])
             let slipway = try await waitForProcess(arguments: ["--env", marker], executable: "slipway")
-            let deadline = ContinuousClock.now + .seconds(30)
-            while ((try? FileManager.default.contentsOfDirectory(atPath: "\(store)/run")) ?? []).isEmpty, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+            try await waitUntil("a run directory exists and a layer is being fetched") {
+                !((try? FileManager.default.contentsOfDirectory(atPath: "\(store)/run")) ?? []).isEmpty
+                    && image.manifest.layers.contains { !proxy.requests(matching: "/blobs/\($0.digest)", method: "GET").isEmpty }
             }
-            try await Task.sleep(for: .milliseconds(200))
             let signalled = ContinuousClock.now
             kill(slipway, SIGTERM)
             let result = try await outcome

@@ -12,7 +12,7 @@ let sifToolsAvailable = ["/usr/bin/siftool", "/usr/bin/mksquashfs", "/usr/bin/un
 
 /// `slipway convert --to sif` against the real tools: siftool reads the file, unsquashfs and the kernel (and
 /// squashfuse) see the same tree as `slipway unpack`, and the store caches the result.
-@Suite(.enabled(if: sifToolsAvailable, "needs siftool and squashfs-tools"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: sifToolsAvailable, "needs siftool and squashfs-tools"), .serialized)
 struct SIFConvertTests {
     /// The tree of the image as `slipway unpack` writes it, and the SIF of the same image.
     func convert(_ registry: RegistryProcess, _ scratch: ScratchDirectory) async throws -> (rootfs: String, sif: String, store: String) {

@@ -11,7 +11,7 @@ let slurmTestsEnabled = benchTestsEnabled
 
 /// Slurm jobs on a real two-node cluster (`scripts/cluster`: munge, slurmctld, a slurmd per network namespace), the
 /// ETL images behind a registry host and the cluster's `slipway serve` cache, a store on the shared directory.
-@Suite(.enabled(if: slurmTestsEnabled, "needs root, Slurm (slurm-wlm), munge and what the bench tests need"), .serialized)
+@Suite(.tags(.integration, .slow), .enabled(if: slurmTestsEnabled, "needs root, Slurm (slurm-wlm), munge and what the bench tests need"), .serialized)
 struct SlurmTests {
     static let directory = "/var/tmp/slipway-test-cluster"
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -199,8 +199,9 @@ struct SlurmTests {
             }
             let first = try await submit("node[1-3]", "etl:v1", "v1.out")
             let second = try await submit("node[2-3]", "etl:v2", "v2.out")
-            // 121 MB over 100 Mbit/s takes about 10 s: restart the cache while the layers are on the way.
-            try await Task.sleep(for: .seconds(4))
+            // 121 MB over 100 Mbit/s takes about 10 s: restart the cache while the layers are on the way, i.e. once
+            // a blob it is filling holds 4 MiB.
+            try await waitUntil("the cache is filling a blob") { SlurmTests.aPartialBlob(in: cluster.cache.store.root, holds: 4 << 20) }
             try await cluster.restartCache()
             let restartedAt = Date()
             let deadline = Date().addingTimeInterval(240)
@@ -215,6 +216,16 @@ struct SlurmTests {
             let refetched = try await cluster.cache.metric("slipway_cache_upstream_bytes_total")
             #expect(refetched > 1_000_000, "the restarted cache fetched \(refetched) bytes: the launch was over before the restart")
             #expect(Date().timeIntervalSince(restartedAt) < 120)
+        }
+    }
+
+    /// Whether a blob being downloaded into the store at `root` (its partial file in ingest/) holds `bytes` yet: the
+    /// sign that a transfer is under way, however long the loaded machine took to get there.
+    static func aPartialBlob(in root: String, holds bytes: Int) -> Bool {
+        let ingest = root + "/ingest"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: ingest)) ?? []).contains { name in
+            var info = stat()
+            return name.hasSuffix(".partial") && stat("\(ingest)/\(name)", &info) == 0 && info.st_size >= bytes
         }
     }
 
@@ -245,7 +256,8 @@ struct SlurmTests {
                 if victim == nil { try await Task.sleep(for: .milliseconds(100)) }
             }
             let pid = try #require(victim, "no slipway prefetch on node1")
-            try await Task.sleep(for: .seconds(3))  // 121 MB over 100 Mbit/s: about 10 s, so mid-transfer
+            // Mid-transfer (121 MB over 100 Mbit/s: about 10 s): a blob in the shared store holds 4 MiB so far.
+            try await waitUntil("the nodes are pulling a blob into \(store)") { SlurmTests.aPartialBlob(in: store, holds: 4 << 20) }
             kill(pid, SIGKILL)
             let end = Date().addingTimeInterval(180)
             while Date() < end, try await cluster.shell("squeue -h -j \(job)").stdout.contains(where: { !$0.isWhitespace }) {

@@ -12,7 +12,7 @@ import Glibc
 
 /// A store filled by root must not hand other users an image's setuid-root binaries or world-writable device nodes:
 /// the directories that hold extracted layers and run state are private to the store's owner, as containerd's are.
-@Suite(.enabled(if: geteuid() == 0, "needs root: the leak is root's store seen by another user"), .serialized)
+@Suite(.tags(.integration), .enabled(if: geteuid() == 0, "needs root: the leak is root's store seen by another user"), .serialized)
 struct StorePermissionTests {
     /// An image whose one layer holds a setuid-root shell stand-in and a 0666 character device.
     func makeHostileLayout(_ scratch: ScratchDirectory) throws -> ContentStore {

@@ -13,7 +13,7 @@ import Glibc
 
 /// The store shared by many processes: concurrent pulls, a pull killed with SIGKILL, garbage collection, and a
 /// hostile image — all through the `slipway` command as users run it.
-@Suite struct StoreSharingTests {
+@Suite(.tags(.integration)) struct StoreSharingTests {
     @Test func eightConcurrentPullsDownloadEachBlobOnce() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch, largeFileBytes: 4 << 20)
@@ -135,7 +135,7 @@ import Glibc
 }
 
 /// The command-line contract on bad input: nothing lost, one JSON document, read-only reads.
-@Suite struct CommandLineContractTests {
+@Suite(.tags(.integration)) struct CommandLineContractTests {
     @Test func helpOnEverySubcommandExitsZero() async throws {
         for arguments in [["--help"], ["convert", "--help"], ["help", "pull"], ["assemble", "-h"]] {
             let result = try await run(slipwayBinary, arguments)
@@ -186,7 +186,7 @@ import Glibc
 }
 
 /// gc never runs while a pull or unpack holds the store.
-@Suite struct CollectionSafetyTests {
+@Suite(.tags(.integration)) struct CollectionSafetyTests {
     @Test func gcRefusesWhileTheStoreIsInUse() async throws {
         let scratch = try ScratchDirectory()
         let store = try ContentStore(root: scratch.sub("store"))

@@ -8,7 +8,7 @@ import TestSupport
 
 /// A registry over real TLS (docker-registry with a certificate from a throwaway CA): trusted through
 /// `--ca-cert`, refused without it, and a loopback registry without TLS still reached over plain HTTP.
-@Suite struct TLSTests {
+@Suite(.tags(.integration)) struct TLSTests {
     @Test func pullsOverTLSOnlyWhenTheCertificateIsTrusted() async throws {
         let scratch = try ScratchDirectory()
         let layout = try makeDemoLayout(scratch)

@@ -1,10 +1,11 @@
 import Foundation
 import OCI
 import Testing
+import TestSupport
 
 @testable import LazyFS
 
-@Suite struct ImageTreeTests {
+@Suite(.tags(.unit)) struct ImageTreeTests {
     func file(_ path: String, size: Int64 = 1, mode: UInt32 = 0o644) -> LayerEntry {
         LayerEntry(path: path, kind: .regular(size: size), permissions: mode, content: .local(path: "/dev/null"))
     }
@@ -63,7 +64,7 @@ import Testing
     }
 }
 
-@Suite struct ChunkCacheTests {
+@Suite(.tags(.unit)) struct ChunkCacheTests {
     func scratch() throws -> String {
         let path = NSTemporaryDirectory() + "/chunk-cache-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)

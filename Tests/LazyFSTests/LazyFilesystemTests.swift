@@ -6,6 +6,7 @@ import OCI
 import Registry
 import Slipway
 import Testing
+import TestSupport
 
 @testable import LazyFS
 
@@ -27,7 +28,7 @@ private struct UnreachableSource: ImageSource {
 
 /// The FUSE side of a lazy mount over a tree of local files: what the kernel asks (offsets, sizes, statfs, lstat)
 /// is answered as the kernel would answer it for extracted files, whatever the numbers.
-@Suite final class LazyFilesystemTests {
+@Suite(.tags(.unit)) final class LazyFilesystemTests {
     let directory: String
 
     init() throws {

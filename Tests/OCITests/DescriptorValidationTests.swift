@@ -1,10 +1,11 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import OCI
 
 /// Sizes in descriptors come from registries and layouts: a negative one must stop at decoding, where every
 /// manifest, index and layout passes, with an error that names the field.
-@Suite struct DescriptorValidationTests {
+@Suite(.tags(.unit)) struct DescriptorValidationTests {
     static let digest = "sha256:" + String(repeating: "a", count: 64)
 
     static func manifest(layerSize: String) -> [UInt8] {

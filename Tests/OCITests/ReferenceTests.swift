@@ -1,7 +1,8 @@
 import Testing
+import TestSupport
 @testable import OCI
 
-@Suite struct ReferenceTests {
+@Suite(.tags(.unit)) struct ReferenceTests {
     struct Case: Sendable, CustomStringConvertible {
         let input: String, registry: String, repository: String, tag: String?, digest: String?
         var description: String { input }
@@ -85,7 +86,7 @@ import Testing
     }
 }
 
-@Suite struct DigestTests {
+@Suite(.tags(.unit)) struct DigestTests {
     @Test func validatesAlgorithmAndHex() throws {
         let digest = try Digest("sha256:" + String(repeating: "0", count: 64))
         #expect(digest.algorithm == .sha256)
@@ -99,7 +100,7 @@ import Testing
     }
 }
 
-@Suite struct DocumentTests {
+@Suite(.tags(.unit)) struct DocumentTests {
     @Test func rejectsNonJSON() {
         #expect(throws: OCIError.self) { try ManifestDocument.decode(Array("<html>".utf8), contentType: MediaType.ociManifest) }
     }
@@ -127,7 +128,7 @@ import Testing
     }
 }
 
-@Suite struct MediaTypeTests {
+@Suite(.tags(.unit)) struct MediaTypeTests {
     @Test func layerCompressionOfEveryLayerType() {
         #expect(MediaType.layerCompression(MediaType.ociLayer) == .uncompressed)
         #expect(MediaType.layerCompression(MediaType.ociLayerGzip) == .gzip)

@@ -1,9 +1,10 @@
 import Testing
+import TestSupport
 @testable import Registry
 
 /// Numbers and links in registry headers and token answers are the server's word: parsed strictly, never trusted
 /// for arithmetic unchecked.
-@Suite struct HostileHeaderTests {
+@Suite(.tags(.unit)) struct HostileHeaderTests {
     @Test(arguments: [
         ("bytes 0-9/10", 0..<10 as Range<Int64>?), ("bytes 5-5/*", 5..<6), ("bytes 0-9/100", 0..<10),
         // The bound Int64.max would overflow `last + 1`.

@@ -1,7 +1,8 @@
 import Testing
+import TestSupport
 @testable import Registry
 
-@Suite struct RegistryPolicyTests {
+@Suite(.tags(.unit)) struct RegistryPolicyTests {
     @Test(arguments: [
         ("localhost:5000", true), ("127.0.0.1", true), ("127.1.2.3:80", true), ("[::1]:5000", true),
         ("127.example.com", false), ("127.0.0.1.nip.io", false), ("registry.example", false), ("10.0.0.1:5000", false),

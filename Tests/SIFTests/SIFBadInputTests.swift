@@ -24,7 +24,7 @@ func makeFakeImage(in dir: TempDir, partition: SIFPartitionInfo = SIFPartitionIn
     return path
 }
 
-@Suite("SIF bad input")
+@Suite("SIF bad input", .tags(.unit))
 struct SIFBadInputTests {
     @Test func randomBytesAreNotSIF() throws {
         let dir = try TempDir()
@@ -81,19 +81,6 @@ struct SIFBadInputTests {
             return
         }
         #expect(prefixWhat.contains("descriptor table"))
-    }
-
-    @Test(.enabled(if: haveSiftool))
-    func noPrimaryPartitionFromSiftool() async throws {
-        let dir = try TempDir()
-        let path = dir.sub("def-only.sif")
-        try writeFile(dir.sub("recipe.def"), definitionText)
-        try await runChecked("siftool", ["new", path])
-        try await runChecked("siftool", ["add", "--datatype", "1", path, dir.sub("recipe.def")])
-        let sif = try SIFFile(path: path)
-        #expect(sif.descriptors.count == 1)
-        #expect(sif.primaryPartition == nil)
-        #expect(sifError { () throws(SIFError) in _ = try sif.requirePrimaryPartition() } == .noPrimaryPartition(path: path))
     }
 
     @Test func noPrimaryPartitionWhenOnlyADataPartition() throws {

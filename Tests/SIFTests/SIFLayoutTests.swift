@@ -1,9 +1,10 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import SIF
 
-@Suite("SIF layout and types")
+@Suite("SIF layout and types", .tags(.unit))
 struct SIFLayoutTests {
     @Test func archCodes() {
         #expect(SIFArch(goArch: "amd64") == .amd64)

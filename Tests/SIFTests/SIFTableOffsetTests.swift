@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import SIF
 
@@ -7,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("SIF descriptor table placement")
+@Suite("SIF descriptor table placement", .tags(.unit))
 struct SIFTableOffsetTests {
     func maxResidentBytes() -> Int {
         var usage = rusage()

@@ -40,7 +40,7 @@ func buildImageWithMksquashfs() async throws -> BuiltImage {
     return BuiltImage(dir: dir, path: path, tree: tree, builder: builder, partitionSize: partitionSize)
 }
 
-@Suite("SIF interop with siftool, mksquashfs, unsquashfs")
+@Suite("SIF interop with siftool, mksquashfs, unsquashfs", .tags(.integration))
 struct SIFToolInteropTests {
     @Test(.enabled(if: haveSquashTools))
     func mksquashfsOffsetWritesInPlaceAndTruncates() async throws {
@@ -272,5 +272,18 @@ struct SIFToolInteropTests {
         if !identical, let first = zip(a, b).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
             Issue.record("first difference at byte \(first.offset)")
         }
+    }
+
+    @Test(.enabled(if: haveSiftool))
+    func noPrimaryPartitionFromSiftool() async throws {
+        let dir = try TempDir()
+        let path = dir.sub("def-only.sif")
+        try writeFile(dir.sub("recipe.def"), definitionText)
+        try await runChecked("siftool", ["new", path])
+        try await runChecked("siftool", ["add", "--datatype", "1", path, dir.sub("recipe.def")])
+        let sif = try SIFFile(path: path)
+        #expect(sif.descriptors.count == 1)
+        #expect(sif.primaryPartition == nil)
+        #expect(sifError { () throws(SIFError) in _ = try sif.requirePrimaryPartition() } == .noPrimaryPartition(path: path))
     }
 }

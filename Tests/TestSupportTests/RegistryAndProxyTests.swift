@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-@Suite("RegistryProcess", .timeLimit(.minutes(1)))
+@Suite("RegistryProcess", .tags(.integration), .timeLimit(.minutes(1)))
 struct RegistryProcessTests {
     @Test func startsAnswersAndStops() async throws {
         let registry = try await RegistryProcess.start()
@@ -46,7 +46,7 @@ struct RegistryProcessTests {
     }
 }
 
-@Suite("FaultProxy", .timeLimit(.minutes(1)))
+@Suite("FaultProxy", .tags(.integration), .timeLimit(.minutes(1)))
 struct FaultProxyTests {
     @Test func pushAndPullThroughProxy() async throws {
         let credentials = BasicCredentials(username: "bob", password: "pw")
@@ -243,7 +243,7 @@ struct FaultProxyTests {
     }
 }
 
-@Suite("Token auth emulation", .timeLimit(.minutes(1)))
+@Suite("Token auth emulation", .tags(.integration), .timeLimit(.minutes(1)))
 struct TokenAuthTests {
     struct TokenResponse: Decodable {
         var token: String

@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
-        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "Images", "OCI", "TestSupport"]),
+        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI", "TestSupport"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),

@@ -31,13 +31,29 @@ extension ImageSource {
 }
 
 extension ImageSource {
-    /// Brings a blob into `store` unless it is there: verified, and fetched once however many processes ask at the
-    /// same time (the others wait for it). Returns the bytes transferred (0 when it was there or another process
-    /// fetched it).
+    /// Brings a blob into `store` unless it is there (see `ContentStore.fetch`).
     public func fetchBlob(_ descriptor: Descriptor, into store: ContentStore, progress: @escaping ProgressHandler) async throws -> Int64 {
-        if store.hasBlob(descriptor) { return 0 }
-        let outcome = try await store.ingest(descriptor, onWait: { progress(.blobWaiting(descriptor.digest)) }) { sink in
-            try await fetchBlob(descriptor, into: ReportingSink(sink, digest: descriptor.digest, progress: progress))
+        try await store.fetch(descriptor, progress: progress) { sink in try await fetchBlob(descriptor, into: sink) }
+    }
+}
+
+extension Layer {
+    /// Brings the layer's blob into `store` unless it is there (see `ContentStore.fetch`).
+    public func fetch(into store: ContentStore, progress: @escaping ProgressHandler) async throws -> Int64 {
+        try await store.fetch(descriptor, progress: progress) { sink in try await fetch(into: sink) }
+    }
+}
+
+extension ContentStore {
+    /// Brings a blob into the store unless it is there: verified, and fetched once however many processes ask at
+    /// the same time (the others wait for it). Returns the bytes transferred (0 when it was there or another
+    /// process fetched it).
+    package func fetch(
+        _ descriptor: Descriptor, progress: @escaping ProgressHandler, from transfer: (any BlobSink) async throws -> Void
+    ) async throws -> Int64 {
+        if hasBlob(descriptor) { return 0 }
+        let outcome = try await ingest(descriptor, onWait: { progress(.blobWaiting(descriptor.digest)) }) { sink in
+            try await transfer(ReportingSink(sink, digest: descriptor.digest, progress: progress))
         }
         if case .fetched(let bytes) = outcome { return bytes }
         return 0

@@ -31,7 +31,7 @@ public struct Unpacker: Sendable {
     /// pull running alongside feeds extraction as blobs land. The tree is built beside `directory` and renamed
     /// into place at the end: an interrupted unpack leaves no half tree under the requested name.
     public func unpack(
-        _ image: ResolvedImage, to directory: String, options: ApplyOptions = ApplyOptions(),
+        _ image: any Image, to directory: String, options: ApplyOptions = ApplyOptions(),
         ready: @Sendable (Int) async throws -> Void = { _ in }
     ) async throws -> UnpackReport {
         let started = ContinuousClock.now
@@ -55,6 +55,7 @@ public struct Unpacker: Sendable {
             var decodingAhead: DecodedLayer?
             for (position, layer) in image.layers.enumerated() {
                 try await ready(position)
+                _ = try await layer.fetch(into: store, progress: progress)
                 progress(.layerStarted(index: position, of: image.layers.count, layer.descriptor, .extract))
                 let layerStart = ContinuousClock.now
                 let decoded: DecodedLayer
@@ -91,22 +92,23 @@ public struct Unpacker: Sendable {
     }
 
     /// Extracts every layer of the image into the per-layer cache (overlay whiteouts), skipping cached ones.
-    public func cacheLayers(_ image: ResolvedImage) async throws -> Int {
+    public func cacheLayers(_ image: any Image) async throws -> Int {
         let lock = try await store.lockForWriting()
         defer { lock.release() }
         var extracted = 0
         for (position, layer) in image.layers.enumerated() {
-            if try await cacheLayer(layer.descriptor, diffID: layer.diffID, position: position, of: image.layers.count) { extracted += 1 }
+            if try await cacheLayer(layer, position: position, of: image.layers.count) { extracted += 1 }
         }
         return extracted
     }
 
-    /// Extracts one layer whose blob is in the store into the per-layer cache; false when it was there already.
-    /// Call with the store's write lock held.
-    public func cacheLayer(_ layer: Descriptor, diffID: Digest, position: Int, of count: Int) async throws -> Bool {
-        try await store.ensureLayerDirectory(diffID) { temporary in
-            progress(.layerStarted(index: position, of: count, layer, .extract))
-            let result = try await apply(layer, diffID: diffID, to: temporary, options: ApplyOptions(whiteouts: .overlay))
+    /// Extracts one layer into the per-layer cache, bringing its blob into the store first when it is not there;
+    /// false when the layer was cached already. Call with the store's write lock held.
+    public func cacheLayer(_ layer: any Layer, position: Int, of count: Int) async throws -> Bool {
+        try await store.ensureLayerDirectory(layer.diffID) { temporary in
+            _ = try await layer.fetch(into: store, progress: progress)
+            progress(.layerStarted(index: position, of: count, layer.descriptor, .extract))
+            let result = try await apply(layer, to: temporary, options: ApplyOptions(whiteouts: .overlay))
             return try Digest(result.diffID)
         }
     }
@@ -114,10 +116,10 @@ public struct Unpacker: Sendable {
     /// Decoded bytes a layer may hold ahead of its extraction (memory is bounded by this per layer in flight).
     static let readAhead = 64 << 20
 
-    private func apply(_ layer: Descriptor, diffID: Digest, to root: String, options: ApplyOptions) async throws -> ApplyResult {
-        let path = store.blobPath(layer.digest)
-        let compression = try await compression(of: SourceLayer(descriptor: layer, diffID: diffID, source: storeSource))
-        let name = layer.digest.description
+    private func apply(_ layer: any Layer, to root: String, options: ApplyOptions) async throws -> ApplyResult {
+        let path = store.blobPath(layer.descriptor.digest)
+        let compression = try await compression(of: layer)
+        let name = layer.descriptor.digest.description
         return try await runOnDedicatedThread {
             try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options, name: name)
         }

@@ -1,14 +1,13 @@
 import EStargz
 import Foundation
 import OCI
-import Images
 import Synchronization
 
-/// An eStargz layer of a mounted image: its verified TOC and the blob its chunks come from.
+/// An eStargz layer of a mounted image: its verified TOC and the layer its chunks come from.
 public final class LazyLayer: @unchecked Sendable {
     // Immutable after init; the reader's own range callback is not used after the TOC was read.
     public let index: Int
-    public let descriptor: Descriptor
+    public let layer: any Layer
     public let reader: EStargzReader
     /// Compressed bytes before `.prefetch.landmark` (0 when the layer has no prioritized files).
     public let prefetchSize: Int64
@@ -19,14 +18,16 @@ public final class LazyLayer: @unchecked Sendable {
     /// directory's files (fetch more of the neighbours) from scattered reads (fetch only the file).
     let lastMiss = Mutex<(end: Int64, window: Int64)>((0, 0))
 
-    public init(index: Int, descriptor: Descriptor, reader: EStargzReader) {
+    public init(index: Int, layer: any Layer, reader: EStargzReader) {
         self.index = index
-        self.descriptor = descriptor
+        self.layer = layer
         self.reader = reader
         let landmark = reader.toc.entries.first { cleanEntryName($0.name) == prefetchLandmarkName }
         prefetchSize = landmark?.offset ?? 0
         chunks = reader.allChunks
     }
+
+    public var descriptor: Descriptor { layer.descriptor }
 
     /// The position of `chunk` in `chunks`.
     func position(of chunk: EStargzChunk) -> Int? {
@@ -47,7 +48,6 @@ public final class LazyLayer: @unchecked Sendable {
 /// against its chunkDigest before it is stored, a chunk already being fetched waited for rather than fetched again.
 /// Reads that block on the network count as foreground; the prefetcher yields to them.
 public final class ChunkFetcher: Sendable {
-    let source: any ImageSource
     let cache: ChunkCache
     let counters: MountCounters
     /// How long a read may wait for the registry before it fails with EIO.
@@ -84,8 +84,7 @@ public final class ChunkFetcher: Sendable {
     private let inFlight = Mutex<[String: Pending]>([:])
     private let foregroundReads = Atomic<Int>(0)
 
-    public init(source: any ImageSource, cache: ChunkCache, counters: MountCounters, timeout: Duration) {
-        self.source = source
+    public init(cache: ChunkCache, counters: MountCounters, timeout: Duration) {
         self.cache = cache
         self.counters = counters
         self.timeout = timeout
@@ -194,7 +193,7 @@ public final class ChunkFetcher: Sendable {
             guard let first = span.first, let last = span.last else { return nil }
             return first.offset..<last.nextOffset
         }
-        let fetched = try fetchRanges(layer.descriptor, ranges: ranges, deadline: deadline)
+        let fetched = try fetchRanges(of: layer.layer, ranges: ranges, deadline: deadline)
         guard fetched.count == ranges.count else {
             throw LazyFSError.fetchFailed(
                 what: "\(ranges.count) ranges of \(layer.descriptor.digest.short)", reason: "the registry answered \(fetched.count) parts")
@@ -220,8 +219,9 @@ public final class ChunkFetcher: Sendable {
         }
     }
 
-    /// Byte ranges of a blob in one request, retried with backoff until `deadline`.
-    func fetchRanges(_ blob: Descriptor, ranges: [Range<Int64>], deadline: Date) throws -> [[UInt8]] {
+    /// Byte ranges of a layer's blob in one request, retried with backoff until `deadline`.
+    func fetchRanges(of layer: any Layer, ranges: [Range<Int64>], deadline: Date) throws -> [[UInt8]] {
+        let blob = layer.descriptor
         var attempt = 0
         var lastError: Error?
         let what = ranges.count == 1
@@ -234,8 +234,8 @@ public final class ChunkFetcher: Sendable {
             }
             counters.update { $0.requests += 1 }
             do {
-                let parts = try waitForAsync(timeout: .seconds(remaining), what: what) { [source] in
-                    try await source.readRanges(blob, ranges: ranges)
+                let parts = try waitForAsync(timeout: .seconds(remaining), what: what) {
+                    try await layer.read(ranges: ranges)
                 }
                 counters.update { $0.bytesFetched += parts.reduce(0) { $0 + Int64($1.count) } }
                 return parts

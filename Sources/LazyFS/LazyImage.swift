@@ -28,10 +28,10 @@ public final class LazyImage: Sendable {
     /// and checks the TOC against the layer's `toc.digest` annotation. Other layers are downloaded, verified and
     /// extracted before this returns: the mount works for any image, lazily where the image allows it.
     public static func open(
-        _ image: ResolvedImage, source: any ImageSource, store: ContentStore, cache: ChunkCache, counters: MountCounters,
+        _ image: any Image, store: ContentStore, cache: ChunkCache, counters: MountCounters,
         fetchTimeout: Duration, progress: @escaping ProgressHandler = { _ in }
     ) async throws -> LazyImage {
-        let fetcher = ChunkFetcher(source: source, cache: cache, counters: counters, timeout: fetchTimeout)
+        let fetcher = ChunkFetcher(cache: cache, counters: counters, timeout: fetchTimeout)
         var lazyLayers: [Int: LazyLayer] = [:]
         var entries: [[LayerEntry]] = []
         var whole = 0
@@ -39,16 +39,15 @@ public final class LazyImage: Sendable {
         defer { lock.release() }
         for (index, layer) in image.layers.enumerated() {
             if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
-                let reader = try await openTOC(layer.descriptor, expected: expected, source: source, cache: cache, counters: counters)
-                let lazy = LazyLayer(index: index, descriptor: layer.descriptor, reader: reader)
+                let reader = try await openTOC(layer, expected: expected, cache: cache, counters: counters)
+                let lazy = LazyLayer(index: index, layer: layer, reader: reader)
                 lazyLayers[index] = lazy
                 entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
             } else {
                 whole += 1
-                let moved = try await source.fetchBlob(layer.descriptor, into: store, progress: progress)
+                let moved = try await layer.fetch(into: store, progress: progress)
                 counters.update { $0.bytesFetched += moved }
-                _ = try await Unpacker(store: store, progress: progress).cacheLayer(
-                    layer.descriptor, diffID: layer.diffID, position: index, of: image.layers.count)
+                _ = try await Unpacker(store: store, progress: progress).cacheLayer(layer, position: index, of: image.layers.count)
                 entries.append(try LayerEntries.fromDirectory(store.layerDirectory(layer.diffID)))
             }
         }
@@ -63,27 +62,28 @@ public final class LazyImage: Sendable {
     /// The layer's footer and TOC: from the tail kept by an earlier mount of any image with this layer, else from
     /// the registry (kept for the next mount). Either way checked against the `toc.digest` annotation.
     private static func openTOC(
-        _ layer: Descriptor, expected: Digest, source: any ImageSource, cache: ChunkCache, counters: MountCounters
+        _ layer: any Layer, expected: Digest, cache: ChunkCache, counters: MountCounters
     ) async throws -> EStargzReader {
+        let blob = layer.descriptor
         // The kept tail is a file in the store, so its recorded start is checked like any other outside number.
-        if let (start, bytes) = cache.tail(of: layer.digest), start >= 0, start <= layer.size,
-            Int64(bytes.count) == layer.size - start, let reader = try? reader(layer, tail: bytes, from: start),
+        if let (start, bytes) = cache.tail(of: blob.digest), start >= 0, start <= blob.size,
+            Int64(bytes.count) == blob.size - start, let reader = try? reader(blob, tail: bytes, from: start),
             (try? reader.verifyTOC(expected)) != nil
         {
             return reader
         }
-        var start = max(0, layer.size - tailBytes)
+        var start = max(0, blob.size - tailBytes)
         while true {
-            let bytes = try await source.readRange(layer, offset: start, length: Int(layer.size - start))
+            let bytes = try await layer.read(ranges: [start..<blob.size]).first ?? []
             counters.update {
                 $0.requests += 1
                 $0.bytesFetched += Int64(bytes.count)
                 $0.tocBytesFetched += Int64(bytes.count)
             }
             do {
-                let reader = try reader(layer, tail: bytes, from: start)
+                let reader = try reader(blob, tail: bytes, from: start)
                 try reader.verifyTOC(expected)
-                try? cache.storeTail(of: layer.digest, bytes: bytes, from: start)
+                try? cache.storeTail(of: blob.digest, bytes: bytes, from: start)
                 return reader
             } catch let more as NeedsEarlierBytes where more.offset < start {
                 start = more.offset

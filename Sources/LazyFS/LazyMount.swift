@@ -58,7 +58,7 @@ public final class LazyMount: Sendable {
 
     /// Opens the image's layers, mounts it at `mountpoint` (an existing directory) and starts the prefetch.
     public static func mount(
-        _ resolved: ResolvedImage, named name: String, source: any ImageSource, store: ContentStore, at mountpoint: String,
+        _ resolved: any Image, named name: String, store: ContentStore, at mountpoint: String,
         options: LazyMountOptions, logger: Logger, progress: @escaping ProgressHandler = { _ in }
     ) async throws -> LazyMount {
         let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
@@ -70,7 +70,7 @@ public final class LazyMount: Sendable {
             let counters = MountCounters()
             let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
             let image = try await LazyImage.open(
-                resolved, source: source, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
+                resolved, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
             let recorder = options.recordPath == nil ? nil : AccessRecorder()
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]

@@ -43,10 +43,10 @@ public struct ContainerRunner: Sendable {
         self.logger = logger
     }
 
-    /// Runs the container. `image` is needed by `.unpacked` (with its blobs in the store) and `.lazy` (with
-    /// `source`); `config` is the image config's container part (nil for a SIF run without an image, whose
-    /// command then defaults to the SIF's /.singularity.d/runscript).
-    public func run(image: ResolvedImage?, config: ImageConfig.ContainerConfig?, source: (any ImageSource)?, name: String = "") async throws
+    /// Runs the container. `image` (from any source) is needed by `.unpacked` and `.lazy`; `config` is the image
+    /// config's container part (nil for a SIF run without an image, whose command then defaults to the SIF's
+    /// /.singularity.d/runscript).
+    public func run(image: (any Image)?, config: ImageConfig.ContainerConfig?, name: String = "") async throws
         -> RunResult
     {
         try configuration.validate()
@@ -66,7 +66,7 @@ public struct ContainerRunner: Sendable {
 
         var assembly = RootfsAssembly(mode: mode, directory: directory, store: store, logger: logger, progress: progress)
         assembly.lazyOptions = lazyOptions
-        let rootfs = try await assembly.assemble(image: image, source: source, name: name)
+        let rootfs = try await assembly.assemble(image: image, name: name)
         rootfs.notes.forEach(notice)
         let outcome: Result<Int32, any Error>
         do {

@@ -92,9 +92,9 @@ public struct RootfsAssembly: Sendable {
         self.progress = progress
     }
 
-    /// Assembles the root. `image` (with its layer blobs in the store for `.unpacked`) and `source` (for `.lazy`)
-    /// are needed by those modes; `.sif` needs neither. On failure everything done so far is undone.
-    public func assemble(image: ResolvedImage?, source: (any ImageSource)?, name: String = "") async throws -> AssembledRootfs {
+    /// Assembles the root. `.unpacked` and `.lazy` need the image (from any source: missing layer blobs are
+    /// fetched into the store, or read lazily); `.sif` does not. On failure everything done so far is undone.
+    public func assemble(image: (any Image)?, name: String = "") async throws -> AssembledRootfs {
         let undo = UndoList()
         do {
             switch mode {
@@ -102,8 +102,8 @@ public struct RootfsAssembly: Sendable {
                 guard let image else { preconditionFailure("unpacked mode needs the image") }
                 return try await unpacked(image, undo: undo)
             case .lazy:
-                guard let image, let source else { preconditionFailure("lazy mode needs the image and its source") }
-                return try await lazy(image, source: source, name: name, undo: undo)
+                guard let image else { preconditionFailure("lazy mode needs the image") }
+                return try await lazy(image, name: name, undo: undo)
             case .sif(let file):
                 return try sif(file, undo: undo)
             }
@@ -115,7 +115,7 @@ public struct RootfsAssembly: Sendable {
 
     // MARK: Unpacked
 
-    private func unpacked(_ image: ResolvedImage, undo: UndoList) async throws -> AssembledRootfs {
+    private func unpacked(_ image: any Image, undo: UndoList) async throws -> AssembledRootfs {
         // Held shared until the end of the run: gc must not remove layers under a running container.
         let lease = try await store.lockForWriting()
         undo.add("release the store") { lease.release() }
@@ -163,14 +163,14 @@ public struct RootfsAssembly: Sendable {
 
     // MARK: Lazy
 
-    private func lazy(_ image: ResolvedImage, source: any ImageSource, name: String, undo: UndoList) async throws -> AssembledRootfs {
+    private func lazy(_ image: any Image, name: String, undo: UndoList) async throws -> AssembledRootfs {
         if !isRoot { try Self.requireFUSEAccess("--mode lazy") }
         let lower = try directory.makeDirectory("lower")
         try Task.checkCancellation()
         let mount: LazyMount
         do {
             mount = try await LazyMount.mount(
-                image, named: name, source: source, store: store, at: lower, options: lazyOptions, logger: logger, progress: progress)
+                image, named: name, store: store, at: lower, options: lazyOptions, logger: logger, progress: progress)
         } catch {
             // A failed mount leaves its state file (with the error) for `slipway status`; this one is private.
             try? FileManager.default.removeItem(atPath: MountState.path(forMountpoint: lower, storeRoot: store.root))

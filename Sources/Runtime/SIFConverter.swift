@@ -33,8 +33,9 @@ public struct SIFConverter: Sendable {
         public var seconds: Double
     }
 
-    /// Converts `image` (already pulled into the store, e.g. by `Puller.pull`) into a SIF at `output`.
-    public func convert(_ image: ResolvedImage, reference: String, to output: String) async throws -> Report {
+    /// Converts `image`, from any source, into a SIF at `output`; layers not in the store's layer cache are fetched
+    /// and extracted first.
+    public func convert(_ image: any Image, reference: String, to output: String) async throws -> Report {
         let started = ContinuousClock.now
         let cached = cachePath(for: image.manifestDescriptor.digest)
         var extracted = 0
@@ -56,7 +57,7 @@ public struct SIFConverter: Sendable {
     /// Where the SIF of a manifest is kept in the store.
     public func cachePath(for manifest: Digest) -> String { "\(store.root)/sif/\(manifest.algorithm.rawValue)/\(manifest.hex).sif" }
 
-    private func build(_ image: ResolvedImage, reference: String, into cached: String) async throws {
+    private func build(_ image: any Image, reference: String, into cached: String) async throws {
         let directory = (cached as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // Written beside its final name and renamed once complete: an interrupted conversion leaves no SIF.

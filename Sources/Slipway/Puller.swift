@@ -60,7 +60,7 @@ public struct Puller: Sendable {
             var extracted = 0
             for (position, layer) in image.layers.enumerated() {
                 try await arrived(position)
-                if try await unpacker.cacheLayer(layer.descriptor, diffID: layer.diffID, position: position, of: image.layers.count) {
+                if try await unpacker.cacheLayer(layer, position: position, of: image.layers.count) {
                     extracted += 1
                 }
             }

@@ -62,7 +62,7 @@ struct Mount: AsyncParsableCommand {
             let source = try session.source(for: location, backedBy: store)
             let resolved = try await source.resolve(platform: session.options.platform)
             let mount = try await LazyMount.mount(
-                resolved, named: Puller.storeName(for: location), source: source, store: store, at: mountpoint, options: options,
+                resolved, named: Puller.storeName(for: location), store: store, at: mountpoint, options: options,
                 logger: logger, progress: display.handler)
             display.finish()
             FileHandle.standardError.write(Data("slipway: \(location) mounted at \(mountpoint)\n".utf8))

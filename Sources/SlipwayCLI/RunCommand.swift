@@ -125,7 +125,6 @@ struct Run: AsyncParsableCommand {
         let work = Task {
             try await options.withSession(for: location.map { [$0] } ?? []) { session in
                 var resolved: ResolvedImage?
-                var source: (any ImageSource)?
                 var config: ImageConfig.ContainerConfig?
                 switch mode {
                 case .unpacked:
@@ -142,10 +141,8 @@ struct Run: AsyncParsableCommand {
                     config = image.config.config
                 case .lazy:
                     guard let location else { preconditionFailure() }
-                    let lazySource = try session.source(for: location, backedBy: store)
-                    let image = try await lazySource.resolve(platform: session.options.platform)
+                    let image = try await session.source(for: location, backedBy: store).resolve(platform: session.options.platform)
                     resolved = image
-                    source = lazySource
                     config = image.config.config
                 case .sif:
                     if let location {
@@ -156,7 +153,7 @@ struct Run: AsyncParsableCommand {
                     }
                 }
                 let name = location.map(Puller.storeName(for:)) ?? ""
-                return try await runner.run(image: resolved, config: config, source: source, name: name)
+                return try await runner.run(image: resolved, config: config, name: name)
             }
         }
         signals.setInterruptHandler { _ in work.cancel() }

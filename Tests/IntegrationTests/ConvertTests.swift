@@ -89,9 +89,6 @@ import TestSupport
 
 /// `--prioritize`, and what a conversion leaves behind when its input is bad.
 @Suite(.tags(.integration)) struct ConvertInputTests {
-    func write(_ text: String, to path: String) throws {
-        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-    }
 
     /// Files in the store's ingest area that are not lock files: what a failed conversion must not leave.
     func leftovers(_ root: String) -> [String] {

@@ -42,44 +42,6 @@ struct RunTests {
         return (plain, lazy)
     }
 
-    /// busybox-static as /bin/sh and friends, /etc/passwd and /etc/group, and a top layer with a whiteout and an
-    /// opaque directory.
-    func makeToolsLayout(_ scratch: ScratchDirectory) async throws -> String {
-        let fileManager = FileManager.default
-        let base = scratch.sub("tools-base")
-        for directory in ["bin", "etc", "opq", "root", "home/tester", "tmp"] {
-            try fileManager.createDirectory(atPath: "\(base)/\(directory)", withIntermediateDirectories: true)
-        }
-        chmod("\(base)/tmp", 0o1777)
-        try fileManager.copyItem(atPath: "/bin/busybox", toPath: "\(base)/bin/busybox")
-        for applet in ["sh", "cat", "echo", "id", "ls", "sleep", "hostname", "wc", "mkdir", "touch", "pwd", "kill", "env", "true", "false", "rm"] {
-            try fileManager.createSymbolicLink(atPath: "\(base)/bin/\(applet)", withDestinationPath: "busybox")
-        }
-        try write("root:x:0:0:root:/root:/bin/sh\ntester:x:1000:1000:tester:/home/tester:/bin/sh\n", to: "\(base)/etc/passwd")
-        try write("root:x:0:\ntesters:x:1000:\nextra:x:2000:tester\n", to: "\(base)/etc/group")
-        try write("deleted by the top layer\n", to: "\(base)/etc/gone.txt")
-        try write("hidden by the opaque directory\n", to: "\(base)/opq/old.txt")
-        let top = scratch.sub("tools-top")
-        try fileManager.createDirectory(atPath: "\(top)/etc", withIntermediateDirectories: true)
-        try fileManager.createDirectory(atPath: "\(top)/opq", withIntermediateDirectories: true)
-        try write("", to: "\(top)/etc/.wh.gone.txt")
-        try write("", to: "\(top)/opq/.wh..wh..opq")
-        try write("the only file of /opq\n", to: "\(top)/opq/new.txt")
-        try write("tools 1\n", to: "\(top)/version.txt")
-        for (name, root) in [("base", base), ("top", top)] {
-            let tarred = try await run("tar", ["--numeric-owner", "--owner=0", "--group=0", "-cf", scratch.sub("\(name).tar"), "-C", root, "."])
-            try #require(tarred.status == 0, "tar: \(tarred.stderr)")
-        }
-        let layout = scratch.sub("tools-layout")
-        let assembled = try await run(slipwayBinary, ["assemble", "-q", "oci:\(layout):tools", "--layer", scratch.sub("base.tar"), "--layer", scratch.sub("top.tar")])
-        try #require(assembled.status == 0, "assemble: \(assembled.stderr)")
-        return layout
-    }
-
-    func write(_ text: String, to path: String) throws {
-        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
-    }
-
     /// `slipway run -q --store STORE ARGS...`.
     func slipwayRun(_ store: String, _ arguments: [String]) async throws -> ProcessResult {
         try await run(slipwayBinary, ["run", "-q", "--store", store] + arguments)

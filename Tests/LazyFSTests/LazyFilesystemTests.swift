@@ -1,6 +1,5 @@
 import FUSE
 import Foundation
-import Images
 import Logging
 import OCI
 import Registry
@@ -13,18 +12,6 @@ import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A source no test reaches: these images have no eStargz layer to fetch from.
-private struct UnreachableSource: ImageSource {
-    struct Unreachable: Error {}
-    var name: String { "unreachable" }
-    func rootDocument() async throws -> FetchedManifest { throw Unreachable() }
-    func document(_ descriptor: Descriptor) async throws -> [UInt8] { throw Unreachable() }
-    func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws { throw Unreachable() }
-    func localBlobPath(_ descriptor: Descriptor) -> String? { nil }
-    func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] { throw Unreachable() }
-    func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] { throw Unreachable() }
-}
 
 /// The FUSE side of a lazy mount over a tree of local files: what the kernel asks (offsets, sizes, statfs, lstat)
 /// is answered as the kernel would answer it for extracted files, whatever the numbers.
@@ -40,7 +27,7 @@ private struct UnreachableSource: ImageSource {
 
     func filesystem(_ entries: [LayerEntry]) throws -> LazyFilesystem {
         let cache = try ChunkCache(root: "\(directory)/chunks", limit: 1 << 20)
-        let fetcher = ChunkFetcher(source: UnreachableSource(), cache: cache, counters: MountCounters(), timeout: .seconds(1))
+        let fetcher = ChunkFetcher(cache: cache, counters: MountCounters(), timeout: .seconds(1))
         let image = LazyImage(tree: ImageTree(layers: [entries]), layers: [:], fetcher: fetcher, wholeLayers: 1)
         return LazyFilesystem(image: image, recorder: nil, logger: Logger(label: "test"))
     }

@@ -31,7 +31,6 @@ struct Run: AsyncParsableCommand {
             """)
 
     enum Mode: String, ExpressibleByArgument, CaseIterable { case unpacked, lazy, sif }
-    enum PullPolicy: String, ExpressibleByArgument, CaseIterable { case always, missing, never }
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var decompression: DecompressionOptions
@@ -129,14 +128,8 @@ struct Run: AsyncParsableCommand {
                 switch mode {
                 case .unpacked:
                     guard let location else { preconditionFailure() }
-                    let image: ResolvedImage
-                    if pullPolicy != .always, let local = await Self.storedImage(location, in: store, platform: session.options.platform) {
-                        image = local
-                    } else if pullPolicy == .never {
-                        throw ValidationError("\(location) is not in the store (or lacks layers) and --pull never forbids fetching it")
-                    } else {
-                        image = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location).0
-                    }
+                    let image = try await Puller(session: session, store: store, progress: display.handler)
+                        .image(location, policy: pullPolicy)
                     resolved = image
                     config = image.config.config
                 case .lazy:
@@ -178,17 +171,6 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    /// The image under its name in the store, when every layer is there (extracted or as a blob): a node that ran
-    /// it before starts it without asking the registry.
-    static func storedImage(_ location: ImageLocation, in store: ContentStore, platform: Platform) async -> ResolvedImage? {
-        let name = Puller.storeName(for: location)
-        guard (try? store.image(named: name)) != nil,
-            let image = try? await LayoutImageSource(store: store, imageName: name).resolve(platform: platform),
-            image.layers.allSatisfy({ store.hasLayerDirectory($0.diffID) || store.hasBlob($0.descriptor) })
-        else { return nil }
-        return image
-    }
-
     private func runtimeMode(_ sifPath: String?) -> RootfsMode {
         switch effectiveMode {
         case .unpacked: return .unpacked
@@ -199,3 +181,5 @@ struct Run: AsyncParsableCommand {
 }
 
 extension Run: DecompressingCommand {}
+
+extension PullPolicy: ExpressibleByArgument {}

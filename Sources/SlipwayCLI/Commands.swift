@@ -101,24 +101,11 @@ struct Images: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let store = try global.openStore()
-        struct Row: Encodable { var name: String; var digest: String; var size: Int64; var layers: Int }
-        var rows: [Row] = []
-        for image in try store.images() {
-            var size: Int64 = 0
-            var layers = 0
-            if let bytes = try? store.readBlob(image.descriptor.digest),
-                case .manifest(let manifest) = try ManifestDocument.decode(bytes, contentType: image.descriptor.mediaType)
-            {
-                size = manifest.layers.reduce(0) { $0 + $1.size }
-                layers = manifest.layers.count
-            }
-            rows.append(Row(name: image.name, digest: image.descriptor.digest.description, size: size, layers: layers))
-        }
+        let rows = try global.openStore().listImages()
         if global.json { return try printJSON(rows) }
         let width = max(5, rows.map(\.name.count).max() ?? 0)
         print("NAME".padding(toLength: width, withPad: " ", startingAt: 0) + "  DIGEST        LAYERS  SIZE")
-        for row in rows.sorted(by: { $0.name < $1.name }) {
+        for row in rows {
             let digest = String(row.digest.dropFirst("sha256:".count).prefix(12))
             print(row.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(digest)  \(String(row.layers).padding(toLength: 6, withPad: " ", startingAt: 0))  \(formatBytes(row.size))")
         }

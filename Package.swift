@@ -91,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "FUSE", "LazyFS", "CacheServer", "SIF", "Runtime",
+                "Slipway", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer", "SIF", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,5 +1,4 @@
 import ArgumentParser
-import FUSE
 import Foundation
 import LazyFS
 import Slipway
@@ -75,44 +74,13 @@ struct Mount: AsyncParsableCommand {
         if global.json { try printJSON(statistics) }
     }
 
-    /// Starts this command again as a session leader in the foreground, logging to the store, and returns once it
+    /// Starts this command again as a session leader serving the mount in the foreground, and returns once it
     /// reports the mount live (or failed).
     private func runInBackground(statePath: String) async throws {
-        let logPath = statePath.replacingOccurrences(of: ".json", with: ".log")
-        try? FileManager.default.removeItem(atPath: statePath)
-        try FileManager.default.createDirectory(atPath: (statePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        guard let log = FileHandle(forWritingAtPath: logPath) else { throw ValidationError("cannot write \(logPath)") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        process.arguments = [executablePath()] + Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--quiet"]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        while true {
-            if let state = MountState.read(statePath) {
-                if let error = state.error { throw MountFailure(message: error, log: logPath) }
-                if state.ready {
-                    if global.json { try printJSON(state) } else { print(state.mountpoint) }
-                    return
-                }
-            }
-            if !process.isRunning {
-                // The child's own "error: " prefix would be repeated by ours.
-                let tail = ((try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5) ?? [])
-                    .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
-                throw MountFailure(message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
-            }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let command = [executablePath()] + Array(CommandLine.arguments.dropFirst()) + ["--foreground", "--quiet"]
+        let state = try await MountControl.startInBackground(command, statePath: statePath)
+        if global.json { try printJSON(state) } else { print(state.mountpoint) }
     }
-}
-
-struct MountFailure: Error, CustomStringConvertible {
-    var message: String
-    var log: String
-    var description: String { "\(message) (log: \(log))" }
 }
 
 /// SIGINT and SIGTERM unmount a foreground mount, so `wait` returns and the statistics are written; SIGUSR1
@@ -142,22 +110,7 @@ struct Umount: AsyncParsableCommand {
 
     func run() async throws {
         let mountpoint = resolvedPath(directory)
-        let store = try global.openStore()
-        let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
-        var final = MountState.read(statePath)
-        if let state = final, state.ownerAlive {
-            kill(state.pid, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(10)
-            while MountState.read(statePath)?.ownerAlive ?? false, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            final = MountState.read(statePath)
-        }
-        // Whatever is left (a dead daemon's "Transport endpoint is not connected", or a mount that ignored the
-        // signal) is detached.
-        try FUSEMount.forceUnmount(mountpoint)
-        try? FileManager.default.removeItem(atPath: statePath)
-        try? FileManager.default.removeItem(atPath: statePath.replacingOccurrences(of: ".json", with: ".log"))
+        let final = try await MountControl.unmount(mountpoint, storeRoot: try global.openStore().root)
         if global.json {
             guard let final else { throw ValidationError("\(mountpoint): no slipway mount state (unmounted anyway)") }
             try printJSON(final)

@@ -14,17 +14,6 @@ import TestSupport
 import Glibc
 #endif
 
-/// A scratch directory removed when the test ends.
-final class ScratchDirectory: @unchecked Sendable {
-    let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-it-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func sub(_ name: String) -> String { "\(path)/\(name)" }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// Builds the demo image in a layout under `scratch` and returns the layout store and image name.
 func makeDemoLayout(_ scratch: ScratchDirectory, largeFileBytes: Int = 4 << 20, version: String = "1") throws -> ContentStore {
     let layout = try ContentStore(root: scratch.sub("layout-\(version)"))

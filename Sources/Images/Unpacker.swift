@@ -1,4 +1,5 @@
 import Archive
+import Blocking
 import ContentStore
 import Foundation
 import OCI
@@ -69,7 +70,7 @@ public struct Unpacker: Sendable {
                         layerAt: store.blobPath(following.digest), compression: compression(of: following), readAhead: Self.readAhead,
                         name: following.digest.description)
                 }
-                let result = try await runOnDedicatedThread { try LayerApplier.apply(decoded, to: staging, options: options) }
+                let result = try await runBlocking { try LayerApplier.apply(decoded, to: staging, options: options) }
                 guard result.diffID == layer.diffID.description else {
                     throw UnpackError.diffIDMismatch(layer: position, expected: layer.diffID, actual: result.diffID)
                 }
@@ -113,7 +114,7 @@ public struct Unpacker: Sendable {
         let path = store.blobPath(layer.digest)
         let compression = compression(of: layer)
         let name = layer.digest.description
-        return try await runOnDedicatedThread {
+        return try await runBlocking {
             try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options, name: name)
         }
     }

@@ -1,4 +1,5 @@
 import Archive
+import Blocking
 import ContentStore
 import EStargz
 import Foundation
@@ -142,7 +143,7 @@ public struct EStargzConverter: Sendable {
 
         let result: EStargzResult
         if let local = source.localBlobPath(layer) {
-            result = try await runOnDedicatedThread { [options] in
+            result = try await runBlocking { [options] in
                 try Self.writeEStargz(
                     from: DecodedLayer(layerAt: local, compression: Self.compression(of: layer), name: layer.digest.description),
                     expectedDiffID: diffID,
@@ -183,7 +184,7 @@ public struct EStargzConverter: Sendable {
         }()
         let written: Result<EStargzResult, Error>
         do {
-            written = .success(try await runOnDedicatedThread {
+            written = .success(try await runBlocking {
                 defer { stream.cancel() }
                 let decoded = DecodedLayer(streaming: stream.chunks, label: layer.digest.description, compression: Self.compression(of: layer))
                 return try Self.writeEStargz(from: decoded, expectedDiffID: diffID, to: stagedPath, options: options)

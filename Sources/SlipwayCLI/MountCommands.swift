@@ -1,4 +1,5 @@
 import ArgumentParser
+import Blocking
 import FUSE
 import Foundation
 import LazyFS
@@ -68,9 +69,7 @@ struct Mount: AsyncParsableCommand {
             FileHandle.standardError.write(Data("slipway: \(location) mounted at \(mountpoint)\n".utf8))
             let signals = UnmountOnSignal(mount)
             defer { signals.cancel() }
-            return await withCheckedContinuation { continuation in
-                Thread { continuation.resume(returning: mount.wait()) }.start()
-            }
+            return await runBlocking { mount.wait() }
         }
         if global.json { try printJSON(statistics) }
     }
@@ -155,7 +154,7 @@ struct Umount: AsyncParsableCommand {
         }
         // Whatever is left (a dead daemon's "Transport endpoint is not connected", or a mount that ignored the
         // signal) is detached.
-        try FUSEMount.forceUnmount(mountpoint)
+        try await runBlocking { try FUSEMount.forceUnmount(mountpoint) }
         try? FileManager.default.removeItem(atPath: statePath)
         try? FileManager.default.removeItem(atPath: statePath.replacingOccurrences(of: ".json", with: ".log"))
         if global.json {

@@ -59,7 +59,8 @@ import Testing
             echo gave up >&2; exit 1
             """
         async let answer = ChildCommand("/bin/sh", ["-c", script]).run()
-        while !FileManager.default.fileExists(atPath: started) { try await Task.sleep(for: .milliseconds(10)) }
+        // Bounded, so that a command that never starts fails the test below instead of hanging it.
+        for _ in 0..<6000 where !FileManager.default.fileExists(atPath: started) { try await Task.sleep(for: .milliseconds(10)) }
         FileManager.default.createFile(atPath: go, contents: nil)
         let result = try await answer
         #expect(result.status == 0, "\(result.standardErrorText)")

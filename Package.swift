@@ -114,7 +114,7 @@ let package = Package(
             ],
             path: "Tests/TestSupport"
         ),
-        .testTarget(name: "BlockingTests", dependencies: ["Blocking"]),
+        .testTarget(name: "BlockingTests", dependencies: ["Blocking", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),

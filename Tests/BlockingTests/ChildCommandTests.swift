@@ -1,6 +1,7 @@
 import Blocking
 import Foundation
 import Testing
+import TestSupport
 
 /// The child-process runner: input, output and status, and that waiting for a command leaves the cooperative pool
 /// to other tasks.
@@ -45,10 +46,14 @@ import Testing
         await #expect(throws: ChildCommandError.self) { try await ChildCommand("/nonexistent/helper", []).run() }
     }
 
-    /// The command answers only once this process did something else after it started, which needs a free thread
-    /// of the cooperative pool: with LIBDISPATCH_COOPERATIVE_POOL_STRICT=1 (one thread), a runner that waited on
-    /// that thread would never see the answer (the command gives up after a minute, and the test fails).
-    @Test func waitingForACommandLeavesThePoolToOtherTasks() async throws {
+    /// The command answers only once this test's task ran again after the command started, on the one thread both
+    /// tasks share: a runner that waited on that thread would never see the answer (the command gives up after a
+    /// minute, and the test fails).
+    @Test func waitingForACommandLeavesTheThreadToOtherTasks() async throws {
+        try await withTaskExecutorPreference(OneThreadExecutor.shared) { try await commandAnsweringAfterThisTaskRan() }
+    }
+
+    private func commandAnsweringAfterThisTaskRan() async throws {
         let directory = NSTemporaryDirectory() + "/child-command-\(UInt64.random(in: 0...UInt64.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -102,9 +102,9 @@ import TestSupport
             echo "credentials not found in native keychain"; exit 1
             """.write(toFile: helper, atomically: true, encoding: .utf8)
         chmod(helper, 0o755)
-        // A helper that answers only once this process did something else after it started (as a keychain prompt
-        // waits for the user): with one thread in the cooperative pool, asking it must not hold that thread. It
-        // gives up after a minute, which fails the test instead of hanging it.
+        // A helper that answers only once this task ran again after the helper started (as a keychain prompt waits
+        // for the user): asking it must not hold the thread the asking task runs on. It gives up after a minute,
+        // which fails the test instead of hanging it.
         let slowHelper = scratch.sub("bin/docker-credential-slipwayslow")
         let (asked, answer) = (scratch.sub("slow-helper-asked"), scratch.sub("slow-helper-may-answer"))
         try """
@@ -126,11 +126,14 @@ import TestSupport
         #expect(try await provider.credentials(for: "helped.example") == Credentials(username: "carol", secret: "from-helper"))
         #expect(try await provider.credentials(for: "unknown.example") == nil)
 
-        async let slow = provider.credentials(for: "slow.example")
-        // Bounded, so that a helper that never starts fails the test below instead of hanging it.
-        for _ in 0..<6000 where !FileManager.default.fileExists(atPath: asked) { try await Task.sleep(for: .milliseconds(10)) }
-        FileManager.default.createFile(atPath: answer, contents: nil)
-        #expect(try await slow == Credentials(username: "dave", secret: "after-a-while"))
+        // The helper and this task share one thread (see OneThreadExecutor).
+        try await withTaskExecutorPreference(OneThreadExecutor.shared) {
+            async let slow = provider.credentials(for: "slow.example")
+            // Bounded, so that a helper that never starts fails the test below instead of hanging it.
+            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: asked) { try await Task.sleep(for: .milliseconds(10)) }
+            FileManager.default.createFile(atPath: answer, contents: nil)
+            #expect(try await slow == Credentials(username: "dave", secret: "after-a-while"))
+        }
 
         try "{not json".write(toFile: scratch.sub("bad.json"), atomically: true, encoding: .utf8)
         #expect(throws: RegistryError.self) { try DockerConfigCredentials(path: scratch.sub("bad.json")) }

@@ -5,18 +5,23 @@ import OCI
 @testable import Slipway
 import Synchronization
 import Testing
+import TestSupport
 
 @Suite struct StreamingBlobSinkTests {
-    /// The download waits for a decoder `limit` bytes behind it suspended, in `waitForRoom`: with one pool thread
-    /// (LIBDISPATCH_COOPERATIVE_POOL_STRICT=1), a download that blocked a thread there would keep this test's task,
-    /// which lets the decoder start, from ever running (the decoder gives up after a minute, and the test fails).
+    /// The download waits for a decoder `limit` bytes behind it suspended, in `waitForRoom`: the download and this
+    /// test's task, which lets the decoder start, share one thread, so a download that blocked it would keep the
+    /// decoder from ever starting (the decoder gives up after a minute, and the test fails).
     @Test func aDownloadWaitsForASlowDecoderWithoutHoldingAThread() async throws {
+        try await withTaskExecutorPreference(OneThreadExecutor.shared) { try await downloadAheadOfASlowDecoder() }
+    }
+
+    private func downloadAheadOfASlowDecoder() async throws {
         let chunks = (0..<6).map { [UInt8](repeating: UInt8($0), count: 4) }
         let blob = chunks.flatMap { $0 }
         let sink = StreamingBlobSink(
             Descriptor(mediaType: "application/octet-stream", digest: .sha256(of: blob), size: Int64(blob.count)), limit: 8)
         let appended = Counter()
-        let download = Task {
+        let download = Task(executorPreference: OneThreadExecutor.shared) {
             for chunk in chunks {
                 try await sink.waitForRoom()
                 try chunk.withUnsafeBytes { try sink.append($0) }

@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "CacheServer",
             dependencies: [
-                "OCI", "Registry", "ContentStore", "CCrypt",
+                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

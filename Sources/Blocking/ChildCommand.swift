@@ -53,18 +53,21 @@ package struct ChildCommand: Sendable {
         if inputPipe[0] >= 0 { close(inputPipe[0]) }
         if case .failure = spawned, inputPipe[1] >= 0 { close(inputPipe[1]) }
         let process = try spawned.get()
-        let feed = inputPipe[1]
-        let input = standardInput
-        let (status, inputFailure) = await withTaskCancellationHandler {
-            await runBlocking {
+        let (feed, input, commandLine) = (inputPipe[1], standardInput, commandLine)
+        let ended = await withTaskCancellationHandler {
+            await runBlocking { () -> Result<ChildCommandResult, ChildCommandError> in
                 let inputFailure = feed >= 0 ? Self.send(input, into: feed) : nil
-                return (process.waitForExit(), inputFailure)
+                let status = process.waitForExit()
+                return Result { () throws(ChildCommandError) in
+                    ChildCommandResult(
+                        status: status, standardOutput: try Self.readAll(output, of: commandLine),
+                        standardError: try Self.readAll(errors, of: commandLine), inputFailure: inputFailure)
+                }
             }
         } onCancel: {
             process.kill()
         }
-        return ChildCommandResult(
-            status: status, standardOutput: try readAll(output), standardError: try readAll(errors), inputFailure: inputFailure)
+        return try ended.get()
     }
 
     private func spawn(input: Int32, output: Int32, errors: Int32) throws(ChildCommandError) -> SpawnedProcess {
@@ -139,7 +142,7 @@ package struct ChildCommand: Sendable {
         return fd
     }
 
-    private func readAll(_ fd: Int32) throws(ChildCommandError) -> [UInt8] {
+    private static func readAll(_ fd: Int32, of commandLine: String) throws(ChildCommandError) -> [UInt8] {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         var offset: off_t = 0

@@ -23,6 +23,8 @@ let package = Package(
         .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", providers: [.apt(["libcrypt-dev"])]),
+        // The one way blocking work and child processes leave Swift's cooperative pool; below every other module.
+        .target(name: "Blocking"),
         .target(name: "OCI", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Archive",
@@ -32,12 +34,12 @@ let package = Package(
             name: "EStargz",
             dependencies: ["Archive", "OCI", "CDeflate", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        .target(name: "ContentStore", dependencies: ["OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ContentStore", dependencies: ["Blocking", "OCI", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "FUSE", dependencies: ["CFuse3"]),
         .target(
             name: "Registry",
             dependencies: [
-                "OCI",
+                "Blocking", "OCI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -47,13 +49,12 @@ let package = Package(
             ]
         ),
         // The image model: where an image's bytes come from (registry, OCI layout, staged files), one platform's
-        // resolved image, its layers unpacked into root filesystems, progress, and the one way blocking work leaves
-        // Swift's cooperative pool.
-        .target(name: "Images", dependencies: ["OCI", "Registry", "ContentStore", "Archive"]),
+        // resolved image, its layers unpacked into root filesystems, and progress.
+        .target(name: "Images", dependencies: ["Blocking", "OCI", "Registry", "ContentStore", "Archive"]),
         .target(
             name: "Slipway",
             dependencies: [
-                "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
+                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -63,7 +64,7 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Images", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
+                "Blocking", "Images", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,7 +72,7 @@ let package = Package(
         .target(
             name: "CacheServer",
             dependencies: [
-                "OCI", "Registry", "ContentStore", "CCrypt",
+                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -84,14 +85,14 @@ let package = Package(
         .target(
             name: "Runtime",
             dependencies: [
-                "Images", "SIF", "LazyFS", "Archive", "OCI", "ContentStore", "CLinux",
+                "Blocking", "Images", "SIF", "LazyFS", "Archive", "OCI", "ContentStore", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "slipway",
             dependencies: [
-                "Slipway", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer", "SIF", "Runtime",
+                "Blocking", "Slipway", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "LazyFS", "CacheServer", "SIF", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -113,6 +114,7 @@ let package = Package(
             ],
             path: "Tests/TestSupport"
         ),
+        .testTarget(name: "BlockingTests", dependencies: ["Blocking", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI", "TestSupport"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),

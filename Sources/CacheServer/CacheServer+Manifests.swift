@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import Foundation
 import NIOHTTP1
@@ -110,11 +111,14 @@ extension CacheServer {
             return try await manifestFetches.run(key) { [self] in
                 let fetched = try await upstream.client.fetchManifest(repository: upstream.repository(for: name), reference: reference)
                 metrics.add(.upstreamBytes, Int64(fetched.bytes.count))
-                let descriptor = try store.writeBlob(fetched.bytes, mediaType: fetched.descriptor.mediaType, expected: fetched.descriptor.digest)
+                // The store's writes end in fsyncs of the file and its directory.
+                let descriptor = try await runBlocking { [store] in
+                    try store.writeBlob(fetched.bytes, mediaType: fetched.descriptor.mediaType, expected: fetched.descriptor.digest)
+                }
                 usage.added(descriptor.digest, size: descriptor.size)
                 learnBlobs(of: fetched.document)
                 if let storeName {
-                    try store.setImage(named: storeName, to: descriptor)
+                    try await runBlocking { [store] in try store.setImage(named: storeName, to: descriptor) }
                     validatedTags.withLock { $0[storeName] = .now }
                 }
                 return descriptor

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Blocking
 import Foundation
 import OCI
 
@@ -36,12 +37,14 @@ extension ContentStore {
                 throw StoreError.corrupt(path: temporary, reason: "the layer unpacks to \(actual), not to its diffID \(diffID)")
             }
             // Flush the extracted files before the rename publishes them; only this filesystem, not the node's.
-            let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd >= 0 {
-                syncfs(fd)
-                close(fd)
+            try await runBlocking {
+                let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if fd >= 0 {
+                    syncfs(fd)
+                    close(fd)
+                }
+                try AtomicFile.rename(temporary, to: final)
             }
-            try AtomicFile.rename(temporary, to: final)
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
             throw error

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Blocking
 import Foundation
 import OCI
 
@@ -125,7 +126,8 @@ public final class ContentStore: Sendable {
         }
         defer { lock.release() }
         if hasBlob(descriptor) { return waited ? .fetchedByOther : .present }
-        let sink = try FileBlobSink(path: "\(name).partial", algorithm: descriptor.digest.algorithm)
+        // Reopening a partial file rehashes what it holds, possibly most of a large blob.
+        let sink = try await runBlocking { try FileBlobSink(path: "\(name).partial", algorithm: descriptor.digest.algorithm) }
         if sink.count > descriptor.size { try sink.reset() }
         let resumed = sink.count
         try await fill(sink)
@@ -134,8 +136,11 @@ public final class ContentStore: Sendable {
             try? sink.reset()
             throw StoreError.verification(expected: descriptor.digest, actual: actual, size: sink.count)
         }
-        try sink.sync()
-        try AtomicFile.rename(sink.path, to: blobPath(descriptor.digest))
+        let final = blobPath(descriptor.digest)
+        try await runBlocking {
+            try sink.sync()
+            try AtomicFile.rename(sink.path, to: final)
+        }
         return .fetched(bytes: descriptor.size - resumed)
     }
 

@@ -44,7 +44,7 @@ public struct LayoutImageSource: ImageSource {
 
     public func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
         guard store.hasBlob(descriptor) else { throw StoreError.notFound("blob \(descriptor.digest)") }
-        try copyFile(at: store.blobPath(descriptor.digest), from: sink.count, into: sink)
+        try await copyFile(at: store.blobPath(descriptor.digest), from: sink.count, into: sink)
     }
 
     public func localBlobPath(_ descriptor: Descriptor) -> String? {

@@ -53,4 +53,6 @@ package final class ReportingSink: BlobSink, @unchecked Sendable {
     }
 
     package func digest(_ algorithm: Digest.Algorithm) -> Digest { inner.digest(algorithm) }
+
+    package func waitForRoom() async throws { try await inner.waitForRoom() }
 }

@@ -1,3 +1,4 @@
+import Blocking
 import Foundation
 import OCI
 import Registry
@@ -21,7 +22,7 @@ package struct StagedBlobSource: ImageSource {
 
     package func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
         guard let path = files[descriptor.digest] else { throw BlobSinkError("\(descriptor.digest) is not staged") }
-        try copyFile(at: path, from: sink.count, into: sink)
+        try await copyFile(at: path, from: sink.count, into: sink)
     }
 
     package func localBlobPath(_ descriptor: Descriptor) -> String? { files[descriptor.digest] }
@@ -32,13 +33,16 @@ package struct StagedBlobSource: ImageSource {
     }
 }
 
-/// Appends the file at `path`, from byte `offset` on, to `sink`.
-package func copyFile(at path: String, from offset: Int64, into sink: any BlobSink) throws {
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobSinkError("cannot open \(path)") }
-    defer { try? handle.close() }
-    try handle.seek(toOffset: UInt64(offset))
-    while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
-        try data.withUnsafeBytes { try sink.append($0) }
+/// Appends the file at `path`, from byte `offset` on, to `sink`: the whole copy runs on a thread of its own, reads
+/// and appends (which may block, on a slow reader of the sink) alike.
+package func copyFile(at path: String, from offset: Int64, into sink: any BlobSink) async throws {
+    try await runBlocking {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobSinkError("cannot open \(path)") }
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(offset))
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            try data.withUnsafeBytes { try sink.append($0) }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Archive
+import Blocking
 import ContentStore
 import Foundation
 import OCI
@@ -75,7 +76,7 @@ public struct Unpacker: Sendable {
                         layerAt: store.blobPath(following.descriptor.digest), compression: try await compression(of: following),
                         readAhead: Self.readAhead, name: following.descriptor.digest.description)
                 }
-                let result = try await runOnDedicatedThread { try LayerApplier.apply(decoded, to: staging, options: options) }
+                let result = try await runBlocking { try LayerApplier.apply(decoded, to: staging, options: options) }
                 guard result.diffID == layer.diffID.description else {
                     throw UnpackError.diffIDMismatch(layer: position, expected: layer.diffID, actual: result.diffID)
                 }
@@ -120,7 +121,7 @@ public struct Unpacker: Sendable {
         let path = store.blobPath(layer.descriptor.digest)
         let compression = try await compression(of: layer)
         let name = layer.descriptor.digest.description
-        return try await runOnDedicatedThread {
+        return try await runBlocking {
             try LayerApplier.apply(layerAt: path, compression: compression, to: root, options: options, name: name)
         }
     }

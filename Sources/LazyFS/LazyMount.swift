@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import FUSE
 import Foundation
@@ -76,7 +77,8 @@ public final class LazyMount: Sendable {
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]
             if options.allowOther { mountOptions.append("allow_other") }
             let fuse = FUSEMount(filesystem: filesystem, mountpoint: mountpoint, options: mountOptions)
-            try fuse.start()
+            // Mounting may run fusermount3, and waits for the kernel's handshake.
+            try await runBlocking { try fuse.start() }
             state.ready = true
             state.lazyLayers = image.layers.count
             state.wholeLayers = image.wholeLayers

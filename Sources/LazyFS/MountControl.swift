@@ -1,3 +1,4 @@
+import Blocking
 import FUSE
 import Foundation
 
@@ -65,7 +66,7 @@ public enum MountControl {
             }
             final = MountState.read(statePath)
         }
-        try FUSEMount.forceUnmount(mountpoint)
+        try await runBlocking { try FUSEMount.forceUnmount(mountpoint) }
         try? FileManager.default.removeItem(atPath: statePath)
         try? FileManager.default.removeItem(atPath: logPath(forState: statePath))
         return final

@@ -11,6 +11,15 @@ public protocol BlobSink: AnyObject, Sendable {
     /// Drops everything held (a server ignored Range, or the bytes were wrong).
     func reset() throws
     func digest(_ algorithm: Digest.Algorithm) -> Digest
+    /// Suspends until `append` can take more bytes without blocking: a sink whose reader is slower than the
+    /// download (a decoder) holds the download here, in the task, rather than in `append`, on a thread of the
+    /// cooperative pool. Producers running in async code call it before each `append`.
+    func waitForRoom() async throws
+}
+
+extension BlobSink {
+    /// Sinks that write to memory or a file always have room.
+    public func waitForRoom() async throws {}
 }
 
 /// A sink for small blobs held in memory.

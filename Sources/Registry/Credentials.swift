@@ -1,5 +1,5 @@
+import Blocking
 import Foundation
-import Synchronization
 
 /// A username and secret for a registry. An empty username with a secret is an identity token (OAuth2 refresh token).
 public struct Credentials: Sendable, Equatable {
@@ -104,51 +104,32 @@ public struct DockerConfigCredentials: CredentialProvider {
         return nil
     }
 
-    /// Runs `docker-credential-NAME get` with the server URL on stdin (the credential-helper protocol).
+    /// Runs `docker-credential-NAME get` with the server URL on stdin (the credential-helper protocol). A helper may
+    /// take seconds (it can prompt a keychain or call a cloud API): it is awaited off the cooperative pool.
     static func runHelper(_ name: String, serverURL: String) async throws -> Credentials? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["docker-credential-\(name)", "get"]
-        let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
+        let result: ChildCommandResult
         do {
-            try process.run()
+            result = try await ChildCommand(
+                "/usr/bin/env", ["docker-credential-\(name)", "get"], standardInput: .bytes(Array(serverURL.utf8))
+            ).run()
         } catch {
             throw RegistryError.credentialHelper(helper: name, reason: "cannot start: \(error)")
         }
-        // stderr is drained on its own thread so a chatty helper cannot fill the pipe and stall both sides.
-        let errorOutput = Mutex(Data())
-        let drained = DispatchGroup()
-        drained.enter()
-        DispatchQueue.global().async {
-            let data = errors.fileHandleForReading.readDataToEndOfFile()
-            errorOutput.withLock { $0 = data }
-            drained.leave()
-        }
-        // A helper that exits without reading stdin makes this write fail (EPIPE; SIGPIPE is ignored by the CLI).
-        try? input.fileHandleForWriting.write(contentsOf: Data(serverURL.utf8))
-        try? input.fileHandleForWriting.close()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        drained.wait()
-        let errorText = String(decoding: errorOutput.withLock { $0 }, as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            let message = (String(decoding: data, as: UTF8.self) + errorText).trimmingCharacters(in: .whitespacesAndNewlines)
+        if result.status != 0 {
+            let message = (result.standardOutputText + result.standardErrorText).trimmingCharacters(in: .whitespacesAndNewlines)
             // The protocol's way of saying "no credentials for this server".
             if message.contains("credentials not found") { return nil }
-            if process.terminationStatus == 127 {
+            if result.status == 127 {
                 throw RegistryError.credentialHelper(helper: name, reason: "docker-credential-\(name) is not installed or not on PATH")
             }
-            throw RegistryError.credentialHelper(helper: name, reason: message.isEmpty ? "exit \(process.terminationStatus)" : message)
+            throw RegistryError.credentialHelper(helper: name, reason: message.isEmpty ? "exit \(result.status)" : message)
         }
         struct Answer: Decodable {
             var Username: String
             var Secret: String
         }
         do {
-            let answer = try JSONDecoder().decode(Answer.self, from: data)
+            let answer = try JSONDecoder().decode(Answer.self, from: Data(result.standardOutput))
             return Credentials(username: answer.Username == "<token>" ? "" : answer.Username, secret: answer.Secret)
         } catch {
             throw RegistryError.credentialHelper(helper: name, reason: "unreadable answer: \(error)")

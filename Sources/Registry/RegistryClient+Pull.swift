@@ -145,6 +145,7 @@ extension RegistryClient {
                             try sink.reset()
                             throw RegistryError.sizeMismatch(expected: descriptor.size, actual: sink.count + Int64(buffer.readableBytes), url: url)
                         }
+                        try await sink.waitForRoom()
                         try buffer.withUnsafeReadableBytes { try sink.append($0) }
                     }
                 } catch let error as RegistryError {

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Blocking
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -134,30 +135,26 @@ extension RegistryClient {
     }
 }
 
-/// A file region read in 1 MiB buffers, as a request body that can be replayed on retry.
+/// A file region read in 1 MiB buffers, as a request body that can be replayed on retry. The file is read on a
+/// thread of its own (see `ProducedElements`), a few buffers ahead of the upload.
 struct FileChunks: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let path: String
     let offset: Int64
     let length: Int64
 
-    struct AsyncIterator: AsyncIteratorProtocol {
-        let handle: FileHandle?
-        var remaining: Int64
-
-        mutating func next() async throws -> ByteBuffer? {
-            guard remaining > 0, let handle else { return nil }
-            let data = try handle.read(upToCount: Int(Swift.min(remaining, 1 << 20))) ?? Data()
-            guard !data.isEmpty else { throw BlobSinkError("file shorter than its descriptor") }
-            remaining -= Int64(data.count)
-            if remaining == 0 { try? handle.close() }
-            return ByteBuffer(bytes: data)
-        }
-    }
-
-    func makeAsyncIterator() -> AsyncIterator {
-        let handle = FileHandle(forReadingAtPath: path)
-        try? handle?.seek(toOffset: UInt64(offset))
-        return AsyncIterator(handle: handle, remaining: handle == nil ? 0 : length)
+    func makeAsyncIterator() -> ProducedElements<ByteBuffer>.Iterator {
+        ProducedElements { [path, offset, length] yield in
+            guard let handle = FileHandle(forReadingAtPath: path) else { throw BlobSinkError("cannot open \(path)") }
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            var remaining = length
+            while remaining > 0 {
+                let data = try handle.read(upToCount: Int(Swift.min(remaining, 1 << 20))) ?? Data()
+                guard !data.isEmpty else { throw BlobSinkError("file shorter than its descriptor") }
+                remaining -= Int64(data.count)
+                try yield(ByteBuffer(bytes: data))
+            }
+        }.makeAsyncIterator()
     }
 }

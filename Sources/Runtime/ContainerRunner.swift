@@ -52,7 +52,7 @@ public struct ContainerRunner: Sendable {
         try configuration.validate()
         var runtime = runtime
         // Containers of runs whose Slipway died (kill -9) are stopped and their mounts and files removed.
-        RunDirectory.reapStale(storeRoot: store.root) { id in runtime.delete(id: id) }
+        await RunDirectory.reapStale(storeRoot: store.root) { id in await runtime.delete(id: id) }
         let directory = try RunDirectory(storeRoot: store.root)
         var problems: [String] = []
         defer {
@@ -74,8 +74,8 @@ public struct ContainerRunner: Sendable {
         } catch {
             outcome = .failure(error)
         }
-        runtime.delete(id: directory.containerID)
-        problems += rootfs.cleanup()
+        await runtime.delete(id: directory.containerID)
+        problems += await rootfs.cleanup()
         let code = try outcome.get()
         return RunResult(exitCode: code, containerID: directory.containerID, cleanupProblems: problems)
     }

@@ -1,3 +1,4 @@
+import Blocking
 import Foundation
 
 #if canImport(Glibc)
@@ -91,7 +92,7 @@ public enum Mounts {
     /// options would not fit in the page the kernel copies (`mount` then runs in `base`).
     public static func overlay(
         lowers: [String], upper: String?, work: String?, at target: String, extraOptions: [String] = [], base: String? = nil
-    ) throws {
+    ) async throws {
         func data(_ path: (String) -> String) -> String {
             var options = ["lowerdir=" + lowers.map { escapeOverlayPath(path($0)) }.joined(separator: ":")]
             if let upper, let work {
@@ -114,7 +115,7 @@ public enum Mounts {
         let prefix = base.hasSuffix("/") ? base : base + "/"
         let relative = data { $0.hasPrefix(prefix) ? String($0.dropFirst(prefix.count)) : $0 }
         guard relative.utf8.count < pageLimit else { throw RuntimeError.mountFailed(what: what, target: target, errno: E2BIG) }
-        try HelperCommand.run(
+        try await HelperCommand.run(
             "/bin/mount", ["-t", "overlay", "-o", (upper == nil ? "ro," : "") + relative, "overlay", target], currentDirectory: base)
     }
 
@@ -151,26 +152,22 @@ public enum Mounts {
 
 /// Runs a helper command (mount, squashfuse, fusermount3) to completion, capturing its output.
 enum HelperCommand {
-    /// Output goes to a temporary file, and the helper is started with posix_spawn and reaped with waitpid, not
-    /// with Foundation's Process: a helper that daemonizes (squashfuse) keeps its inherited descriptors in the
-    /// background, and a pipe (or Process's own exit-watching socket) would never reach its end.
+    /// The helper's end is learnt from waitpid and its output goes to files (see `ChildCommand`): a helper that
+    /// daemonizes (squashfuse) keeps its inherited descriptors in the background, so a pipe would never end.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String], currentDirectory: String? = nil) throws -> String {
-        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("slipway-helper-\(UUID().uuidString)").path
-        let output = open(outputPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw RuntimeError.spawnFailed(executable, errno: errno) }
-        defer {
-            close(output)
-            unlink(outputPath)
-        }
+    static func run(_ executable: String, _ arguments: [String], currentDirectory: String? = nil) async throws -> String {
         var command = [executable] + arguments
         if let currentDirectory { command = ["/usr/bin/env", "-C", currentDirectory] + command }
-        let pid = try ChildProcess.spawn(command, output: output)
-        let status = ChildProcess.waitBlocking(pid)
-        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        guard status == 0 else {
+        let result: ChildCommandResult
+        do {
+            result = try await ChildCommand(command[0], Array(command.dropFirst())).run()
+        } catch {
+            throw RuntimeError.spawnFailed(executable, errno: error.errno)
+        }
+        let text = result.standardOutputText + result.standardErrorText
+        guard result.status == 0 else {
             throw RuntimeError.commandFailed(
-                command: ([(executable as NSString).lastPathComponent] + arguments).joined(separator: " "), status: status, output: text)
+                command: ([(executable as NSString).lastPathComponent] + arguments).joined(separator: " "), status: result.status, output: text)
         }
         return text
     }

@@ -1,3 +1,4 @@
+import Blocking
 import Foundation
 
 #if canImport(Glibc)
@@ -111,7 +112,7 @@ public struct OCIRuntime: Sendable, CustomStringConvertible {
         let killArguments = try commandLine(["kill", id, "KILL"])
         let pid = try ChildProcess.spawn(arguments)
         signals?.setTarget(pid, escalation: .init(after: stopTimeout) {
-            _ = try? HelperCommand.run(killArguments[0], Array(killArguments.dropFirst()))
+            Task { _ = try? await HelperCommand.run(killArguments[0], Array(killArguments.dropFirst())) }
         })
         defer { signals?.setTarget(nil) }
         return await ChildProcess.wait(pid)
@@ -119,9 +120,9 @@ public struct OCIRuntime: Sendable, CustomStringConvertible {
 
     /// Removes the container's state if the runtime kept any (`delete -f`); errors are ignored (a container that
     /// ran to its end is gone already).
-    public func delete(id: String) {
+    public func delete(id: String) async {
         guard let arguments = try? commandLine(["delete", "--force", id]) else { return }
-        _ = try? HelperCommand.run(arguments[0], Array(arguments.dropFirst()))
+        _ = try? await HelperCommand.run(arguments[0], Array(arguments.dropFirst()))
     }
 }
 
@@ -129,9 +130,8 @@ public struct OCIRuntime: Sendable, CustomStringConvertible {
 enum ChildProcess {
     /// posix_spawn with the signal mask cleared and every signal's disposition reset (Slipway ignores SIGPIPE,
     /// and ignored signals would otherwise be inherited by the container), descriptors above 2 closed.
-    /// With `output`, stdin is /dev/null and stdout and stderr go to that descriptor (for helpers); without it the
-    /// child shares ours.
-    static func spawn(_ arguments: [String], output: Int32? = nil) throws -> pid_t {
+    /// The child shares our stdin, stdout and stderr.
+    static func spawn(_ arguments: [String]) throws -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -146,11 +146,6 @@ enum ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if let output {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-            posix_spawn_file_actions_adddup2(&actions, output, 1)
-            posix_spawn_file_actions_adddup2(&actions, output, 2)
-        }
         if let closeFrom = closeFromAction { _ = closeFrom(&actions, 3) }
 
         var pid: pid_t = 0
@@ -168,31 +163,15 @@ enum ChildProcess {
         return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
     }()
 
-    /// Waits on a thread of its own (not the concurrency pool) and returns the exit code, or 128+signal.
+    /// Waits for the child's end (off the cooperative pool) and returns the exit code, or 128+signal.
     static func wait(_ pid: pid_t) async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
-            let thread = Thread {
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) < 0 {
-                    if errno != EINTR {
-                        continuation.resume(returning: 255)
-                        return
-                    }
-                }
-                continuation.resume(returning: exitCode(status))
+        await runBlocking {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 {
+                if errno != EINTR { return 255 }
             }
-            thread.name = "slipway-run-wait"
-            thread.start()
+            return exitCode(status)
         }
-    }
-
-    /// Waits on the calling thread (for short-lived helpers).
-    static func waitBlocking(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return 255 }
-        }
-        return exitCode(status)
     }
 
     /// WIFEXITED/WEXITSTATUS and WIFSIGNALED/WTERMSIG, which Swift does not import.

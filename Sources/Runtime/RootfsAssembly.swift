@@ -6,6 +6,7 @@ import OCI
 import SIF
 import Images
 import Synchronization
+import Blocking
 
 #if canImport(Glibc)
 import Glibc
@@ -37,9 +38,9 @@ public final class AssembledRootfs: Sendable {
     public let readOnly: Bool
     /// What the user should know about how the root was built (e.g. read-only because not root).
     public let notes: [String]
-    private let undo: Mutex<[(String, @Sendable () throws -> Void)]>
+    private let undo: Mutex<[(String, @Sendable () async throws -> Void)]>
 
-    init(path: String, readOnly: Bool, notes: [String], undo: [(String, @Sendable () throws -> Void)]) {
+    init(path: String, readOnly: Bool, notes: [String], undo: [(String, @Sendable () async throws -> Void)]) {
         self.path = path
         self.readOnly = readOnly
         self.notes = notes
@@ -48,14 +49,14 @@ public final class AssembledRootfs: Sendable {
 
     /// Undoes the assembly (unmounts, releases the store). Returns the problems met; later steps run anyway.
     @discardableResult
-    public func cleanup() -> [String] {
+    public func cleanup() async -> [String] {
         let steps = undo.withLock { steps in
             defer { steps = [] }
             return steps
         }
         var problems: [String] = []
         for (what, step) in steps.reversed() {
-            do { try step() } catch { problems.append("\(what): \(error)") }
+            do { try await step() } catch { problems.append("\(what): \(error)") }
         }
         return problems
     }
@@ -63,10 +64,10 @@ public final class AssembledRootfs: Sendable {
 
 /// Undo steps collected while assembling, run if a later step fails.
 final class UndoList: @unchecked Sendable {
-    private(set) var steps: [(String, @Sendable () throws -> Void)] = []
-    func add(_ what: String, _ step: @escaping @Sendable () throws -> Void) { steps.append((what, step)) }
-    func runAll() {
-        for (_, step) in steps.reversed() { try? step() }
+    private(set) var steps: [(String, @Sendable () async throws -> Void)] = []
+    func add(_ what: String, _ step: @escaping @Sendable () async throws -> Void) { steps.append((what, step)) }
+    func runAll() async {
+        for (_, step) in steps.reversed() { try? await step() }
         steps = []
     }
 }
@@ -105,10 +106,10 @@ public struct RootfsAssembly: Sendable {
                 guard let image else { preconditionFailure("lazy mode needs the image") }
                 return try await lazy(image, name: name, undo: undo)
             case .sif(let file):
-                return try sif(file, undo: undo)
+                return try await sif(file, undo: undo)
             }
         } catch {
-            undo.runAll()
+            await undo.runAll()
             throw error
         }
     }
@@ -139,13 +140,13 @@ public struct RootfsAssembly: Sendable {
             lowers.append(store.layerDirectory(layer.diffID))
         }
         if lowers.isEmpty { lowers = [try directory.makeDirectory("empty")] }
-        try mountOverlay(lowers: lowers, at: rootfs, undo: undo)
+        try await mountOverlay(lowers: lowers, at: rootfs, undo: undo)
         return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
     }
 
     /// Short links to the lower directories (so many layers fit the kernel's one page of mount options), a
     /// throwaway upper and work directory, and the overlay at `rootfs`.
-    private func mountOverlay(lowers: [String], at rootfs: String, undo: UndoList) throws {
+    private func mountOverlay(lowers: [String], at rootfs: String, undo: UndoList) async throws {
         let links = try directory.makeDirectory("l")
         var linked: [String] = []
         for (index, lower) in lowers.enumerated() {
@@ -155,7 +156,7 @@ public struct RootfsAssembly: Sendable {
         }
         let upper = try directory.makeDirectory("upper")
         let work = try directory.makeDirectory("work")
-        try Mounts.overlay(lowers: linked, upper: upper, work: work, at: rootfs, base: directory.path)
+        try await Mounts.overlay(lowers: linked, upper: upper, work: work, at: rootfs, base: directory.path)
         undo.add("unmount the overlay at \(rootfs)") {
             guard Mounts.unmount(rootfs) else { throw RuntimeError.mountFailed(what: "(unmount) the overlay", target: rootfs, errno: EBUSY) }
         }
@@ -176,7 +177,7 @@ public struct RootfsAssembly: Sendable {
             try? FileManager.default.removeItem(atPath: MountState.path(forMountpoint: lower, storeRoot: store.root))
             throw error
         }
-        undo.add("end the lazy mount at \(lower)") { Self.endLazyMount(mount, at: lower) }
+        undo.add("end the lazy mount at \(lower)") { await Self.endLazyMount(mount, at: lower) }
         try Task.checkCancellation()
         guard isRoot else {
             return AssembledRootfs(
@@ -185,24 +186,19 @@ public struct RootfsAssembly: Sendable {
                 undo: undo.steps)
         }
         let rootfs = try directory.makeDirectory("rootfs")
-        try mountOverlay(lowers: [lower], at: rootfs, undo: undo)
+        try await mountOverlay(lowers: [lower], at: rootfs, undo: undo)
         return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
     }
 
     /// Unmounts, waits (bounded) for the FUSE session to end, and removes the mount's state file.
-    static func endLazyMount(_ mount: LazyMount, at mountpoint: String) {
-        mount.stop()
-        let finished = DispatchSemaphore(value: 0)
-        let waiter = Thread {
-            _ = mount.wait()
-            finished.signal()
-        }
-        waiter.name = "slipway-run-lazy-wait"
-        waiter.start()
-        if finished.wait(timeout: .now() + 10) == .timedOut {
+    static func endLazyMount(_ mount: LazyMount, at mountpoint: String) async {
+        // Unmounting runs fusermount3 and waits for it.
+        await runBlocking { mount.stop() }
+        let ended = MountEnd(mount)
+        if await !ended.wait(seconds: 10) {
             // A mount that does not go (a reader stuck in it): detach it; the session ends with its last user.
             _ = umount2(mountpoint, Int32(MNT_DETACH))
-            _ = finished.wait(timeout: .now() + 5)
+            _ = await ended.wait(seconds: 5)
         }
         try? FileManager.default.removeItem(atPath: mount.statePath)
         try? FileManager.default.removeItem(atPath: mount.statePath.replacingOccurrences(of: ".json", with: ".log"))
@@ -219,7 +215,7 @@ public struct RootfsAssembly: Sendable {
 
     // MARK: SIF
 
-    private func sif(_ file: String, undo: UndoList) throws -> AssembledRootfs {
+    private func sif(_ file: String, undo: UndoList) async throws -> AssembledRootfs {
         let partition: (offset: Int64, size: Int64)
         do {
             let descriptor = try SIFFile(path: file).requirePrimaryPartition()
@@ -230,23 +226,23 @@ public struct RootfsAssembly: Sendable {
         let lower = try directory.makeDirectory("lower")
         if isRoot {
             // mount(8) sets up a loop device over the partition's byte range (autoclear: it goes with the mount).
-            try HelperCommand.run(
+            try await HelperCommand.run(
                 "/bin/mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(partition.offset),sizelimit=\(partition.size)", file, lower])
             undo.add("unmount the squashfs at \(lower)") {
                 guard Mounts.unmount(lower) else { throw RuntimeError.mountFailed(what: "(unmount) the squashfs", target: lower, errno: EBUSY) }
             }
             let rootfs = try directory.makeDirectory("rootfs")
-            try mountOverlay(lowers: [lower], at: rootfs, undo: undo)
+            try await mountOverlay(lowers: [lower], at: rootfs, undo: undo)
             return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
         }
         try Self.requireFUSEAccess("--mode sif")
         guard let squashfuse = HelperCommand.find("squashfuse") else {
             throw RuntimeError.needsRoot("running a SIF without root needs squashfuse: apt-get install squashfuse (or run as root)")
         }
-        try HelperCommand.run(squashfuse, ["-o", "offset=\(partition.offset)", file, lower])
+        try await HelperCommand.run(squashfuse, ["-o", "offset=\(partition.offset)", file, lower])
         undo.add("unmount the squashfuse mount at \(lower)") {
             if let fusermount = HelperCommand.find("fusermount3") ?? HelperCommand.find("fusermount") {
-                try HelperCommand.run(fusermount, ["-u", lower])
+                try await HelperCommand.run(fusermount, ["-u", lower])
             } else if !Mounts.unmount(lower) {
                 throw RuntimeError.mountFailed(what: "(unmount) squashfuse", target: lower, errno: EBUSY)
             }
@@ -254,5 +250,57 @@ public struct RootfsAssembly: Sendable {
         return AssembledRootfs(
             path: lower, readOnly: true, notes: ["not root: the container's root is the SIF's squashfs, read-only (overlayfs needs root)"],
             undo: undo.steps)
+    }
+}
+
+/// The end of a lazy mount's FUSE session, awaited with a bound. The session's end is waited for on a thread of its
+/// own (it may never come, when a reader is stuck in the mount); a wait that gives up leaves that thread behind.
+private final class MountEnd: Sendable {
+    private struct State {
+        var ended = false
+        var waiters: [UInt64: CheckedContinuation<Bool, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        /// Waits whose time ran out before they were registered.
+        var expired: Set<UInt64> = []
+    }
+    private let state = Mutex(State())
+
+    init(_ mount: LazyMount) {
+        Task { [self] in
+            await runBlocking { _ = mount.wait() }
+            let waiters = state.withLock { state in
+                state.ended = true
+                defer { state.waiters = [:] }
+                return state.waiters
+            }
+            for waiter in waiters.values { waiter.resume(returning: true) }
+        }
+    }
+
+    /// Whether the session ended within `seconds`.
+    func wait(seconds: Int) async -> Bool {
+        let id = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return state.nextWaiter
+        }
+        let timer = Task { [self] in
+            try? await Task.sleep(for: .seconds(seconds))
+            let waiter = state.withLock { state in
+                let waiter = state.waiters.removeValue(forKey: id)
+                if waiter == nil { state.expired.insert(id) }
+                return waiter
+            }
+            waiter?.resume(returning: false)
+        }
+        defer { timer.cancel() }
+        return await withCheckedContinuation { continuation in
+            let outcome: Bool? = state.withLock { state in
+                if state.ended { return true }
+                if state.expired.remove(id) != nil { return false }
+                state.waiters[id] = continuation
+                return nil
+            }
+            if let outcome { continuation.resume(returning: outcome) }
+        }
     }
 }

@@ -47,7 +47,7 @@ public final class RunDirectory: Sendable {
     /// Removes the run directories of `slipway run` processes that died without cleaning up (killed with
     /// SIGKILL, or the node's power went): their mounts are detached and their files removed. `forEachStale` gets
     /// each stale container id first, to delete the runtime's state of it.
-    public static func reapStale(storeRoot: String, forEachStale: (String) -> Void = { _ in }) {
+    public static func reapStale(storeRoot: String, forEachStale: (String) async -> Void = { _ in }) async {
         let parent = parent(storeRoot: storeRoot)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name.hasPrefix("slipway-") {
             let directory = "\(parent)/\(name)"
@@ -65,7 +65,7 @@ public final class RunDirectory: Sendable {
             guard let pid = fields.first.flatMap({ Int32($0) }) else { continue }
             let alive = kill(pid, 0) == 0 || errno == EPERM
             if alive, fields.count < 2 || startTime(of: pid) == fields[1] { continue }
-            forEachStale(name)
+            await forEachStale(name)
             removeTree(directory, skipping: Set(Mounts.unmountAll(under: directory)))
             // A lazy mount's state file, kept for `slipway status`, names a mount that is gone now.
             try? FileManager.default.removeItem(atPath: MountState.path(forMountpoint: "\(directory)/lower", storeRoot: storeRoot))

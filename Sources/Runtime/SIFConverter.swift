@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Blocking
 import ContentStore
 import Foundation
 import LazyFS
@@ -45,7 +46,7 @@ public struct SIFConverter: Sendable {
             extracted = try await Unpacker(store: store, progress: progress).cacheLayers(image)
             try await build(image, reference: reference, into: cached)
         }
-        try copyOut(cached, to: output)
+        try await runBlocking { [self] in try copyOut(cached, to: output) }
         var info = stat()
         stat(output, &info)
         let elapsed = ContinuousClock.now - started
@@ -67,7 +68,8 @@ public struct SIFConverter: Sendable {
             unlink(temporary)
             partial.end()
         }
-        let tree = ImageTree(layers: try image.layers.map { try LayerEntries.fromDirectory(store.layerDirectory($0.diffID)) })
+        let layerDirectories = image.layers.map { store.layerDirectory($0.diffID) }
+        let tree = try await runBlocking { ImageTree(layers: try layerDirectories.map { try LayerEntries.fromDirectory($0) }) }
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
         builder.addObject(.definitionFile, name: "", bytes: Array("bootstrap: docker\nfrom: \(reference)\n".utf8))
         let containerConfig = image.config.config ?? ImageConfig.ContainerConfig()
@@ -79,13 +81,15 @@ public struct SIFConverter: Sendable {
         try builder.write(
             to: temporary, partition: SIFPartitionInfo(filesystem: .squashfs, type: .primarySystem, arch: SIFArch(goArch: image.config.architecture)),
             partitionSize: size)
-        let fd = open(temporary, O_RDONLY | O_CLOEXEC)
-        if fd >= 0 {
-            fsync(fd)
-            close(fd)
-        }
-        guard rename(temporary, cached) == 0 else {
-            throw SquashfsImage.Failure(description: "renaming \(temporary): \(String(cString: strerror(errno)))")
+        try await runBlocking {
+            let fd = open(temporary, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                fsync(fd)
+                close(fd)
+            }
+            guard rename(temporary, cached) == 0 else {
+                throw SquashfsImage.Failure(description: "renaming \(temporary): \(String(cString: strerror(errno)))")
+            }
         }
     }
 

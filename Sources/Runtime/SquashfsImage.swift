@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Archive
+import Blocking
 import Foundation
 import LazyFS
 
@@ -30,38 +31,23 @@ public enum SquashfsImage {
         guard FileManager.default.isExecutableFile(atPath: mksquashfs) else {
             throw Failure(description: "mksquashfs not found: install Debian's squashfs-tools")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: mksquashfs)
-        process.arguments = [
-            "-", path, "-tar", "-noappend", "-offset", String(offset), "-comp", options.compressor, "-processors", String(max(1, options.processors)),
-            "-root-mode", "755", "-quiet", "-no-progress",
-        ]
-        let input = Pipe()
-        let errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
-        try process.run()
-        let errorText = Task.detached { String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
-        // The tar stream is produced on a thread of its own: pipe writes block while mksquashfs compresses.
-        let writing: Result<Void, any Error> = await withCheckedContinuation { continuation in
-            Thread {
-                let result = Result { try streamTar(tree, extraFiles: options.extraFiles, into: input.fileHandleForWriting.fileDescriptor) }
-                try? input.fileHandleForWriting.close()
-                continuation.resume(returning: result)
-            }.start()
+        // The tar stream is written on the command's own waiting thread: pipe writes block while mksquashfs
+        // compresses.
+        let command = ChildCommand(
+            mksquashfs,
+            [
+                "-", path, "-tar", "-noappend", "-offset", String(offset), "-comp", options.compressor,
+                "-processors", String(max(1, options.processors)), "-root-mode", "755", "-quiet", "-no-progress",
+            ],
+            standardInput: .stream { [extraFiles = options.extraFiles] descriptor in
+                try streamTar(tree, extraFiles: extraFiles, into: descriptor)
+            })
+        let result = try await command.run()
+        guard result.status == 0 else {
+            let lastLines = result.standardErrorText.split(separator: "\n").suffix(5).joined(separator: "; ")
+            throw Failure(description: "mksquashfs failed (status \(result.status)): \(lastLines)")
         }
-        let status: Int32 = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                process.waitUntilExit()
-                continuation.resume(returning: process.terminationStatus)
-            }
-        }
-        let stderr = await errorText.value
-        guard status == 0 else {
-            throw Failure(description: "mksquashfs failed (status \(status)): \(stderr.split(separator: "\n").suffix(5).joined(separator: "; "))")
-        }
-        try writing.get()
+        if let failure = result.inputFailure { throw failure }
         var info = stat()
         guard stat(path, &info) == 0 else { throw Failure(description: "\(path): \(String(cString: strerror(errno)))") }
         return Int64(info.st_size) - offset

@@ -1,4 +1,5 @@
 import Archive
+import Blocking
 import ContentStore
 import EStargz
 import Foundation
@@ -144,7 +145,7 @@ public struct EStargzConverter: Sendable {
         let compression = try await LayerCompression.of(input)
         let result: EStargzResult
         if let local = input.localFile {
-            result = try await runOnDedicatedThread { [options] in
+            result = try await runBlocking { [options] in
                 try Self.writeEStargz(
                     from: DecodedLayer(layerAt: local, compression: compression, name: layer.digest.description),
                     expectedDiffID: diffID,
@@ -187,7 +188,7 @@ public struct EStargzConverter: Sendable {
         }()
         let written: Result<EStargzResult, Error>
         do {
-            written = .success(try await runOnDedicatedThread {
+            written = .success(try await runBlocking {
                 defer { stream.cancel() }
                 let decoded = DecodedLayer(streaming: stream.chunks, label: layer.digest.description, compression: compression)
                 return try Self.writeEStargz(from: decoded, expectedDiffID: diffID, to: stagedPath, options: options)

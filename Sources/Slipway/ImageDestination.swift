@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import Foundation
 import Images
@@ -33,12 +34,13 @@ public struct LayoutDestination: ImageDestination {
         try await source.fetchBlob(descriptor, into: store, progress: progress)
     }
 
+    // The store's writes end in fsyncs of the file and its directory.
     public func putDocument(_ bytes: [UInt8], descriptor: Descriptor) async throws {
-        try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
+        try await runBlocking { [store] in _ = try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest) }
     }
 
     public func tag(_ descriptor: Descriptor, bytes: [UInt8]) async throws {
-        try store.setImage(named: imageName, to: descriptor)
+        try await runBlocking { [store, imageName] in try store.setImage(named: imageName, to: descriptor) }
     }
 
     public func acquireWriteLease() async throws -> FileLock? { try await store.lockForWriting() }

@@ -3,7 +3,9 @@ import Foundation
 import OCI
 
 /// Hands a blob from a download (which pushes into a `BlobSink`) to a decoder thread (which pulls from a
-/// `ChunkSource`) as it arrives, holding at most `limit` bytes between them. The consumer sees the end of the
+/// `ChunkSource`) as it arrives, holding about `limit` bytes between them. A download task waits for the decoder in
+/// `waitForRoom`, suspended; only a producer on a thread of its own (a local file copied by `copyFile`) blocks, in
+/// `append`. The consumer sees the end of the
 /// stream only once the whole blob matched its digest, and an error otherwise, so nothing built from the bytes is
 /// kept unless they were right.
 ///
@@ -24,6 +26,8 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     private var outcome: Result<Void, Error>?
     private var cancelled = false
     private var stoppedEarly = false
+    /// The producer suspended in `waitForRoom`, resumed once the consumer took the queue below `limit`.
+    private var roomWaiter: CheckedContinuation<Void, Error>?
 
     init(_ descriptor: Descriptor, limit: Int = 8 << 20) {
         self.descriptor = descriptor
@@ -37,11 +41,13 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
         return received
     }
 
-    /// Blocks while the consumer is `limit` bytes behind: the download slows to the decoder's pace.
+    /// Blocks while the consumer is `limit` bytes behind (never after `waitForRoom` returned, there being one
+    /// producer): the copy slows to the decoder's pace.
     func append(_ bytes: UnsafeRawBufferPointer) throws {
         condition.lock()
         defer { condition.unlock() }
-        if cancelled { throw BlobSinkError("the conversion reading \(descriptor.digest.short) stopped") }
+        while queuedBytes >= limit && !cancelled { condition.wait() }
+        if cancelled { throw stopped }
         hasher.update(bytes)
         let start = received
         received += Int64(bytes.count)
@@ -51,8 +57,46 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
         queuedBytes += fresh.count
         delivered = received
         condition.broadcast()
-        while queuedBytes > limit && !cancelled { condition.wait() }
     }
+
+    /// Suspends while the consumer is `limit` bytes behind: the download slows to the decoder's pace without
+    /// holding a thread.
+    func waitForRoom() async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+                condition.lock()
+                if cancelled {
+                    condition.unlock()
+                    continuation.resume(throwing: stopped)
+                } else if queuedBytes < limit || Task.isCancelled {
+                    condition.unlock()
+                    continuation.resume()
+                } else {
+                    roomWaiter = continuation
+                    condition.unlock()
+                }
+            }
+        } onCancel: {
+            resumeRoomWaiter()
+        }
+        try Task.checkCancellation()
+    }
+
+    /// Takes the suspended producer, if any, out of the state; the caller resumes it outside the lock.
+    private func takeRoomWaiter() -> CheckedContinuation<Void, Error>? {
+        defer { roomWaiter = nil }
+        return roomWaiter
+    }
+
+    private func resumeRoomWaiter() {
+        condition.lock()
+        let waiter = takeRoomWaiter()
+        let stop = cancelled
+        condition.unlock()
+        if stop { waiter?.resume(throwing: stopped) } else { waiter?.resume() }
+    }
+
+    private var stopped: BlobSinkError { BlobSinkError("the conversion reading \(descriptor.digest.short) stopped") }
 
     func reset() throws {
         condition.lock()
@@ -91,7 +135,6 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     var chunks: ChunkSource {
         ChunkSource(expectedSize: descriptor.size) { [self] in
             condition.lock()
-            defer { condition.unlock() }
             while queueHead == queue.count && outcome == nil { condition.wait() }
             if queueHead < queue.count {
                 let next = queue[queueHead]
@@ -102,8 +145,12 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
                     queueHead = 0
                 }
                 condition.broadcast()
+                let producer = queuedBytes < limit ? takeRoomWaiter() : nil
+                condition.unlock()
+                producer?.resume()
                 return next
             }
+            defer { condition.unlock() }
             switch outcome! {
             case .success: return nil
             case .failure(let error): throw error
@@ -124,6 +171,8 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
         if outcome == nil { stoppedEarly = true }
         cancelled = true
         condition.broadcast()
+        let producer = takeRoomWaiter()
         condition.unlock()
+        producer?.resume(throwing: stopped)
     }
 }

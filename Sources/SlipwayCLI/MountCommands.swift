@@ -1,4 +1,5 @@
 import ArgumentParser
+import Blocking
 import Foundation
 import LazyFS
 import Slipway
@@ -67,9 +68,7 @@ struct Mount: AsyncParsableCommand {
             FileHandle.standardError.write(Data("slipway: \(location) mounted at \(mountpoint)\n".utf8))
             let signals = UnmountOnSignal(mount)
             defer { signals.cancel() }
-            return await withCheckedContinuation { continuation in
-                Thread { continuation.resume(returning: mount.wait()) }.start()
-            }
+            return await runBlocking { mount.wait() }
         }
         if global.json { try printJSON(statistics) }
     }

@@ -89,7 +89,7 @@ import TestSupport
         let encoded = Data("bob:hunter2".utf8).base64EncodedString()
         let config = """
             {"auths": {"registry.example:5000": {"auth": "\(encoded)"}, "https://index.docker.io/v1/": {"auth": "\(encoded)"}},
-             "credHelpers": {"helped.example": "slipwaytest"}}
+             "credHelpers": {"helped.example": "slipwaytest", "slow.example": "slipwayslow"}}
             """
         try config.write(toFile: scratch.sub("config.json"), atomically: true, encoding: .utf8)
         // A credential helper speaking the docker-credential protocol: server URL on stdin, JSON on stdout.
@@ -102,6 +102,22 @@ import TestSupport
             echo "credentials not found in native keychain"; exit 1
             """.write(toFile: helper, atomically: true, encoding: .utf8)
         chmod(helper, 0o755)
+        // A helper that answers only once this task ran again after the helper started (as a keychain prompt waits
+        // for the user): asking it must not hold the thread the asking task runs on. It gives up after a minute,
+        // which fails the test instead of hanging it.
+        let slowHelper = scratch.sub("bin/docker-credential-slipwayslow")
+        let (asked, answer) = (scratch.sub("slow-helper-asked"), scratch.sub("slow-helper-may-answer"))
+        try """
+            #!/bin/sh
+            read server
+            touch '\(asked)'
+            for _ in $(seq 1200); do
+              [ -e '\(answer)' ] && echo '{"ServerURL":"'$server'","Username":"dave","Secret":"after-a-while"}' && exit 0
+              sleep 0.05
+            done
+            echo "gave up waiting" >&2; exit 1
+            """.write(toFile: slowHelper, atomically: true, encoding: .utf8)
+        chmod(slowHelper, 0o755)
         setenv("PATH", "\(scratch.sub("bin")):\(ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")", 1)
 
         let provider = try DockerConfigCredentials(path: scratch.sub("config.json"))
@@ -109,6 +125,15 @@ import TestSupport
         #expect(try await provider.credentials(for: "docker.io") == Credentials(username: "bob", secret: "hunter2"))
         #expect(try await provider.credentials(for: "helped.example") == Credentials(username: "carol", secret: "from-helper"))
         #expect(try await provider.credentials(for: "unknown.example") == nil)
+
+        // The helper and this task share one thread (see OneThreadExecutor).
+        try await withTaskExecutorPreference(OneThreadExecutor.shared) {
+            async let slow = provider.credentials(for: "slow.example")
+            // Bounded, so that a helper that never starts fails the test below instead of hanging it.
+            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: asked) { try await Task.sleep(for: .milliseconds(10)) }
+            FileManager.default.createFile(atPath: answer, contents: nil)
+            #expect(try await slow == Credentials(username: "dave", secret: "after-a-while"))
+        }
 
         try "{not json".write(toFile: scratch.sub("bad.json"), atomically: true, encoding: .utf8)
         #expect(throws: RegistryError.self) { try DockerConfigCredentials(path: scratch.sub("bad.json")) }

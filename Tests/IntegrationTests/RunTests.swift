@@ -432,13 +432,13 @@ struct RunTests {
         #expect(lowers.joined(separator: ":").utf8.count > 4096)
         let (upper, work, merged) = ("\(base)/upper", "\(base)/work", "\(base)/merged")
         for directory in [upper, work, merged] { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        try Mounts.overlay(lowers: lowers, upper: upper, work: work, at: merged, base: base)
+        try await Mounts.overlay(lowers: lowers, upper: upper, work: work, at: merged, base: base)
         #expect(Mounts.isMountpoint(merged))
         #expect(try FileManager.default.contentsOfDirectory(atPath: merged).count == 25)
         #expect(try String(contentsOfFile: "\(merged)/shared", encoding: .utf8) == "23\n")
         #expect(Mounts.unmount(merged))
         try await expectCleanedUp(scratch)
-        #expect(throws: RuntimeError.self) { try Mounts.overlay(lowers: lowers, upper: upper, work: work, at: merged) }
+        await #expect(throws: RuntimeError.self) { try await Mounts.overlay(lowers: lowers, upper: upper, work: work, at: merged) }
     }
 
     // MARK: Helpers

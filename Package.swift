@@ -123,6 +123,7 @@ let package = Package(
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),
         .testTarget(name: "SIFTests", dependencies: ["SIF", "TestSupport"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
+        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "OCI", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -124,6 +124,7 @@ let package = Package(
         .testTarget(name: "SIFTests", dependencies: ["SIF", "TestSupport"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
         .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "OCI", "TestSupport"]),
+        .testTarget(name: "SlipwayTests", dependencies: ["Slipway", "Images", "OCI", "ContentStore", "Archive", "Registry", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

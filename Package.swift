@@ -125,6 +125,7 @@ let package = Package(
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
         .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "OCI", "TestSupport"]),
         .testTarget(name: "SlipwayTests", dependencies: ["Slipway", "Images", "OCI", "ContentStore", "Archive", "Registry", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "OCI", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -2,6 +2,7 @@ import ContentStore
 import Foundation
 import OCI
 import Synchronization
+import TestSupport
 
 /// Something that happens once, which tasks can wait for and synchronous callbacks can report.
 final class Event: Sendable {
@@ -61,9 +62,3 @@ func mode(of path: String) -> mode_t {
 }
 
 struct Interrupted: Error {}
-
-final class Counter: Sendable {
-    private let count = Mutex(0)
-    func increment() { count.withLock { $0 += 1 } }
-    var value: Int { count.withLock { $0 } }
-}

@@ -3,7 +3,7 @@ import Foundation
 import Images
 import OCI
 import Registry
-import Synchronization
+import TestSupport
 
 /// A layout source seen as a remote one would be: no local files (bytes come through reads and fetches only),
 /// reads counted, and a blob that can be made to fail.
@@ -35,12 +35,6 @@ struct RemoteLikeSource: ImageSource {
 }
 
 struct SourceFailure: Error { var digest: Digest }
-
-final class Counter: Sendable {
-    private let count = Mutex(0)
-    func increment() { count.withLock { $0 += 1 } }
-    var value: Int { count.withLock { $0 } }
-}
 
 /// Stores `value` canonically encoded as a blob of `mediaType`.
 func store<T: Encodable>(_ value: T, mediaType: String, in store: ContentStore) throws -> Descriptor {

@@ -125,6 +125,9 @@ let package = Package(
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),
         .testTarget(name: "SIFTests", dependencies: ["SIF", "TestSupport"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
+        .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "OCI", "TestSupport"]),
+        .testTarget(name: "SlipwayTests", dependencies: ["Slipway", "Images", "OCI", "ContentStore", "Archive", "Registry", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "OCI", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -133,8 +133,9 @@ public final class ContentStore: Sendable {
         try await fill(sink)
         let actual = sink.digest(descriptor.digest.algorithm)
         guard sink.count == descriptor.size, actual == descriptor.digest else {
+            let received = sink.count
             try? sink.reset()
-            throw StoreError.verification(expected: descriptor.digest, actual: actual, size: sink.count)
+            throw StoreError.verification(expected: descriptor.digest, actual: actual, size: received)
         }
         let final = blobPath(descriptor.digest)
         try await runBlocking {

@@ -31,8 +31,8 @@ public struct PrioritizedFiles: Sendable, Equatable {
             var layerIndex: Int?
         }
         var entries: [Entry] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+        // "\r\n" is one Character, which never equals "\n": a list saved on Windows has lines only if it is split too.
+        for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             if line.allSatisfy(\.isWhitespace) { continue }
             if line.first == "{" {
                 guard let record = try? JSONDecoder().decode(Record.self, from: Data(line.utf8)) else {

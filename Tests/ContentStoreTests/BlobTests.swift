@@ -7,7 +7,7 @@ import TestSupport
 /// Blobs enter the store only when their bytes match their digest, and are read back verified.
 @Suite(.tags(.unit)) struct BlobTests {
     @Test func writtenBlobReadsBackUnderItsDigest() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let content = bytes(#"{"hello":"store"}"#)
         let written = try store.writeBlob(content, mediaType: MediaType.ociConfig)
@@ -19,7 +19,7 @@ import TestSupport
     }
 
     @Test func blobWithAWrongExpectedDigestIsRefusedAndLeavesNothing() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let content = bytes("the real bytes")
         let claimed = Digest.sha256(of: bytes("other bytes"))
@@ -33,7 +33,7 @@ import TestSupport
     }
 
     @Test func sha512DigestsAreVerifiedWithSha512() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let content = bytes("hashed with sha512")
         var hasher = DigestHasher(.sha512)
@@ -46,7 +46,7 @@ import TestSupport
     }
 
     @Test func damagedBlobIsRefusedOnRead() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let written = try store.writeBlob(bytes("original content"), mediaType: MediaType.ociConfig)
         try Data("damaged content!".utf8).write(to: URL(fileURLWithPath: store.blobPath(written.digest)))
@@ -59,7 +59,7 @@ import TestSupport
     }
 
     @Test func missingBlobIsNotFound() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         #expect {
             try store.readBlob(.sha256(of: bytes("never written")))
@@ -70,7 +70,7 @@ import TestSupport
     }
 
     @Test func blobLargerThanTheReadLimitIsRefused() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let written = try store.writeBlob([UInt8](repeating: 7, count: 100), mediaType: MediaType.ociLayer)
         #expect(try store.readBlob(written.digest, limit: 100).count == 100)
@@ -78,7 +78,7 @@ import TestSupport
     }
 
     @Test func adoptMovesAFileInOnlyWithTheDescribedSize() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let content = bytes("a layer written elsewhere")
         let staged = store.temporaryPath()
@@ -99,7 +99,7 @@ import TestSupport
     let content = DemoBytes.make(count: 3000)
 
     @Test func fetchedBlobIsCommitted() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         let outcome = try await store.ingest(blob) { sink in try write(content, into: sink) }
@@ -110,7 +110,7 @@ import TestSupport
     }
 
     @Test func sinkThatDoesNotMatchTheDescriptorIsRefusedAndLeavesNoBlob() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         var tampered = content
@@ -133,7 +133,7 @@ import TestSupport
     }
 
     @Test func shortSinkIsRefused() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         await #expect(throws: StoreError.self) {
@@ -143,7 +143,7 @@ import TestSupport
     }
 
     @Test func interruptedIngestResumesFromTheSinkCount() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         await #expect(throws: Interrupted.self) {
@@ -163,7 +163,7 @@ import TestSupport
     }
 
     @Test func concurrentIngestsOfOneBlobFetchItOnce() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         let content = self.content
@@ -189,7 +189,7 @@ import TestSupport
     }
 
     @Test func discardPartialRemovesWhatAnInterruptedIngestLeft() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
         await #expect(throws: Interrupted.self) {

@@ -12,14 +12,14 @@ import Glibc
 /// Directories that hold runnable image content or container state are private to their owner.
 @Suite(.tags(.unit)) struct PrivateDirectoryTests {
     @Test func newDirectoryIsMode0700() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("private")
         try ContentStore.makePrivateDirectory(path)
         #expect(mode(of: path) == 0o700)
     }
 
     @Test func existingOpenDirectoryOwnedByUsIsNarrowed() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("old")
         #expect(mkdir(path, 0o755) == 0)
         #expect(chmod(path, 0o755) == 0)
@@ -29,7 +29,7 @@ import Glibc
 
     @Test(.enabled(if: geteuid() == 0, "needs root to give a directory to another user"))
     func directoryOwnedByAnotherUserIsLeftAlone() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("theirs")
         #expect(mkdir(path, 0o755) == 0)
         #expect(chmod(path, 0o755) == 0)
@@ -39,14 +39,14 @@ import Glibc
     }
 
     @Test func fileInTheWayIsAnError() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("file")
         #expect(FileManager.default.createFile(atPath: path, contents: Data()))
         #expect(throws: StoreError.self) { try ContentStore.makePrivateDirectory(path) }
     }
 
     @Test func openingAnOldStoreNarrowsItsPrivateDirectories() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         for name in ContentStore.privateDirectories {
             #expect(mkdir(directory.sub(name), 0o755) == 0)
             #expect(chmod(directory.sub(name), 0o755) == 0)
@@ -63,7 +63,7 @@ import Glibc
 /// new, never a mix.
 @Suite(.tags(.unit)) struct AtomicFileTests {
     @Test func writeReplacesTheContentAndLeavesNoTemporaryFile() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("index.json")
         try AtomicFile.write(bytes("old"), to: path)
         try AtomicFile.write(bytes("new content"), to: path, mode: 0o600)
@@ -73,7 +73,7 @@ import Glibc
     }
 
     @Test func readersSeeTheOldOrTheNewContentNeverAMix() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("file")
         let versions = [[UInt8](repeating: UInt8(ascii: "a"), count: 256 << 10), [UInt8](repeating: UInt8(ascii: "b"), count: 128 << 10)]
         try AtomicFile.write(versions[0], to: path)
@@ -96,7 +96,7 @@ import Glibc
     }
 
     @Test func failedReplaceKeepsTheTargetAndLeavesNoTemporaryFile() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         // A non-empty directory cannot be replaced by a rename: the write fails after its temporary file exists.
         let target = directory.sub("target")
         #expect(mkdir(target, 0o755) == 0)
@@ -116,7 +116,7 @@ import Glibc
 /// The extracted-layer cache publishes a layer only when its extraction produced the promised diffID.
 @Suite(.tags(.unit)) struct LayerDirectoryTests {
     @Test func layerIsPublishedOnceWhenItsDiffIDMatches() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let diffID = Digest.sha256(of: bytes("a layer's tar"))
         let extracted = try await store.ensureLayerDirectory(diffID) { staging in
@@ -134,7 +134,7 @@ import Glibc
     }
 
     @Test func extractionWithAnotherDiffIDLeavesNothing() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let promised = Digest.sha256(of: bytes("promised"))
         await #expect {
@@ -154,7 +154,7 @@ import Glibc
 /// `gc` keeps what a name reaches and removes the rest.
 @Suite(.tags(.unit)) struct CollectionTests {
     @Test func unreachableBlobsGoAndNamedImagesStay() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let layer = try store.writeBlob(bytes("layer bytes"), mediaType: MediaType.ociLayer)
         let config = ImageConfig(platform: Platform(os: "linux", architecture: "amd64"), config: nil, diffIDs: [layer.digest])

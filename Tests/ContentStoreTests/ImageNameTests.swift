@@ -7,7 +7,7 @@ import TestSupport
 /// Named images live in index.json with `org.opencontainers.image.ref.name`, as skopeo's `oci:STORE:NAME` reads them.
 @Suite(.tags(.unit)) struct ImageNameTests {
     @Test func namesPointAtManifestsAndAreReplaced() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let first = try writeManifest(into: store, layerSizes: [10])
         let second = try writeManifest(into: store, layerSizes: [20])
@@ -30,7 +30,7 @@ import TestSupport
     }
 
     @Test func removingANameKeepsTheOthers() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let manifest = try writeManifest(into: store, layerSizes: [1])
         try store.setImage(named: "a", to: manifest)
@@ -41,14 +41,14 @@ import TestSupport
     }
 
     @Test func reopenedStoreSeesTheNames() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let manifest = try writeManifest(into: try ContentStore(root: directory.path), layerSizes: [1])
         try ContentStore(root: directory.path).setImage(named: "kept", to: manifest)
         #expect(try ContentStore(existingLayoutAt: directory.path).image(named: "kept")?.digest == manifest.digest)
     }
 
     @Test func existingLayoutMustHaveAnIndex() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         #expect(throws: StoreError.self) { try ContentStore(existingLayoutAt: directory.path) }
     }
 }
@@ -56,7 +56,7 @@ import TestSupport
 /// `listImages()`, what `slipway images` prints.
 @Suite(.tags(.unit)) struct ListImagesTests {
     @Test func listingIsSortedWithLayersAndSizeFromTheManifest() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let small = try writeManifest(into: store, layerSizes: [100, 23])
         let large = try writeManifest(into: store, layerSizes: [1000, 2000, 3000])
@@ -71,7 +71,7 @@ import TestSupport
     }
 
     @Test func indexEntryListsNoLayers() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let manifest = try writeManifest(into: store, layerSizes: [5])
         let index = Index(manifests: [manifest])
@@ -81,7 +81,7 @@ import TestSupport
     }
 
     @Test func nameWhoseManifestIsAbsentListsNoLayers() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let absent = descriptor(of: bytes("a manifest never stored"), mediaType: MediaType.ociManifest)
         try store.setImage(named: "dangling", to: absent)
@@ -89,7 +89,7 @@ import TestSupport
     }
 
     @Test func sizesThatWouldOverflowSaturate() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         // A layout from elsewhere can claim any sizes; the sum must not trap.
         let manifest = try writeManifest(into: store, layerSizes: [Int64.max - 10, 6, 5, 7])

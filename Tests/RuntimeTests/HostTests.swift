@@ -65,8 +65,8 @@ import Glibc
 
         """
 
-    func table() throws -> ([MountInfoEntry], TemporaryDirectory) {
-        let directory = try TemporaryDirectory()
+    func table() throws -> ([MountInfoEntry], ScratchDirectory) {
+        let directory = try ScratchDirectory()
         try Self.sample.write(toFile: directory.sub("mountinfo"), atomically: true, encoding: .utf8)
         return (Mounts.table(directory.sub("mountinfo")), directory)
     }

@@ -48,7 +48,7 @@ import TestSupport
 /// What `slipway run` checks before it fetches or mounts anything.
 @Suite(.tags(.unit)) struct RunConfigurationValidationTests {
     @Test func goodOptionsPass() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         try RunConfiguration(
             environment: ["A=1", "EMPTY="], workingDirectory: "/srv", user: "1000:100", binds: [BindMount(source: directory.path, destination: "/data")]
         ).validate()
@@ -82,7 +82,7 @@ import TestSupport
     }
 
     @Test func missingBindSourceIsRefused() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let missing = directory.sub("absent")
         #expect {
             try RunConfiguration(binds: [BindMount(source: missing, destination: "/data")]).validate()

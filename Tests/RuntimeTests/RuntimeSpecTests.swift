@@ -130,7 +130,7 @@ import TestSupport
     }
 
     @Test func readOnlyRootMustHaveItsMountpoints() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let rootfs = directory.path
         for name in ["proc", "dev"] { try FileManager.default.createDirectory(atPath: "\(rootfs)/\(name)", withIntermediateDirectories: true) }
         #expect {
@@ -154,7 +154,7 @@ import TestSupport
     }
 
     @Test func bundleIsWrittenAsConfigJSON() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let rootfs = directory.sub("rootfs")
         try FileManager.default.createDirectory(atPath: "\(rootfs)/etc", withIntermediateDirectories: true)
         try "root:x:0:0::/root:/bin/sh\nsvc:x:77:88::/srv:/bin/sh\n".write(toFile: "\(rootfs)/etc/passwd", atomically: true, encoding: .utf8)

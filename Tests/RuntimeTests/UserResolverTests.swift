@@ -22,7 +22,7 @@ import TestSupport
         """
 
     /// A root filesystem holding the two tables.
-    func rootfs(_ directory: TemporaryDirectory) throws -> String {
+    func rootfs(_ directory: ScratchDirectory) throws -> String {
         let root = directory.sub("rootfs")
         try FileManager.default.createDirectory(atPath: "\(root)/etc", withIntermediateDirectories: true)
         try Self.passwd.write(toFile: "\(root)/etc/passwd", atomically: true, encoding: .utf8)
@@ -31,7 +31,7 @@ import TestSupport
     }
 
     @Test func namesAndIdsResolve() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let users = UserResolver(rootfs: try rootfs(directory))
         let app = ResolvedUser(uid: 1000, gid: 1000, additionalGids: [44, 29], home: "/home/app")
         #expect(try users.resolve("app") == app)
@@ -44,7 +44,7 @@ import TestSupport
     }
 
     @Test func explicitGroupReplacesPrimaryAndSupplementaryGroups() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let users = UserResolver(rootfs: try rootfs(directory))
         #expect(try users.resolve("app:staff") == ResolvedUser(uid: 1000, gid: 50, additionalGids: [], home: "/home/app"))
         #expect(try users.resolve("app:123") == ResolvedUser(uid: 1000, gid: 123, additionalGids: [], home: "/home/app"))
@@ -58,7 +58,7 @@ import TestSupport
         (":44", "the form is uid[:gid] or name[:group]"),
     ])
     func unknownOrMalformedUsersAreRefused(_ text: String, _ reason: String) throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let users = UserResolver(rootfs: try rootfs(directory))
         #expect {
             try users.resolve(text)
@@ -68,14 +68,14 @@ import TestSupport
     }
 
     @Test func imageWithoutTablesKnowsOnlyNumbers() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let users = UserResolver(rootfs: directory.path)
         #expect(try users.resolve("12:34") == ResolvedUser(uid: 12, gid: 34, additionalGids: [], home: nil))
         #expect(throws: RuntimeError.self) { try users.resolve("app") }
     }
 
     @Test func linksAreFollowedInsideTheRootOnly() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let root = directory.sub("rootfs")
         // /etc is an absolute link to /real/etc, which must resolve inside the root.
         try FileManager.default.createDirectory(atPath: "\(root)/real/etc", withIntermediateDirectories: true)

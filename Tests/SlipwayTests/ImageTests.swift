@@ -13,7 +13,7 @@ import TestSupport
 /// config promises.
 @Suite(.tags(.unit)) struct ImageBuilderTests {
     @Test func demoImageLayersVerifyAgainstTheirDiffIDs() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let built = try DemoImage.build(into: store, name: "demo", largeFileBytes: 64 << 10)
         let image = try await LayoutImageSource(store: store, imageName: "demo").resolve(platform: .host)
@@ -32,7 +32,7 @@ import TestSupport
 
     @Test(arguments: [LayerCompression.none, .gzip, .zstd])
     func layersVerifyWithEveryCompression(_ compression: LayerCompression) async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         var builder = ImageBuilder(store: store, compression: compression)
         try builder.addLayer([file("etc/hostname", "builder\n"), file("bin/tool", "#!/bin/sh\n")], comment: "one")
@@ -51,8 +51,8 @@ import TestSupport
     }
 
     @Test func sameInputsGiveTheSameDigests() throws {
-        let first = try TemporaryDirectory()
-        let second = try TemporaryDirectory()
+        let first = try ScratchDirectory()
+        let second = try ScratchDirectory()
         let a = try DemoImage.build(into: try ContentStore(root: first.path), name: "demo", largeFileBytes: 4096)
         let b = try DemoImage.build(into: try ContentStore(root: second.path), name: "demo", largeFileBytes: 4096)
         #expect(a == b)
@@ -64,8 +64,8 @@ import TestSupport
 /// Copying between layouts in-process: every blob verified into the destination, the name last.
 @Suite(.tags(.unit)) struct CopierTests {
     @Test func layoutImageCopiesToAnotherLayoutAndIsNamedAfterItsBlobs() async throws {
-        let from = try TemporaryDirectory()
-        let to = try TemporaryDirectory()
+        let from = try ScratchDirectory()
+        let to = try ScratchDirectory()
         let sourceStore = try ContentStore(root: from.path)
         try DemoImage.build(into: sourceStore, name: "demo", largeFileBytes: 64 << 10)
         let source = LayoutImageSource(store: sourceStore, imageName: "demo")
@@ -91,8 +91,8 @@ import TestSupport
     }
 
     @Test func failedBlobLeavesTheImageUnnamed() async throws {
-        let from = try TemporaryDirectory()
-        let to = try TemporaryDirectory()
+        let from = try ScratchDirectory()
+        let to = try ScratchDirectory()
         let sourceStore = try ContentStore(root: from.path)
         try DemoImage.build(into: sourceStore, name: "demo", largeFileBytes: 4096)
         let layout = LayoutImageSource(store: sourceStore, imageName: "demo")
@@ -114,7 +114,7 @@ import TestSupport
     let arm64 = Platform(os: "linux", architecture: "arm64")
 
     /// A layout whose image "multi" is an index of one manifest per platform.
-    func multiPlatformLayout(_ directory: TemporaryDirectory, platforms: [Platform]) throws -> (ContentStore, [Descriptor]) {
+    func multiPlatformLayout(_ directory: ScratchDirectory, platforms: [Platform]) throws -> (ContentStore, [Descriptor]) {
         let layout = try ContentStore(root: directory.path)
         var entries: [Descriptor] = []
         for platform in platforms {
@@ -129,7 +129,7 @@ import TestSupport
     }
 
     @Test func manifestOfTheWantedPlatformIsChosen() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let (layout, entries) = try multiPlatformLayout(directory, platforms: [amd64, arm64])
         let source = LayoutImageSource(store: layout, imageName: "multi")
         for (platform, entry) in zip([amd64, arm64], entries) {
@@ -143,7 +143,7 @@ import TestSupport
     }
 
     @Test func missingPlatformListsTheAvailableOnes() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let (layout, _) = try multiPlatformLayout(directory, platforms: [amd64, arm64])
         await #expect(throws: OCIError.noMatchingPlatform(wanted: "linux/s390x", available: ["linux/amd64", "linux/arm64"])) {
             try await LayoutImageSource(store: layout, imageName: "multi").resolve(platform: Platform(os: "linux", architecture: "s390x"))
@@ -151,7 +151,7 @@ import TestSupport
     }
 
     @Test func variantMustMatchWhenAsked() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let v6 = Platform(os: "linux", architecture: "arm", variant: "v6")
         let v7 = Platform(os: "linux", architecture: "arm", variant: "v7")
         let (layout, entries) = try multiPlatformLayout(directory, platforms: [v6, v7])
@@ -163,7 +163,7 @@ import TestSupport
     }
 
     @Test func configThatDisagreesWithTheManifestIsRefused() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let layout = try ContentStore(root: directory.path)
         let layer = try layout.writeBlob(Array("not really a tar".utf8), mediaType: MediaType.ociLayer)
         let config = try store(ImageConfig(platform: amd64, config: nil, diffIDs: []), mediaType: MediaType.ociConfig, in: layout)
@@ -180,7 +180,7 @@ import TestSupport
 /// How a layer is compressed: its media type says, except that a blob labelled uncompressed is sniffed.
 @Suite(.tags(.unit)) struct LayerCompressionTests {
     /// One layer of each compression, with its blob and diffID.
-    func layers(_ directory: TemporaryDirectory) throws -> (ContentStore, [LayerCompression: (Descriptor, Digest)]) {
+    func layers(_ directory: ScratchDirectory) throws -> (ContentStore, [LayerCompression: (Descriptor, Digest)]) {
         let layout = try ContentStore(root: directory.path)
         var found: [LayerCompression: (Descriptor, Digest)] = [:]
         for compression in LayerCompression.allCases {
@@ -197,7 +197,7 @@ import TestSupport
     }
 
     @Test func blobLabelledUncompressedIsSniffed() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let (layout, built) = try layers(directory)
         let local = LayoutImageSource(store: layout, imageName: nil)
         for (compression, (descriptor, diffID)) in built {
@@ -215,7 +215,7 @@ import TestSupport
     }
 
     @Test func mediaTypeThatNamesACompressionWins() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let (layout, built) = try layers(directory)
         let remote = RemoteLikeSource(LayoutImageSource(store: layout, imageName: nil))
         let (tar, diffID) = try #require(built[LayerCompression.none])
@@ -229,7 +229,7 @@ import TestSupport
     }
 
     @Test func emptyBlobIsUncompressed() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let layout = try ContentStore(root: directory.path)
         let empty = try layout.writeBlob([], mediaType: MediaType.ociLayer)
         let layer = SourceLayer(descriptor: empty, diffID: empty.digest, source: LayoutImageSource(store: layout, imageName: nil))

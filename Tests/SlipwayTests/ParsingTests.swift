@@ -73,7 +73,7 @@ import TestSupport
     }
 
     @Test func listIsReadFromAFile() throws {
-        let directory = try TemporaryDirectory()
+        let directory = try ScratchDirectory()
         let path = directory.sub("list.txt")
         try "/a\n{\"path\":\"/b\",\"layerIndex\":1}\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(try PrioritizedFiles(contentsOf: path).paths(forLayer: 1) == ["/a", "/b"])

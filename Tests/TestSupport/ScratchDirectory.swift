@@ -10,7 +10,8 @@ public final class ScratchDirectory: Sendable {
     public let path: String
 
     public init() throws {
-        var template = Array((NSTemporaryDirectory() + "/slipway-test-XXXXXX").utf8CString)
+        // A path without "//": the mount table and the kernel speak canonical paths, and tests compare with them.
+        var template = Array((FileManager.default.temporaryDirectory.standardizedFileURL.path + "/slipway-test-XXXXXX").utf8CString)
         guard let created = mkdtemp(&template) else { throw TestSupportError("mkdtemp: \(String(cString: strerror(errno)))") }
         path = String(cString: created)
         chmod(path, 0o755)

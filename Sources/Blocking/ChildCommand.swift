@@ -71,36 +71,23 @@ package struct ChildCommand: Sendable {
     }
 
     private func spawn(input: Int32, output: Int32, errors: Int32) throws(ChildCommandError) -> SpawnedProcess {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var all = sigset_t()
-        sigemptyset(&all)
-        for number in Int32(1)...31 where number != SIGKILL && number != SIGSTOP { sigaddset(&all, number) }
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        if input >= 0 {
-            posix_spawn_file_actions_adddup2(&actions, input, 0)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        let spawned: Result<pid_t, ChildCommandError> = withSpawnDefaults { attributes, actions in
+            if input >= 0 {
+                posix_spawn_file_actions_adddup2(&actions, input, 0)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            }
+            posix_spawn_file_actions_adddup2(&actions, output, 1)
+            posix_spawn_file_actions_adddup2(&actions, errors, 2)
+            closeInheritedDescriptors(&actions)
+            let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var pid: pid_t = 0
+            let rc = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
+            guard rc == 0 else { return .failure(ChildCommandError(command: commandLine, operation: "posix_spawn", errno: rc)) }
+            return .success(pid)
         }
-        posix_spawn_file_actions_adddup2(&actions, output, 1)
-        posix_spawn_file_actions_adddup2(&actions, errors, 2)
-        if let closeFrom = closeFromAction { _ = closeFrom(&actions, 3) }
-
-        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, executable, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw ChildCommandError(command: commandLine, operation: "posix_spawn", errno: rc) }
-        return SpawnedProcess(pid: pid)
+        return SpawnedProcess(pid: try spawned.get())
     }
 
     private static func send(_ input: Input, into descriptor: Int32) -> (any Error)? {
@@ -208,9 +195,3 @@ private final class SpawnedProcess: Sendable {
         }
     }
 }
-
-/// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module does not declare.
-private let closeFromAction: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-}()

@@ -132,36 +132,16 @@ enum ChildProcess {
     /// and ignored signals would otherwise be inherited by the container), descriptors above 2 closed.
     /// The child shares our stdin, stdout and stderr.
     static func spawn(_ arguments: [String]) throws -> pid_t {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var all = sigset_t()
-        sigemptyset(&all)
-        for number in Int32(1)...31 where number != SIGKILL && number != SIGSTOP { sigaddset(&all, number) }
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        if let closeFrom = closeFromAction { _ = closeFrom(&actions, 3) }
-
         var pid: pid_t = 0
-        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+        let rc = withSpawnDefaults { attributes, actions in
+            closeInheritedDescriptors(&actions)
+            let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            return posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+        }
         guard rc == 0 else { throw RuntimeError.spawnFailed(arguments[0], errno: rc) }
         return pid
     }
-
-    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module does not declare: the
-    /// runtime must not inherit descriptors such as /dev/fuse of an in-process lazy mount.
-    private static let closeFromAction: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-    }()
 
     /// Waits for the child's end (off the cooperative pool) and returns the exit code, or 128+signal.
     static func wait(_ pid: pid_t) async -> Int32 {

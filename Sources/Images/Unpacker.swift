@@ -17,8 +17,9 @@ public enum UnpackError: Error, CustomStringConvertible {
     }
 }
 
-/// Turns layers in the store into root filesystems: a flat directory (`unpack`) or one cached directory per
-/// layer diffID for overlay mounts.
+/// Turns an image's layers, from any source, into root filesystems through the store (a layer's blob is brought
+/// into it first when it is not there): a flat directory (`unpack`) or one cached directory per layer diffID for
+/// overlay mounts.
 public struct Unpacker: Sendable {
     public let store: ContentStore
     public var progress: ProgressHandler

@@ -82,15 +82,7 @@ final class RunningCache: Sendable {
 }
 
 func withCache<T>(upstream: String, root: String, options: [String] = [], _ body: (RunningCache) async throws -> T) async throws -> T {
-    let cache = try await RunningCache(upstream: upstream, root: root, options: options)
-    do {
-        let result = try await body(cache)
-        await cache.stop()
-        return result
-    } catch {
-        await cache.stop()
-        throw error
-    }
+    try await withStopped(try await RunningCache(upstream: upstream, root: root, options: options), stop: { await $0.stop() }, body)
 }
 
 /// An HTTP exchange with curl, a client independent of ours.

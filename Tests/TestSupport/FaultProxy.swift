@@ -86,15 +86,7 @@ public final class FaultProxy: Sendable {
         upstream registry: RegistryProcess,
         _ body: (FaultProxy) async throws -> T
     ) async throws -> T {
-        let proxy = try await start(upstream: registry)
-        do {
-            let result = try await body(proxy)
-            try? await proxy.stop()
-            return result
-        } catch {
-            try? await proxy.stop()
-            throw error
-        }
+        try await withStopped(try await start(upstream: registry), stop: { try? await $0.stop() }, body)
     }
 
     /// Stops listening. Connections in flight are left to finish or fail.

@@ -69,15 +69,7 @@ public final class HostileRegistry: Sendable {
     public static func withServer<T>(
         routes: [HostileRoute], unixSocketPath: String? = nil, _ body: (HostileRegistry) async throws -> T
     ) async throws -> T {
-        let server = try await start(routes: routes, unixSocketPath: unixSocketPath)
-        do {
-            let result = try await body(server)
-            await server.stop()
-            return result
-        } catch {
-            await server.stop()
-            throw error
-        }
+        try await withStopped(try await start(routes: routes, unixSocketPath: unixSocketPath), stop: { await $0.stop() }, body)
     }
 
     private static func bootstrap(_ core: HostileCore) -> ServerBootstrap {

@@ -137,15 +137,7 @@ public final class RegistryProcess: @unchecked Sendable {
         auth: BasicCredentials? = nil, tls: Bool = false,
         _ body: (RegistryProcess) async throws -> T
     ) async throws -> T {
-        let registry = try await start(auth: auth, tls: tls)
-        do {
-            let result = try await body(registry)
-            await registry.stop()
-            return result
-        } catch {
-            await registry.stop()
-            throw error
-        }
+        try await withStopped(try await start(auth: auth, tls: tls), stop: { await $0.stop() }, body)
     }
 
     /// Sends SIGTERM, waits up to 5 s for exit, then SIGKILLs. Removes the

@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "OCI", "Archive",
+                "Blocking", "OCI", "Archive",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import Blocking
 import Foundation
 import Synchronization
 
@@ -36,8 +37,8 @@ public struct ChildProcessError: Error, CustomStringConvertible {
     public var description: String { "\(operation) \(command): \(String(cString: strerror(errno)))" }
 }
 
-/// A child process whose end can be awaited without holding a thread of Swift's cooperative pool (two threads on
-/// the CI machines, one when the pool is strict): every suite's tests share that pool, so a test waiting
+/// A child process whose end can be awaited without holding a thread of Swift's cooperative pool (one thread in
+/// scripts/test, see scripts/with-one-pool-thread): every suite's tests share that pool, so a test waiting
 /// synchronously for a long command stalls the others, and a test serving requests in-process starves its own
 /// server.
 ///
@@ -73,29 +74,6 @@ public final class ChildProcess: Sendable {
         standardOutputPath = log ?? outputDirectory + "/stdout"
         standardErrorPath = log ?? outputDirectory + "/stderr"
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, standardInput, O_RDONLY, 0)
-        if log != nil {
-            posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            posix_spawn_file_actions_addopen(&actions, 2, standardErrorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // The test process blocks or ignores some signals (SIGPIPE); a child must start with the defaults.
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        var unblocked = sigset_t()
-        sigemptyset(&unblocked)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setsigmask(&attributes, &unblocked)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
         let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         // glibc's posix_spawn_file_actions_addchdir_np is not visible to Swift; coreutils' env changes directory.
         let spawned = directory.map { ["env", "-C", $0, executable] + arguments } ?? [executable] + arguments
@@ -106,7 +84,20 @@ public final class ChildProcess: Sendable {
             envp.forEach { free($0) }
         }
         var pid = pid_t()
-        let rc = posix_spawnp(&pid, spawned[0], &actions, &attributes, argv, envp)
+        // The test process blocks or ignores some signals (SIGPIPE): the child starts with the defaults, as
+        // Slipway's own children do, and inherits no descriptor above 2.
+        let rc = withSpawnDefaults { [standardOutputPath, standardErrorPath] attributes, actions in
+            posix_spawn_file_actions_addopen(&actions, 0, standardInput, O_RDONLY, 0)
+            if log != nil {
+                posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, 1, standardOutputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                posix_spawn_file_actions_addopen(&actions, 2, standardErrorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            }
+            closeInheritedDescriptors(&actions)
+            return posix_spawnp(&pid, spawned[0], &actions, &attributes, argv, envp)
+        }
         guard rc == 0 else {
             try? FileManager.default.removeItem(atPath: outputDirectory)
             throw ChildProcessError(command: self.command, operation: "posix_spawn", errno: rc)

@@ -146,12 +146,7 @@ import TestSupport
         let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
-        await #expect(throws: Interrupted.self) {
-            try await store.ingest(blob) { sink in
-                try write(Array(content.prefix(1200)), into: sink)
-                throw Interrupted()
-            }
-        }
+        await interruptIngest(store, blob, after: 1200, of: content)
         #expect(!store.hasBlob(blob))
         let outcome = try await store.ingest(blob) { sink in
             #expect(sink.count == 1200)
@@ -192,12 +187,7 @@ import TestSupport
         let directory = try ScratchDirectory()
         let store = try ContentStore(root: directory.path)
         let blob = descriptor(of: content)
-        await #expect(throws: Interrupted.self) {
-            try await store.ingest(blob) { sink in
-                try write(Array(content.prefix(500)), into: sink)
-                throw Interrupted()
-            }
-        }
+        await interruptIngest(store, blob, after: 500, of: content)
         store.discardPartial(blob.digest)
         _ = try await store.ingest(blob) { sink in
             #expect(sink.count == 0)

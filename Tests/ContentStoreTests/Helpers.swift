@@ -2,6 +2,7 @@ import ContentStore
 import Foundation
 import OCI
 import Synchronization
+import Testing
 import TestSupport
 
 /// Something that happens once, which tasks can wait for and synchronous callbacks can report.
@@ -62,3 +63,13 @@ func mode(of path: String) -> mode_t {
 }
 
 struct Interrupted: Error {}
+
+/// An ingest of `blob` whose transfer stops after the first `count` bytes of `content`, as a killed download does.
+func interruptIngest(_ store: ContentStore, _ blob: Descriptor, after count: Int, of content: [UInt8]) async {
+    await #expect(throws: Interrupted.self) {
+        try await store.ingest(blob) { sink in
+            try write(Array(content.prefix(count)), into: sink)
+            throw Interrupted()
+        }
+    }
+}

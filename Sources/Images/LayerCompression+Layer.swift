@@ -1,4 +1,5 @@
 import Archive
+import Blocking
 import OCI
 
 extension LayerCompression {
@@ -13,7 +14,7 @@ extension LayerCompression {
             let probe = min(layer.descriptor.size, 4)
             guard probe > 0 else { return .none }
             if let path = layer.localFile {
-                return detect(try readFileRange(at: path, offset: 0, length: Int(probe)))
+                return detect(try await runBlocking { try readFileRange(at: path, offset: 0, length: Int(probe)) })
             }
             return detect(try await layer.read(ranges: [0..<probe]).first ?? [])
         }

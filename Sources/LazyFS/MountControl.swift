@@ -61,10 +61,11 @@ public enum MountControl {
         if let state = final, state.ownerAlive {
             kill(state.pid, SIGTERM)
             let deadline = ContinuousClock.now + timeout
-            while MountState.read(statePath)?.ownerAlive ?? false, ContinuousClock.now < deadline {
+            // The process itself is waited for, not its state file, which it rewrites while it runs.
+            while state.ownerAlive, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            final = MountState.read(statePath)
+            final = MountState.read(statePath) ?? state
         }
         try await runBlocking { try FUSEMount.forceUnmount(mountpoint) }
         try? FileManager.default.removeItem(atPath: statePath)

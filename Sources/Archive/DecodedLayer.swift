@@ -53,6 +53,13 @@ extension DecodedLayer {
     /// to the end, then `verifiedDiffID()` gives the diffID of every byte the stream decoded.
     public func tarReader() -> TarReader { TarReader(source: PipeByteSource(pipe)) }
 
+    /// The next decoded bytes of the tar, in order; nil at its end. Throws the decoder's error.
+    public func nextChunk() throws -> [UInt8]? {
+        guard let chunk = try pipe.pop() else { return nil }
+        defer { pipe.recycle(chunk) }
+        return Array(chunk.bytes)
+    }
+
     /// The diffID and size once the whole stream was read; throws the decoder's error if decompression failed.
     public func finishedDigest() throws -> (diffID: String, size: Int64) {
         pipe.waitForProducerExit()

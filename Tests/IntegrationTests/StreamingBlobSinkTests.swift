@@ -2,7 +2,7 @@
 import Blocking
 import Foundation
 import OCI
-@testable import Slipway
+@testable import Images
 import Synchronization
 import Testing
 import TestSupport

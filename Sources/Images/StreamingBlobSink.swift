@@ -12,7 +12,7 @@ import OCI
 /// The registry client resumes an interrupted download with Range, which appends where it stopped. A server that
 /// ignores Range makes it start over (`reset`): the bytes already handed on are then skipped, and hashed again, so
 /// the digest still covers exactly the blob the consumer saw.
-final class StreamingBlobSink: BlobSink, @unchecked Sendable {
+package final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     // All state is guarded by `condition`.
     private let condition = NSCondition()
     private let descriptor: Descriptor
@@ -29,13 +29,13 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     /// The producer suspended in `waitForRoom`, resumed once the consumer took the queue below `limit`.
     private var roomWaiter: CheckedContinuation<Void, Error>?
 
-    init(_ descriptor: Descriptor, limit: Int = 8 << 20) {
+    package init(_ descriptor: Descriptor, limit: Int = 8 << 20) {
         self.descriptor = descriptor
         self.limit = limit
         hasher = DigestHasher(descriptor.digest.algorithm)
     }
 
-    var count: Int64 {
+    package var count: Int64 {
         condition.lock()
         defer { condition.unlock() }
         return received
@@ -43,7 +43,7 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
 
     /// Blocks while the consumer is `limit` bytes behind (never after `waitForRoom` returned, there being one
     /// producer): the copy slows to the decoder's pace.
-    func append(_ bytes: UnsafeRawBufferPointer) throws {
+    package func append(_ bytes: UnsafeRawBufferPointer) throws {
         condition.lock()
         defer { condition.unlock() }
         while queuedBytes >= limit && !cancelled { condition.wait() }
@@ -61,7 +61,7 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
 
     /// Suspends while the consumer is `limit` bytes behind: the download slows to the decoder's pace without
     /// holding a thread.
-    func waitForRoom() async throws {
+    package func waitForRoom() async throws {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
                 condition.lock()
@@ -96,16 +96,16 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
         if stop { waiter?.resume(throwing: stopped) } else { waiter?.resume() }
     }
 
-    private var stopped: BlobSinkError { BlobSinkError("the conversion reading \(descriptor.digest.short) stopped") }
+    private var stopped: BlobSinkError { BlobSinkError("the reader of \(descriptor.digest.short) stopped") }
 
-    func reset() throws {
+    package func reset() throws {
         condition.lock()
         defer { condition.unlock() }
         hasher = DigestHasher(descriptor.digest.algorithm)
         received = 0
     }
 
-    func digest(_ algorithm: Digest.Algorithm) -> Digest {
+    package func digest(_ algorithm: Digest.Algorithm) -> Digest {
         condition.lock()
         defer { condition.unlock() }
         precondition(algorithm == descriptor.digest.algorithm, "a streaming sink hashes with the descriptor's algorithm")
@@ -114,7 +114,7 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     }
 
     /// Producer: the download ended (`error` nil) or failed.
-    func finish(error: Error?) {
+    package func finish(error: Error?) {
         condition.lock()
         defer { condition.unlock() }
         if let error {
@@ -132,41 +132,42 @@ final class StreamingBlobSink: BlobSink, @unchecked Sendable {
     }
 
     /// Consumer: the bytes as they arrive; nil after the last byte once the digest matched.
-    var chunks: ChunkSource {
-        ChunkSource(expectedSize: descriptor.size) { [self] in
-            condition.lock()
-            while queueHead == queue.count && outcome == nil { condition.wait() }
-            if queueHead < queue.count {
-                let next = queue[queueHead]
-                queueHead += 1
-                queuedBytes -= next.count
-                if queueHead > 256 {
-                    queue.removeFirst(queueHead)
-                    queueHead = 0
-                }
-                condition.broadcast()
-                let producer = queuedBytes < limit ? takeRoomWaiter() : nil
-                condition.unlock()
-                producer?.resume()
-                return next
+    package var chunks: ChunkSource { ChunkSource(expectedSize: descriptor.size) { [self] in try nextChunk() } }
+
+    /// Consumer: the next bytes, blocking until they arrive; nil after the last byte once the digest matched.
+    package func nextChunk() throws -> [UInt8]? {
+        condition.lock()
+        while queueHead == queue.count && outcome == nil { condition.wait() }
+        if queueHead < queue.count {
+            let next = queue[queueHead]
+            queueHead += 1
+            queuedBytes -= next.count
+            if queueHead > 256 {
+                queue.removeFirst(queueHead)
+                queueHead = 0
             }
-            defer { condition.unlock() }
-            switch outcome! {
-            case .success: return nil
-            case .failure(let error): throw error
-            }
+            condition.broadcast()
+            let producer = queuedBytes < limit ? takeRoomWaiter() : nil
+            condition.unlock()
+            producer?.resume()
+            return next
+        }
+        defer { condition.unlock() }
+        switch outcome! {
+        case .success: return nil
+        case .failure(let error): throw error
         }
     }
 
     /// Whether the consumer stopped before the download ended (so a download error is a consequence, not a cause).
-    var stoppedBeforeEnd: Bool {
+    package var stoppedBeforeEnd: Bool {
         condition.lock()
         defer { condition.unlock() }
         return stoppedEarly
     }
 
     /// Consumer: stop the download (the conversion failed or is over).
-    func cancel() {
+    package func cancel() {
         condition.lock()
         if outcome == nil { stoppedEarly = true }
         cancelled = true

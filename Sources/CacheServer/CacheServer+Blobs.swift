@@ -52,7 +52,7 @@ extension CacheServer {
             // registry would serve them and never stored; the blob enters the store only whole and verified.
             let parts: [[UInt8]]
             do {
-                parts = try await upstream.client.fetchRanges(repository: repository, digest: digest, ranges: wanted)
+                parts = try await upstream.blob(descriptor, repository: repository).read(ranges: wanted)
             } catch {
                 throw answer(for: error, what: "blob")
             }
@@ -119,8 +119,8 @@ extension CacheServer {
         let download = Task {
             try await store.ingest(descriptor) { sink in
                 let forwarding = FillSink(inner: sink, fill: fill) { count in metrics.add(.upstreamBytes, Int64(count)) }
-                try await upstream.client.fetchBlob(repository: repository, descriptor: descriptor, into: forwarding)
-                // fetchBlob returns only once the digest matched: clients may have the last byte now, without
+                try await upstream.blob(descriptor, repository: repository).fetch(into: forwarding)
+                // The fetch returns only once the digest matched: clients may have the last byte now, without
                 // waiting for the commit's fsync of a possibly large file.
                 fill.verified()
             }

@@ -15,6 +15,11 @@ struct Upstream: Sendable {
         registry == Reference.dockerHub && !name.contains("/") ? "library/\(name)" : name
     }
 
+    /// A blob of `repository` upstream (a repository as `repository(for:)` gives it).
+    func blob(_ descriptor: Descriptor, repository: String) -> RegistryBlob {
+        RegistryBlob(client: client, repository: repository, descriptor: descriptor)
+    }
+
     /// The name an image gets in the store, the same one `slipway pull` gives it, so either fills it for the other.
     func storeName(for name: String, tag: String) -> String {
         "\(registry)/\(repository(for: name)):\(tag)"

@@ -27,7 +27,7 @@ public struct RemoteImageSource: ImageSource {
     }
 
     public func fetchBlob(_ descriptor: Descriptor, into sink: any BlobSink) async throws {
-        try await client.fetchBlob(repository: reference.repository, descriptor: descriptor, into: sink)
+        try await blob(descriptor).fetch(into: sink)
     }
 
     public func localBlobPath(_ descriptor: Descriptor) -> String? { nil }
@@ -37,6 +37,10 @@ public struct RemoteImageSource: ImageSource {
     }
 
     public func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
-        try await client.fetchRanges(repository: reference.repository, digest: descriptor.digest, ranges: ranges)
+        try await blob(descriptor).read(ranges: ranges)
+    }
+
+    private func blob(_ descriptor: Descriptor) -> RegistryBlob {
+        RegistryBlob(client: client, repository: reference.repository, descriptor: descriptor)
     }
 }

@@ -194,7 +194,7 @@ public final class ContentStore: Sendable {
 
     func lockForCollection() throws -> FileLock {
         guard let lock = try FileLock.tryAcquire("\(root)/.slipway/store.lock", mode: .exclusive) else {
-            throw StoreError.busy("the store is in use by another slipway process (pull or unpack); run gc again when it ends")
+            throw StoreError.busy("the store is in use by another slipway process (a pull, unpack, conversion or mount); run gc again when it ends")
         }
         return lock
     }

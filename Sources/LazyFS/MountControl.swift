@@ -51,26 +51,36 @@ public enum MountControl {
         }
     }
 
-    /// Ends the mount at `mountpoint`: asks its process to unmount (SIGTERM, waiting up to `timeout`), then
-    /// detaches whatever is left (the mount of a daemon that died, or of one that ignored the signal), and removes
-    /// its state and log. Returns the last state the mount published, if any.
-    @discardableResult
-    public static func unmount(_ mountpoint: String, storeRoot: String, timeout: Duration = .seconds(10)) async throws -> MountState? {
+    /// What `unmount` found.
+    public struct Unmounted: Sendable {
+        /// The last state the mount published, if any.
+        public var finalState: MountState?
+        /// The mount's process, when it had not ended by the timeout: a mount with files open in it is detached
+        /// rather than unmounted, and its process serves those files (and keeps the store in use) until they
+        /// are closed.
+        public var stillServing: Int32?
+    }
+
+    /// Ends the mount at `mountpoint`: asks its process to unmount (SIGTERM, waiting up to `timeout` for it to
+    /// end), then detaches whatever is left (the mount of a daemon that died, or of one that ignored the signal),
+    /// and removes its state and log.
+    public static func unmount(_ mountpoint: String, storeRoot: String, timeout: Duration = .seconds(10)) async throws -> Unmounted {
         let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: storeRoot)
-        var final = MountState.read(statePath)
-        if let state = final, state.ownerAlive {
+        var outcome = Unmounted(finalState: MountState.read(statePath))
+        if let state = outcome.finalState, state.ownerAlive {
             kill(state.pid, SIGTERM)
             let deadline = ContinuousClock.now + timeout
             // The process itself is waited for, not its state file, which it rewrites while it runs.
             while state.ownerAlive, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            final = MountState.read(statePath) ?? state
+            outcome.finalState = MountState.read(statePath) ?? state
+            if state.ownerAlive { outcome.stillServing = state.pid }
         }
         try await runBlocking { try FUSEMount.forceUnmount(mountpoint) }
         try? FileManager.default.removeItem(atPath: statePath)
         try? FileManager.default.removeItem(atPath: logPath(forState: statePath))
-        return final
+        return outcome
     }
 
     /// Where a background mount's output goes: beside its state.

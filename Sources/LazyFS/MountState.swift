@@ -65,6 +65,14 @@ public struct MountState: Codable, Sendable {
         return read(path)
     }
 
-    /// Whether the process that wrote the state is still running.
-    public var ownerAlive: Bool { kill(pid, 0) == 0 || errno == EPERM }
+    /// Whether the process that wrote the state is still running. A zombie is not: a mount process outlives
+    /// the command that started it, and its new parent (a container's init) may never reap it.
+    public var ownerAlive: Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        // /proc/PID/stat: "PID (COMMAND) STATE ..."; the command may hold spaces and parentheses.
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let end = stat.lastIndex(of: ")")
+        else { return true }
+        return stat[end...].dropFirst().drop(while: { $0 == " " }).first != "Z"
+    }
 }

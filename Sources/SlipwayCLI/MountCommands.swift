@@ -109,9 +109,13 @@ struct Umount: AsyncParsableCommand {
 
     func run() async throws {
         let mountpoint = resolvedPath(directory)
-        let final = try await MountControl.unmount(mountpoint, storeRoot: try global.openStore().root)
+        let unmounted = try await MountControl.unmount(mountpoint, storeRoot: try global.openStore().root)
+        if let pid = unmounted.stillServing {
+            FileHandle.standardError.write(Data(
+                "slipway: \(mountpoint) was busy and is detached; its process \(pid) serves the files still open there and ends when they are closed\n".utf8))
+        }
         if global.json {
-            guard let final else { throw ValidationError("\(mountpoint): no slipway mount state (unmounted anyway)") }
+            guard let final = unmounted.finalState else { throw ValidationError("\(mountpoint): no slipway mount state (unmounted anyway)") }
             try printJSON(final)
         }
     }

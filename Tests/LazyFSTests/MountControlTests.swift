@@ -72,9 +72,43 @@ import Glibc
         try FileManager.default.moveItem(atPath: statePath, toPath: statePathForMount)
         FileManager.default.createFile(atPath: MountControl.logPath(forState: statePathForMount), contents: Data("log".utf8))
 
-        let final = try await MountControl.unmount(mountpoint, storeRoot: scratch.sub("store"), timeout: .seconds(1))
-        #expect(final?.pid == started.pid, "the last state published")
+        let unmounted = try await MountControl.unmount(mountpoint, storeRoot: scratch.sub("store"), timeout: .seconds(1))
+        #expect(unmounted.finalState?.pid == started.pid, "the last state published")
+        #expect(unmounted.stillServing == nil)
         #expect(!FileManager.default.fileExists(atPath: statePathForMount))
         #expect(!FileManager.default.fileExists(atPath: MountControl.logPath(forState: statePathForMount)))
+    }
+
+    /// A mount process that has not ended by the timeout (a busy mount is detached, and its process serves the
+    /// open files) is named in the outcome, so `slipway umount` can say why the store is still in use.
+    @Test func aMountProcessThatOutlivesTheTimeoutIsReported() async throws {
+        let command = try script(publishing: try stateTemplate(ready: true), then: "trap '' TERM; exec sleep 60")
+        let started = try await MountControl.startInBackground(command, statePath: statePath)
+        defer { kill(started.pid, SIGKILL) }
+        let mountpoint = scratch.sub("mnt")
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: statePath, toPath: MountState.path(forMountpoint: mountpoint, storeRoot: scratch.sub("store")))
+
+        let unmounted = try await MountControl.unmount(mountpoint, storeRoot: scratch.sub("store"), timeout: .milliseconds(300))
+        #expect(unmounted.stillServing == started.pid)
+        #expect(started.ownerAlive)
+    }
+
+    /// A process that has ended but that nobody reaped (its parent, here this test, has not waited for it) no
+    /// longer owns its mount.
+    @Test func aZombieDoesNotOwnItsMount() async throws {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { argv.forEach { free($0) } }
+        try #require(posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0)
+        defer {
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        try await waitUntil("the child has ended") {
+            (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z ") == true
+        }
+        #expect(kill(pid, 0) == 0, "a zombie still answers signal 0")
+        #expect(!MountState(mountpoint: "/mnt", image: "demo", pid: pid, prefetch: .all).ownerAlive)
     }
 }

@@ -48,13 +48,11 @@ func withSession<T>(_ session: Session, _ body: (Session) async throws -> T) asy
     try await session.run(body)
 }
 
-/// Runs a shell command with system(3) on a thread of its own, for commands that leave daemons behind: Foundation's
-/// Process learns of a child's exit from a descriptor the child inherits, which a daemon keeps open for ever; and a
-/// minutes-long wait must not hold one of the concurrency pool's threads, which the other suites' tests need.
-func systemAsync(_ command: String) async -> Int32 {
-    await withCheckedContinuation { continuation in
-        Thread { continuation.resume(returning: system(command)) }.start()
-    }
+/// Runs a shell command (which may leave daemons behind: its end is learnt from waitpid) and returns its status.
+/// Not system(3): its child inherits every descriptor this process has open without close-on-exec (Foundation
+/// opens files so), and a file of a test's mount held open by a daemon keeps that mount's process alive.
+func runShellCommand(_ command: String) async throws -> Int32 {
+    try await run("/bin/sh", ["-c", command]).status
 }
 
 /// The `slipway` executable built beside the test bundle (scripts/test builds it before testing).
@@ -100,7 +98,7 @@ func describeTree(_ root: String) throws -> [String: TreeEntry] {
         case S_IFREG:
             entry.type = "file"
             entry.size = Int64(info.st_size)
-            entry.contentHash = SHA256.hash(data: FileManager.default.contents(atPath: path) ?? Data()).map { String(format: "%02x", $0) }.joined()
+            entry.contentHash = SHA256.hash(data: try readClosingOnExec(path)).map { String(format: "%02x", $0) }.joined()
         case S_IFDIR:
             entry.type = "dir"
             entry.links = 0  // directory link counts depend on subdirectory counts only; compared through the entries
@@ -115,6 +113,14 @@ func describeTree(_ root: String) throws -> [String: TreeEntry] {
         result[relative] = entry
     }
     return result
+}
+
+/// A file's bytes, read through a descriptor a concurrently spawned process cannot inherit (Foundation's
+/// `contents(atPath:)` opens without close-on-exec; a file of a mount left open in a child keeps the mount busy).
+func readClosingOnExec(_ path: String) throws -> Data {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw TestSupportError("cannot open \(path): errno \(errno)") }
+    return try FileHandle(fileDescriptor: fd, closeOnDealloc: true).readToEnd() ?? Data()
 }
 
 func readXattrs(_ path: String) -> [String: String] {

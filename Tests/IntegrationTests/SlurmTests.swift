@@ -26,7 +26,7 @@ struct SlurmTests {
         static func start(nodes: Int, link: String = "none") async throws -> Cluster {
             _ = try? await run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
             let log = SlurmTests.directory + ".up.log"
-            let status = await systemAsync(
+            let status = try await runShellCommand(
                 "'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
             guard status == 0 else {
                 throw TestSupportError("scripts/cluster up failed:\n\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
@@ -283,7 +283,7 @@ struct SlurmTests {
     @Test func quickScaleBenchmarkCountsUpstreamBytesPerStrategy() async throws {
         let scratch = "/var/tmp/slipway-test-scale", out = "/var/tmp/slipway-test-scale-results", log = "/var/tmp/slipway-test-scale.log"
         try? FileManager.default.removeItem(atPath: out)
-        let status = await systemAsync(
+        let status = try await runShellCommand(
             "'\(slipwayBinary)' bench scale --quick --work '\(BenchTests.work)' --scratch '\(scratch)' --out '\(out)' </dev/null >'\(log)' 2>&1")
         #expect(status == 0, "\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
         let rows = try String(contentsOfFile: out + "/scale.jsonl", encoding: .utf8).split(separator: "\n").map {

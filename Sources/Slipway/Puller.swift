@@ -22,7 +22,7 @@ public struct Puller: Sendable {
     public static func storeName(for location: ImageLocation) -> String {
         switch location {
         case .registry(let reference): return reference.description
-        case .layout(let path, let name): return "oci:\(path):\(name ?? "")"
+        case .layout(let path, let name): return name.map { "oci:\(path):\($0)" } ?? "oci:\(path)"
         }
     }
 

@@ -14,6 +14,11 @@ import TestSupport
         #expect(Puller.storeName(for: try ImageLocation(parsing: "localhost:5000/app@\(digest)")) == "localhost:5000/app@\(digest)")
     }
 
+    @Test func layoutImagesAreNamedByTheirLayoutAndNameIfAny() throws {
+        #expect(Puller.storeName(for: try ImageLocation(parsing: "oci:/srv/images:etl")) == "oci:/srv/images:etl")
+        #expect(Puller.storeName(for: try ImageLocation(parsing: "oci:/srv/images")) == "oci:/srv/images")
+    }
+
     @Test func layoutImagesAreNamedByPathAndName() throws {
         #expect(Puller.storeName(for: try ImageLocation(parsing: "oci:/images/layout:app:v2")) == "oci:/images/layout:app:v2")
         // Two layouts with images of the same name stay apart in the store.

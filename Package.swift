@@ -54,7 +54,7 @@ let package = Package(
         .target(
             name: "Slipway",
             dependencies: [
-                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz",
+                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "ImageTree", "SIF",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Blocking", "Images", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
+                "Blocking", "Images", "ImageTree", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,7 +81,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "SIF", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ImageTree", dependencies: ["EStargz", "CLinux"]),
+        .target(name: "SIF", dependencies: ["Blocking", "ImageTree", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Runtime",
             dependencies: [
@@ -119,7 +120,8 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "TestSupport"]),
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"]),
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
-        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "OCI", "TestSupport"]),
+        .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "ImageTree", "OCI", "TestSupport"]),
+        .testTarget(name: "ImageTreeTests", dependencies: ["ImageTree", "OCI", "TestSupport"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),

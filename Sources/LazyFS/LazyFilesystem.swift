@@ -1,5 +1,6 @@
-import FUSE
 import Foundation
+import FUSE
+import ImageTree
 import Logging
 
 #if canImport(Glibc)

@@ -1,8 +1,9 @@
 import ContentStore
 import EStargz
 import Foundation
-import OCI
 import Images
+import ImageTree
+import OCI
 
 #if canImport(Glibc)
 import Glibc

@@ -4,7 +4,7 @@ import Glibc
 import Archive
 import Blocking
 import Foundation
-import LazyFS
+import ImageTree
 
 /// Builds a squashfs of an image's merged root filesystem without materialising it: the tree LazyFS builds from
 /// the per-layer extraction cache (whiteouts and opaque directories applied, hard links kept) is written as one
@@ -22,6 +22,7 @@ public enum SquashfsImage {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Writes the squashfs into `path` from byte `offset` on (the bytes before it are left alone) and returns its

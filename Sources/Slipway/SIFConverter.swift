@@ -4,7 +4,7 @@ import Glibc
 import Blocking
 import ContentStore
 import Foundation
-import LazyFS
+import ImageTree
 import OCI
 import SIF
 import Images

@@ -44,7 +44,7 @@ public enum LayerEntries {
         func walk(_ relative: String) throws {
             let path = relative.isEmpty ? root : "\(root)/\(relative)"
             var info = stat()
-            guard lstat(path, &info) == 0 else { throw LazyFSError.io(path: path, errno: errno) }
+            guard lstat(path, &info) == 0 else { throw LayerDirectoryError(path: path, errno: errno) }
             let type = info.st_mode & S_IFMT
             let xattrs = readXattrs(path)
             var kind: LayerEntry.Kind

@@ -4,8 +4,8 @@ import Glibc
 
 /// Crash-safe file writes: a temporary file in the same directory, fsync, rename, fsync of the directory.
 /// Readers see the old content or the new, never a mix, also after power loss.
-enum AtomicFile {
-    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
+package enum AtomicFile {
+    package static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws {
         let directory = parent(of: path)
         let temporary = "\(directory)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)

@@ -83,7 +83,7 @@ let package = Package(
         ),
         .target(name: "ImageTree", dependencies: ["EStargz", "CLinux"]),
         .target(name: "SIF", dependencies: ["Blocking", "ImageTree", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Snapshotter", dependencies: ["Blocking", "ContentStore"]),
+        .target(name: "Snapshotter", dependencies: ["Blocking", "ContentStore", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Runtime",
             dependencies: [
@@ -123,7 +123,10 @@ let package = Package(
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
         .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "ImageTree", "OCI", "TestSupport"]),
         .testTarget(name: "ImageTreeTests", dependencies: ["ImageTree", "OCI", "TestSupport"]),
-        .testTarget(name: "SnapshotterTests", dependencies: ["Snapshotter", "TestSupport"]),
+        .testTarget(
+            name: "SnapshotterTests",
+            dependencies: ["Snapshotter", "ContentStore", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),

@@ -19,6 +19,9 @@ public struct Snapshot: Codable, Sendable, Equatable {
     /// The directory of this snapshot's own tree, relative to the snapshotter's root: it never changes, so
     /// committing is a metadata change and children keep finding their lowers.
     var directory: String
+    /// A read-only tree outside the root that a committed snapshot presents instead (a layer Slipway's store has
+    /// extracted already): never written, and left in place when the snapshot is removed.
+    var externalTree: String? = nil
     /// Measured once at commit (a committed tree does not change); nil while active.
     var committedUsage: SnapshotUsage?
 }

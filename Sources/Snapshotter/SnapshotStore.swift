@@ -93,6 +93,23 @@ public actor SnapshotStore {
         return mounts(of: snapshot)
     }
 
+    /// Names `tree`, an existing read-only tree outside the root, as the committed snapshot `name` on `parent`.
+    public func commitExisting(name: String, parent: String, labels: [String: String], tree: String) async throws {
+        guard !name.isEmpty else { throw SnapshotError.invalidArgument("a committed snapshot needs a name") }
+        guard metadata.snapshots[name] == nil, !busy.contains(name) else { throw SnapshotError.alreadyExists(name) }
+        if !parent.isEmpty {
+            guard metadata.snapshots[parent]?.kind == .committed else { throw SnapshotError.notFound("parent \(parent)") }
+        }
+        busy.insert(name)
+        defer { busy.remove(name) }
+        let usage = try await runBlocking { try DirectoryUsage.measure(tree) }
+        let now = Date()
+        metadata.snapshots[name] = Snapshot(
+            name: name, parent: parent, kind: .committed, createdAt: now, updatedAt: now, labels: labels, directory: "",
+            externalTree: tree, committedUsage: usage)
+        try await persist()
+    }
+
     // MARK: Reading
 
     public func mounts(key: String) throws -> [SnapshotMount] {
@@ -175,6 +192,7 @@ public actor SnapshotStore {
         defer { busy.remove(key) }
         metadata.snapshots[key] = nil
         try await persist()
+        guard snapshot.externalTree == nil else { return }
         let path = "\(root)/\(snapshot.directory)"
         try await runBlocking { try removeTree(path) }
     }
@@ -205,7 +223,7 @@ public actor SnapshotStore {
         return snapshot
     }
 
-    private func treePath(_ snapshot: Snapshot) -> String { "\(root)/\(snapshot.directory)/fs" }
+    private func treePath(_ snapshot: Snapshot) -> String { snapshot.externalTree ?? "\(root)/\(snapshot.directory)/fs" }
 
     /// The committed trees below `snapshot`, top first.
     private func lowers(of snapshot: Snapshot) -> [String] {

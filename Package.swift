@@ -142,6 +142,14 @@ let package = Package(
         .testTarget(name: "SlipwayTests", dependencies: ["Slipway", "Images", "OCI", "ContentStore", "Archive", "Registry", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "OCI", "TestSupport"]),
         .testTarget(
+            name: "SnapshotsAPITests",
+            dependencies: [
+                "SnapshotsAPI", "TestSupport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ]
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "Slipway", "Images", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",

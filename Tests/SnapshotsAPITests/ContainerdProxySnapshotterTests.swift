@@ -12,9 +12,12 @@ import TestSupport
 struct ContainerdProxySnapshotterTests {
     static let namespace = "slipway-test"
 
-    @Test func containerdDrivesTheGeneratedServiceOverAUnixSocket() async throws {
+    /// Serves `service`, starts containerd with it as the proxy snapshotter "slipway" (and `configuration`), runs
+    /// `body`, then stops both.
+    private func withContainerd(
+        using service: InMemorySnapshots, configuration: String = "", _ body: (Containerd) async throws -> Void
+    ) async throws {
         let scratch = try ScratchDirectory()
-        let service = InMemorySnapshots([seededSnapshot])
         let socket = scratch.sub("snapshotter.sock")
         // containerd connects to its proxy plugins as it starts: the socket is bound first.
         try await withSnapshotsServer(service, at: socket) {
@@ -24,13 +27,42 @@ struct ContainerdProxySnapshotterTests {
                     [proxy_plugins.slipway]
                       type = "snapshot"
                       address = "\(socket)"
-                    # A garbage collection after every removal: the event that makes containerd call List.
-                    [plugins."io.containerd.gc.v1.scheduler"]
-                      deletion_threshold = 1
+                    \(configuration)
                     """)
-            try await withStopped(containerd, stop: { await $0.stop() }) { containerd in
-                try await exercise(containerd, service)
-            }
+            try await withStopped(containerd, stop: { await $0.stop() }, body)
+        }
+    }
+
+    @Test func containerdDrivesTheGeneratedServiceOverAUnixSocket() async throws {
+        let service = InMemorySnapshots([seededSnapshot])
+        // A garbage collection after every removal: the event that makes containerd call List.
+        try await withContainerd(using: service, configuration: "[plugins.\"io.containerd.gc.v1.scheduler\"]\n  deletion_threshold = 1") {
+            try await exercise($0, service)
+        }
+    }
+
+    /// The lazy pull's path: a layer's Prepare answered with AlreadyExists makes containerd look for the committed
+    /// snapshot with List, filtered by the layer's chain ID and parent, and record it under the chain ID.
+    @Test(.enabled(if: containerdGoClientAvailable, "needs golang-go and golang-github-containerd-containerd-dev"))
+    func aLayerThePluginHasIsFoundWithListAndSkipped() async throws {
+        let scratch = try ScratchDirectory()
+        let prepareWithReference = try await buildPrepareWithReference(scratch)
+        let service = InMemorySnapshots([seededSnapshot])
+        try await withContainerd(using: service) { containerd in
+            let prepared = try await run(
+                prepareWithReference, [containerd.socket, Self.namespace, "slipway", "extract-1 \(seededChainID)", seededChainID])
+            #expect(prepared.stdout == "already exists\n", "\(prepared.output)")
+            #expect(service.listFilters == [[#"labels."containerd.io/snapshot.ref"==\#(seededChainID),parent=="""#]])
+
+            let listed = try await snapshots(containerd, ["ls"])
+            try #require(listed.status == 0, "ctr snapshots ls: \(listed.stderr)")
+            #expect(listed.stdout.split(separator: "\n").contains { $0.split(separator: " ") == [Substring(seededChainID), "Committed"] }, "\(listed.stdout)")
+            let info = try await snapshots(containerd, ["info", seededChainID])
+            try #require(info.status == 0, "ctr snapshots info: \(info.stderr)")
+            let described = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any]
+            #expect(described?["Kind"] as? String == "Committed")
+            let labels = described?["Labels"] as? [String: String] ?? [:]
+            #expect(seededSnapshot.labels.allSatisfy { labels[$0.key] == $0.value }, "\(labels)")
         }
     }
 

@@ -25,10 +25,15 @@ final class InMemorySnapshots: Snapshots.ServiceProtocol {
     /// containerd's own metadata.
     static let servedLabel = (key: "slipway.test/served-by", value: "InMemorySnapshots")
 
+    /// The label containerd's unpacker puts on the `Prepare` of a layer, naming the snapshot (its chain ID) the
+    /// layer would become.
+    static let referenceLabel = "containerd.io/snapshot.ref"
+
     private struct State {
         var snapshots: [String: SnapshotInfo]
         var namespaces: Set<String> = []
         var removed: [String] = []
+        var listFilters: [[String]] = []
     }
 
     private let state: Mutex<State>
@@ -42,6 +47,9 @@ final class InMemorySnapshots: Snapshots.ServiceProtocol {
 
     /// The keys `Remove` removed, in order.
     var removed: [String] { state.withLock { $0.removed } }
+
+    /// The filters of each `List` so far.
+    var listFilters: [[String]] { state.withLock { $0.listFilters } }
 
     /// The backend keys (`<namespace>/<sequence>/<key>`) of the snapshots this server holds.
     var keys: Set<String> { state.withLock { Set($0.snapshots.keys) } }
@@ -75,6 +83,13 @@ final class InMemorySnapshots: Snapshots.ServiceProtocol {
             guard state.snapshots[prepared.key] == nil else {
                 throw RPCError(code: .alreadyExists, message: "snapshot \(prepared.key) already exists")
             }
+            // What a remote snapshotter answers for a layer it already has: containerd then finds the committed
+            // snapshot with List and skips the layer.
+            if let reference = prepared.labels[Self.referenceLabel], state.snapshots.values.contains(where: {
+                $0.kind == .committed && $0.labels[Self.referenceLabel] == reference && $0.parent == prepared.parent
+            }) {
+                throw RPCError(code: .alreadyExists, message: "target snapshot \(reference) already exists")
+            }
             state.snapshots[prepared.key] = .with {
                 $0.name = prepared.key
                 $0.parent = prepared.parent
@@ -96,12 +111,16 @@ final class InMemorySnapshots: Snapshots.ServiceProtocol {
         return ServerResponse(message: .with { $0.info = info })
     }
 
-    /// Every snapshot, one per message; filters are ignored (containerd's garbage collector sends none).
+    /// Every snapshot, one per message. Filters are noted but not applied: containerd checks the snapshots it gets
+    /// against the filter it sent.
     func list(
         request: ServerRequest<Containerd_Services_Snapshots_V1_ListSnapshotsRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<Containerd_Services_Snapshots_V1_ListSnapshotsResponse> {
         note(request.metadata)
-        let snapshots = state.withLock { Array($0.snapshots.values) }
+        let snapshots = state.withLock { state in
+            state.listFilters.append(request.message.filters)
+            return Array(state.snapshots.values)
+        }
         return StreamingServerResponse { writer in
             for info in snapshots { try await writer.write(.with { $0.info = [info] }) }
             return [:]

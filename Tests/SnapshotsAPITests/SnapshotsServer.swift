@@ -2,11 +2,14 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SnapshotsAPI
 
-/// A committed snapshot with a label, for a server to hold before any request.
+/// The chain ID of a layer `seededSnapshot` holds.
+let seededChainID = "sha256:" + String(repeating: "5e", count: 32)
+
+/// A committed snapshot of a layer, for a server to hold before any request.
 let seededSnapshot: SnapshotInfo = .with {
     $0.name = "seeded"
     $0.kind = .committed
-    $0.labels = ["slipway.test/origin": "seeded"]
+    $0.labels = [InMemorySnapshots.referenceLabel: seededChainID, "slipway.test/origin": "seeded"]
 }
 
 /// Serves `service` on a unix socket at `socket` while `body` runs, then shuts the server down.

@@ -7,45 +7,10 @@ import TestSupport
 import Glibc
 #endif
 
-let containerdAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin/containerd") && geteuid() == 0
-
 /// containerd pulls through `slipway serve` configured as a registry mirror in a hosts.toml, the way a
 /// Kubernetes node is set up (containerd adds `?ns=` naming the registry it meant).
 @Suite(.tags(.integration), .enabled(if: containerdAvailable, "needs containerd (Debian package) and root"))
 struct ContainerdMirrorTests {
-    /// A private containerd: its own root, state and socket, no CRI plugin.
-    struct Containerd {
-        let socket: String
-        let process: ChildProcess
-
-        static func start(_ scratch: ScratchDirectory) async throws -> Containerd {
-            let socket = scratch.sub("containerd.sock")
-            let config = """
-                version = 2
-                root = "\(scratch.sub("containerd-root"))"
-                state = "\(scratch.sub("containerd-state"))"
-                disabled_plugins = ["io.containerd.grpc.v1.cri"]
-                [grpc]
-                  address = "\(socket)"
-                """
-            try config.write(toFile: scratch.sub("containerd.toml"), atomically: true, encoding: .utf8)
-            let containerd = Containerd(socket: socket, process: try ChildProcess("/usr/bin/containerd", ["--config", scratch.sub("containerd.toml")]))
-            for _ in 0..<200 where containerd.process.endedStatus == nil {
-                if FileManager.default.fileExists(atPath: socket), (try? await run("ctr", ["-a", socket, "version"]).status) == 0 {
-                    return containerd
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            await containerd.stop()
-            throw TestSupportError("containerd did not start within 20 s")
-        }
-
-        func stop() async {
-            process.signal(SIGTERM)
-            await process.exitStatus()
-        }
-    }
-
     @Test func ctrPullsThroughTheCacheAsAMirror() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in
@@ -65,12 +30,11 @@ struct ContainerdMirrorTests {
                 // Stopped (and awaited) at the end; this only covers a failed expectation.
                 defer { containerd.process.signal(SIGTERM) }
                 proxy.clearLog()
-                let pulled = try await run(
-                    "ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "pull", "--hosts-dir", scratch.sub("certs.d"), "\(proxy.host)/demo:v1"])
+                let pulled = try await containerd.ctr(["-n", "slipway-test", "image", "pull", "--hosts-dir", scratch.sub("certs.d"), "\(proxy.host)/demo:v1"])
                 #expect(pulled.status == 0, "ctr pull: \(pulled.stderr)")
-                let listed = try await run("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls", "-q"])
+                let listed = try await containerd.ctr(["-n", "slipway-test", "image", "ls", "-q"])
                 #expect(listed.stdout.contains("\(proxy.host)/demo:v1"))
-                let images = try await run("ctr", ["-a", containerd.socket, "-n", "slipway-test", "image", "ls"])
+                let images = try await containerd.ctr(["-n", "slipway-test", "image", "ls"])
                 #expect(images.stdout.contains(manifest.digest.description))
 
                 // containerd asked the mirror, naming the registry it meant; the upstream saw only the cache's requests.

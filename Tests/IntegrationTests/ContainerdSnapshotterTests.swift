@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `slipway snapshotter` as Debian's containerd uses it, through a `proxy_plugins` entry: containerd pulls and runs
+/// images from its snapshots, the snapshots survive a restart of the snapshotter, containerd's garbage collection
+/// leaves nothing behind, and layers Slipway's store has extracted already are neither downloaded nor extracted.
+@Suite(.tags(.integration, .slow), .enabled(if: containerdAvailable, "needs root and Debian's containerd"), .serialized)
+struct ContainerdSnapshotterTests {
+    /// A `slipway snapshotter` process serving a socket in the scratch directory.
+    struct SnapshotterProcess: Sendable {
+        let socket: String
+        let process: ChildProcess
+
+        static func start(_ scratch: ScratchDirectory, store: String) async throws -> SnapshotterProcess {
+            let socket = scratch.sub("slipway-snapshotter.sock")
+            let process = try ChildProcess(slipwayBinary, ["snapshotter", "--address", socket, "--store", store])
+            try await waitUntil("the snapshotter serves \(socket)") {
+                if let status = process.endedStatus { throw TestSupportError("slipway snapshotter exited \(status): \(process.standardErrorSoFar)") }
+                return process.standardErrorSoFar.contains("serving on")
+            }
+            return SnapshotterProcess(socket: socket, process: process)
+        }
+
+        /// Stops it as a service manager would (SIGTERM) and returns its exit status.
+        @discardableResult
+        func stop() async -> Int32 {
+            process.signal(SIGTERM)
+            return await process.exitStatus()
+        }
+    }
+
+    static func containerdConfiguration(_ socket: String) -> String {
+        """
+        [proxy_plugins.slipway]
+          type = "snapshot"
+          address = "\(socket)"
+        """
+    }
+
+    /// What the tools image's shell prints: a file of its top layer, the opaque directory's only file, and a file the
+    /// top layer deleted (a whiteout), absent.
+    static let probe = ["sh", "-c", "cat /version.txt; ls /opq; test -e /etc/gone.txt || echo gone"]
+    static let probeOutput = "tools 1\nnew.txt\ngone\n"
+
+    @Test func containerdPullsAndRunsFromSlipwaysSnapshotsAcrossARestart() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let reference = "\(registry.host)/tools:v1"
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", reference])
+            let store = scratch.sub("store")
+            var snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+            defer { _ = snapshotter.process.signal(SIGKILL) }
+            try await withStopped(
+                try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
+            ) { containerd in
+                let namespace = ["-n", "slipway-test"]
+                try await checked(containerd.ctr(namespace + ["image", "pull", "--plain-http", "--snapshotter", "slipway", reference]))
+                let ran = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "first"] + Self.probe))
+                #expect(ran.stdout == Self.probeOutput)
+
+                let listed = try await checked(containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]))
+                #expect(listed.stdout.components(separatedBy: "Committed").count - 1 == 2, "one committed snapshot per layer: \(listed.stdout)")
+
+                #expect(await snapshotter.stop() == 0)
+                snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+                let again = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "second"] + Self.probe))
+                #expect(again.stdout == Self.probeOutput, "the snapshots survived the restart")
+
+                // Removing the image lets containerd's garbage collector remove every snapshot, through the plugin.
+                try await checked(containerd.ctr(namespace + ["image", "rm", "--sync", reference]))
+                try await waitUntil("the snapshotter holds no snapshot") {
+                    (try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots")).isEmpty
+                }
+            }
+            #expect(await snapshotter.stop() == 0)
+            #expect(!FileManager.default.fileExists(atPath: snapshotter.socket), "the socket goes with the server")
+        }
+    }
+
+    /// A pull that labels each layer with its chainID (the CRI plugin's, or `ctr-remote image rpull`'s) skips the
+    /// layers `slipway pull --unpack-layers` extracted: no blob request reaches the registry, and the container runs
+    /// on the store's own layer directories.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/ctr-remote"), "needs ctr-remote (stargz-snapshotter)"))
+    func layersTheStoreExtractedAreNeitherDownloadedNorExtractedAgain() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let reference = "\(proxy.host)/tools:v1"
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
+            let store = scratch.sub("store")
+            try await runChecked(slipwayBinary, ["pull", "-q", "--unpack-layers", "--store", store, reference])
+            let inspected = try await runChecked(slipwayBinary, ["inspect", "--json", reference])
+            let layers = try #require(
+                (try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])?["layers"] as? [[String: Any]])
+            let layerDigests = layers.compactMap { $0["digest"] as? String }
+            try #require(layerDigests.count == 2)
+            func layerDownloads() -> Int { layerBlobGETs(proxy).filter { request in layerDigests.contains { request.uri.contains($0) } }.count }
+            let snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+            defer { _ = snapshotter.process.signal(SIGKILL) }
+            try await withStopped(
+                try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
+            ) { containerd in
+                let downloadsBefore = layerDownloads()
+                try await checked(
+                    run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                #expect(layerDownloads() == downloadsBefore, "no layer was downloaded")
+                let trees = try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots")
+                #expect(trees.isEmpty, "no layer was extracted into the snapshotter: \(trees)")
+                let ran = try await checked(
+                    containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, "reused"] + Self.probe))
+                #expect(ran.stdout == Self.probeOutput)
+            }
+            #expect(await snapshotter.stop() == 0)
+        }
+    }
+
+    @discardableResult
+    private func checked(_ result: ProcessResult) throws -> ProcessResult {
+        guard result.status == 0 else { throw TestSupportError("exit \(result.status): \(result.stderr)") }
+        return result
+    }
+}

@@ -201,9 +201,9 @@ public actor SnapshotStore {
     /// or between forgetting a snapshot and deleting its tree). Returns how many.
     @discardableResult
     public func cleanup() async throws -> Int {
+        // A directory being created is not named yet: cleaning up waits for a quiet moment.
+        guard busy.isEmpty else { return 0 }
         let named = Set(metadata.snapshots.values.map(\.directory))
-        let inProgress = busy
-        guard inProgress.isEmpty else { return 0 }
         let snapshotsDirectory = "\(root)/snapshots"
         return try await runBlocking {
             let entries = try FileManager.default.contentsOfDirectory(atPath: snapshotsDirectory)

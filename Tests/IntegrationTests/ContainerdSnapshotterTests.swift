@@ -7,8 +7,9 @@ import Glibc
 #endif
 
 /// `slipway snapshotter` as Debian's containerd uses it, through a `proxy_plugins` entry: containerd pulls and runs
-/// images from its snapshots, the snapshots survive a restart of the snapshotter, containerd's garbage collection
-/// leaves nothing behind, and layers Slipway's store has extracted already are neither downloaded nor extracted.
+/// images from its snapshots (two at once too), the snapshots survive the snapshotter being killed, containerd's
+/// garbage collection leaves nothing behind, and layers Slipway's store has extracted already are neither
+/// downloaded nor extracted.
 @Suite(.tags(.integration, .slow), .enabled(if: containerdAvailable, "needs root and Debian's containerd"), .serialized)
 struct ContainerdSnapshotterTests {
     /// A `slipway snapshotter` process serving a socket in the scratch directory.
@@ -47,7 +48,7 @@ struct ContainerdSnapshotterTests {
     static let probe = ["sh", "-c", "cat /version.txt; ls /opq; test -e /etc/gone.txt || echo gone"]
     static let probeOutput = "tools 1\nnew.txt\ngone\n"
 
-    @Test func containerdPullsAndRunsFromSlipwaysSnapshotsAcrossARestart() async throws {
+    @Test func containerdPullsAndRunsFromSlipwaysSnapshotsAcrossAKill() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in
             let reference = "\(registry.host)/tools:v1"
@@ -66,10 +67,28 @@ struct ContainerdSnapshotterTests {
                 let listed = try await checked(containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]))
                 #expect(listed.stdout.components(separatedBy: "Committed").count - 1 == 2, "one committed snapshot per layer: \(listed.stdout)")
 
-                #expect(await snapshotter.stop() == 0)
+                // Killed, not stopped: its socket file stays behind, and the next one takes it over.
+                snapshotter.process.signal(SIGKILL)
+                _ = await snapshotter.process.exitStatus()
                 snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+                // containerd reconnects within its gRPC backoff; requests until then fail as "unavailable".
+                try await waitUntil("containerd reaches the new snapshotter") {
+                    try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0
+                }
                 let again = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "second"] + Self.probe))
                 #expect(again.stdout == Self.probeOutput, "the snapshots survived the restart")
+
+                // Two pulls of one image at once, in two namespaces: each gets its own snapshots, both run.
+                async let first = containerd.ctr(["-n", "team-a", "image", "pull", "--plain-http", "--snapshotter", "slipway", reference])
+                async let second = containerd.ctr(["-n", "team-b", "image", "pull", "--plain-http", "--snapshotter", "slipway", reference])
+                let (pulledA, pulledB) = try await (first, second)
+                try checked(pulledA)
+                try checked(pulledB)
+                for team in ["team-a", "team-b"] {
+                    let ran = try await checked(containerd.ctr(["-n", team, "run", "--rm", "--snapshotter", "slipway", reference, team] + Self.probe))
+                    #expect(ran.stdout == Self.probeOutput, "\(team)")
+                    try await checked(containerd.ctr(["-n", team, "image", "rm", "--sync", reference]))
+                }
 
                 // Removing the image lets containerd's garbage collector remove every snapshot, through the plugin.
                 try await checked(containerd.ctr(namespace + ["image", "rm", "--sync", reference]))

@@ -1,5 +1,4 @@
 import Archive
-import Blocking
 import ContentStore
 import EStargz
 import Foundation

@@ -31,6 +31,11 @@ struct SnapshotterCommand: AsyncParsableCommand {
         defer { lease.release() }
         let snapshotRoot = root.map(resolvedPath) ?? "\(store.root)/snapshotter"
         let snapshots = try await SnapshotStore(root: snapshotRoot)
+        // What a crash of the last snapshotter left half made; containerd would only ask after its next collection.
+        let leftovers = try await snapshots.cleanup()
+        if leftovers > 0 {
+            FileHandle.standardError.write(Data("slipway snapshotter: removed \(leftovers) unnamed snapshot directories\n".utf8))
+        }
         let server = try SnapshotterServer(service: SnapshotService(snapshots: snapshots, store: store), socket: resolvedPath(address))
         let signals = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)

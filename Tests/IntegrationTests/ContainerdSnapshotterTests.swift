@@ -70,7 +70,13 @@ struct ContainerdSnapshotterTests {
                 // Killed, not stopped: its socket file stays behind, and the next one takes it over.
                 snapshotter.process.signal(SIGKILL)
                 _ = await snapshotter.process.exitStatus()
+                // A directory a crash left before the metadata named it goes when the next one starts (with any the
+                // kill itself left: a snapshot containerd had just removed may still have had its directory).
+                let leftover = "\(store)/snapshotter/snapshots/999"
+                try FileManager.default.createDirectory(atPath: leftover + "/fs", withIntermediateDirectories: true)
                 snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+                #expect(!FileManager.default.fileExists(atPath: leftover))
+                #expect(snapshotter.process.standardErrorSoFar.contains("unnamed snapshot directories"))
                 // containerd reconnects within its gRPC backoff; requests until then fail as "unavailable".
                 try await waitUntil("containerd reaches the new snapshotter") {
                     try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0

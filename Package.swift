@@ -99,8 +99,7 @@ let package = Package(
         .target(
             name: "Snapshotter",
             dependencies: [
-                "Blocking", "ContentStore", "SnapshotsAPI",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "Blocking", "ContentStore", "OCI", "SnapshotsAPI",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -148,7 +147,7 @@ let package = Package(
         .testTarget(name: "ImageTreeTests", dependencies: ["ImageTree", "OCI", "TestSupport"]),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["Snapshotter", "ContentStore", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["Snapshotter", "ContentStore", "OCI", "TestSupport"]
         ),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestSupport", "CLinux"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),

@@ -1,7 +1,7 @@
 import Blocking
 import ContentStore
-import Crypto
 import Foundation
+import OCI
 
 /// What `slipway snapshotter` answers containerd: the snapshot operations of `SnapshotStore`, except that a layer
 /// Slipway's store has extracted already (`slipway pull --unpack-layers`, `run`, `mount`, on this node or on a
@@ -47,14 +47,15 @@ public struct SnapshotService: Sendable {
         }
         let directory = "\(store.root)/layers/sha256"
         let candidates = try await runBlocking { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
-        for hex in candidates where hex.count == 64 && hex.allSatisfy(\.isHexDigit) {
-            if Self.chainID(parent: parentChainID, diffID: "sha256:\(hex)") == chainID { return "\(directory)/\(hex)" }
+        for name in candidates {
+            guard let diffID = try? Digest("sha256:\(name)") else { continue }
+            if Self.chainID(parent: parentChainID, diffID: diffID) == chainID { return store.layerDirectory(diffID) }
         }
         return nil
     }
 
-    static func chainID(parent: String, diffID: String) -> String {
-        guard !parent.isEmpty else { return diffID }
-        return "sha256:" + SHA256.hash(data: Data("\(parent) \(diffID)".utf8)).map { String(format: "%02x", $0) }.joined()
+    static func chainID(parent: String, diffID: Digest) -> String {
+        guard !parent.isEmpty else { return diffID.description }
+        return Digest.sha256(of: Array("\(parent) \(diffID)".utf8)).description
     }
 }

@@ -1,6 +1,6 @@
 import ContentStore
-import Crypto
 import Foundation
+import OCI
 import Snapshotter
 import Testing
 import TestSupport
@@ -18,15 +18,15 @@ import TestSupport
 
     /// A layer in the store's per-layer cache, named by a made-up diffID.
     func cachedLayer(_ name: String) throws -> String {
-        let diffID = "sha256:" + SHA256.hash(data: Data(name.utf8)).map { String(format: "%02x", $0) }.joined()
-        let directory = store.root + "/layers/sha256/" + diffID.dropFirst(7)
+        let diffID = Digest.sha256(of: Array(name.utf8))
+        let directory = store.layerDirectory(diffID)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try name.write(toFile: "\(directory)/\(name)", atomically: false, encoding: .utf8)
-        return diffID
+        return diffID.description
     }
 
     func chainID(_ parent: String, _ diffID: String) -> String {
-        "sha256:" + SHA256.hash(data: Data("\(parent) \(diffID)".utf8)).map { String(format: "%02x", $0) }.joined()
+        Digest.sha256(of: Array("\(parent) \(diffID)".utf8)).description
     }
 
     @Test func cachedLayersAreHereAtOnceAndOthersArePreparedForExtraction() async throws {

@@ -102,11 +102,11 @@ public actor SnapshotStore {
         }
         busy.insert(name)
         defer { busy.remove(name) }
-        let usage = try await runBlocking { try DirectoryUsage.measure(tree) }
+        // Its usage is measured when asked (rarely): walking a whole layer would slow every pull that skips it.
         let now = Date()
         metadata.snapshots[name] = Snapshot(
             name: name, parent: parent, kind: .committed, createdAt: now, updatedAt: now, labels: labels, directory: "",
-            externalTree: tree, committedUsage: usage)
+            externalTree: tree, committedUsage: nil)
         try await persist()
     }
 

@@ -38,6 +38,7 @@ import TestSupport
         await #expect(throws: SnapshotError.alreadyExists(base)) {
             try await service.prepare(key: "default/1/extract-1 \(base)", parent: "", labels: [ref: base])
         }
+        #expect(try await service.snapshots.usage(key: base).inodes == 2, "the store's layer directory and its file")
         let second = chainID(base, top)
         await #expect(throws: SnapshotError.alreadyExists("\(second) on \(base)")) {
             try await service.prepare(key: "default/2/extract-2 \(second)", parent: base, labels: [ref: second])

@@ -99,8 +99,9 @@ let package = Package(
         .target(
             name: "Snapshotter",
             dependencies: [
-                "Blocking", "ContentStore", "OCI", "SnapshotsAPI",
+                "Blocking", "ContentStore", "OCI", "SnapshotsAPI", "LazyFS", "CLinux",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
@@ -169,7 +170,8 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "Slipway", "Images", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
-                "CacheServer", "SIF", "Runtime", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+                "CacheServer", "SIF", "Runtime", "Snapshotter", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

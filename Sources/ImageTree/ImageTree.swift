@@ -131,6 +131,52 @@ public final class ImageTree: Sendable {
         }
     }
 
+    /// One layer as overlayfs reads a lower directory, for a snapshotter that stacks layers with the kernel's
+    /// overlay: a whiteout `.wh.NAME` becomes NAME as a 0/0 character device, and a directory with `.wh..wh..opq`
+    /// gets `trusted.overlay.opaque=y` (what `WhiteoutMode.overlay` extraction writes to disk). Overlay xattrs the
+    /// layer itself carries are dropped: they would steer the kernel's overlay (redirects, metacopy) from an
+    /// image.
+    public convenience init(overlayLower entries: [LayerEntry]) {
+        var opaque: Set<String> = []
+        for entry in entries {
+            let (parent, base) = Self.split(entry.path)
+            if base == Self.opaqueMarker { opaque.insert(parent) }
+        }
+        var rendered: [LayerEntry] = []
+        rendered.reserveCapacity(entries.count)
+        var opaqueSeen: Set<String> = []
+        for var entry in entries {
+            let (parent, base) = Self.split(entry.path)
+            if base == Self.opaqueMarker { continue }
+            entry.xattrs = entry.xattrs.filter { !Self.isOverlayXattr($0.key) }
+            if base.hasPrefix(Self.whiteoutPrefix) {
+                let hidden = String(base.dropFirst(Self.whiteoutPrefix.count))
+                guard !hidden.isEmpty, hidden != ".", hidden != ".." else { continue }
+                entry = LayerEntry(
+                    path: parent.isEmpty ? hidden : "\(parent)/\(hidden)", kind: .characterDevice(major: 0, minor: 0), permissions: 0,
+                    mtime: entry.mtime)
+            } else if entry.kind == .directory, opaque.contains(entry.path) {
+                entry.xattrs[Self.overlayOpaqueXattr] = Array("y".utf8)
+                opaqueSeen.insert(entry.path)
+            }
+            rendered.append(entry)
+        }
+        // An opaque directory the layer does not list itself is created with default metadata, as extraction would.
+        for path in opaque.subtracting(opaqueSeen).sorted() {
+            rendered.append(LayerEntry(path: path, kind: .directory, permissions: 0o755, xattrs: [Self.overlayOpaqueXattr: Array("y".utf8)]))
+        }
+        self.init(layers: [rendered])
+    }
+
+    public static let overlayOpaqueXattr = "trusted.overlay.opaque"
+
+    static func isOverlayXattr(_ name: String) -> Bool { name.hasPrefix("trusted.overlay.") || name.hasPrefix("user.overlay.") }
+
+    static func split(_ path: String) -> (parent: String, base: String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("", path) }
+        return (String(path[..<slash]), String(path[path.index(after: slash)...]))
+    }
+
     static let whiteoutPrefix = ".wh."
     static let opaqueMarker = ".wh..wh..opq"
 
@@ -183,10 +229,7 @@ public final class ImageTree: Sendable {
 
         func index(_ ino: UInt64) -> Int { Int(ino - 1) }
 
-        func split(_ path: String) -> (parent: String, base: String) {
-            guard let slash = path.lastIndex(of: "/") else { return ("", path) }
-            return (String(path[..<slash]), String(path[path.index(after: slash)...]))
-        }
+        func split(_ path: String) -> (parent: String, base: String) { ImageTree.split(path) }
 
         func find(_ path: String) -> UInt64? {
             var current = ImageTree.rootIno

@@ -70,7 +70,7 @@ public enum LayerEntries {
                 }
             }
             var clean = xattrs
-            let opaque = clean.removeValue(forKey: "trusted.overlay.opaque") == Array("y".utf8)
+            let opaque = clean.removeValue(forKey: ImageTree.overlayOpaqueXattr) == Array("y".utf8)
             entries.append(
                 LayerEntry(
                     path: relative, kind: kind, permissions: UInt32(info.st_mode) & 0o7777, uid: info.st_uid, gid: info.st_gid,

@@ -28,17 +28,33 @@ public final class LazyImage: Sendable {
     /// Reads each eStargz layer's footer and TOC (one tail request, a second only for a TOC larger than the tail)
     /// and checks the TOC against the layer's `toc.digest` annotation. Other layers are downloaded, verified and
     /// extracted before this returns: the mount works for any image, lazily where the image allows it.
+    ///
+    /// With `onlyLayer`, the tree is that one layer of the image as an overlayfs lower directory
+    /// (`ImageTree(overlayLower:)`), for a snapshotter that stacks the layers itself; with `expectedTOC` too, the
+    /// manifest must annotate it with that TOC digest (what the snapshotter's caller was told).
     public static func open(
-        _ image: any Image, store: ContentStore, cache: ChunkCache, counters: MountCounters,
+        _ image: any Image, onlyLayer: Digest? = nil, expectedTOC: Digest? = nil, store: ContentStore, cache: ChunkCache, counters: MountCounters,
         fetchTimeout: Duration, progress: @escaping ProgressHandler = { _ in }
     ) async throws -> LazyImage {
         let fetcher = ChunkFetcher(cache: cache, counters: counters, timeout: fetchTimeout)
         var lazyLayers: [Int: LazyLayer] = [:]
         var entries: [[LayerEntry]] = []
         var whole = 0
+        var selected = Array(image.layers.enumerated())
+        if let onlyLayer {
+            selected = selected.filter { $0.element.descriptor.digest == onlyLayer }
+            guard selected.count == 1 else {
+                throw LazyFSError.mountFailed("\(image.manifestDescriptor.digest) has no layer \(onlyLayer)")
+            }
+            let annotated = selected[0].element.descriptor.annotations?[tocDigestAnnotation]
+            if let expectedTOC, annotated != expectedTOC.description {
+                throw LazyFSError.mountFailed(
+                    "layer \(onlyLayer) has TOC digest \(annotated ?? "none") in \(image.manifestDescriptor.digest), not \(expectedTOC)")
+            }
+        }
         let lock = try await store.lockForWriting()
         defer { lock.release() }
-        for (index, layer) in image.layers.enumerated() {
+        for (index, layer) in selected {
             if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
                 let reader = try await openTOC(layer, expected: expected, cache: cache, counters: counters)
                 let lazy = LazyLayer(index: index, layer: layer, reader: reader)
@@ -52,7 +68,8 @@ public final class LazyImage: Sendable {
                 entries.append(try LayerEntries.fromDirectory(store.layerDirectory(layer.diffID)))
             }
         }
-        return LazyImage(tree: ImageTree(layers: entries), layers: lazyLayers, fetcher: fetcher, wholeLayers: whole)
+        let tree = onlyLayer == nil ? ImageTree(layers: entries) : ImageTree(overlayLower: entries.first ?? [])
+        return LazyImage(tree: tree, layers: lazyLayers, fetcher: fetcher, wholeLayers: whole)
     }
 
     /// The tail of the blob holds the footer and usually the whole TOC.

@@ -18,6 +18,10 @@ public struct LazyMountOptions: Sendable {
     public var recordPath: String?
     /// Let other users see the mount (root only, or `user_allow_other` in /etc/fuse.conf).
     public var allowOther = geteuid() == 0
+    /// Serve only this layer of the image, as an overlayfs lower directory (`ImageTree(overlayLower:)`).
+    public var onlyLayer: Digest?
+    /// The TOC digest `onlyLayer` must have in the image's manifest.
+    public var expectedTOC: Digest?
 
     public init() {}
 }
@@ -71,7 +75,7 @@ public final class LazyMount: Sendable {
             let counters = MountCounters()
             let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
             let image = try await LazyImage.open(
-                resolved, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
+                resolved, onlyLayer: options.onlyLayer, expectedTOC: options.expectedTOC, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
             let recorder = options.recordPath == nil ? nil : AccessRecorder()
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]

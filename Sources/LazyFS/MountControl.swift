@@ -20,8 +20,10 @@ public enum MountControl {
     /// Runs `command` (an invocation that serves the mount in the foreground and publishes its state at
     /// `statePath`) as a session leader with its output in the log beside the state, and returns the state once
     /// the mount reports itself live. Throws `MountFailure` when the mount reports an error or its process ends
-    /// first, with the log's last lines.
-    public static func startInBackground(_ command: [String], statePath: String) async throws -> MountState {
+    /// first, with the log's last lines. With `timeout`, a mount that is not live by then is stopped (SIGTERM) and
+    /// reported as failed.
+    public static func startInBackground(_ command: [String], statePath: String, timeout: Duration? = nil) async throws -> MountState {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         let logPath = logPath(forState: statePath)
         try? FileManager.default.removeItem(atPath: statePath)
         try FileManager.default.createDirectory(atPath: (statePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -46,6 +48,10 @@ public enum MountControl {
                     .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
                 throw MountFailure(
                     message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
+            }
+            if let deadline, let timeout, ContinuousClock.now >= deadline {
+                process.terminate()
+                throw MountFailure(message: "the mount was not live within \(timeout)", log: logPath)
             }
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Blocking
 import Foundation
 import LazyFS
+import OCI
 import Slipway
 
 #if canImport(Glibc)
@@ -28,11 +29,22 @@ struct Mount: AsyncParsableCommand {
     @Option(name: .long, help: "Chunk cache size limit in GiB.") var cacheSize: Double = 20
     @Option(name: .long, help: "When the mount ends, write the paths the workload opened (first-access order) to FILE.")
     var record: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "Mount only this layer (a blob digest of the image), as an overlayfs lower directory: whiteouts as 0/0 character devices, opaque directories marked with trusted.overlay.opaque.",
+        valueName: "DIGEST"))
+    var layer: String?
+    @Option(name: .long, help: ArgumentHelp("With --layer: refuse the layer unless the image annotates it with this TOC digest.", valueName: "DIGEST"))
+    var tocDigest: String?
     @Flag(name: .shortAndLong, help: "Serve in the foreground until unmounted (SIGINT/SIGTERM unmount).") var foreground = false
 
     func validate() throws {
         guard fetchTimeout > 0 else { throw ValidationError("--fetch-timeout must be positive") }
         guard cacheSize > 0 else { throw ValidationError("--cache-size must be positive") }
+        if let layer, (try? Digest(layer)) == nil { throw ValidationError("--layer needs a digest (sha256:HEX), not \(layer)") }
+        if let tocDigest {
+            guard layer != nil else { throw ValidationError("--toc-digest goes with --layer") }
+            guard (try? Digest(tocDigest)) != nil else { throw ValidationError("--toc-digest needs a digest (sha256:HEX), not \(tocDigest)") }
+        }
     }
 
     func run() async throws {
@@ -56,6 +68,8 @@ struct Mount: AsyncParsableCommand {
         options.fetchTimeout = .milliseconds(Int64(fetchTimeout * 1000))
         options.cacheLimit = Int64(cacheSize * Double(1 << 30))
         options.recordPath = record.map(resolvedPath)
+        options.onlyLayer = try layer.map { try Digest($0) }
+        options.expectedTOC = try tocDigest.map { try Digest($0) }
         let display = global.makeProgress()
         let logger = global.makeLogger()
         let statistics = try await global.withSession(for: [location]) { session in

@@ -88,6 +88,17 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func makeProgress() -> ProgressDisplay { ProgressDisplay(enabled: !quiet && !json) }
+
+    /// These options as arguments of another slipway command this one starts (the store, how to reach
+    /// registries, the log level); not `--creds`, which would show in the process list.
+    var forwarded: [String] {
+        var arguments = ["--store", resolvedPath(storeRoot), "--log-level", logLevel, "--read-timeout", String(readTimeout)]
+        if plainHTTP { arguments.append("--plain-http") }
+        if !tlsVerify { arguments.append("--tls-verify=false") }
+        for file in caCert { arguments += ["--ca-cert", resolvedPath(file)] }
+        if let platform { arguments += ["--platform", platform] }
+        return arguments
+    }
 }
 
 func parseLocation(_ text: String) throws -> ImageLocation {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ContentStore
 import Foundation
+import LazyFS
 import Snapshotter
 
 struct SnapshotterCommand: AsyncParsableCommand {
@@ -14,15 +15,27 @@ struct SnapshotterCommand: AsyncParsableCommand {
                 type = "snapshot"
                 address = "/run/slipway/snapshotter.sock"
 
-            and `ctr --snapshotter slipway` or the CRI plugin's `snapshotter = "slipway"` use it. Layers the store \
-            has extracted already (slipway pull --unpack-layers, run, mount) are not extracted again. Snapshots \
-            live in --root and survive restarts of the snapshotter and of containerd. While it runs, the store is in \
-            use: `slipway gc` waits for it.
+            and `ctr --snapshotter slipway` or the CRI plugin's `snapshotter = "slipway"` use it. eStargz layers \
+            are mounted lazily when the pull names their image (the CRI plugin with disable_snapshot_annotations = \
+            false, or `ctr-remote image rpull`): containerd downloads none of their bytes, and files arrive as they \
+            are read. Each lazy layer is served by a `slipway mount --layer` process that outlives the snapshotter, \
+            so running containers keep their files across its restarts. Layers the store has extracted already \
+            (slipway pull --unpack-layers, run, mount) are not extracted again. Snapshots live in --root and survive \
+            restarts of the snapshotter and of containerd. While it runs, the store is in use: `slipway gc` waits.
             """)
 
     @OptionGroup var global: GlobalOptions
     @Option(help: "The unix socket to serve on (containerd's proxy_plugins address).") var address = "/run/slipway/snapshotter.sock"
     @Option(help: "Where the snapshots live [STORE/snapshotter].") var root: String?
+    @Flag(inversion: .prefixedNo, help: "Mount eStargz layers lazily (else containerd downloads and applies every layer).")
+    var lazy = true
+    @Option(help: "What a lazy layer fetches before it is read: none, landmark, all (see slipway mount).")
+    var prefetch: PrefetchMode = .all
+    @Option(help: "Seconds a read of a lazy layer waits for the registry before failing with EIO.") var fetchTimeout: Double = 20
+
+    func validate() throws {
+        guard fetchTimeout > 0 else { throw ValidationError("--fetch-timeout must be positive") }
+    }
 
     func run() async throws {
         let store = try global.openStore()
@@ -36,7 +49,11 @@ struct SnapshotterCommand: AsyncParsableCommand {
         if leftovers > 0 {
             FileHandle.standardError.write(Data("slipway snapshotter: removed \(leftovers) unnamed snapshot directories\n".utf8))
         }
-        let server = try SnapshotterServer(service: SnapshotService(snapshots: snapshots, store: store), socket: resolvedPath(address))
+        let service = SnapshotService(snapshots: snapshots, store: store, lazyLayers: lazy ? lazyLayers(root: snapshotRoot) : nil, logger: global.makeLogger())
+        // Lazy layers whose processes ended (a reboot) are mounted before containerd asks for a container's mounts.
+        let revived = await service.reviveLazyLayers()
+        if revived > 0 { FileHandle.standardError.write(Data("slipway snapshotter: mounted \(revived) lazy layers again\n".utf8)) }
+        let server = try SnapshotterServer(service: service, socket: resolvedPath(address))
         let signals = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
@@ -50,6 +67,16 @@ struct SnapshotterCommand: AsyncParsableCommand {
                 "slipway snapshotter: serving on \(server.socket), snapshots in \(snapshotRoot), layers from \(store.root)\n".utf8))
         }
         await snapshots.close()
+        // The lazy layers' processes go on serving: containers running from them keep their files.
         FileHandle.standardError.write(Data("slipway snapshotter: stopped\n".utf8))
+    }
+
+    /// Each lazy layer is a `slipway mount --layer` of this executable, with this command's store and registry options.
+    private func lazyLayers(root: String) -> LazyLayers {
+        let executable = executablePath()
+        let arguments = global.forwarded + ["--prefetch", prefetch.rawValue, "--fetch-timeout", String(fetchTimeout)]
+        return LazyLayers(directory: "\(root)/lazy", storeRoot: resolvedPath(global.storeRoot)) { origin, mountpoint in
+            [executable, "mount"] + arguments + ["--layer", origin.layer.description, "--toc-digest", origin.toc.description, "--foreground", "--quiet", origin.reference, mountpoint]
+        }
     }
 }

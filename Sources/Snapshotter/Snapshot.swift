@@ -22,6 +22,8 @@ public struct Snapshot: Codable, Sendable, Equatable {
     /// A read-only tree outside the root that a committed snapshot presents instead (a layer Slipway's store has
     /// extracted already): never written, and left in place when the snapshot is removed.
     var externalTree: String? = nil
+    /// For an external tree that is a lazy mount: what it serves, to mount it again if its process ended.
+    var lazyOrigin: LazyLayerOrigin? = nil
     /// Measured once at commit (a committed tree does not change); nil while active, and for an external tree,
     /// which is measured when asked.
     var committedUsage: SnapshotUsage?

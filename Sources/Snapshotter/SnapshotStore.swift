@@ -94,7 +94,9 @@ public actor SnapshotStore {
     }
 
     /// Names `tree`, an existing read-only tree outside the root, as the committed snapshot `name` on `parent`.
-    public func commitExisting(name: String, parent: String, labels: [String: String], tree: String) async throws {
+    public func commitExisting(
+        name: String, parent: String, labels: [String: String], tree: String, lazyOrigin: LazyLayerOrigin? = nil
+    ) async throws {
         guard !name.isEmpty else { throw SnapshotError.invalidArgument("a committed snapshot needs a name") }
         guard metadata.snapshots[name] == nil, !busy.contains(name) else { throw SnapshotError.alreadyExists(name) }
         if !parent.isEmpty {
@@ -106,7 +108,7 @@ public actor SnapshotStore {
         let now = Date()
         metadata.snapshots[name] = Snapshot(
             name: name, parent: parent, kind: .committed, createdAt: now, updatedAt: now, labels: labels, directory: "",
-            externalTree: tree, committedUsage: nil)
+            externalTree: tree, lazyOrigin: lazyOrigin, committedUsage: nil)
         try await persist()
     }
 
@@ -121,6 +123,25 @@ public actor SnapshotStore {
     }
 
     public func stat(key: String) throws -> Snapshot { try existing(key) }
+
+    /// The snapshot named `name` and the committed snapshots below it, top first ([] for "").
+    public func chain(from name: String) throws -> [Snapshot] {
+        guard !name.isEmpty else { return [] }
+        var result = [try existing(name)]
+        while let parent = result.last?.parent, !parent.isEmpty, let base = metadata.snapshots[parent], result.count <= metadata.snapshots.count {
+            result.append(base)
+        }
+        return result
+    }
+
+    /// The lazily mounted trees snapshots name, with what each serves.
+    public func lazyTrees() -> [String: LazyLayerOrigin] {
+        var trees: [String: LazyLayerOrigin] = [:]
+        for snapshot in metadata.snapshots.values {
+            if let tree = snapshot.externalTree, let origin = snapshot.lazyOrigin { trees[tree] = origin }
+        }
+        return trees
+    }
 
     /// The snapshots that match any of `filters` (containerd's syntax), or all of them when there is none.
     public func list(filters: [String]) throws -> [Snapshot] {
@@ -182,8 +203,10 @@ public actor SnapshotStore {
         return snapshot
     }
 
-    /// Forgets a snapshot and deletes its tree. A snapshot others are built on stays.
-    public func remove(key: String) async throws {
+    /// Forgets a snapshot and deletes its tree (an external tree stays: its owner decides). A snapshot others are
+    /// built on stays. Returns what was removed.
+    @discardableResult
+    public func remove(key: String) async throws -> Snapshot {
         let snapshot = try existing(key)
         if let child = metadata.snapshots.values.first(where: { $0.parent == key }) {
             throw SnapshotError.failedPrecondition("cannot remove snapshot \(key): \(child.name) is built on it")
@@ -192,9 +215,10 @@ public actor SnapshotStore {
         defer { busy.remove(key) }
         metadata.snapshots[key] = nil
         try await persist()
-        guard snapshot.externalTree == nil else { return }
+        guard snapshot.externalTree == nil else { return snapshot }
         let path = "\(root)/\(snapshot.directory)"
         try await runBlocking { try removeTree(path) }
+        return snapshot
     }
 
     /// Deletes the directories no snapshot names (left by a crash between creating a directory and naming it,

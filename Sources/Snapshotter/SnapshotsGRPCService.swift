@@ -26,7 +26,7 @@ struct SnapshotsGRPCService: Containerd_Services_Snapshots_V1_Snapshots.SimpleSe
         request: Containerd_Services_Snapshots_V1_ViewSnapshotRequest, context: ServerContext
     ) async throws -> Containerd_Services_Snapshots_V1_ViewSnapshotResponse {
         let mounts = try await answering {
-            try await service.snapshots.view(key: request.key, parent: request.parent, labels: request.labels)
+            try await service.view(key: request.key, parent: request.parent, labels: request.labels)
         }
         return .with { $0.mounts = mounts.map(Self.message) }
     }
@@ -34,7 +34,7 @@ struct SnapshotsGRPCService: Containerd_Services_Snapshots_V1_Snapshots.SimpleSe
     func mounts(
         request: Containerd_Services_Snapshots_V1_MountsRequest, context: ServerContext
     ) async throws -> Containerd_Services_Snapshots_V1_MountsResponse {
-        let mounts = try await answering { try await service.snapshots.mounts(key: request.key) }
+        let mounts = try await answering { try await service.mounts(key: request.key) }
         return .with { $0.mounts = mounts.map(Self.message) }
     }
 
@@ -48,7 +48,7 @@ struct SnapshotsGRPCService: Containerd_Services_Snapshots_V1_Snapshots.SimpleSe
     func remove(
         request: Containerd_Services_Snapshots_V1_RemoveSnapshotRequest, context: ServerContext
     ) async throws -> Google_Protobuf_Empty {
-        try await answering { try await service.snapshots.remove(key: request.key) }
+        try await answering { try await service.remove(key: request.key) }
         return Google_Protobuf_Empty()
     }
 
@@ -94,7 +94,7 @@ struct SnapshotsGRPCService: Containerd_Services_Snapshots_V1_Snapshots.SimpleSe
     func cleanup(
         request: Containerd_Services_Snapshots_V1_CleanupRequest, context: ServerContext
     ) async throws -> Google_Protobuf_Empty {
-        try await answering { try await service.snapshots.cleanup() }
+        try await answering { try await service.cleanup() }
         return Google_Protobuf_Empty()
     }
 

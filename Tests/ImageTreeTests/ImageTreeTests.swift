@@ -31,6 +31,29 @@ import TestSupport
         #expect(tree.path(of: tree.node(at: "var/cache/fresh")!.ino) == "var/cache/fresh")
     }
 
+    @Test func oneLayerAsAnOverlayLowerKeepsItsWhiteoutsTheWayOverlayfsReadsThem() {
+        var hostile = dir("var/lib")
+        hostile.xattrs = ["trusted.overlay.redirect": Array("/etc".utf8), "user.overlay.opaque": Array("y".utf8), "user.note": [1]]
+        let tree = ImageTree(overlayLower: [
+            dir("etc"), file("etc/.wh.motd"), dir("var/cache", mode: 0o700), file("var/cache/.wh..wh..opq"), file("var/cache/fresh"),
+            file("opt/app/.wh..wh..opq"), hostile, file(".wh.."), file("etc/.wh."),
+        ])
+        // A whiteout is its name as a 0/0 character device, which hides the name in the layers below.
+        let motd = tree.node(at: "etc/motd")
+        #expect(motd?.kind == .characterDevice(major: 0, minor: 0) && motd?.permissions == 0)
+        #expect(tree.node(at: "etc/.wh.motd") == nil)
+        #expect(names(tree, "etc") == ["motd"])
+        // An opaque directory carries the xattr, keeps its own metadata and its own entries; one the layer does not
+        // list is made with default metadata.
+        let cache = tree.node(at: "var/cache")
+        #expect(cache?.xattrs == [ImageTree.overlayOpaqueXattr: Array("y".utf8)] && cache?.permissions == 0o700)
+        #expect(names(tree, "var/cache") == ["fresh"])
+        #expect(tree.node(at: "opt/app")?.xattrs[ImageTree.overlayOpaqueXattr] == Array("y".utf8))
+        // The layer's own overlay xattrs would steer the kernel: dropped. Others stay. Whiteouts of nothing vanish.
+        #expect(tree.node(at: "var/lib")?.xattrs == ["user.note": [1]])
+        #expect(names(tree, "") == ["etc", "var", "opt"])
+    }
+
     @Test func upperEntriesReplaceLowerOnesAndDirectoriesMerge() {
         let tree = ImageTree(layers: [
             [dir("opt", mode: 0o700), file("opt/a", size: 1), dir("opt/sub"), file("opt/sub/x")],

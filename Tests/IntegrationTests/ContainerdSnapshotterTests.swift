@@ -17,9 +17,9 @@ struct ContainerdSnapshotterTests {
         let socket: String
         let process: ChildProcess
 
-        static func start(_ scratch: ScratchDirectory, store: String) async throws -> SnapshotterProcess {
+        static func start(_ scratch: ScratchDirectory, store: String, options: [String] = []) async throws -> SnapshotterProcess {
             let socket = scratch.sub("slipway-snapshotter.sock")
-            let process = try ChildProcess(slipwayBinary, ["snapshotter", "--address", socket, "--store", store])
+            let process = try ChildProcess(slipwayBinary, ["snapshotter", "--address", socket, "--store", store] + options)
             try await waitUntil("the snapshotter serves \(socket)") {
                 if let status = process.endedStatus { throw TestSupportError("slipway snapshotter exited \(status): \(process.standardErrorSoFar)") }
                 return process.standardErrorSoFar.contains("serving on")
@@ -141,6 +141,98 @@ struct ContainerdSnapshotterTests {
             }
             #expect(await snapshotter.stop() == 0)
         }
+    }
+
+    /// `ctr-remote image rpull` of an eStargz image labels each layer with the image, and the snapshotter mounts the
+    /// layers lazily: the pull moves only the TOCs, the container reads its files through the mounts (overlayfs over
+    /// FUSE lowers, whiteouts and opaque directories as overlayfs reads them), a mount whose process died is
+    /// mounted again before containerd gets the mounts, the mounts outlive a killed snapshotter, and containerd's
+    /// garbage collection leaves no mount, directory or process behind.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/ctr-remote"), "needs ctr-remote (stargz-snapshotter)"))
+    func eStargzLayersAreMountedLazily() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
+            try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
+            let reference = "\(proxy.host)/tools:esgz"
+            let layers = try await layerDescriptors(reference)
+            try #require(layers.count == 2)
+            let readBefore = layerBlobGETs(proxy).count
+            func layerReads() -> [LoggedRequest] {
+                layerBlobGETs(proxy).dropFirst(readBefore).filter { request in layers.contains { request.uri.contains($0.digest) } }
+            }
+            let store = scratch.sub("store")
+            let lazyRoot = "\(store)/snapshotter/lazy"
+            var snapshotter = try await SnapshotterProcess.start(scratch, store: store, options: ["--prefetch", "none"])
+            defer { _ = snapshotter.process.signal(SIGKILL) }
+            try await withStopped(
+                try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
+            ) { containerd in
+                let namespace = ["-n", "slipway-test"]
+                try await checked(
+                    run("ctr-remote", ["--address", containerd.socket] + namespace + ["image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                let pulled = layerReads()
+                #expect(pulled.allSatisfy { $0.range != nil }, "only ranges of the layers were read: \(pulled)")
+                let pulledBytes = pulled.reduce(0) { $0 + $1.responseBodyBytes }
+                let layerBytes = layers.reduce(0) { $0 + $1.size }
+                #expect(pulledBytes > 0 && pulledBytes < layerBytes / 4, "the pull moved \(pulledBytes) of the layers' \(layerBytes) bytes")
+                let mounts = try FileManager.default.contentsOfDirectory(atPath: lazyRoot)
+                #expect(mounts.count == 2, "one lazy mount per layer: \(mounts)")
+                #expect(try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots").isEmpty, "no layer was extracted")
+
+                let ran = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "lazy"] + Self.probe))
+                #expect(ran.stdout == Self.probeOutput)
+                #expect(layerReads().allSatisfy { $0.range != nil }, "the run read ranges, never a whole layer")
+
+                // A mount process that died is mounted again before containerd gets a container's mounts.
+                let top = "\(lazyRoot)/sha256-\(layers[1].digest.dropFirst(7))"
+                let killed = try #require(mountProcess(serving: top))
+                kill(killed, SIGKILL)
+                try await waitUntil("the mount process \(killed) is gone") { kill(killed, 0) != 0 }
+                let revived = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "revived"] + Self.probe))
+                #expect(revived.stdout == Self.probeOutput)
+                let replacement = try #require(mountProcess(serving: top))
+                #expect(replacement != killed)
+
+                // The mounts outlive a killed snapshotter, and the next one uses them.
+                snapshotter.process.signal(SIGKILL)
+                _ = await snapshotter.process.exitStatus()
+                #expect(mountProcess(serving: top) == replacement)
+                snapshotter = try await SnapshotterProcess.start(scratch, store: store, options: ["--prefetch", "none"])
+                try await waitUntil("containerd reaches the new snapshotter") {
+                    try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0
+                }
+                let again = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "again"] + Self.probe))
+                #expect(again.stdout == Self.probeOutput)
+                #expect(mountProcess(serving: top) == replacement)
+
+                // Removing the image removes every snapshot, and with the last one each mount and its process.
+                try await checked(containerd.ctr(namespace + ["image", "rm", "--sync", reference]))
+                try await waitUntil("the lazy mounts are gone") { (try? FileManager.default.contentsOfDirectory(atPath: lazyRoot))?.isEmpty ?? true }
+                #expect(mountProcess(serving: top) == nil)
+            }
+            #expect(await snapshotter.stop() == 0)
+        }
+    }
+
+    private func layerDescriptors(_ reference: String) async throws -> [(digest: String, size: Int)] {
+        let inspected = try await runChecked(slipwayBinary, ["inspect", "--json", reference])
+        let layers = try #require(
+            (try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])?["layers"] as? [[String: Any]])
+        return layers.compactMap { layer in
+            guard let digest = layer["digest"] as? String, let size = layer["size"] as? Int else { return nil }
+            return (digest, size)
+        }
+    }
+
+    /// The `slipway mount` process serving `mountpoint`, if any.
+    private func mountProcess(serving mountpoint: String) -> pid_t? {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.count > 2, arguments[1] == "mount", arguments.last == mountpoint { return pid }
+        }
+        return nil
     }
 
     @discardableResult

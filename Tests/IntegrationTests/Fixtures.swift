@@ -179,3 +179,20 @@ func makeToolsLayout(_ scratch: ScratchDirectory) async throws -> String {
 func write(_ text: String, to path: String) throws {
     try Data(text.utf8).write(to: URL(fileURLWithPath: path))
 }
+
+/// Reads a whole file with read(2) and reports how it ended: the bytes read and 0, or the errno of the failing
+/// call (EIO from a lazy mount whose registry is gone). Close-on-exec, so a child process started meanwhile does
+/// not keep a mount busy.
+func readFile(_ path: String) throws -> (bytes: Int, errno: Int32) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return (0, errno) }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var total = 0
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 { return (total, errno) }
+        if n == 0 { return (total, 0) }
+        total += n
+    }
+}

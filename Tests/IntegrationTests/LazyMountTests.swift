@@ -308,19 +308,4 @@ struct LazyMountTests {
             try await mounted.unmount()
         }
     }
-
-    /// Reads a whole file with read(2); returns the bytes read and the errno of a failed read (0 on success).
-    func readFile(_ path: String) throws -> (bytes: Int, errno: Int32) {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return (0, errno) }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var total = 0
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n < 0 { return (total, errno) }
-            if n == 0 { return (total, 0) }
-            total += n
-        }
-    }
 }

@@ -53,6 +53,7 @@ struct ContainerdSnapshotterTests {
         try await RegistryProcess.withRegistry { registry in
             let reference = "\(registry.host)/tools:v1"
             try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", reference])
+            let sibling = try await pushSibling(of: scratch, to: "\(registry.host)/tools:v2")
             let store = scratch.sub("store")
             var snapshotter = try await SnapshotterProcess.start(scratch, store: store)
             defer { _ = snapshotter.process.signal(SIGKILL) }
@@ -66,6 +67,16 @@ struct ContainerdSnapshotterTests {
 
                 let listed = try await checked(containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]))
                 #expect(listed.stdout.components(separatedBy: "Committed").count - 1 == 2, "one committed snapshot per layer: \(listed.stdout)")
+
+                // A second image on the same base layer: only its own top layer is extracted.
+                // (Set differences: the finished container's snapshot may go meanwhile.)
+                let trees = { Set(try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots")) }
+                let treesBefore = try trees()
+                try await checked(containerd.ctr(namespace + ["image", "pull", "--plain-http", "--snapshotter", "slipway", sibling]))
+                #expect(try trees().subtracting(treesBefore).count == 1, "the shared base layer was extracted again")
+                let siblingRan = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", sibling, "sibling", "cat", "/version.txt"]))
+                #expect(siblingRan.stdout == "tools 2\n")
+                try await checked(containerd.ctr(namespace + ["image", "rm", "--sync", sibling]))
 
                 // Killed, not stopped: its socket file stays behind, and the next one takes it over.
                 snapshotter.process.signal(SIGKILL)
@@ -215,14 +226,17 @@ struct ContainerdSnapshotterTests {
         }
     }
 
-    private func layerDescriptors(_ reference: String) async throws -> [(digest: String, size: Int)] {
-        let inspected = try await runChecked(slipwayBinary, ["inspect", "--json", reference])
-        let layers = try #require(
-            (try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])?["layers"] as? [[String: Any]])
-        return layers.compactMap { layer in
-            guard let digest = layer["digest"] as? String, let size = layer["size"] as? Int else { return nil }
-            return (digest, size)
-        }
+    /// An image of the tools image's base layer and a top layer of its own (`/version.txt` says "tools 2").
+    private func pushSibling(of scratch: ScratchDirectory, to reference: String) async throws -> String {
+        let top = scratch.sub("sibling-top")
+        try FileManager.default.createDirectory(atPath: top, withIntermediateDirectories: true)
+        try write("tools 2\n", to: "\(top)/version.txt")
+        try await runChecked("tar", ["--numeric-owner", "--owner=0", "--group=0", "-cf", scratch.sub("sibling-top.tar"), "-C", top, "."])
+        let layout = scratch.sub("sibling-layout")
+        try await runChecked(
+            slipwayBinary, ["assemble", "-q", "oci:\(layout):sibling", "--layer", scratch.sub("base.tar"), "--layer", scratch.sub("sibling-top.tar")])
+        try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(layout):sibling", reference])
+        return reference
     }
 
     /// The `slipway mount` process serving `mountpoint`, if any.

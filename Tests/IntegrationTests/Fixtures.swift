@@ -196,3 +196,14 @@ func readFile(_ path: String) throws -> (bytes: Int, errno: Int32) {
         total += n
     }
 }
+
+/// The layers of an image in a registry, as `slipway inspect` lists them.
+func layerDescriptors(_ reference: String) async throws -> [(digest: String, size: Int)] {
+    let inspected = try await runChecked(slipwayBinary, ["inspect", "--json", reference])
+    let layers = try #require(
+        (try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])?["layers"] as? [[String: Any]])
+    return layers.compactMap { layer in
+        guard let digest = layer["digest"] as? String, let size = layer["size"] as? Int else { return nil }
+        return (digest, size)
+    }
+}

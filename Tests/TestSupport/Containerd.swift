@@ -8,20 +8,20 @@ import Glibc
 public let containerdAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin/containerd") && geteuid() == 0
 
 /// A private containerd for one test: its own root, state, socket and config.toml under a scratch directory, and no
-/// CRI plugin (it would start slowly and is not what these tests talk to).
+/// CRI plugin unless the test drives it (it starts more slowly).
 public struct Containerd: Sendable {
     public let socket: String
     public let process: ChildProcess
 
     /// Starts containerd and returns once it answers on its socket. `configuration` is appended to config.toml
-    /// (version 2): a proxy plugin, garbage collection settings.
-    public static func start(_ scratch: ScratchDirectory, configuration: String = "") async throws -> Containerd {
+    /// (version 2): a proxy plugin, garbage collection settings, the CRI plugin's settings.
+    public static func start(_ scratch: ScratchDirectory, configuration: String = "", cri: Bool = false) async throws -> Containerd {
         let socket = scratch.sub("containerd.sock")
         let config = """
             version = 2
             root = "\(scratch.sub("containerd-root"))"
             state = "\(scratch.sub("containerd-state"))"
-            disabled_plugins = ["io.containerd.grpc.v1.cri"]
+            disabled_plugins = \(cri ? "[]" : #"["io.containerd.grpc.v1.cri"]"#)
             [grpc]
               address = "\(socket)"
             \(configuration)

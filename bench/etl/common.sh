@@ -153,6 +153,7 @@ clean_up() {
   [[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null; } || true
   pkill -f "containerd --config $RUN_DIR/" 2>/dev/null || true
   pkill -f "containerd-shim.*$RUN_DIR/" 2>/dev/null || true
+  pkill -f "snapshotter --address $RUN_DIR/" 2>/dev/null || true
   release_dir "$RUN_DIR"
   link_down
 }

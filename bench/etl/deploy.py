@@ -9,6 +9,9 @@ Strategies (the node's state lives in --node; --cold empties it first, otherwise
 deploy left, as on a node that ran the previous release):
   containerd     `ctr image pull` (fetch + unpack into containerd's overlayfs snapshots), `ctr run` (runc);
                  a private containerd whose root is NODE/containerd, started before the clock
+  containerd-slipway  the same containerd with Slipway's snapshotter (store NODE/store, started before the clock
+                 too): `ctr-remote image rpull --snapshotter slipway` of REF-esgz (eStargz layers mounted lazily,
+                 a layer the node has already is not asked for), `ctr run --snapshotter slipway`
   sif-apptainer  what `apptainer build X.sif docker://REF` does: `skopeo copy` into an OCI layout (kept
                  between deploys: skopeo skips blobs it has), `umoci unpack`, `mksquashfs -comp gzip`,
                  `siftool new` + `add`; then the SIF runs with `slipway run --sif` (no Apptainer in Debian 12)
@@ -30,10 +33,10 @@ import subprocess
 import sys
 import time
 
-from benchlib import Containerd, drop_caches, load_average
+from benchlib import Containerd, SlipwaySnapshotter, drop_caches, load_average
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--strategy", required=True, choices=["containerd", "sif-apptainer", "sif-slipway", "overlay", "lazy"])
+ap.add_argument("--strategy", required=True, choices=["containerd", "containerd-slipway", "sif-apptainer", "sif-slipway", "overlay", "lazy"])
 ap.add_argument("--ref", required=True)
 ap.add_argument("--version", type=int, required=True)
 ap.add_argument("--node", required=True)
@@ -76,9 +79,10 @@ def deploy(deadline, containerd):
     """Runs the strategy's commands; returns when the worker's container has exited."""
     version = f"v{args.version}"
     bind = ["--bind", f"{shared}:/shared"]
-    if args.strategy == "containerd":
-        step("ctr image pull", containerd.ctr("image", "pull", "--plain-http", args.ref), deadline)
-        step("ctr run", containerd.run_args(args.ref, f"etl-{version}", [(shared, "/shared")]), deadline)
+    if args.strategy in ("containerd", "containerd-slipway"):
+        ref = args.ref + ("-esgz" if containerd.snapshotter else "")
+        step(containerd.pull_args(ref)[0] + " pull", containerd.pull_args(ref), deadline)
+        step("ctr run", containerd.run_args(ref, f"etl-{version}", [(shared, "/shared")]), deadline)
     elif args.strategy == "sif-apptainer":
         layout, bundle, sqfs, sif = (os.path.join(node, n) for n in ("layout", "bundle", "rootfs.sqfs", "image.sif"))
         step("skopeo copy", ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{args.ref}", f"oci:{layout}:{version}"], deadline)
@@ -125,10 +129,12 @@ if os.path.exists(result_path):
     os.remove(result_path)
 row["load1"] = load_average()
 
-containerd = None
+containerd = snapshotter = None
 try:
-    if args.strategy == "containerd":
-        containerd = Containerd(node)
+    if args.strategy == "containerd-slipway":
+        snapshotter = SlipwaySnapshotter(S, node, store)
+    if args.strategy.startswith("containerd"):
+        containerd = Containerd(node, snapshotter)
     drop_caches()
     rx0 = rx_bytes()
     t0 = time.time()
@@ -147,6 +153,8 @@ except (OSError, ValueError, KeyError, RuntimeError) as failure:
 finally:
     if containerd:
         containerd.stop()
+    if snapshotter:
+        snapshotter.stop()
     forget_conversion_outputs()
 
 print(json.dumps(row), flush=True)

@@ -5,6 +5,9 @@
 # Variants (images from `slipway bench images`, built first if the registry lacks them):
 #   full          `slipway unpack REPO:SIZE DIR` (plain gzip), then the worker chrooted in DIR
 #   containerd    `ctr image pull REPO:SIZE` + `ctr run` (a private containerd; skipped if not installed)
+#   containerd-slipway  the same containerd with Slipway's snapshotter (`slipway snapshotter`, default --prefetch
+#                 all): `ctr-remote image rpull --snapshotter slipway REPO:SIZE-esgz-opt` + `ctr run --snapshotter
+#                 slipway` (eStargz layers mounted lazily; skipped without ctr-remote)
 #   esgz-none     `slipway mount --prefetch none REPO:SIZE-esgz`, worker in the mount
 #   opt-landmark  `slipway mount --prefetch landmark REPO:SIZE-esgz-opt`
 #   esgz-all      `slipway mount REPO:SIZE-esgz` (Slipway's default, --prefetch all)
@@ -21,14 +24,14 @@
 # Results: OUT/NAME.jsonl (one row per run; failed runs are rows with ok=false), NAME.csv, NAME.md,
 # NAME-images.json, NAME-meta.json, and OUT/report.html (with Patch Tuesday's results if OUT has them).
 #
-#   bench/etl/lazy-vs-full.sh                       # small,medium,large x none,1gbit x 6 variants x 3 runs
+#   bench/etl/lazy-vs-full.sh                       # small,medium,large x none,1gbit x 7 variants x 3 runs
 #   bench/etl/lazy-vs-full.sh --quick               # small x none x 1 run
 #
 # Options:
 #   --sizes LIST        small, medium, large [small,medium,large]
 #   --runs N            cold runs per size, link and variant [3]
 #   --links LIST        none and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [none,1gbit]
-#   --variants LIST     subset of full,containerd,esgz-none,opt-landmark,esgz-all,opt-all [all]
+#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all [all]
 #   --quick             --sizes small --links none --runs 1
 #   --repo NAME         repository [etl-lazy]
 #   --work DIR          where `slipway bench images` keeps the registry storage; scratch [/var/tmp/slipway-etl]
@@ -46,7 +49,7 @@ INVOCATION="lazy-vs-full $*"
 SIZES=small,medium,large
 RUNS=3
 LINKS=none,1gbit
-VARIANTS=full,containerd,esgz-none,opt-landmark,esgz-all,opt-all
+VARIANTS=full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all
 REPO=etl-lazy
 WORK=/var/tmp/slipway-etl
 OUT=bench/results
@@ -81,14 +84,21 @@ IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a variant_list <<<"$VARIANTS"
 for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/null || exit 2; done
 declare -A spec=(
-  [full]="full:all:"          [containerd]="containerd:all:" [esgz-none]="lazy:none:-esgz"
+  [full]="full:all:"          [containerd]="containerd:all:" [containerd-slipway]="containerd-slipway:all:-esgz-opt"
+  [esgz-none]="lazy:none:-esgz"
   [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt")
 for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
 NOTES=()
-if [[ " ${variant_list[*]} " == *" containerd "* ]] && ! command -v ctr >/dev/null; then
-  variant_list=("${variant_list[@]/containerd/}")
-  NOTES+=("containerd is not installed (apt-get install containerd): its variant was skipped")
-fi
+drop_variant() { # NAME NOTE: leaves NAME out of the runs, saying why in the report
+  local kept=() v
+  for v in "${variant_list[@]}"; do [[ $v == "$1" ]] || kept+=("$v"); done
+  if ((${#kept[@]} != ${#variant_list[@]})); then NOTES+=("$2"); fi
+  variant_list=("${kept[@]}")
+}
+command -v ctr >/dev/null || drop_variant containerd "containerd is not installed (apt-get install containerd): its variant was skipped"
+command -v ctr >/dev/null || drop_variant containerd-slipway "containerd is not installed (apt-get install containerd): the containerd-slipway variant was skipped"
+command -v ctr-remote >/dev/null ||
+  drop_variant containerd-slipway "ctr-remote is not installed (apt-get install stargz-snapshotter): the containerd-slipway variant was skipped"
 command -v containerd-stargz-grpc >/dev/null ||
   NOTES+=("containerd + stargz-snapshotter not run: Debian 12's stargz-snapshotter ships ctr-remote but not the containerd-stargz-grpc daemon it needs")
 

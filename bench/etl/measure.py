@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One cold run of the lazy-vs-full benchmark; prints one JSON object (a result row) on stdout.
 
-    measure.py --variant full|lazy|containerd --prefetch none|landmark|all --ref REF --slipway BIN --dir DIR
+    measure.py --variant full|lazy|containerd|containerd-slipway --prefetch none|landmark|all --ref REF --slipway BIN --dir DIR
                [--plain-http] [--rx-counter FILE] [--follow-prefetch] [--timeout S] [--label k=v ...]
 
 Cold: DIR/store (the content and chunk store) and DIR/rootfs are new, and the page, dentry and inode caches
@@ -10,6 +10,9 @@ are dropped (sync; echo 3 > /proc/sys/vm/drop_caches) just before the clock star
 full        t0, `slipway unpack REF DIR/rootfs`, then the worker chrooted in DIR/rootfs.
 containerd  a private containerd (root in DIR, started before t0); t0, `ctr image pull` (fetch and unpack into
             overlayfs snapshots), then the worker in `ctr run` (runc) with DIR/out bound at /out.
+containerd-slipway  the same containerd with Slipway's snapshotter (`slipway snapshotter --prefetch P`, store in
+            DIR/store, started before t0 too); t0, `ctr-remote image rpull --snapshotter slipway` (eStargz layers
+            mounted lazily: only their TOCs move), then the worker in `ctr run --snapshotter slipway`.
 lazy  t0, `slipway mount --prefetch P REF DIR/mnt` (returns when the mount is live), then the worker in the
       mount. Bytes are sampled with `slipway status --json` as soon as each checkpoint file appears (the
       out directory is polled every 20 ms), and the final figures come from `slipway umount --json`.
@@ -30,12 +33,12 @@ import subprocess
 import sys
 import time
 
-from benchlib import Containerd, drop_caches, load_average
+from benchlib import Containerd, SlipwaySnapshotter, drop_caches, load_average
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--variant", choices=["full", "lazy", "containerd"], required=True)
+ap.add_argument("--variant", choices=["full", "lazy", "containerd", "containerd-slipway"], required=True)
 ap.add_argument("--prefetch", choices=["none", "landmark", "all"], default="all")
 ap.add_argument("--ref", required=True)
 ap.add_argument("--slipway", required=True)
@@ -54,7 +57,8 @@ mnt = os.path.join(args.dir, "mnt")
 out = os.path.join(args.dir, "out")
 plain = ["--plain-http"] if args.plain_http else []
 row = dict(kv.split("=", 1) for kv in args.label)
-row.update(ref=args.ref, mode=args.variant, prefetch=args.prefetch if args.variant == "lazy" else "", ok=False, error="")
+uses_containerd = args.variant.startswith("containerd")
+row.update(ref=args.ref, mode=args.variant, prefetch=args.prefetch if args.variant in ("lazy", "containerd-slipway") else "", ok=False, error="")
 
 
 def sh(cmd, **kw):
@@ -105,23 +109,29 @@ def finish(code=0):
 
 reset()
 row["load1"] = load_average()
-containerd = None
-if args.variant == "containerd":
+containerd = snapshotter = None
+if uses_containerd:
     try:
-        containerd = Containerd(os.path.abspath(args.dir))
+        if args.variant == "containerd-slipway":
+            snapshotter = SlipwaySnapshotter(S, os.path.abspath(args.dir), os.path.abspath(store), args.prefetch, args.plain_http)
+        containerd = Containerd(os.path.abspath(args.dir), snapshotter)
     except RuntimeError as failure:
+        if snapshotter:
+            snapshotter.stop()
         row["error"] = str(failure)
         finish(1)
 drop_caches()
 
 rx0 = link_bytes()
 t0 = time.time()
-if args.variant == "containerd":
-    r = sh(containerd.ctr("image", "pull", *(["--plain-http"] if args.plain_http else []), args.ref))
+if uses_containerd:
+    r = sh(containerd.pull_args(args.ref, args.plain_http))
     row["t_ready"] = time.time() - t0
     if r.returncode != 0:
         containerd.stop()
-        row["error"] = "ctr image pull: " + (r.stderr or r.stdout).strip()[-300:]
+        if snapshotter:
+            snapshotter.stop()
+        row["error"] = f"{containerd.pull_args(args.ref)[0]} pull: " + (r.stderr or r.stdout).strip()[-300:]
         finish(1)
     pulled = link_bytes() - rx0 if rx0 is not None else None
 elif args.variant == "full":
@@ -179,6 +189,8 @@ for n in (1, 2, 3):
         row[f"link_bytes_cp{n}"] = seen[n][2] - rx0
     if args.variant in ("full", "containerd"):
         row[f"bytes_cp{n}"] = pulled
+    elif args.variant == "containerd-slipway":
+        row[f"bytes_cp{n}"] = row.get(f"link_bytes_cp{n}")
     elif stats:
         row[f"bytes_cp{n}"] = stats["bytesFetched"]
         row[f"requests_cp{n}"] = stats["requests"]
@@ -188,10 +200,14 @@ for n in (1, 2, 3):
 
 if containerd:
     containerd.stop()
+if snapshotter:
+    snapshotter.stop()
 if rx0 is not None:
     row["link_bytes_end"] = link_bytes() - rx0
 if args.variant in ("full", "containerd"):
     row["bytes_end"] = pulled
+elif args.variant == "containerd-slipway":
+    row["bytes_end"] = row.get("link_bytes_end")
 else:
     if args.follow_prefetch and args.prefetch == "all" and not row["error"]:
         while time.time() - t0 < args.timeout:

@@ -4,6 +4,8 @@
 #
 # Strategies (bench/etl/deploy.py has the exact commands):
 #   containerd     ctr image pull + ctr run (the containerd/Kubernetes path; runc)
+#   containerd-slipway  containerd with Slipway's snapshotter: ctr-remote image rpull of the eStargz image +
+#                  ctr run (the Kubernetes path with lazy layers)
 #   sif-apptainer  skopeo copy + umoci unpack + mksquashfs + siftool, run the SIF (the Apptainer path)
 #   sif-slipway    slipway convert --to sif, run the SIF
 #   overlay        slipway run (layer cache + overlayfs)
@@ -25,7 +27,7 @@
 #   --links LIST       none and/or TBF rates (tc syntax: 1gbit, 100mbit) [none,1gbit]
 #   --versions N       deploy v1..vN [5]
 #   --runs N           repetitions of each series [3]
-#   --strategies LIST  subset of containerd,sif-apptainer,sif-slipway,overlay,lazy [all]
+#   --strategies LIST  subset of containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy [all]
 #   --caches LIST      cold and/or warm [cold,warm]
 #   --quick            --links none --versions 2 --runs 1
 #   --repo NAME        repository of the images [etl]
@@ -41,7 +43,7 @@ INVOCATION="patch-tuesday $*"
 LINKS=none,1gbit
 VERSIONS=5
 RUNS=3
-STRATEGIES=containerd,sif-apptainer,sif-slipway,overlay,lazy
+STRATEGIES=containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy
 CACHES=cold,warm
 REPO=etl
 WORK=/var/tmp/slipway-etl
@@ -71,14 +73,14 @@ IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a strategy_list <<<"$STRATEGIES"
 IFS=, read -r -a cache_list <<<"$CACHES"
 for s in "${strategy_list[@]}"; do
-  [[ $s =~ ^(containerd|sif-apptainer|sif-slipway|overlay|lazy)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
+  [[ $s =~ ^(containerd|containerd-slipway|sif-apptainer|sif-slipway|overlay|lazy)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
 done
 for c in "${cache_list[@]}"; do [[ $c =~ ^(cold|warm)$ ]] || { echo "unknown cache $c (cold or warm)" >&2; exit 2; }; done
 for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/null || exit 2; done
 
-ensure_packages docker-registry curl iproute2 fuse3 runc crun skopeo umoci squashfs-tools siftool containerd
+ensure_packages docker-registry curl iproute2 fuse3 runc crun skopeo umoci squashfs-tools siftool containerd stargz-snapshotter
 require_commands docker-registry:docker-registry tc:iproute2 runc:runc skopeo:skopeo umoci:umoci \
-  mksquashfs:squashfs-tools siftool:siftool containerd:containerd ctr:containerd
+  mksquashfs:squashfs-tools siftool:siftool containerd:containerd ctr:containerd ctr-remote:stargz-snapshotter
 [[ -e /dev/fuse ]] || { echo "no /dev/fuse (the lazy strategy needs FUSE)" >&2; exit 1; }
 ensure_slipway
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import ContentStore
 import Foundation
 import LazyFS
+import Slipway
 import Snapshotter
 
 struct SnapshotterCommand: AsyncParsableCommand {
@@ -53,7 +54,7 @@ struct SnapshotterCommand: AsyncParsableCommand {
         // Lazy layers whose processes ended (a reboot) are mounted before containerd asks for a container's mounts.
         let revived = await service.reviveLazyLayers()
         if revived > 0 { FileHandle.standardError.write(Data("slipway snapshotter: mounted \(revived) lazy layers again\n".utf8)) }
-        let server = try SnapshotterServer(service: service, socket: resolvedPath(address))
+        let server = try SnapshotterServer(service: service, socket: resolvedPath(address), prefetch: nodePrefetch(store: store))
         let signals = [SIGINT, SIGTERM].map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
@@ -69,6 +70,25 @@ struct SnapshotterCommand: AsyncParsableCommand {
         await snapshots.close()
         // The lazy layers' processes go on serving: containers running from them keep their files.
         FileHandle.standardError.write(Data("slipway snapshotter: stopped\n".utf8))
+    }
+
+    /// `slipway prefetch --snapshotter` asks this process to do what `slipway prefetch --store` does here: pull
+    /// with this command's registry options and the node's credentials, and extract the layers into the store.
+    private func nodePrefetch(store: ContentStore) -> @Sendable (String, String?) async throws -> NodePrefetchResult {
+        let global = global
+        return { reference, platform in
+            let location = try parseLocation(reference)
+            let started = ContinuousClock.now
+            var options = global
+            if let platform { options.platform = platform }
+            let (_, report, extracted) = try await options.makeSession(registries: [location]).run { session in
+                try await Puller(session: session, store: store).pullAndCacheLayers(location)
+            }
+            let elapsed = started.duration(to: .now)
+            return NodePrefetchResult(
+                manifestDigest: report.manifestDigest, layers: report.layers, bytesTransferred: report.bytesTransferred,
+                layersExtracted: extracted, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
     }
 
     /// Each lazy layer is a `slipway mount --layer` of this executable, with this command's store and registry options.

@@ -13,19 +13,29 @@ public final class SnapshotterServer: Sendable {
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
 
     /// Takes over `socket`: a socket file nobody listens on (left by a killed snapshotter) is replaced, a live one
-    /// is refused.
-    public init(service: SnapshotService, socket: String) throws {
+    /// is refused. With `prefetch`, the socket also serves `slipway prefetch --snapshotter`.
+    public init(
+        service: SnapshotService, socket: String,
+        prefetch: (@Sendable (_ reference: String, _ platform: String?) async throws -> NodePrefetchResult)? = nil
+    ) throws {
         self.socket = socket
         try Self.claim(socket)
         let transport = HTTP2ServerTransport.Posix(address: .unixDomainSocket(path: socket), transportSecurity: .plaintext)
-        server = GRPCServer(transport: transport, services: [SnapshotsGRPCService(service: service)])
+        var services: [any RegistrableRPCService] = [SnapshotsGRPCService(service: service)]
+        if let prefetch { services.append(NodePrefetchGRPCService(prefetch: prefetch)) }
+        server = GRPCServer(transport: transport, services: services)
     }
 
     /// Serves until `stop`; `onListening` runs once the socket accepts connections.
     public func run(onListening: @escaping @Sendable () -> Void) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.server.serve() }
-            if try await server.listeningAddress != nil { onListening() }
+            if try await server.listeningAddress != nil {
+                // Whoever can connect can make the node pull images with its credentials, as with containerd's own
+                // socket: root only.
+                chmod(socket, 0o600)
+                onListening()
+            }
             try await group.waitForAll()
         }
         unlink(socket)

@@ -154,6 +154,48 @@ struct ContainerdSnapshotterTests {
         }
     }
 
+    /// `slipway prefetch --snapshotter SOCKET` (what the prefetch DaemonSet runs) warms the node through the
+    /// snapshotter alone: the image's layers are extracted into the snapshotter's store, so containerd's next pull
+    /// moves no layer and mounts nothing lazily, even for an eStargz image.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/ctr-remote"), "needs ctr-remote (stargz-snapshotter)"))
+    func prefetchThroughTheSnapshotterWarmsTheNode() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
+            try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
+            let reference = "\(proxy.host)/tools:esgz"
+            let layers = try await layerDescriptors(reference)
+            let store = scratch.sub("store")
+            let snapshotter = try await SnapshotterProcess.start(scratch, store: store)
+            defer { _ = snapshotter.process.signal(SIGKILL) }
+
+            // The prefetching client has no store of its own: an empty --store shows it stays empty.
+            let client = scratch.sub("client-store")
+            let prefetched = try await runChecked(slipwayBinary, ["prefetch", "--json", "--store", client, "--snapshotter", snapshotter.socket, reference])
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(prefetched.stdout.utf8)) as? [String: Any])
+            #expect(result["layers"] as? Int == 2 && result["layersExtracted"] as? Int == 2, "\(result)")
+            #expect(!FileManager.default.fileExists(atPath: "\(client)/blobs"))
+            // A reference the snapshotter cannot pull is the client's error, with the reason.
+            let refused = try await run(slipwayBinary, ["prefetch", "-q", "--snapshotter", snapshotter.socket, "\(proxy.host)/nothing:here"])
+            #expect(refused.status != 0 && refused.stderr.contains("nothing"), "\(refused.stderr)")
+
+            try await withStopped(
+                try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
+            ) { containerd in
+                let readBefore = layerBlobGETs(proxy).count
+                try await checked(
+                    run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                let read = layerBlobGETs(proxy).dropFirst(readBefore).filter { request in layers.contains { request.uri.contains($0.digest) } }
+                #expect(read.isEmpty, "the pull read layers: \(read)")
+                #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/lazy"))?.isEmpty ?? true, "nothing is mounted lazily")
+                let ran = try await checked(
+                    containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, "warm"] + Self.probe))
+                #expect(ran.stdout == Self.probeOutput)
+            }
+            #expect(await snapshotter.stop() == 0)
+        }
+    }
+
     /// `ctr-remote image rpull` of an eStargz image labels each layer with the image, and the snapshotter mounts the
     /// layers lazily: the pull moves only the TOCs, the container reads its files through the mounts (overlayfs over
     /// FUSE lowers, whiteouts and opaque directories as overlayfs reads them), a mount whose process died is

@@ -11,8 +11,10 @@ import Synchronization
 /// per-scope caching and refresh), retries with backoff, and plain HTTP for loopback.
 public final class RegistryClient: Sendable {
     public let registry: String
-    /// Host and port to connect to (`registry-1.docker.io` for Docker Hub).
+    /// Host and port to connect to (`registry-1.docker.io` for Docker Hub, the mirror's through a mirror).
     let host: String
+    /// Through a mirror: `registry`, sent as `ns` with every request to the mirror.
+    let namespace: String?
     /// The scheme when it is known without asking: https for remote hosts, http when forced.
     private let fixedScheme: String?
     /// For loopback registries: the scheme learnt by probing once (TLS first, as Docker does).
@@ -25,14 +27,16 @@ public final class RegistryClient: Sendable {
 
     /// - Parameters:
     ///   - registry: the host as written in references (`docker.io`, `localhost:5000`).
+    ///   - mirror: reach the registry through this mirror (the mirror's credentials are used, not the registry's).
     ///   - plainHTTP: force HTTP; by default HTTP is used for localhost and 127.0.0.0/8 only.
     public init(
-        registry: String, plainHTTP: Bool = false, credentials: any CredentialProvider, http: HTTPClient,
-        retry: RetryPolicy = .default, logger: Logger = Logger(label: "slipway.registry")
+        registry: String, through mirror: RegistryMirror? = nil, plainHTTP: Bool = false, credentials: any CredentialProvider,
+        http: HTTPClient, retry: RetryPolicy = .default, logger: Logger = Logger(label: "slipway.registry")
     ) {
         self.registry = registry
-        self.host = registry == Reference.dockerHub ? "registry-1.docker.io" : registry
-        self.fixedScheme = plainHTTP ? "http" : Self.isLoopback(host) ? nil : "https"
+        self.host = mirror?.host ?? (registry == Reference.dockerHub ? "registry-1.docker.io" : registry)
+        self.namespace = mirror == nil ? nil : registry
+        self.fixedScheme = plainHTTP || mirror?.plainHTTP == true ? "http" : Self.isLoopback(host) ? nil : "https"
         self.http = http
         self.credentials = credentials
         self.retry = retry
@@ -179,7 +183,7 @@ public final class RegistryClient: Sendable {
         if case .known(let known) = await auth.credentials {
             found = known
         } else {
-            found = try await credentials.credentials(for: registry)
+            found = try await credentials.credentials(for: namespace == nil ? registry : host)
             await auth.remember(credentials: found)
         }
         switch challenge.scheme {
@@ -298,7 +302,9 @@ public final class RegistryClient: Sendable {
 
     func resolve(_ target: String) -> String {
         if target.hasPrefix("http://") || target.hasPrefix("https://") { return target }
-        return baseURL + target
+        guard let namespace, !target.contains("ns=") else { return baseURL + target }
+        let encoded = namespace.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(["&", "=", "+"])) ?? namespace
+        return baseURL + target + (target.contains("?") ? "&" : "?") + "ns=" + encoded
     }
 
     static func collect(_ body: HTTPClientResponse.Body, limit: Int, url: String = "response body") async throws -> [UInt8] {

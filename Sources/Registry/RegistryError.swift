@@ -16,6 +16,7 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
     case retriesExhausted(attempts: Int, last: String)
     case invalidResponse(url: String, reason: String)
     case credentialHelper(helper: String, reason: String)
+    case invalidMirror(String)
 
     public var description: String {
         switch self {
@@ -38,6 +39,7 @@ public enum RegistryError: Error, Sendable, CustomStringConvertible {
         case .retriesExhausted(let attempts, let last): return "gave up after \(attempts) attempts: \(last)"
         case .invalidResponse(let url, let reason): return "invalid response from \(url): \(reason)"
         case .credentialHelper(let helper, let reason): return "credential helper docker-credential-\(helper) failed: \(reason)"
+        case .invalidMirror(let reason): return "registry mirror \(reason)"
         }
     }
 

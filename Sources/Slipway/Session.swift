@@ -18,6 +18,8 @@ public final class Session: Sendable {
         public var concurrency = 4
         public var credentials: (any CredentialProvider)?
         public var tls = TLSOptions()
+        /// Pull from every registry through this mirror; pushes go to the registry itself.
+        public var mirror: RegistryMirror?
         public init() {}
     }
 
@@ -26,6 +28,7 @@ public final class Session: Sendable {
     let http: HTTPClient
     let credentials: any CredentialProvider
     private let clients = Mutex<[String: RegistryClient]>([:])
+    private let pushClients = Mutex<[String: RegistryClient]>([:])
 
     public init(options: Options, logger: Logger) throws {
         // Credentials first: if the docker config is unreadable we throw before owning an HTTP client, which
@@ -52,11 +55,24 @@ public final class Session: Sendable {
         }
     }
 
+    /// The client to pull from `registry`: through the mirror when there is one.
     public func client(for registry: String) -> RegistryClient {
+        cachedClient(registry, through: options.mirror, in: clients)
+    }
+
+    /// The client to push to `registry`: never a mirror (a pull-through cache does not take pushes).
+    public func pushClient(for registry: String) -> RegistryClient {
+        options.mirror == nil ? client(for: registry) : cachedClient(registry, through: nil, in: pushClients)
+    }
+
+    private func cachedClient(
+        _ registry: String, through mirror: RegistryMirror?, in clients: borrowing Mutex<[String: RegistryClient]>
+    ) -> RegistryClient {
         clients.withLock { clients in
             if let existing = clients[registry] { return existing }
             let client = RegistryClient(
-                registry: registry, plainHTTP: options.plainHTTP, credentials: credentials, http: http, retry: options.retry, logger: logger)
+                registry: registry, through: mirror, plainHTTP: options.plainHTTP, credentials: credentials, http: http, retry: options.retry,
+                logger: logger)
             clients[registry] = client
             return client
         }
@@ -80,7 +96,7 @@ public final class Session: Sendable {
     public func destination(for location: ImageLocation, chunkSize: Int64? = nil) throws -> any ImageDestination {
         switch location {
         case .registry(let reference):
-            return RemoteDestination(reference: reference, client: client(for: reference.registry), chunkSize: chunkSize)
+            return RemoteDestination(reference: reference, client: pushClient(for: reference.registry), chunkSize: chunkSize)
         case .layout(let path, let name):
             return LayoutDestination(store: try ContentStore(root: path), imageName: name ?? "latest")
         }

@@ -39,6 +39,11 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "Verify registries' TLS certificates (--tls-verify=false to skip, like skopeo).")
     var tlsVerify: Bool = true
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Pull from every registry through this mirror (a `slipway serve` cache, or any registry that takes containerd's ?ns=REGISTRY); pushes go to the registry itself.",
+        valueName: "URL"))
+    var registryMirror: String?
+
     @Option(name: .long, help: "Credentials USER:PASSWORD for the source registry of this command (else ~/.docker/config.json).")
     var creds: String?
 
@@ -47,6 +52,7 @@ struct GlobalOptions: ParsableArguments {
         if let platform { _ = try Platform(parsing: platform) }
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
         if let creds, !creds.contains(":") { throw ValidationError("--creds takes USER:PASSWORD") }
+        if let registryMirror { _ = try RegistryMirror(parsing: registryMirror) }
     }
 
     var storeRoot: String { store ?? ContentStore.defaultRoot }
@@ -69,6 +75,7 @@ struct GlobalOptions: ParsableArguments {
         options.readTimeoutSeconds = readTimeout
         options.tls = TLSOptions(caCertificateFiles: caCert, verify: tlsVerify)
         if let platform { options.platform = try Platform(parsing: platform) }
+        options.mirror = try registryMirror.map(RegistryMirror.init(parsing:))
         let hosts = registries.map { location -> String? in
             if case .registry(let reference) = location { return reference.registry }
             return nil
@@ -97,6 +104,7 @@ struct GlobalOptions: ParsableArguments {
         if !tlsVerify { arguments.append("--tls-verify=false") }
         for file in caCert { arguments += ["--ca-cert", resolvedPath(file)] }
         if let platform { arguments += ["--platform", platform] }
+        if let registryMirror { arguments += ["--registry-mirror", registryMirror] }
         return arguments
     }
 }

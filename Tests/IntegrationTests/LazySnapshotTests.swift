@@ -39,8 +39,11 @@ struct LazySnapshotTests {
         var mountpoint: String { lazyLayers.mountpoint(of: layer) }
     }
 
-    /// The demo image as eStargz behind the fault proxy, and a service whose lazy mounts time out reads after 2 s.
-    func withSetup(_ body: (Setup, FaultProxy, ScratchDirectory) async throws -> Void) async throws {
+    /// The demo image as eStargz behind the fault proxy, and a service whose lazy mounts time out reads after 2 s;
+    /// with `throughMirror`, the mounts read through a `slipway serve` cache of the proxy (given to `body`).
+    func withSetup(
+        throughMirror: Bool = false, _ body: (Setup, FaultProxy, ScratchDirectory, RunningCache?) async throws -> Void
+    ) async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in
             let layout = try makeDemoLayout(scratch, largeFileBytes: 6 << 20)
@@ -54,19 +57,31 @@ struct LazySnapshotTests {
             let largest = try #require(manifest.layers.max { $0.size < $1.size })
             let toc = try Digest(try #require(largest.annotations?[LazyLayerOrigin.tocDigestLabel]))
             let store = scratch.sub("store")
-            let lazyLayers = LazyLayers(directory: scratch.sub("lazy"), storeRoot: store, startTimeout: .seconds(30)) { origin, mountpoint in
-                [slipwayBinary, "mount", "--store", store, "--prefetch", "none", "--fetch-timeout", "2", "--layer", origin.layer.description,
-                 "--toc-digest", origin.toc.description, "--foreground", "--quiet", origin.reference, mountpoint]
+            func serve(mirrorArguments: [String], cache: RunningCache?) async throws {
+                let lazyLayers = LazyLayers(directory: scratch.sub("lazy"), storeRoot: store, startTimeout: .seconds(30)) { origin, mountpoint in
+                    [slipwayBinary, "mount", "--store", store] + mirrorArguments + [
+                        "--prefetch", "none", "--fetch-timeout", "2", "--layer", origin.layer.description, "--toc-digest", origin.toc.description,
+                        "--foreground", "--quiet", origin.reference, mountpoint,
+                    ]
+                }
+                let service = SnapshotService(
+                    snapshots: try await SnapshotStore(root: scratch.sub("snapshotter")), store: try ContentStore(root: store), lazyLayers: lazyLayers)
+                let setup = Setup(service: service, lazyLayers: lazyLayers, reference: reference, layer: largest.digest, toc: toc, store: store)
+                try await body(setup, proxy, scratch, cache)
+                await service.snapshots.close()
             }
-            let service = SnapshotService(
-                snapshots: try await SnapshotStore(root: scratch.sub("snapshotter")), store: try ContentStore(root: store), lazyLayers: lazyLayers)
-            try await body(Setup(service: service, lazyLayers: lazyLayers, reference: reference, layer: largest.digest, toc: toc, store: store), proxy, scratch)
-            await service.snapshots.close()
+            if throughMirror {
+                try await withCache(upstream: proxy.url.absoluteString, root: scratch.sub("cache")) { cache in
+                    try await serve(mirrorArguments: ["--registry-mirror", cache.url], cache: cache)
+                }
+            } else {
+                try await serve(mirrorArguments: [], cache: nil)
+            }
         }
     }
 
     @Test func labelsThatNameNothingMountableAndLayersThatDoNotVerifyBecomeOrdinarySnapshots() async throws {
-        try await withSetup { setup, proxy, scratch in
+        try await withSetup { setup, proxy, scratch, _ in
             let other = Digest.sha256(of: Array("not in the image".utf8))
             let cases: [(String, (inout [String: String]) -> Void)] = [
                 ("unknown-registry", { $0["containerd.io/snapshot/cri.image-ref"] = "127.0.0.1:9/demo:esgz" }),
@@ -94,7 +109,7 @@ struct LazySnapshotTests {
     }
 
     @Test func twoPullsShareAMountAndReadsFailWithEIOWhenTheRegistryIsGone() async throws {
-        try await withSetup { setup, proxy, _ in
+        try await withSetup { setup, proxy, _, _ in
             // Two namespaces pull the image at once: both layers are here, served by one mount.
             async let first = expectAlreadyExists { try await setup.prepare("team-a/1/extract") }
             async let second = expectAlreadyExists { try await setup.prepare("team-b/1/extract") }
@@ -128,6 +143,27 @@ struct LazySnapshotTests {
             try await setup.service.remove(key: named[1].name)
             #expect(!FileManager.default.fileExists(atPath: setup.mountpoint))
             try await waitUntil("the mount process \(pid) ended") { kill(pid, 0) != 0 }
+        }
+    }
+
+    /// With `--registry-mirror` (the snapshotter forwards its own), a lazy layer's TOC and chunks come through the
+    /// cluster's `slipway serve` cache, which fetches them upstream once.
+    @Test func lazyLayersReadThroughTheClustersCache() async throws {
+        try await withSetup(throughMirror: true) { setup, proxy, _, cache in
+            let cache = try #require(cache)
+            let before = proxy.requests(matching: "/blobs/\(setup.layer)", method: "GET").count
+            #expect(try await expectAlreadyExists { try await setup.prepare("k8s.io/1/extract") })
+            let data = try await offThePool { try readFile(setup.mountpoint + "/opt/app/data.bin") }
+            #expect(data.errno == 0 && data.bytes == 6 << 20)
+            // Everything the mount read came from the cache (which asked upstream with ?ns=), none straight from the
+            // registry: the registry's requests for the layer are the cache's, counted by its metrics.
+            #expect(try await cache.metric("slipway_cache_manifest_misses_total") >= 1)
+            let upstream = try await cache.metric("slipway_cache_upstream_bytes_total")
+            #expect(upstream > 6 << 20, "the cache fetched \(upstream) bytes upstream")
+            #expect(try await cache.metric("slipway_cache_served_bytes_total") > 6 << 20)
+            #expect(proxy.requests(matching: "/blobs/\(setup.layer)", method: "GET").count > before)
+            for snapshot in try await setup.service.snapshots.list(filters: []) { try await setup.service.remove(key: snapshot.name) }
+            #expect(!FileManager.default.fileExists(atPath: setup.mountpoint))
         }
     }
 

@@ -52,17 +52,13 @@ struct ContainerdCRITests {
     @Test func aPodsImageIsPulledLazilyAndItsContainerRunsAndLogs() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in
-            let tools = try await makeToolsLayout(scratch)
-            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(tools):tools", "\(registry.host)/tools:v1"])
-            try await runChecked(
-                slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
+            let reference = try await ContainerdSnapshotterTests.publishToolsAsEStargz(registry, proxy: proxy, scratch)
             // The pod's sandbox ("pause") image: busybox sleeping, an ordinary image, so its snapshots are extracted.
             let pause = scratch.sub("pause-layout")
             try await runChecked(
                 slipwayBinary, ["assemble", "-q", "oci:\(pause):pause", "--layer", scratch.sub("base.tar"), "--entrypoint", "/bin/sleep", "2147483647"])
             try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(pause):pause", "\(registry.host)/pause:1"])
 
-            let reference = "\(proxy.host)/tools:esgz"
             let layers = try await layerDescriptors(reference)
             let readBefore = layerBlobGETs(proxy).count
             func layerReads() -> [LoggedRequest] {

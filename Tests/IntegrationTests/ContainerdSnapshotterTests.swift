@@ -141,14 +141,11 @@ struct ContainerdSnapshotterTests {
                 try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
             ) { containerd in
                 let downloadsBefore = layerDownloads()
-                try await checked(
-                    run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                try await remotePull(containerd, reference)
                 #expect(layerDownloads() == downloadsBefore, "no layer was downloaded")
                 let trees = try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots")
                 #expect(trees.isEmpty, "no layer was extracted into the snapshotter: \(trees)")
-                let ran = try await checked(
-                    containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, "reused"] + Self.probe))
-                #expect(ran.stdout == Self.probeOutput)
+                #expect(try await runProbe(containerd, reference, name: "reused") == Self.probeOutput)
             }
             #expect(await snapshotter.stop() == 0)
         }
@@ -161,9 +158,7 @@ struct ContainerdSnapshotterTests {
     func prefetchThroughTheSnapshotterWarmsTheNode() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in
-            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
-            try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
-            let reference = "\(proxy.host)/tools:esgz"
+            let reference = try await Self.publishToolsAsEStargz(registry, proxy: proxy, scratch)
             let layers = try await layerDescriptors(reference)
             let store = scratch.sub("store")
             let snapshotter = try await SnapshotterProcess.start(scratch, store: store)
@@ -183,14 +178,11 @@ struct ContainerdSnapshotterTests {
                 try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
             ) { containerd in
                 let readBefore = layerBlobGETs(proxy).count
-                try await checked(
-                    run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                try await remotePull(containerd, reference)
                 let read = layerBlobGETs(proxy).dropFirst(readBefore).filter { request in layers.contains { request.uri.contains($0.digest) } }
                 #expect(read.isEmpty, "the pull read layers: \(read)")
                 #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/lazy"))?.isEmpty ?? true, "nothing is mounted lazily")
-                let ran = try await checked(
-                    containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, "warm"] + Self.probe))
-                #expect(ran.stdout == Self.probeOutput)
+                #expect(try await runProbe(containerd, reference, name: "warm") == Self.probeOutput)
             }
             #expect(await snapshotter.stop() == 0)
         }
@@ -205,9 +197,7 @@ struct ContainerdSnapshotterTests {
     func eStargzLayersAreMountedLazily() async throws {
         let scratch = try ScratchDirectory()
         try await withRegistryAndProxy { registry, proxy in
-            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
-            try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
-            let reference = "\(proxy.host)/tools:esgz"
+            let reference = try await Self.publishToolsAsEStargz(registry, proxy: proxy, scratch)
             let layers = try await layerDescriptors(reference)
             try #require(layers.count == 2)
             let readBefore = layerBlobGETs(proxy).count
@@ -222,8 +212,7 @@ struct ContainerdSnapshotterTests {
                 try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
             ) { containerd in
                 let namespace = ["-n", "slipway-test"]
-                try await checked(
-                    run("ctr-remote", ["--address", containerd.socket] + namespace + ["image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+                try await remotePull(containerd, reference)
                 let pulled = layerReads()
                 #expect(pulled.allSatisfy { $0.range != nil }, "only ranges of the layers were read: \(pulled)")
                 let pulledBytes = pulled.reduce(0) { $0 + $1.responseBodyBytes }
@@ -233,8 +222,7 @@ struct ContainerdSnapshotterTests {
                 #expect(mounts.count == 2, "one lazy mount per layer: \(mounts)")
                 #expect(try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots").isEmpty, "no layer was extracted")
 
-                let ran = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "lazy"] + Self.probe))
-                #expect(ran.stdout == Self.probeOutput)
+                #expect(try await runProbe(containerd, reference, name: "lazy") == Self.probeOutput)
                 #expect(layerReads().allSatisfy { $0.range != nil }, "the run read ranges, never a whole layer")
 
                 // A mount process that died is mounted again before containerd gets a container's mounts.
@@ -242,8 +230,7 @@ struct ContainerdSnapshotterTests {
                 let killed = try #require(mountProcess(serving: top))
                 kill(killed, SIGKILL)
                 try await waitUntil("the mount process \(killed) is gone") { kill(killed, 0) != 0 }
-                let revived = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "revived"] + Self.probe))
-                #expect(revived.stdout == Self.probeOutput)
+                #expect(try await runProbe(containerd, reference, name: "revived") == Self.probeOutput)
                 let replacement = try #require(mountProcess(serving: top))
                 #expect(replacement != killed)
 
@@ -255,8 +242,7 @@ struct ContainerdSnapshotterTests {
                 try await waitUntil("containerd reaches the new snapshotter") {
                     try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0
                 }
-                let again = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "again"] + Self.probe))
-                #expect(again.stdout == Self.probeOutput)
+                #expect(try await runProbe(containerd, reference, name: "again") == Self.probeOutput)
                 #expect(mountProcess(serving: top) == replacement)
 
                 // Removing the image removes every snapshot, and with the last one each mount and its process.
@@ -289,6 +275,24 @@ struct ContainerdSnapshotterTests {
             if arguments.count > 2, arguments[1] == "mount", arguments.last == mountpoint { return pid }
         }
         return nil
+    }
+
+    /// The tools image in the registry, converted to eStargz as `tools:esgz`; the reference through the proxy.
+    static func publishToolsAsEStargz(_ registry: RegistryProcess, proxy: FaultProxy, _ scratch: ScratchDirectory) async throws -> String {
+        try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(try await makeToolsLayout(scratch)):tools", "\(registry.host)/tools:v1"])
+        try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("convert-store"), "\(registry.host)/tools:v1", "\(registry.host)/tools:esgz"])
+        return "\(proxy.host)/tools:esgz"
+    }
+
+    /// `ctr-remote image rpull` through the snapshotter: a pull that labels each layer, as the CRI plugin's does.
+    private func remotePull(_ containerd: Containerd, _ reference: String) async throws {
+        try await checked(
+            run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
+    }
+
+    /// Runs the probe in a container of `reference` through the snapshotter; returns what it printed.
+    private func runProbe(_ containerd: Containerd, _ reference: String, name: String) async throws -> String {
+        try await checked(containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, name] + Self.probe)).stdout
     }
 
     @discardableResult

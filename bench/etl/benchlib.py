@@ -18,6 +18,16 @@ def load_average():
         return float(f.read().split()[0])
 
 
+def terminate(process):
+    """SIGTERM, as a service manager stops a daemon; SIGKILL if it has not ended 15 s later."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Containerd:
     """A private containerd in DIR: its own root (kept as long as DIR is), state and socket, no CRI plugin,
     started before a run's clock so that only pulling and running are measured. With a SlipwaySnapshotter,
@@ -60,12 +70,7 @@ class Containerd:
         return self.ctr("run", "--rm", *snapshotter, *mounts, ref, name, *command)
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         # Shims outlive containerd by design; a run's container is gone by now, so its shim must go too.
         subprocess.run(["pkill", "-f", f"containerd-shim.*{self.socket}"], capture_output=True)
         self.log.close()
@@ -90,12 +95,7 @@ class SlipwaySnapshotter:
             raise RuntimeError(f"slipway snapshotter did not start (see {directory}/snapshotter.log)")
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         # The lazy layers' mount processes outlive the snapshotter by design (running containers keep their
         # files); a run's containers are gone by now, so its mounts go too. The next start mounts what its
         # snapshots still need again.

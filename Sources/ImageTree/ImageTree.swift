@@ -138,9 +138,10 @@ public final class ImageTree: Sendable {
     /// image.
     public convenience init(overlayLower entries: [LayerEntry]) {
         var opaque: Set<String> = []
+        var own: Set<String> = []
         for entry in entries {
             let (parent, base) = Self.split(entry.path)
-            if base == Self.opaqueMarker { opaque.insert(parent) }
+            if base == Self.opaqueMarker { opaque.insert(parent) } else if !base.hasPrefix(Self.whiteoutPrefix) { own.insert(entry.path) }
         }
         var rendered: [LayerEntry] = []
         rendered.reserveCapacity(entries.count)
@@ -151,10 +152,10 @@ public final class ImageTree: Sendable {
             entry.xattrs = entry.xattrs.filter { !Self.isOverlayXattr($0.key) }
             if base.hasPrefix(Self.whiteoutPrefix) {
                 let hidden = String(base.dropFirst(Self.whiteoutPrefix.count))
-                guard !hidden.isEmpty, hidden != ".", hidden != ".." else { continue }
-                entry = LayerEntry(
-                    path: parent.isEmpty ? hidden : "\(parent)/\(hidden)", kind: .characterDevice(major: 0, minor: 0), permissions: 0,
-                    mtime: entry.mtime)
+                let path = parent.isEmpty ? hidden : "\(parent)/\(hidden)"
+                // A whiteout hides lower layers only: a name the layer has itself does that already.
+                guard !hidden.isEmpty, hidden != ".", hidden != "..", !own.contains(path) else { continue }
+                entry = LayerEntry(path: path, kind: .characterDevice(major: 0, minor: 0), permissions: 0, mtime: entry.mtime)
             } else if entry.kind == .directory, opaque.contains(entry.path) {
                 entry.xattrs[Self.overlayOpaqueXattr] = Array("y".utf8)
                 opaqueSeen.insert(entry.path)

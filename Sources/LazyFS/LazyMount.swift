@@ -1,5 +1,6 @@
 import Blocking
 import ContentStore
+import EStargz
 import FUSE
 import Foundation
 import Logging
@@ -69,6 +70,10 @@ public final class LazyMount: Sendable {
         let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: store.root)
         var state = MountState(
             mountpoint: mountpoint, image: name, manifestDigest: resolved.manifestDescriptor.digest.description, prefetch: options.prefetch)
+        if let layer = options.onlyLayer {
+            state.layer = layer.description
+            state.tocDigest = resolved.layers.first { $0.descriptor.digest == layer }?.descriptor.annotations?[tocDigestAnnotation]
+        }
         try state.write(to: statePath)
         let lease = try await store.lockForWriting()
         do {

@@ -43,15 +43,15 @@ public enum MountControl {
                 if state.ready { return state }
             }
             if !process.isRunning {
-                // The child's own "error: " prefix would be repeated by the caller's.
-                let tail = ((try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5) ?? [])
-                    .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
+                let tail = logTail(logPath)
                 throw MountFailure(
                     message: tail.isEmpty ? "the mount process exited with status \(process.terminationStatus)" : tail, log: logPath)
             }
             if let deadline, let timeout, ContinuousClock.now >= deadline {
                 process.terminate()
-                throw MountFailure(message: "the mount was not live within \(timeout)", log: logPath)
+                // The caller may remove the log with the failed mount's state: what it said goes with the error.
+                let tail = logTail(logPath)
+                throw MountFailure(message: "the mount was not live within \(timeout)" + (tail.isEmpty ? "" : ": \(tail)"), log: logPath)
             }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -87,6 +87,12 @@ public enum MountControl {
         try? FileManager.default.removeItem(atPath: statePath)
         try? FileManager.default.removeItem(atPath: logPath(forState: statePath))
         return outcome
+    }
+
+    /// The last lines of a mount's log, without the child's own "error: " prefix (the caller's would repeat it).
+    private static func logTail(_ logPath: String) -> String {
+        ((try? String(contentsOfFile: logPath, encoding: .utf8))?.split(separator: "\n").suffix(5) ?? [])
+            .map { $0.hasPrefix("error: ") ? $0.dropFirst(7) : $0 }.joined(separator: "\n")
     }
 
     /// Where a background mount's output goes: beside its state.

@@ -18,6 +18,14 @@ public struct MountState: Codable, Sendable {
     public var statistics: MountStatistics
     /// Incremented at every write, so a reader that asked for a fresh state (SIGUSR1) sees when it arrived.
     public var sequence = 0
+    /// Which boot and which process start wrote the state: a state file outlives a reboot, and its pid may then
+    /// name an unrelated process, which must not be signalled.
+    public var bootID: String?
+    public var processStart: UInt64?
+    /// For a mount of one layer (`--layer`): the layer, its TOC digest as verified, so a snapshotter reuses the
+    /// mount only for the same layer and TOC.
+    public var layer: String?
+    public var tocDigest: String?
 
     public init(
         mountpoint: String, image: String, manifestDigest: String = "", pid: Int32 = getpid(), ready: Bool = false, error: String? = nil,
@@ -34,6 +42,8 @@ public struct MountState: Codable, Sendable {
         self.wholeLayers = wholeLayers
         self.files = files
         self.statistics = statistics
+        bootID = Self.currentBootID
+        processStart = Self.startTime(of: pid)
     }
 
     /// The state file of the mount at `mountpoint` (an absolute, resolved path) under `storeRoot`.
@@ -69,10 +79,24 @@ public struct MountState: Codable, Sendable {
     /// the command that started it, and its new parent (a container's init) may never reap it.
     public var ownerAlive: Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
-        // /proc/PID/stat: "PID (COMMAND) STATE ..."; the command may hold spaces and parentheses.
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let end = stat.lastIndex(of: ")")
-        else { return true }
-        return stat[end...].dropFirst().drop(while: { $0 == " " }).first != "Z"
+        if let bootID, bootID != Self.currentBootID { return false }
+        guard let fields = Self.statFields(of: pid) else { return true }
+        if let processStart, fields.count > 19, UInt64(fields[19]) != processStart { return false }
+        return fields.first != "Z"
     }
+
+    /// The fields of /proc/PID/stat after "PID (COMMAND)" (the command may hold spaces and parentheses): the
+    /// state first, the start time (in clock ticks since boot) 20th.
+    private static func statFields(of pid: Int32) -> [Substring]? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let end = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: end)...].split(separator: " ")
+    }
+
+    static func startTime(of pid: Int32) -> UInt64? {
+        guard let fields = statFields(of: pid), fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    static let currentBootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+        .trimmingCharacters(in: .whitespacesAndNewlines)
 }

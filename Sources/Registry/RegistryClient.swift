@@ -36,7 +36,8 @@ public final class RegistryClient: Sendable {
         self.registry = registry
         self.host = mirror?.host ?? (registry == Reference.dockerHub ? "registry-1.docker.io" : registry)
         self.namespace = mirror == nil ? nil : registry
-        self.fixedScheme = plainHTTP || mirror?.plainHTTP == true ? "http" : Self.isLoopback(host) ? nil : "https"
+        // A mirror's URL says its scheme; --plain-http is about the registries themselves.
+        self.fixedScheme = mirror.map { $0.plainHTTP ? "http" : "https" } ?? (plainHTTP ? "http" : Self.isLoopback(host) ? nil : "https")
         self.http = http
         self.credentials = credentials
         self.retry = retry

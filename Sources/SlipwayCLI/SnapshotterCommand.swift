@@ -43,14 +43,20 @@ struct SnapshotterCommand: AsyncParsableCommand {
         // The snapshots of layers the store has extracted are those directories: gc must not remove them.
         let lease = try await store.lockForWriting()
         defer { lease.release() }
-        let snapshotRoot = root.map(resolvedPath) ?? "\(store.root)/snapshotter"
+        // Resolved once it exists: the mount processes name their mountpoints by resolved path, and so must this.
+        let givenRoot = root ?? "\(store.root)/snapshotter"
+        try FileManager.default.createDirectory(atPath: givenRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let snapshotRoot = resolvedPath(givenRoot)
         let snapshots = try await SnapshotStore(root: snapshotRoot)
-        // What a crash of the last snapshotter left half made; containerd would only ask after its next collection.
-        let leftovers = try await snapshots.cleanup()
-        if leftovers > 0 {
-            FileHandle.standardError.write(Data("slipway snapshotter: removed \(leftovers) unnamed snapshot directories\n".utf8))
-        }
         let service = SnapshotService(snapshots: snapshots, store: store, lazyLayers: lazy ? lazyLayers(root: snapshotRoot) : nil, logger: global.makeLogger())
+        // What a crash of the last snapshotter left half made; containerd would only ask after its next collection.
+        let leftovers = try await service.cleanup()
+        if leftovers.directories > 0 {
+            FileHandle.standardError.write(Data("slipway snapshotter: removed \(leftovers.directories) unnamed snapshot directories\n".utf8))
+        }
+        if leftovers.mounts > 0 {
+            FileHandle.standardError.write(Data("slipway snapshotter: ended \(leftovers.mounts) lazy mounts no snapshot uses\n".utf8))
+        }
         // Lazy layers whose processes ended (a reboot) are mounted before containerd asks for a container's mounts.
         let revived = await service.reviveLazyLayers()
         if revived > 0 { FileHandle.standardError.write(Data("slipway snapshotter: mounted \(revived) lazy layers again\n".utf8)) }
@@ -78,6 +84,8 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let global = global
         return { reference, platform in
             let location = try parseLocation(reference)
+            // Whoever can reach the socket names the image: a registry's, never a path on the node.
+            guard case .registry = location else { throw ValidationError("the snapshotter prefetches registry images only, not \(reference)") }
             let started = ContinuousClock.now
             var options = global
             if let platform { options.platform = platform }
@@ -96,7 +104,11 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let executable = executablePath()
         let arguments = global.forwarded + ["--prefetch", prefetch.rawValue, "--fetch-timeout", String(fetchTimeout)]
         return LazyLayers(directory: "\(root)/lazy", storeRoot: resolvedPath(global.storeRoot)) { origin, mountpoint in
-            [executable, "mount"] + arguments + ["--layer", origin.layer.description, "--toc-digest", origin.toc.description, "--foreground", "--quiet", origin.reference, mountpoint]
+            // docker:// so that a registry host named like `oci:5000` is not read as a layout path.
+            [executable, "mount"] + arguments + [
+                "--layer", origin.layer.description, "--toc-digest", origin.toc.description, "--foreground", "--quiet",
+                "docker://" + origin.reference, mountpoint,
+            ]
         }
     }
 }

@@ -47,9 +47,12 @@ public struct LazyLayerOrigin: Codable, Sendable, Hashable {
         self.init(reference: reference.description, layer: layer, toc: toc)
     }
 
-    /// The reference with the manifest a mount resolved, unless it names one already.
-    func pinned(to manifest: String) -> LazyLayerOrigin {
-        guard let parsed = try? Reference(parsing: reference), parsed.digest == nil, let digest = try? Digest(manifest),
+    /// The reference pinned to the manifest a mount of it resolved (`state`), unless it names one already or the
+    /// mount served another repository's image (a layer is shared by every image that has it; their manifests
+    /// are not).
+    func pinned(to state: MountState) -> LazyLayerOrigin {
+        guard let parsed = try? Reference(parsing: reference), parsed.digest == nil, let digest = try? Digest(state.manifestDigest),
+            let served = try? Reference(parsing: state.image), served.registry == parsed.registry, served.repository == parsed.repository,
             let pinned = try? Reference(registry: parsed.registry, repository: parsed.repository, digest: digest)
         else { return self }
         return LazyLayerOrigin(reference: pinned.description, layer: layer, toc: toc)
@@ -100,23 +103,33 @@ public actor LazyLayers {
     public func mount(_ origin: LazyLayerOrigin) async throws -> LazyLayerOrigin {
         let mountpoint = mountpoint(of: origin.layer)
         let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: storeRoot)
-        if isAlive(mountpoint), let state = MountState.read(statePath) { return origin.pinned(to: state.manifestDigest) }
+        if await isAlive(mountpoint), let state = MountState.read(statePath) {
+            // The mount verified its TOC against its own image's manifest: another image that names another TOC
+            // for this layer digest is refused, not served what the first one verified.
+            guard state.layer == origin.layer.description, state.tocDigest == origin.toc.description else {
+                throw SnapshotError.failedPrecondition(
+                    "layer \(origin.layer) is mounted with TOC \(state.tocDigest ?? "none"), not \(origin.toc) as \(origin.reference) says")
+            }
+            return origin.pinned(to: state)
+        }
         try await runBlocking {
             try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         }
         // What a dead process left: its mount ("transport endpoint is not connected"), its state.
         _ = try await MountControl.unmount(mountpoint, storeRoot: storeRoot, timeout: .seconds(5))
         let state = try await MountControl.startInBackground(command(origin, mountpoint), statePath: statePath, timeout: startTimeout)
-        return origin.pinned(to: state.manifestDigest)
+        return origin.pinned(to: state)
     }
 
-    /// Whether a live process serves the mount at `mountpoint`.
-    public nonisolated func isAlive(_ mountpoint: String) -> Bool {
-        guard let state = MountState.read(MountState.path(forMountpoint: mountpoint, storeRoot: storeRoot)),
-            state.ready, state.error == nil, state.ownerAlive
-        else { return false }
-        var info = statfs()
-        return statfs(mountpoint, &info) == 0 && info.f_type == Self.fuseMagic
+    /// Whether a live process serves the mount at `mountpoint`. Off the pool: the FUSE server answers `statfs`,
+    /// and may be busy.
+    public nonisolated func isAlive(_ mountpoint: String) async -> Bool {
+        let statePath = MountState.path(forMountpoint: mountpoint, storeRoot: storeRoot)
+        return await runBlocking {
+            guard let state = MountState.read(statePath), state.ready, state.error == nil, state.ownerAlive else { return false }
+            var info = statfs()
+            return statfs(mountpoint, &info) == 0 && info.f_type == Self.fuseMagic
+        }
     }
 
     static let fuseMagic: Int = 0x6573_5546
@@ -136,9 +149,9 @@ public actor LazyLayers {
     }
 
     /// The mountpoints under `directory`, mounted or not.
-    public func mountpoints() async throws -> [String] {
+    public func mountpoints() async -> [String] {
         let directory = directory
-        return try await runBlocking {
+        return await runBlocking {
             ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted().map { "\(directory)/\($0)" }
         }
     }

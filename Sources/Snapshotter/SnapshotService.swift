@@ -52,6 +52,8 @@ public struct SnapshotService: Sendable {
                 } catch {
                     logger.warning("layer \(origin.layer) of \(origin.reference) is not mounted lazily, containerd fetches it: \(error)")
                     await unmountIfUnused(mountpoint)
+                    // containerd applies the layer on top of its parents' mounts: those must be served.
+                    try await reviveLazyLowers(from: parent)
                     return try await snapshots.prepare(key: key, parent: parent, labels: labels)
                 }
                 throw SnapshotError.alreadyExists(name)
@@ -78,11 +80,15 @@ public struct SnapshotService: Sendable {
         if removed.lazyOrigin != nil, let tree = removed.externalTree { await unmountIfUnused(tree) }
     }
 
-    /// Removes the directories no snapshot names, and the lazy mounts no snapshot uses.
-    public func cleanup() async throws {
-        try await snapshots.cleanup()
-        guard let lazyLayers else { return }
-        for mountpoint in try await lazyLayers.mountpoints() { await unmountIfUnused(mountpoint) }
+    /// Removes the directories no snapshot names, and the lazy mounts no snapshot uses (a crash between mounting
+    /// a layer and naming it leaves one); returns how many of each.
+    @discardableResult
+    public func cleanup() async throws -> (directories: Int, mounts: Int) {
+        let directories = try await snapshots.cleanup()
+        guard let lazyLayers else { return (directories, 0) }
+        var mounts = 0
+        for mountpoint in await lazyLayers.mountpoints() where await unmountIfUnused(mountpoint) { mounts += 1 }
+        return (directories, mounts)
     }
 
     /// Mounts again every lazy layer whose process ended (after a reboot, or a crash of the mount process), so
@@ -92,7 +98,7 @@ public struct SnapshotService: Sendable {
     public func reviveLazyLayers() async -> Int {
         guard let lazyLayers else { return 0 }
         var revived = 0
-        for (mountpoint, origin) in await snapshots.lazyTrees() where !lazyLayers.isAlive(mountpoint) {
+        for (mountpoint, origin) in await snapshots.lazyTrees() where await !lazyLayers.isAlive(mountpoint) {
             do {
                 try await revive(mountpoint, origin, lazyLayers)
                 revived += 1
@@ -106,7 +112,7 @@ public struct SnapshotService: Sendable {
     private func reviveLazyLowers(from parent: String) async throws {
         guard let lazyLayers else { return }
         for snapshot in try await snapshots.chain(from: parent) {
-            guard let origin = snapshot.lazyOrigin, let mountpoint = snapshot.externalTree, !lazyLayers.isAlive(mountpoint) else { continue }
+            guard let origin = snapshot.lazyOrigin, let mountpoint = snapshot.externalTree, await !lazyLayers.isAlive(mountpoint) else { continue }
             do {
                 try await revive(mountpoint, origin, lazyLayers)
                 logger.notice("lazy layer \(origin.layer) at \(mountpoint) had stopped and is mounted again")
@@ -117,21 +123,26 @@ public struct SnapshotService: Sendable {
     }
 
     private func revive(_ mountpoint: String, _ origin: LazyLayerOrigin, _ lazyLayers: LazyLayers) async throws {
-        _ = try await lazyLayers.serialized(mountpoint) {
-            guard !lazyLayers.isAlive(mountpoint) else { return }
+        _ = try await lazyLayers.serialized(mountpoint) { [snapshots] in
+            // A Remove queued before may have ended the last snapshot on it meanwhile.
+            guard await snapshots.lazyTrees()[mountpoint] != nil, await !lazyLayers.isAlive(mountpoint) else { return }
             _ = try await lazyLayers.mount(origin)
         }
     }
 
-    private func unmountIfUnused(_ mountpoint: String) async {
-        guard let lazyLayers else { return }
+    /// Whether it ended the mount (false when a snapshot uses it, or on failure, which is logged).
+    @discardableResult
+    private func unmountIfUnused(_ mountpoint: String) async -> Bool {
+        guard let lazyLayers else { return false }
         do {
-            try await lazyLayers.serialized(mountpoint) { [snapshots] in
-                guard await snapshots.lazyTrees()[mountpoint] == nil else { return }
+            return try await lazyLayers.serialized(mountpoint) { [snapshots] in
+                guard await snapshots.lazyTrees()[mountpoint] == nil else { return false }
                 try await lazyLayers.unmount(mountpoint)
+                return true
             }
         } catch {
             logger.warning("cannot unmount the unused lazy layer at \(mountpoint): \(error)")
+            return false
         }
     }
 
@@ -154,7 +165,7 @@ public struct SnapshotService: Sendable {
             parentChainID = base.labels[Self.targetLabel] ?? String(parent.split(separator: "/").last ?? "")
         }
         let directory = "\(store.root)/layers/sha256"
-        let candidates = try await runBlocking { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
+        let candidates = await runBlocking { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
         for name in candidates {
             guard let diffID = try? Digest("sha256:\(name)") else { continue }
             if Self.chainID(parent: parentChainID, diffID: diffID) == chainID { return store.layerDirectory(diffID) }

@@ -94,7 +94,7 @@ struct SnapshotsGRPCService: Containerd_Services_Snapshots_V1_Snapshots.SimpleSe
     func cleanup(
         request: Containerd_Services_Snapshots_V1_CleanupRequest, context: ServerContext
     ) async throws -> Google_Protobuf_Empty {
-        try await answering { try await service.cleanup() }
+        _ = try await answering { try await service.cleanup() }
         return Google_Protobuf_Empty()
     }
 

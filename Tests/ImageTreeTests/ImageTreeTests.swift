@@ -36,13 +36,14 @@ import TestSupport
         hostile.xattrs = ["trusted.overlay.redirect": Array("/etc".utf8), "user.overlay.opaque": Array("y".utf8), "user.note": [1]]
         let tree = ImageTree(overlayLower: [
             dir("etc"), file("etc/.wh.motd"), dir("var/cache", mode: 0o700), file("var/cache/.wh..wh..opq"), file("var/cache/fresh"),
-            file("opt/app/.wh..wh..opq"), hostile, file(".wh.."), file("etc/.wh."),
+            file("opt/app/.wh..wh..opq"), hostile, file(".wh.."), file("etc/.wh."), file("etc/hosts", size: 7), file("etc/.wh.hosts"),
         ])
         // A whiteout is its name as a 0/0 character device, which hides the name in the layers below.
         let motd = tree.node(at: "etc/motd")
         #expect(motd?.kind == .characterDevice(major: 0, minor: 0) && motd?.permissions == 0)
         #expect(tree.node(at: "etc/.wh.motd") == nil)
-        #expect(names(tree, "etc") == ["motd"])
+        // A whiteout of a name the layer has itself hides lower layers only: the layer's own file stays.
+        #expect(names(tree, "etc") == ["motd", "hosts"] && tree.node(at: "etc/hosts")?.size == 7)
         // An opaque directory carries the xattr, keeps its own metadata and its own entries; one the layer does not
         // list is made with default metadata.
         let cache = tree.node(at: "var/cache")

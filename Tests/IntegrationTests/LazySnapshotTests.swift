@@ -115,9 +115,16 @@ struct LazySnapshotTests {
             async let second = expectAlreadyExists { try await setup.prepare("team-b/1/extract") }
             let (a, b) = try await (first, second)
             #expect(a && b)
-            #expect(setup.lazyLayers.isAlive(setup.mountpoint))
+            #expect(await setup.lazyLayers.isAlive(setup.mountpoint))
             let named = try await setup.service.snapshots.list(filters: [])
             #expect(named.count == 2 && named.allSatisfy { $0.kind == .committed && $0.labels[LazyLayerOrigin.remoteLabel] != nil })
+            // A third pull names another TOC for the same layer digest: the mount, verified against the first TOC,
+            // is not lent to it; it gets an ordinary snapshot.
+            let other = Digest.sha256(of: Array("another toc".utf8))
+            let refused = try await setup.prepare("team-c/1/extract") { $0[LazyLayerOrigin.tocDigestLabel] = other.description }
+            #expect(refused.first?.source.contains("/lazy/") == false && refused.first?.type == "bind", "\(refused)")
+            #expect(await setup.lazyLayers.isAlive(setup.mountpoint))
+            try await setup.service.remove(key: "team-c/1/extract")
 
             // A container on the layer: the layer is its lower, and files read through it.
             let mounts = try await setup.service.prepare(key: "team-a/2/container", parent: named[0].name, labels: [:])
@@ -138,11 +145,19 @@ struct LazySnapshotTests {
             let pid = try #require(MountState.read(statePath)?.pid)
             try await setup.service.remove(key: "team-a/2/container")
             try await setup.service.remove(key: named[0].name)
-            #expect(setup.lazyLayers.isAlive(setup.mountpoint), "still used by \(named[1].name)")
+            #expect(await setup.lazyLayers.isAlive(setup.mountpoint), "still used by \(named[1].name)")
             await #expect(throws: SnapshotError.self) { try await setup.service.remove(key: "no-such-snapshot") }
             try await setup.service.remove(key: named[1].name)
             #expect(!FileManager.default.fileExists(atPath: setup.mountpoint))
             try await waitUntil("the mount process \(pid) ended") { kill(pid, 0) != 0 }
+
+            // A mount no snapshot names (a crash between mounting a layer and naming it) goes at the next cleanup.
+            let origin = LazyLayerOrigin(reference: setup.reference, layer: setup.layer, toc: setup.toc)
+            _ = try await setup.lazyLayers.serialized(setup.mountpoint) { try await setup.lazyLayers.mount(origin) }
+            #expect(await setup.lazyLayers.isAlive(setup.mountpoint))
+            let cleaned = try await setup.service.cleanup()
+            #expect(cleaned.mounts == 1 && cleaned.directories == 0)
+            #expect(!FileManager.default.fileExists(atPath: setup.mountpoint))
         }
     }
 

@@ -20,5 +20,32 @@ public final class ScratchDirectory: Sendable {
     /// `name` under the directory.
     public func sub(_ name: String) -> String { "\(path)/\(name)" }
 
-    deinit { try? FileManager.default.removeItem(atPath: path) }
+    /// A test that failed half way may leave what it started inside: mount processes serving directories here
+    /// (they outlive their parents by design) and their mounts. They go first, or the removal stops at the first
+    /// read-only mount and the processes live on.
+    deinit {
+        killProcesses(naming: path + "/")
+        detachMounts(under: path + "/")
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// SIGKILLs every process whose command line has an argument under `prefix`.
+private func killProcesses(naming prefix: String) {
+    let own = getpid()
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = pid_t(entry), pid != own, let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+        if raw.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self).hasPrefix(prefix) }) { kill(pid, SIGKILL) }
+    }
+}
+
+/// Detaches every mount under `prefix`, deepest first.
+private func detachMounts(under prefix: String) {
+    let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    // Field 5 is the mount point; the paths tests make have nothing mountinfo would escape.
+    let mountpoints = table.split(separator: "\n").compactMap { line -> String? in
+        let fields = line.split(separator: " ")
+        return fields.count > 4 && fields[4].hasPrefix(prefix) ? String(fields[4]) : nil
+    }
+    for mountpoint in mountpoints.sorted(by: { $0.count > $1.count }) { umount2(mountpoint, Int32(MNT_DETACH)) }
 }

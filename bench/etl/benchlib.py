@@ -83,16 +83,21 @@ class SlipwaySnapshotter:
     def __init__(self, slipway, directory, store, prefetch="all", plain_http=True):
         self.slipway, self.store = slipway, store
         self.socket = os.path.join(directory, "slipway-snapshotter.sock")
-        self.log = open(os.path.join(directory, "snapshotter.log"), "a")
+        log_path = os.path.join(directory, "snapshotter.log")
+        self.log = open(log_path, "w")
         command = [slipway, "snapshotter", "--address", self.socket, "--store", store, "--prefetch", prefetch]
         self.process = subprocess.Popen(command + (["--plain-http"] if plain_http else []), stdout=self.log, stderr=self.log)
-        for _ in range(200):
-            if os.path.exists(self.socket) or self.process.poll() is not None:
+        # Serving once it says so (after its start-up cleanup and remounts), not when a socket file exists: a
+        # killed one leaves its socket behind.
+        for _ in range(1200):
+            with open(log_path) as f:
+                if "serving on" in f.read():
+                    return
+            if self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        if not os.path.exists(self.socket):
-            self.stop()
-            raise RuntimeError(f"slipway snapshotter did not start (see {directory}/snapshotter.log)")
+        self.stop()
+        raise RuntimeError(f"slipway snapshotter did not start (see {log_path})")
 
     def stop(self):
         terminate(self.process)

@@ -14,6 +14,9 @@ public struct ProcessResult: Sendable {
     public var stderr: String
     /// Both streams, standard output first: for messages, and for tools whose streams do not matter.
     public var output: String { stdout + stderr }
+    /// When the process ended, taken by the thread that reaped it: a test's own clock after awaiting the result
+    /// also counts the time its pool thread spent on other tests.
+    public var ended: ContinuousClock.Instant
 }
 
 /// How a child process ended.
@@ -55,6 +58,7 @@ public final class ChildProcess: Sendable {
 
     private struct State {
         var termination: Termination?
+        var ended: ContinuousClock.Instant?
         var waiters: [CheckedContinuation<Termination, Never>] = []
     }
 
@@ -112,7 +116,9 @@ public final class ChildProcess: Sendable {
         var raw: Int32 = 0
         while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
         let termination: Termination = (raw & 0x7F) == 0 ? .exit((raw >> 8) & 0xFF) : .signal(raw & 0x7F)
+        let ended = ContinuousClock.now
         let waiters = state.withLock { state in
+            state.ended = ended
             state.termination = termination
             defer { state.waiters = [] }
             return state.waiters
@@ -147,7 +153,8 @@ public final class ChildProcess: Sendable {
     /// Waits for the end, then returns the status and what the process wrote.
     public func result() async -> ProcessResult {
         let status = await exitStatus()
-        return ProcessResult(status: status, stdout: read(standardOutputPath), stderr: read(standardErrorPath))
+        let ended = state.withLock { $0.ended } ?? .now
+        return ProcessResult(status: status, stdout: read(standardOutputPath), stderr: read(standardErrorPath), ended: ended)
     }
 
     private func read(_ path: String) -> String {

@@ -103,7 +103,7 @@ struct ContainerdCRITests {
                         $0.config = .with {
                             $0.metadata.name = "probe"
                             $0.image.image = reference
-                            $0.command = ContainerdSnapshotterTests.probe
+                            $0.command = ["sh", "-c", ContainerdSnapshotterTests.probe]
                             $0.logPath = "probe.log"
                         }
                     }).containerID

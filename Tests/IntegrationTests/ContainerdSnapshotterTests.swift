@@ -45,7 +45,8 @@ struct ContainerdSnapshotterTests {
 
     /// What the tools image's shell prints: a file of its top layer, the opaque directory's only file, and a file the
     /// top layer deleted (a whiteout), absent.
-    static let probe = ["sh", "-c", "cat /version.txt; ls /opq; test -e /etc/gone.txt || echo gone"]
+    /// A failing read makes the probe fail (with the reader's message on stderr), not print less.
+    static let probe = "set -e; cat /version.txt; ls /opq; if test -e /etc/gone.txt; then echo present; else echo gone; fi"
     static let probeOutput = "tools 1\nnew.txt\ngone\n"
 
     @Test func containerdPullsAndRunsFromSlipwaysSnapshotsAcrossAKill() async throws {
@@ -62,8 +63,8 @@ struct ContainerdSnapshotterTests {
             ) { containerd in
                 let namespace = ["-n", "slipway-test"]
                 try await checked(containerd.ctr(namespace + ["image", "pull", "--plain-http", "--snapshotter", "slipway", reference]))
-                let ran = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "first"] + Self.probe))
-                #expect(ran.stdout == Self.probeOutput)
+                let firstOutput = try await runProbe(containerd, reference, name: "first", scratch: scratch)
+                #expect(firstOutput == Self.probeOutput)
 
                 let listed = try await checked(containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]))
                 #expect(listed.stdout.components(separatedBy: "Committed").count - 1 == 2, "one committed snapshot per layer: \(listed.stdout)")
@@ -74,8 +75,8 @@ struct ContainerdSnapshotterTests {
                 let treesBefore = try trees()
                 try await checked(containerd.ctr(namespace + ["image", "pull", "--plain-http", "--snapshotter", "slipway", sibling]))
                 #expect(try trees().subtracting(treesBefore).count == 1, "the shared base layer was extracted again")
-                let siblingRan = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", sibling, "sibling", "cat", "/version.txt"]))
-                #expect(siblingRan.stdout == "tools 2\n")
+                let siblingOutput = try await runCapturing(containerd, sibling, name: "sibling", script: "cat /version.txt", scratch: scratch)
+                #expect(siblingOutput == "tools 2\n")
                 try await checked(containerd.ctr(namespace + ["image", "rm", "--sync", sibling]))
 
                 // Killed, not stopped: its socket file stays behind, and the next one takes it over.
@@ -92,8 +93,8 @@ struct ContainerdSnapshotterTests {
                 try await waitUntil("containerd reaches the new snapshotter") {
                     try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0
                 }
-                let again = try await checked(containerd.ctr(namespace + ["run", "--rm", "--snapshotter", "slipway", reference, "second"] + Self.probe))
-                #expect(again.stdout == Self.probeOutput, "the snapshots survived the restart")
+                let secondOutput = try await runProbe(containerd, reference, name: "second", scratch: scratch)
+                #expect(secondOutput == Self.probeOutput, "the snapshots survived the restart")
 
                 // Two pulls of one image at once, in two namespaces: each gets its own snapshots, both run.
                 async let first = containerd.ctr(["-n", "team-a", "image", "pull", "--plain-http", "--snapshotter", "slipway", reference])
@@ -102,8 +103,8 @@ struct ContainerdSnapshotterTests {
                 try checked(pulledA)
                 try checked(pulledB)
                 for team in ["team-a", "team-b"] {
-                    let ran = try await checked(containerd.ctr(["-n", team, "run", "--rm", "--snapshotter", "slipway", reference, team] + Self.probe))
-                    #expect(ran.stdout == Self.probeOutput, "\(team)")
+                    let teamOutput = try await runProbe(containerd, reference, name: team, namespace: team, scratch: scratch)
+                    #expect(teamOutput == Self.probeOutput, "\(team)")
                     try await checked(containerd.ctr(["-n", team, "image", "rm", "--sync", reference]))
                 }
 
@@ -145,7 +146,8 @@ struct ContainerdSnapshotterTests {
                 #expect(layerDownloads() == downloadsBefore, "no layer was downloaded")
                 let trees = try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots")
                 #expect(trees.isEmpty, "no layer was extracted into the snapshotter: \(trees)")
-                #expect(try await runProbe(containerd, reference, name: "reused") == Self.probeOutput)
+                let reusedOutput = try await runProbe(containerd, reference, name: "reused", scratch: scratch)
+                #expect(reusedOutput == Self.probeOutput)
             }
             #expect(await snapshotter.stop() == 0)
         }
@@ -182,7 +184,8 @@ struct ContainerdSnapshotterTests {
                 let read = layerBlobGETs(proxy).dropFirst(readBefore).filter { request in layers.contains { request.uri.contains($0.digest) } }
                 #expect(read.isEmpty, "the pull read layers: \(read)")
                 #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/lazy"))?.isEmpty ?? true, "nothing is mounted lazily")
-                #expect(try await runProbe(containerd, reference, name: "warm") == Self.probeOutput)
+                let warmOutput = try await runProbe(containerd, reference, name: "warm", scratch: scratch)
+                #expect(warmOutput == Self.probeOutput)
             }
             #expect(await snapshotter.stop() == 0)
         }
@@ -222,7 +225,8 @@ struct ContainerdSnapshotterTests {
                 #expect(mounts.count == 2, "one lazy mount per layer: \(mounts)")
                 #expect(try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/snapshots").isEmpty, "no layer was extracted")
 
-                #expect(try await runProbe(containerd, reference, name: "lazy") == Self.probeOutput)
+                let lazyOutput = try await runProbe(containerd, reference, name: "lazy", scratch: scratch)
+                #expect(lazyOutput == Self.probeOutput)
                 #expect(layerReads().allSatisfy { $0.range != nil }, "the run read ranges, never a whole layer")
 
                 // A mount process that died is mounted again before containerd gets a container's mounts.
@@ -230,7 +234,8 @@ struct ContainerdSnapshotterTests {
                 let killed = try #require(mountProcess(serving: top))
                 kill(killed, SIGKILL)
                 try await waitUntil("the mount process \(killed) is gone") { kill(killed, 0) != 0 }
-                #expect(try await runProbe(containerd, reference, name: "revived") == Self.probeOutput)
+                let revivedOutput = try await runProbe(containerd, reference, name: "revived", scratch: scratch)
+                #expect(revivedOutput == Self.probeOutput)
                 let replacement = try #require(mountProcess(serving: top))
                 #expect(replacement != killed)
 
@@ -242,7 +247,8 @@ struct ContainerdSnapshotterTests {
                 try await waitUntil("containerd reaches the new snapshotter") {
                     try await containerd.ctr(namespace + ["snapshots", "--snapshotter", "slipway", "ls"]).status == 0
                 }
-                #expect(try await runProbe(containerd, reference, name: "again") == Self.probeOutput)
+                let againOutput = try await runProbe(containerd, reference, name: "again", scratch: scratch)
+                #expect(againOutput == Self.probeOutput)
                 #expect(mountProcess(serving: top) == replacement)
 
                 // Removing the image removes every snapshot, and with the last one each mount and its process.
@@ -290,9 +296,28 @@ struct ContainerdSnapshotterTests {
             run("ctr-remote", ["--address", containerd.socket, "-n", "slipway-test", "image", "rpull", "--plain-http", "--snapshotter", "slipway", reference]))
     }
 
-    /// Runs the probe in a container of `reference` through the snapshotter; returns what it printed.
-    private func runProbe(_ containerd: Containerd, _ reference: String, name: String) async throws -> String {
-        try await checked(containerd.ctr(["-n", "slipway-test", "run", "--rm", "--snapshotter", "slipway", reference, name] + Self.probe)).stdout
+    /// Runs the probe in a container of `reference` through the snapshotter; returns what it wrote.
+    private func runProbe(
+        _ containerd: Containerd, _ reference: String, name: String, namespace: String = "slipway-test", scratch: ScratchDirectory
+    ) async throws -> String {
+        try await runCapturing(containerd, reference, name: name, namespace: namespace, script: Self.probe, scratch: scratch)
+    }
+
+    /// Runs `script` (sh) in a container of `reference` through the snapshotter and returns its standard output,
+    /// which goes to a host file bound into the container rather than through ctr: containerd can lose the last
+    /// output of a process that exits at once (a race in its I/O copy), and this suite once read a probe short
+    /// under load.
+    private func runCapturing(
+        _ containerd: Containerd, _ reference: String, name: String, namespace: String = "slipway-test", script: String,
+        scratch: ScratchDirectory
+    ) async throws -> String {
+        let directory = scratch.sub("out-\(namespace)-\(name)")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try await checked(containerd.ctr([
+            "-n", namespace, "run", "--rm", "--snapshotter", "slipway", "--mount", "type=bind,src=\(directory),dst=/out,options=rbind:rw",
+            reference, name, "sh", "-c", "exec > /out/stdout; " + script,
+        ]))
+        return try String(contentsOfFile: "\(directory)/stdout", encoding: .utf8)
     }
 
     @discardableResult

@@ -1,5 +1,8 @@
 import ArgumentParser
+import ContentStore
 import Foundation
+import Images
+import OCI
 import Slipway
 import Snapshotter
 
@@ -32,17 +35,9 @@ struct Prefetch: AsyncParsableCommand {
             try await prefetch(through: snapshotter)
             return
         }
-        let store = try global.openStore()
         let display = global.makeProgress()
-        let started = ContinuousClock.now
-        let (report, extracted) = try await global.withSession(for: [location]) { session in
-            let (_, report, extracted) = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location)
-            return (report, extracted)
-        }
+        let (report, extracted, seconds) = try await prefetchLayers(location, with: global, into: try global.openStore(), progress: display.handler)
         display.finish()
-        // The transfer report times the download; the layers may still have been extracting after it.
-        let elapsed = started.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         if global.json {
             struct Output: Encodable { var transfer: TransferReport; var layersExtracted: Int; var seconds: Double }
             try printJSON(Output(transfer: report, layersExtracted: extracted, seconds: seconds))
@@ -77,3 +72,16 @@ extension Prefetch {
 }
 
 extension Prefetch: DecompressingCommand, WritesPartialOutput {}
+
+/// What `slipway prefetch` does, here or in a node's snapshotter (`--snapshotter`): pull `location` into `store`
+/// and extract its layers. The seconds cover both: the transfer report times the download only, and the layers
+/// may still be extracting after it.
+func prefetchLayers(
+    _ location: ImageLocation, with global: GlobalOptions, into store: ContentStore, progress: @escaping ProgressHandler = { _ in }
+) async throws -> (TransferReport, extracted: Int, seconds: Double) {
+    let started = ContinuousClock.now
+    let (_, report, extracted) = try await global.withSession(for: [location]) { session in
+        try await Puller(session: session, store: store, progress: progress).pullAndCacheLayers(location)
+    }
+    return (report, extracted, started.secondsElapsed)
+}

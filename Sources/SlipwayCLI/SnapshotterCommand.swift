@@ -86,16 +86,12 @@ struct SnapshotterCommand: AsyncParsableCommand {
             let location = try parseLocation(reference)
             // Whoever can reach the socket names the image: a registry's, never a path on the node.
             guard case .registry = location else { throw ValidationError("the snapshotter prefetches registry images only, not \(reference)") }
-            let started = ContinuousClock.now
             var options = global
             if let platform { options.platform = platform }
-            let (_, report, extracted) = try await options.makeSession(registries: [location]).run { session in
-                try await Puller(session: session, store: store).pullAndCacheLayers(location)
-            }
-            let elapsed = started.duration(to: .now)
+            let (report, extracted, seconds) = try await prefetchLayers(location, with: options, into: store)
             return NodePrefetchResult(
                 manifestDigest: report.manifestDigest, layers: report.layers, bytesTransferred: report.bytesTransferred,
-                layersExtracted: extracted, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                layersExtracted: extracted, seconds: seconds)
         }
     }
 

@@ -175,6 +175,9 @@ struct ContainerdSnapshotterTests {
             // A reference the snapshotter cannot pull is the client's error, with the reason.
             let refused = try await run(slipwayBinary, ["prefetch", "-q", "--snapshotter", snapshotter.socket, "\(proxy.host)/nothing:here"])
             #expect(refused.status != 0 && refused.stderr.contains("nothing"), "\(refused.stderr)")
+            // Whoever reaches the socket names an image, never a path on the node.
+            let local = try await run(slipwayBinary, ["prefetch", "-q", "--snapshotter", snapshotter.socket, "oci:/etc"])
+            #expect(local.status != 0 && local.stderr.contains("registry images only"), "\(local.stderr)")
 
             try await withStopped(
                 try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
@@ -275,12 +278,7 @@ struct ContainerdSnapshotterTests {
 
     /// The `slipway mount` process serving `mountpoint`, if any.
     private func mountProcess(serving mountpoint: String) -> pid_t? {
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-            let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if arguments.count > 2, arguments[1] == "mount", arguments.last == mountpoint { return pid }
-        }
-        return nil
+        runningProcesses().first { $0.arguments.count > 2 && $0.arguments[1] == "mount" && $0.arguments.last == mountpoint }?.pid
     }
 
     /// The tools image in the registry, converted to eStargz as `tools:esgz`; the reference through the proxy.

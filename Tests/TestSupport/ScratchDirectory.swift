@@ -33,9 +33,16 @@ public final class ScratchDirectory: Sendable {
 /// SIGKILLs every process whose command line has an argument under `prefix`.
 private func killProcesses(naming prefix: String) {
     let own = getpid()
-    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-        guard let pid = pid_t(entry), pid != own, let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-        if raw.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self).hasPrefix(prefix) }) { kill(pid, SIGKILL) }
+    for process in runningProcesses() where process.pid != own && process.arguments.contains(where: { $0.hasPrefix(prefix) }) {
+        kill(process.pid, SIGKILL)
+    }
+}
+
+/// The processes on this machine with their command lines, from /proc.
+public func runningProcesses() -> [(pid: pid_t, arguments: [String])] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+        guard let pid = pid_t(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+        return (pid, raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
     }
 }
 

@@ -111,4 +111,16 @@ import Glibc
         #expect(kill(pid, 0) == 0, "a zombie still answers signal 0")
         #expect(!MountState(mountpoint: "/mnt", image: "demo", pid: pid, prefetch: .all).ownerAlive)
     }
+
+    /// A state file outlives a reboot and its process: a pid named by a state of another boot, or now used by a
+    /// process started at another time, is not the mount's owner, and must not be signalled.
+    @Test func aReusedPidDoesNotOwnTheMount() {
+        var state = MountState(mountpoint: "/mnt", image: "demo", pid: getpid(), prefetch: .all)
+        #expect(state.ownerAlive)
+        state.processStart = (state.processStart ?? 0) + 1
+        #expect(!state.ownerAlive)
+        state = MountState(mountpoint: "/mnt", image: "demo", pid: getpid(), prefetch: .all)
+        state.bootID = "another boot"
+        #expect(!state.ownerAlive)
+    }
 }

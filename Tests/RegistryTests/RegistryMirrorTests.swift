@@ -22,6 +22,10 @@ import TestSupport
         #expect(mirrored.resolve("/v2/library/debian/tags/list?n=1000") == "http://cache.cluster.local:5050/v2/library/debian/tags/list?n=1000&ns=docker.io")
         // An absolute URL (an upload location, a pagination link) is the server's own choice.
         #expect(mirrored.resolve("http://elsewhere/v2/x") == "http://elsewhere/v2/x")
+        // --plain-http is about the registries: an https mirror stays https.
+        let secure = RegistryClient(
+            registry: "docker.io", through: try RegistryMirror(parsing: "https://cache.example"), plainHTTP: true, credentials: credentials, http: http)
+        #expect(secure.resolve("/v2/x/manifests/y") == "https://cache.example/v2/x/manifests/y?ns=docker.io")
         let direct = RegistryClient(registry: "registry.example:5000", credentials: credentials, http: http)
         #expect(direct.resolve("/v2/x/blobs/sha256:00") == "https://registry.example:5000/v2/x/blobs/sha256:00")
         try await http.shutdown()

@@ -20,6 +20,18 @@ public struct EStargzChunk: Sendable, Equatable {
     public var chunkDigest: String
 
     public var compressedRange: Range<Int64> { offset..<nextOffset }
+
+    public init(
+        name: String, chunkOffset: Int64, chunkSize: Int64, offset: Int64, nextOffset: Int64, innerOffset: Int64, chunkDigest: String
+    ) {
+        self.name = name
+        self.chunkOffset = chunkOffset
+        self.chunkSize = chunkSize
+        self.offset = offset
+        self.nextOffset = nextOffset
+        self.innerOffset = innerOffset
+        self.chunkDigest = chunkDigest
+    }
 }
 
 /// Which footer a blob ends with.
@@ -265,7 +277,7 @@ public final class EStargzReader {
     }
 
     /// A caller's name as the reference normalises it: `path.Clean("/" + name)` without the leading `/`.
-    static func lookupName(_ name: String) -> String {
+    package static func lookupName(_ name: String) -> String {
         var parts: [Substring] = []
         for part in name.split(separator: "/", omittingEmptySubsequences: true) where part != "." {
             if part == ".." {
@@ -279,7 +291,7 @@ public final class EStargzReader {
 
     /// A TOC name normalised (empty and `.` components dropped), or `unsafeEntryName` when it has a `..`
     /// component or a NUL byte.
-    static func safeTOCName(_ path: String, entry: String) throws -> String {
+    package static func safeTOCName(_ path: String, entry: String) throws -> String {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true)
         guard !parts.contains("..") && !path.utf8.contains(0) else {
             throw EStargzError.unsafeEntryName(entry: entry, path: path)

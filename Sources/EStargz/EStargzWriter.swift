@@ -169,25 +169,9 @@ public final class EStargzWriter {
     // MARK: - Entries
 
     private func tocEntry(for h: TarHeader, name: String) throws -> TOCEntry {
-        var e = TOCEntry(name: name, type: "")
-        e.mode = Int64(h.mode)
-        e.uid = h.uid
-        e.gid = h.gid
+        var e = try TOCEntry(header: h, name: name)
         e.userName = EStargzWriter.nameIfChanged(&lastUserNames, h.uid, h.uname)
         e.groupName = EStargzWriter.nameIfChanged(&lastGroupNames, h.gid, h.gname)
-        e.modtime = formatModtime(h.mtime)
-        e.xattrs = h.xattrs
-        switch h.type {
-        case .hardLink: e.type = "hardlink"; e.linkName = h.linkName
-        case .symbolicLink: e.type = "symlink"; e.linkName = h.linkName
-        case .directory: e.type = "dir"
-        case .regular: e.type = "reg"; e.size = h.size
-        case .characterDevice: e.type = "char"; e.devMajor = Int(h.devMajor); e.devMinor = Int(h.devMinor)
-        case .blockDevice: e.type = "block"; e.devMajor = Int(h.devMajor); e.devMinor = Int(h.devMinor)
-        case .fifo: e.type = "fifo"
-        case .other(let flag):
-            throw EStargzError.invalidInput("unsupported tar entry type \(UnicodeScalar(flag)) for \(h.name)")
-        }
         return e
     }
 

@@ -1,0 +1,94 @@
+import Archive
+import EStargz
+import Foundation
+import OCI
+
+/// Builds a layer's `GzipIndex` in one pass over its compressed bytes: inflate (recording checkpoints), walk the
+/// tar (recording each entry and hashing each file's content), hash the blob and the uncompressed stream.
+public enum GzipIndexBuilder {
+    /// Indexes the gzip layer `layer` whose bytes `next` returns in order (nil at the end). Throws
+    /// `unreadableLayer` for a stream that is not gzip or a tar inside, and `layerMismatch` when the bytes do not
+    /// hash to `layer.digest` or are not `layer.size` long: an index is only ever built from verified bytes.
+    public static func build(
+        layer: Descriptor, spanSize: Int64 = GzipIndex.defaultSpanSize, chunkSize: Int64 = GzipIndex.defaultChunkSize,
+        next: @escaping () throws -> [UInt8]?
+    ) throws -> GzipIndex {
+        let inflater = try CheckpointingInflater(spanSize: spanSize, input: next)
+        let tar = TarReader(source: inflater)
+        var entries: [TOCEntry] = []
+        do {
+            while let header = try tar.next() {
+                let name = cleanEntryName(header.name)
+                if name.isEmpty { continue }
+                var entry = try TOCEntry(header: header, name: name)
+                entry.offset = tar.offset
+                guard entry.type == "reg", header.size > 0 else {
+                    if entry.type == "hardlink" { entry.linkName = cleanEntryName(header.linkName) }
+                    entries.append(entry)
+                    continue
+                }
+                try appendFile(entry, size: header.size, from: tar, chunkSize: chunkSize, to: &entries)
+            }
+            try inflater.drain()
+        } catch let error as GzipIndexError {
+            throw error
+        } catch {
+            throw GzipIndexError.unreadableLayer("\(error)")
+        }
+        guard inflater.consumed == layer.size, inflater.blobDigest == layer.digest else {
+            throw GzipIndexError.layerMismatch(
+                "read \(inflater.consumed) bytes with digest \(inflater.blobDigest), expected \(layer.size) bytes with \(layer.digest)")
+        }
+        return GzipIndex(
+            layer: Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: layer.size), diffID: inflater.diffID,
+            uncompressedSize: inflater.produced, spanSize: spanSize, chunkSize: chunkSize, checkpoints: inflater.checkpoints,
+            entries: entries)
+    }
+
+    /// The file's entry (and `chunk` entries after it for every `chunkSize` bytes past the first), each with the
+    /// digest of its bytes; the first entry also carries the whole file's digest.
+    private static func appendFile(
+        _ first: TOCEntry, size: Int64, from tar: TarReader, chunkSize: Int64, to entries: inout [TOCEntry]
+    ) throws {
+        let firstIndex = entries.count
+        var fileHasher = DigestHasher()
+        var chunkHasher = DigestHasher()
+        var entry = first
+        var inChunk: Int64 = 0
+        var position: Int64 = 0
+        let chunked = size > chunkSize
+        func closeChunk() {
+            let length = inChunk
+            entry.chunkSize = chunked ? length : 0
+            if chunked { entry.chunkDigest = chunkHasher.finalize().description }
+            entries.append(entry)
+            chunkHasher = DigestHasher()
+            var next = TOCEntry(name: first.name, type: "chunk")
+            next.offset = first.offset + position
+            next.chunkOffset = position
+            entry = next
+            inChunk = 0
+        }
+        try tar.readContents { bytes in
+            var rest = bytes
+            while !rest.isEmpty {
+                let count = Int(min(Int64(rest.count), chunkSize - inChunk))
+                let piece = UnsafeRawBufferPointer(rebasing: rest[..<count])
+                fileHasher.update(piece)
+                if chunked { chunkHasher.update(piece) }
+                inChunk += Int64(count)
+                position += Int64(count)
+                rest = UnsafeRawBufferPointer(rebasing: rest[count...])
+                if inChunk == chunkSize, position < size { closeChunk() }
+            }
+        }
+        guard position == size else {
+            throw GzipIndexError.unreadableLayer("\(first.name): \(position) of \(size) bytes before the stream ended")
+        }
+        closeChunk()
+        let digest = fileHasher.finalize().description
+        entries[firstIndex].digest = digest
+        // A file of one chunk: its chunk is the file.
+        if !chunked { entries[firstIndex].chunkDigest = digest }
+    }
+}

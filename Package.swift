@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "Slipway",
             dependencies: [
-                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "ImageTree", "SIF",
+                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "GzipIndex", "ImageTree", "SIF",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Blocking", "Images", "ImageTree", "EStargz", "OCI", "ContentStore", "CLinux", "FUSE",
+                "Blocking", "Images", "ImageTree", "EStargz", "GzipIndex", "OCI", "ContentStore", "CLinux", "FUSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]

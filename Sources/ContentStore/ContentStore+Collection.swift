@@ -20,10 +20,23 @@ extension ContentStore {
         defer { lock.release() }
         var liveBlobs = Set<Digest>()
         var liveLayers = Set<Digest>()
-        var pending = try readIndex().manifests
+        let roots = try readIndex().manifests
+        // Referrers (gzip indexes) live as long as their subject: marked after the images.
+        var pending = roots.filter { $0.annotations?[Self.subjectAnnotation] == nil }
+        var referrers = roots.filter { $0.annotations?[Self.subjectAnnotation] != nil }
+        var orphans: [Descriptor] = []
         // Marking reads every reachable document; anything unreadable stops gc before it removes a byte, since a
         // misread would make live content look like garbage.
-        while let descriptor = pending.popLast() {
+        while true {
+            if pending.isEmpty {
+                // Only once every image is marked is a referrer's subject known to be live or not.
+                for referrer in referrers {
+                    let subject = referrer.annotations?[Self.subjectAnnotation].flatMap { try? Digest($0) }
+                    if let subject, liveBlobs.contains(subject) { pending.append(referrer) } else { orphans.append(referrer) }
+                }
+                referrers = []
+            }
+            guard let descriptor = pending.popLast() else { break }
             guard liveBlobs.insert(descriptor.digest).inserted,
                 FileManager.default.fileExists(atPath: blobPath(descriptor.digest)),
                 MediaType.isIndex(descriptor.mediaType) || MediaType.isManifest(descriptor.mediaType)
@@ -33,7 +46,8 @@ extension ContentStore {
             case .manifest(let manifest):
                 liveBlobs.formUnion(manifest.layers.map(\.digest))
                 liveBlobs.insert(manifest.config.digest)
-                guard FileManager.default.fileExists(atPath: blobPath(manifest.config.digest)) else { continue }
+                // An artifact's config is not an image config (OCI's empty `{}` for Slipway's indexes).
+                guard manifest.artifactType == nil, FileManager.default.fileExists(atPath: blobPath(manifest.config.digest)) else { continue }
                 do {
                     let config = try JSONDecoder().decode(ImageConfig.self, from: Data(try readBlob(manifest.config.digest)))
                     liveLayers.formUnion(config.rootfs.diff_ids)
@@ -44,6 +58,14 @@ extension ContentStore {
             }
         }
         var report = CollectionReport()
+        if !orphans.isEmpty, !dryRun {
+            let orphaned = Set(orphans.map(\.digest))
+            try withIndexLock {
+                var index = try readIndex()
+                index.manifests.removeAll { $0.annotations?[Self.subjectAnnotation] != nil && orphaned.contains($0.digest) }
+                try writeIndex(index)
+            }
+        }
         let fileManager = FileManager.default
         for algorithm in [Digest.Algorithm.sha256, .sha512] {
             let directory = "\(root)/blobs/\(algorithm.rawValue)"

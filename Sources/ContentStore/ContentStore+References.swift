@@ -74,3 +74,25 @@ extension ContentStore {
     /// Every top-level entry of index.json, named or not.
     public func allManifestDescriptors() throws -> [Descriptor] { try readIndex().manifests }
 }
+
+/// Artifacts that refer to a manifest (OCI referrers), kept in `index.json` as unnamed entries annotated with their
+/// subject, so that gc keeps them and an OCI-layout reader sees them as ordinary manifests.
+extension ContentStore {
+    public static let subjectAnnotation = "dev.slipway.subject"
+
+    public func referrers(of subject: Digest) throws -> [Descriptor] {
+        try readIndex().manifests.filter { $0.annotations?[Self.subjectAnnotation] == subject.description }
+    }
+
+    /// Records `artifact` (its manifest already in the store) as a referrer of `subject`.
+    public func addReferrer(_ artifact: Descriptor, subject: Digest) throws {
+        try withIndexLock {
+            var index = try readIndex()
+            guard !index.manifests.contains(where: { $0.digest == artifact.digest && $0.annotations?[Self.subjectAnnotation] != nil }) else { return }
+            var entry = artifact
+            entry.annotations = (entry.annotations ?? [:]).merging([Self.subjectAnnotation: subject.description]) { $1 }
+            index.manifests.append(entry)
+            try writeIndex(index)
+        }
+    }
+}

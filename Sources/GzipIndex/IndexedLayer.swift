@@ -145,7 +145,7 @@ public final class IndexedLayer: Sendable {
         return try inflater.extract(wanted, layer: layer.digest.short, count: chunks.count)
     }
 
-    private func binarySearch(_ sorted: [Int64], _ value: Int64) -> Int? {
+    func binarySearch(_ sorted: [Int64], _ value: Int64) -> Int? {
         var low = 0, high = sorted.count
         while low < high {
             let middle = (low + high) / 2
@@ -307,5 +307,61 @@ private final class SpanInflater {
 
     private func short(_ position: Int64, _ goal: Int64, _ layer: String) -> GzipIndexError {
         .layerMismatch("layer \(layer): the spans from compressed offset \(checkpoint.in) inflate to \(position) bytes, the index needs \(goal)")
+    }
+}
+
+extension IndexedLayer {
+    /// Reads the whole layer front to back from `next` (its bytes in order), hands every chunk's verified bytes to
+    /// `store` as they pass (one inflate of the stream, no checkpoint needed), and at the end checks the layer's
+    /// digest, size and diffID against the descriptor and the index: the check that turns an index's claims into
+    /// verified facts. Throws `layerMismatch` when they disagree.
+    public func readWhole(next: @escaping () throws -> [UInt8]?, store: (EStargzChunk, [UInt8]) throws -> Void) throws {
+        let inflater = try CheckpointingInflater(spanSize: .max, input: next)
+        let ordered = allChunks.map { (start: absoluteStart(of: $0), chunk: $0) }.sorted { $0.start < $1.start }
+        var position: Int64 = 0
+        var current = 0
+        var buffer: [UInt8] = []
+        while let bytes = try inflater.nextBytes() {
+            var rest = bytes
+            while !rest.isEmpty, current < ordered.count {
+                let (start, chunk) = ordered[current]
+                let end = start + chunk.chunkSize
+                if position + Int64(rest.count) <= start { break }
+                if position < start {
+                    rest = UnsafeRawBufferPointer(rebasing: rest[Int(start - position)...])
+                    position = start
+                }
+                let take = Int(min(Int64(rest.count), end - position))
+                buffer.append(contentsOf: rest[..<take])
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                position += Int64(take)
+                if position == end {
+                    let actual = Digest.sha256(of: buffer).description
+                    guard actual == chunk.chunkDigest else {
+                        throw GzipIndexError.layerMismatch("\(chunk.name) at \(chunk.chunkOffset): digest \(actual), the index says \(chunk.chunkDigest)")
+                    }
+                    try store(chunk, buffer)
+                    buffer.removeAll(keepingCapacity: true)
+                    current += 1
+                }
+            }
+            position += Int64(rest.count)
+        }
+        try inflater.drain()
+        guard inflater.consumed == layer.size, inflater.blobDigest == layer.digest else {
+            throw GzipIndexError.layerMismatch("\(inflater.consumed) bytes with digest \(inflater.blobDigest), the manifest says \(layer.size) bytes with \(layer.digest)")
+        }
+        guard inflater.diffID == diffID else {
+            throw GzipIndexError.layerMismatch("uncompressed digest \(inflater.diffID), the index says \(diffID)")
+        }
+        guard current == ordered.count else {
+            throw GzipIndexError.layerMismatch("the layer ended before \(ordered[current].chunk.name), which the index places at \(ordered[current].start)")
+        }
+    }
+
+    /// Where the chunk starts in the uncompressed stream.
+    func absoluteStart(of chunk: EStargzChunk) -> Int64 {
+        guard let span = binarySearch(spanStarts, chunk.offset) else { return -1 }
+        return checkpoints[span].out + chunk.innerOffset
     }
 }

@@ -20,9 +20,13 @@ public protocol ImageSource: Sendable {
     func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8]
     /// Several non-overlapping ranges of a blob, unverified; a registry answers them in one request.
     func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]]
+    /// Artifacts of `artifactType` whose `subject` is the manifest `subject` (OCI referrers), newest last.
+    func referrers(of subject: Digest, artifactType: String) async throws -> [Descriptor]
 }
 
 extension ImageSource {
+    public func referrers(of subject: Digest, artifactType: String) async throws -> [Descriptor] { [] }
+
     public func readRanges(_ descriptor: Descriptor, ranges: [Range<Int64>]) async throws -> [[UInt8]] {
         var result: [[UInt8]] = []
         for range in ranges { result.append(try await readRange(descriptor, offset: range.lowerBound, length: range.count)) }

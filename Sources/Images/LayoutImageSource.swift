@@ -16,6 +16,10 @@ public struct LayoutImageSource: ImageSource {
 
     public var name: String { "oci:\(store.root)" + (imageName.map { ":\($0)" } ?? "") }
 
+    public func referrers(of subject: Digest, artifactType: String) async throws -> [Descriptor] {
+        try store.referrers(of: subject).filter { $0.artifactType == artifactType }
+    }
+
     public func rootDocument() async throws -> FetchedManifest {
         let descriptor: Descriptor
         if let imageName {
@@ -25,7 +29,7 @@ public struct LayoutImageSource: ImageSource {
             }
             descriptor = found
         } else {
-            let all = try store.allManifestDescriptors()
+            let all = try store.allManifestDescriptors().filter { $0.annotations?[ContentStore.subjectAnnotation] == nil }
             guard all.count == 1, let only = all.first else {
                 throw StoreError.notFound("a single image in \(store.root) (it has \(all.count); name one as oci:PATH:NAME)")
             }

@@ -32,6 +32,10 @@ public struct RemoteImageSource: ImageSource {
 
     public func localBlobPath(_ descriptor: Descriptor) -> String? { nil }
 
+    public func referrers(of subject: Digest, artifactType: String) async throws -> [Descriptor] {
+        try await client.referrers(repository: reference.repository, subject: subject, artifactType: artifactType)
+    }
+
     public func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await client.fetchRange(repository: reference.repository, digest: descriptor.digest, offset: offset, length: length)
     }

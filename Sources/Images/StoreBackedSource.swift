@@ -35,6 +35,13 @@ package struct StoreBackedSource: ImageSource {
         inner.localBlobPath(descriptor) ?? (store.hasBlob(descriptor) ? store.blobPath(descriptor.digest) : nil)
     }
 
+    /// The store's referrers first (built or fetched here before), then the source's.
+    package func referrers(of subject: Digest, artifactType: String) async throws -> [Descriptor] {
+        let local = ((try? store.referrers(of: subject)) ?? []).filter { $0.artifactType == artifactType }
+        let remote = try await inner.referrers(of: subject, artifactType: artifactType)
+        return remote.filter { artifact in !local.contains { $0.digest == artifact.digest } } + local
+    }
+
     package func readRange(_ descriptor: Descriptor, offset: Int64, length: Int) async throws -> [UInt8] {
         try await inner.readRange(descriptor, offset: offset, length: length)
     }

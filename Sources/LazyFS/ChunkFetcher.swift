@@ -3,47 +3,6 @@ import Foundation
 import OCI
 import Synchronization
 
-/// An eStargz layer of a mounted image: its verified TOC and the layer its chunks come from.
-public final class LazyLayer: @unchecked Sendable {
-    // Immutable after init; the reader's own range callback is not used after the TOC was read.
-    public let index: Int
-    public let layer: any Layer
-    public let reader: EStargzReader
-    /// Compressed bytes before `.prefetch.landmark` (0 when the layer has no prioritized files).
-    public let prefetchSize: Int64
-
-    /// Every chunk in blob order.
-    public let chunks: [EStargzChunk]
-    /// Where the last read miss's fetch ended and how far past its file it read, to tell a scan through a
-    /// directory's files (fetch more of the neighbours) from scattered reads (fetch only the file).
-    let lastMiss = Mutex<(end: Int64, window: Int64)>((0, 0))
-
-    public init(index: Int, layer: any Layer, reader: EStargzReader) {
-        self.index = index
-        self.layer = layer
-        self.reader = reader
-        let landmark = reader.toc.entries.first { cleanEntryName($0.name) == prefetchLandmarkName }
-        prefetchSize = landmark?.offset ?? 0
-        chunks = reader.allChunks
-    }
-
-    public var descriptor: Descriptor { layer.descriptor }
-
-    /// The position of `chunk` in `chunks`.
-    func position(of chunk: EStargzChunk) -> Int? {
-        var low = 0, high = chunks.count
-        while low < high {
-            let middle = (low + high) / 2
-            if chunks[middle].offset < chunk.offset { low = middle + 1 } else { high = middle }
-        }
-        while low < chunks.count, chunks[low].offset == chunk.offset {
-            if chunks[low] == chunk { return low }
-            low += 1
-        }
-        return nil
-    }
-}
-
 /// Gets chunks into the chunk cache: contiguous chunks in one Range request, each chunk decompressed and checked
 /// against its chunkDigest before it is stored, a chunk already being fetched waited for rather than fetched again.
 /// Reads that block on the network count as foreground; the prefetcher yields to them.
@@ -130,7 +89,7 @@ public final class ChunkFetcher: Sendable {
             // The reader refused any layer with such a chunk when it opened; checked again because this is what
             // bounds the memory a fetch takes, and a bad chunk must fail alone, not the fetch of its neighbours.
             do {
-                try EStargzReader.checkCompressedRange(of: chunk, payloadEnd: layer.reader.tocOffset)
+                try EStargzReader.checkCompressedRange(of: chunk, payloadEnd: layer.payloadEnd)
                 _ = try EStargzReader.checkedInflatedSize(of: chunk)
             } catch {
                 failure = failure ?? LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
@@ -167,17 +126,18 @@ public final class ChunkFetcher: Sendable {
         if let failure { throw failure }
     }
 
-    /// Contiguous runs of chunks (by compressed range), each at most `maxSpan` bytes (or one chunk).
+    /// Runs of chunks whose compressed ranges touch or overlap (an indexed layer's chunks share spans), each at
+    /// most `maxSpan` bytes (or one chunk).
     private static func spans(_ claimed: [(EStargzChunk, Pending)], maxSpan: Int64) -> [[(EStargzChunk, Pending)]] {
         var result: [[(EStargzChunk, Pending)]] = []
+        var runEnd: Int64 = 0
         for item in claimed {
-            if let last = result.last?.last?.0, let first = result.last?.first?.0,
-                item.0.offset == last.nextOffset || item.0.offset == last.offset,
-                item.0.nextOffset - first.offset <= maxSpan
-            {
+            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= maxSpan {
                 result[result.count - 1].append(item)
+                runEnd = max(runEnd, item.0.nextOffset)
             } else {
                 result.append([item])
+                runEnd = item.0.nextOffset
             }
         }
         return result
@@ -186,33 +146,31 @@ public final class ChunkFetcher: Sendable {
     /// Ranges in one request; more would make the Range header long for little gain.
     static let rangesPerRequest = 16
 
-    /// One request for the runs of contiguous chunks (a range per run); each chunk is decompressed, verified and
-    /// cached.
+    /// One request for the runs of chunks (a range per run); each run is decoded, its chunks verified and cached.
     private func fetch(_ spans: [[EStargzChunk]], of layer: LazyLayer, deadline: Date) throws {
         let ranges = spans.compactMap { span -> Range<Int64>? in
-            guard let first = span.first, let last = span.last else { return nil }
-            return first.offset..<last.nextOffset
+            guard let first = span.first, let end = span.map(\.nextOffset).max() else { return nil }
+            return first.offset..<end
         }
         let fetched = try fetchRanges(of: layer.layer, ranges: ranges, deadline: deadline)
         guard fetched.count == ranges.count else {
             throw LazyFSError.fetchFailed(
                 what: "\(ranges.count) ranges of \(layer.descriptor.digest.short)", reason: "the registry answered \(fetched.count) parts")
         }
-        for (span, bytes) in zip(spans, fetched) {
-            guard let start = span.first?.offset, let end = span.last?.nextOffset else { continue }
-            guard Int64(bytes.count) == end - start else {
+        for (span, (range, bytes)) in zip(spans, zip(ranges, fetched)) {
+            guard Int64(bytes.count) == Int64(range.count) else {
                 throw LazyFSError.fetchFailed(
-                    what: "bytes \(start)-\(end - 1) of \(layer.descriptor.digest.short)", reason: "the registry answered \(bytes.count) bytes")
+                    what: "bytes \(range.lowerBound)-\(range.upperBound - 1) of \(layer.descriptor.digest.short)",
+                    reason: "the registry answered \(bytes.count) bytes")
             }
-            for chunk in span {
-                let compressed = Array(bytes[Int(chunk.offset - start)..<Int(chunk.nextOffset - start)])
-                let data: [UInt8]
-                do {
-                    data = try EStargzReader.decompressChunk(chunk, compressed: compressed)
-                    try EStargzReader.verify(chunk, bytes: data)
-                } catch {
-                    throw LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
-                }
+            let decoded: [[UInt8]]
+            do {
+                decoded = try layer.decode(span, compressed: bytes, from: range.lowerBound)
+            } catch {
+                let what = span.count == 1 ? span[0].name : "\(span.count) chunks from \(span[0].name)"
+                throw LazyFSError.fetchFailed(what: "\(what) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+            }
+            for (chunk, data) in zip(span, decoded) {
                 try cache.store(try Self.digest(chunk), bytes: data)
                 counters.update { $0.chunksFetched += 1 }
             }

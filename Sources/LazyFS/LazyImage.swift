@@ -1,6 +1,7 @@
 import ContentStore
 import EStargz
 import Foundation
+import GzipIndex
 import Images
 import ImageTree
 import OCI
@@ -15,8 +16,10 @@ public final class LazyImage: Sendable {
     public let tree: ImageTree
     public let layers: [Int: LazyLayer]
     public let fetcher: ChunkFetcher
-    /// Layers that had to be downloaded whole (not eStargz, or without a TOC digest to verify against).
+    /// Layers that had to be downloaded whole (neither eStargz nor with a usable gzip index).
     public let wholeLayers: Int
+    /// Lazy layers served through a gzip index (the others are eStargz).
+    public var indexedLayers: Int { layers.values.filter(\.isIndexed).count }
 
     init(tree: ImageTree, layers: [Int: LazyLayer], fetcher: ChunkFetcher, wholeLayers: Int) {
         self.tree = tree
@@ -26,14 +29,16 @@ public final class LazyImage: Sendable {
     }
 
     /// Reads each eStargz layer's footer and TOC (one tail request, a second only for a TOC larger than the tail)
-    /// and checks the TOC against the layer's `toc.digest` annotation. Other layers are downloaded, verified and
+    /// and checks the TOC against the layer's `toc.digest` annotation. A gzip layer with an entry in `indexes` is
+    /// served through it once the index was checked against the layer. Other layers are downloaded, verified and
     /// extracted before this returns: the mount works for any image, lazily where the image allows it.
     ///
     /// With `onlyLayer`, the tree is that one layer of the image as an overlayfs lower directory
     /// (`ImageTree(overlayLower:)`), for a snapshotter that stacks the layers itself; with `expectedTOC` too, the
     /// manifest must annotate it with that TOC digest (what the snapshotter's caller was told).
     public static func open(
-        _ image: any Image, onlyLayer: Digest? = nil, expectedTOC: Digest? = nil, store: ContentStore, cache: ChunkCache, counters: MountCounters,
+        _ image: any Image, onlyLayer: Digest? = nil, expectedTOC: Digest? = nil, indexes: [Digest: GzipIndex] = [:],
+        prioritizedFiles: [String] = [], store: ContentStore, cache: ChunkCache, counters: MountCounters,
         fetchTimeout: Duration, progress: @escaping ProgressHandler = { _ in }
     ) async throws -> LazyImage {
         let fetcher = ChunkFetcher(cache: cache, counters: counters, timeout: fetchTimeout)
@@ -57,9 +62,12 @@ public final class LazyImage: Sendable {
         for (index, layer) in selected {
             if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
                 let reader = try await openTOC(layer, expected: expected, cache: cache, counters: counters)
-                let lazy = LazyLayer(index: index, layer: layer, reader: reader)
+                let lazy = LazyLayer(index: index, layer: layer, map: .estargz(reader))
                 lazyLayers[index] = lazy
                 entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
+            } else if let indexed = Self.indexed(layer, indexes: indexes, progress: progress) {
+                lazyLayers[index] = LazyLayer(index: index, layer: layer, map: .indexed(indexed), prioritizedFiles: prioritizedFiles)
+                entries.append(LayerEntries.fromTOC(TOC(entries: indexed.entries), layer: index))
             } else {
                 whole += 1
                 let moved = try await layer.fetch(into: store, progress: progress)
@@ -70,6 +78,21 @@ public final class LazyImage: Sendable {
         }
         let tree = onlyLayer == nil ? ImageTree(layers: entries) : ImageTree(overlayLower: entries.first ?? [])
         return LazyImage(tree: tree, layers: lazyLayers, fetcher: fetcher, wholeLayers: whole)
+    }
+
+    /// The layer's gzip index checked against it, or nil (and a message why, for an index that is not usable).
+    private static func indexed(_ layer: any Layer, indexes: [Digest: GzipIndex], progress: ProgressHandler) -> IndexedLayer? {
+        guard let index = indexes[layer.descriptor.digest] else { return nil }
+        do {
+            let indexed = try IndexedLayer(index: index, layer: layer.descriptor)
+            guard indexed.diffID == layer.diffID else {
+                throw GzipIndexError.invalidIndex("it gives diffID \(indexed.diffID), the image config \(layer.diffID)")
+            }
+            return indexed
+        } catch {
+            progress(.message("layer \(layer.descriptor.digest.short): \(error); pulling it whole"))
+            return nil
+        }
     }
 
     /// The tail of the blob holds the footer and usually the whole TOC.
@@ -133,11 +156,12 @@ public final class LazyImage: Sendable {
             return try Self.readLocal(path, offset: offset, length: Int(end - offset))
         case .estargz(let layerIndex, let name):
             guard let layer = layers[layerIndex] else { throw LazyFSError.fetchFailed(what: name, reason: "layer \(layerIndex) not open") }
+            if let rejection = layer.rejection.withLock({ $0 }) { throw LazyFSError.fetchFailed(what: name, reason: rejection) }
             var result: [UInt8] = []
             result.reserveCapacity(Int(end - offset))
             var position = offset
             while position < end {
-                guard let chunk = layer.reader.chunk(for: name, at: position) else {
+                guard let chunk = layer.chunk(for: name, at: position) else {
                     throw LazyFSError.fetchFailed(what: name, reason: "no chunk at offset \(position)")
                 }
                 let within = position - chunk.chunkOffset

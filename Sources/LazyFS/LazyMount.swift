@@ -3,6 +3,7 @@ import ContentStore
 import EStargz
 import FUSE
 import Foundation
+import GzipIndex
 import Logging
 import OCI
 import Images
@@ -23,6 +24,10 @@ public struct LazyMountOptions: Sendable {
     public var onlyLayer: Digest?
     /// The TOC digest `onlyLayer` must have in the image's manifest.
     public var expectedTOC: Digest?
+    /// Seekable indexes of the image's plain gzip layers, by layer digest: those layers are served lazily too.
+    public var gzipIndexes: [Digest: GzipIndex] = [:]
+    /// Files of indexed layers the prefetch fetches first, in order.
+    public var prioritizedFiles: [String] = []
 
     public init() {}
 }
@@ -80,7 +85,9 @@ public final class LazyMount: Sendable {
             let counters = MountCounters()
             let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
             let image = try await LazyImage.open(
-                resolved, onlyLayer: options.onlyLayer, expectedTOC: options.expectedTOC, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout, progress: progress)
+                resolved, onlyLayer: options.onlyLayer, expectedTOC: options.expectedTOC, indexes: options.gzipIndexes,
+                prioritizedFiles: options.prioritizedFiles, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout,
+                progress: progress)
             let recorder = options.recordPath == nil ? nil : AccessRecorder()
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]
@@ -91,6 +98,7 @@ public final class LazyMount: Sendable {
             state.ready = true
             state.lazyLayers = image.layers.count
             state.wholeLayers = image.wholeLayers
+            state.indexedLayers = image.indexedLayers
             state.files = image.tree.fileCount
             let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters)
             let mount = LazyMount(

@@ -13,6 +13,8 @@ public struct MountState: Codable, Sendable {
     public var error: String?
     public var prefetch: PrefetchMode
     public var lazyLayers: Int
+    /// Of the lazy layers, those served through a gzip index (the others are eStargz).
+    public var indexedLayers: Int?
     public var wholeLayers: Int
     public var files: Int
     public var statistics: MountStatistics

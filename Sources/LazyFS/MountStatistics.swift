@@ -21,8 +21,34 @@ public struct MountStatistics: Sendable, Codable, Equatable {
     public var prefetchDone: Int64 = 0
     public var prefetchTotal: Int64 = 0
     public var prefetchFinished = false
+    /// Indexed layers read whole in the background whose digest and diffID matched.
+    public var layersVerified: Int = 0
+    /// Indexed layers whose bytes disagreed with their digest, diffID or index: their reads fail since.
+    public var layersRejected: Int = 0
 
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case bytesFetched, tocBytesFetched, requests, cacheHits, chunksFetched, blockingReads, failedReads, prefetchDone, prefetchTotal
+        case prefetchFinished, layersVerified, layersRejected
+    }
+
+    /// Decodes statistics written by any version: counters a writer did not know are 0.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        bytesFetched = try c.decodeIfPresent(Int64.self, forKey: .bytesFetched) ?? 0
+        tocBytesFetched = try c.decodeIfPresent(Int64.self, forKey: .tocBytesFetched) ?? 0
+        requests = try c.decodeIfPresent(Int.self, forKey: .requests) ?? 0
+        cacheHits = try c.decodeIfPresent(Int.self, forKey: .cacheHits) ?? 0
+        chunksFetched = try c.decodeIfPresent(Int.self, forKey: .chunksFetched) ?? 0
+        blockingReads = try c.decodeIfPresent(Int.self, forKey: .blockingReads) ?? 0
+        failedReads = try c.decodeIfPresent(Int.self, forKey: .failedReads) ?? 0
+        prefetchDone = try c.decodeIfPresent(Int64.self, forKey: .prefetchDone) ?? 0
+        prefetchTotal = try c.decodeIfPresent(Int64.self, forKey: .prefetchTotal) ?? 0
+        prefetchFinished = try c.decodeIfPresent(Bool.self, forKey: .prefetchFinished) ?? false
+        layersVerified = try c.decodeIfPresent(Int.self, forKey: .layersVerified) ?? 0
+        layersRejected = try c.decodeIfPresent(Int.self, forKey: .layersRejected) ?? 0
+    }
 }
 
 /// Counters updated from FUSE and prefetch threads.

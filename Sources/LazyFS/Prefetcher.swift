@@ -1,5 +1,6 @@
 import EStargz
 import Foundation
+import GzipIndex
 import Synchronization
 
 /// What a mount fetches before it is asked.
@@ -44,9 +45,12 @@ public final class Prefetcher: Sendable {
     private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
 
     private func run() {
-        let landmarkChunks = layers.map { layer in (layer, layer.chunks.filter { $0.offset < layer.prefetchSize }) }
-        let restChunks = mode == .all ? layers.map { layer in (layer, layer.chunks.filter { $0.offset >= layer.prefetchSize }) } : []
-        let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + pair.1.reduce(0) { $0 + $1.nextOffset - $1.offset } }
+        let landmarkChunks = layers.map { layer in (layer, layer.prioritized) }
+        // Indexed layers are read whole instead, which verifies them (`readWhole`).
+        let wholeReads = mode == .all ? layers.filter(\.isIndexed) : []
+        let restChunks = mode == .all ? layers.filter { !$0.isIndexed }.map { layer in (layer, Self.rest(of: layer)) } : []
+        let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + LazyLayer.compressedBytes(of: pair.1) }
+            + wholeReads.reduce(0) { $0 + $1.descriptor.size }
         counters.update { $0.prefetchTotal = total }
 
         // The prioritized region of each layer first: the workload is about to read exactly these files, in this
@@ -68,6 +72,15 @@ public final class Prefetcher: Sendable {
         // pausing would only leave the link idle. Two workers, so decompressing, verifying and storing one
         // request's chunks overlaps the next request's transfer.
         let workers = DispatchGroup()
+        for layer in wholeReads {
+            workers.enter()
+            let thread = Thread { [self] in
+                readWhole(layer)
+                workers.leave()
+            }
+            thread.name = "slipway-verify"
+            thread.start()
+        }
         for _ in 0..<Self.backgroundWorkers {
             workers.enter()
             let thread = Thread { [self] in
@@ -79,6 +92,56 @@ public final class Prefetcher: Sendable {
         }
         workers.wait()
         counters.update { $0.prefetchFinished = true }
+    }
+
+    private struct Stopped: Error {}
+
+    /// Reads an indexed layer front to back in requests that double up to `ChunkFetcher.maxSpan`, caching every
+    /// chunk not cached yet, and checks the layer's digest and diffID at the end. A layer that does not match is
+    /// rejected: its reads fail (EIO) from then on. A network failure rejects nothing: reads fetch what they need.
+    private func readWhole(_ layer: LazyLayer) {
+        guard case .indexed(let indexed) = layer.map else { return }
+        let fetcher = image.fetcher
+        let size = layer.descriptor.size
+        var offset: Int64 = 0
+        var span: Int64 = 1 << 20
+        do {
+            try indexed.readWhole(next: { [self] in
+                guard offset < size else { return nil }
+                guard !stopped.load(ordering: .relaxed) else { throw Stopped() }
+                // Reads waiting for the network go first.
+                while fetcher.foregroundBusy, !stopped.load(ordering: .relaxed) {
+                    Thread.sleep(forTimeInterval: 0.005)
+                }
+                let end = min(size, offset + span)
+                let parts = try fetcher.fetchRanges(
+                    of: layer.layer, ranges: [offset..<end], deadline: Date() + max(60, fetcher.timeout.seconds * 4))
+                guard let bytes = parts.first, Int64(bytes.count) == end - offset else {
+                    throw LazyFSError.fetchFailed(what: "bytes \(offset)-\(end - 1) of \(layer.descriptor.digest.short)", reason: "short answer")
+                }
+                counters.update { $0.prefetchDone += end - offset }
+                offset = end
+                span = min(ChunkFetcher.maxSpan, span * 2)
+                return bytes
+            }, store: { chunk, bytes in
+                let digest = try ChunkFetcher.digest(chunk)
+                guard !fetcher.cache.contains(digest) else { return }
+                try fetcher.cache.store(digest, bytes: bytes)
+                counters.update { $0.chunksFetched += 1 }
+            })
+            counters.update { $0.layersVerified += 1 }
+        } catch let mismatch as GzipIndexError {
+            layer.rejection.withLock { $0 = "layer \(layer.descriptor.digest.short) does not match: \(mismatch)" }
+            counters.update { $0.layersRejected += 1 }
+        } catch {
+            // Stopped, or the registry failed for long: nothing is known to be wrong with the layer.
+        }
+    }
+
+    /// The layer's chunks that are not prioritized, in blob order.
+    private static func rest(of layer: LazyLayer) -> [EStargzChunk] {
+        let first = Set(layer.prioritized.map(\.chunkDigest))
+        return layer.chunks.filter { !first.contains($0.chunkDigest) }
     }
 
     private struct Cursor {
@@ -130,7 +193,7 @@ public final class Prefetcher: Sendable {
     private func fetch(_ chunks: [EStargzChunk], of layer: LazyLayer, yielding: Bool) -> (bytes: Int64, seconds: Double) {
         while yielding && image.fetcher.foregroundBusy && !stopped.load(ordering: .relaxed) { Thread.sleep(forTimeInterval: 0.005) }
         let began = ContinuousClock.now
-        let bytes = chunks.reduce(Int64(0)) { $0 + $1.nextOffset - $1.offset }
+        let bytes = LazyLayer.compressedBytes(of: chunks)
         // A failed prefetch is not an error: a read that needs the chunk fetches it again and reports its failure.
         try? image.fetcher.ensureCached(chunks, of: layer, deadline: Date() + max(60, image.fetcher.timeout.seconds * 4), maxSpan: .max)
         counters.update { $0.prefetchDone += bytes }

@@ -11,11 +11,12 @@ import Glibc
 
 struct Mount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Mount an image read-only at DIR; files are fetched as they are read (eStargz layers lazily).",
+        abstract: "Mount an image read-only at DIR; files are fetched as they are read (eStargz and indexed gzip layers lazily).",
         discussion: """
-            eStargz layers are served from their table of contents: a read fetches only the chunks it needs, \
-            verified, into a chunk cache in the store shared by every mount, image and version. Other layers are \
-            downloaded and extracted before the mount appears. The command returns once the mount is live and \
+            eStargz layers are served from their table of contents, plain gzip layers from a gzip index when the \
+            image has one (`slipway index`, or built by `slipway serve --index`): a read fetches only the chunks \
+            it needs, verified, into a chunk cache in the store shared by every mount, image and version. Other \
+            layers are downloaded and extracted before the mount appears. The command returns once the mount is live and \
             keeps serving it in the background; `slipway umount DIR` ends it.
             """)
 
@@ -35,6 +36,7 @@ struct Mount: AsyncParsableCommand {
     var layer: String?
     @Option(name: .long, help: ArgumentHelp("With --layer: refuse the layer unless the image annotates it with this TOC digest.", valueName: "DIGEST"))
     var tocDigest: String?
+    @Flag(name: .long, help: "Do not look for gzip indexes (plain gzip layers are then pulled whole).") var noIndex = false
     @Flag(name: .shortAndLong, help: "Serve in the foreground until unmounted (SIGINT/SIGTERM unmount).") var foreground = false
 
     func validate() throws {
@@ -75,6 +77,12 @@ struct Mount: AsyncParsableCommand {
         let statistics = try await global.withSession(for: [location]) { session in
             let source = try session.source(for: location, backedBy: store)
             let resolved = try await source.resolve(platform: session.options.platform)
+            var options = options
+            if !noIndex {
+                await options.useGzipIndexes(of: resolved) { message in
+                    if !global.quiet { FileHandle.standardError.write(Data("slipway: \(message)\n".utf8)) }
+                }
+            }
             let mount = try await LazyMount.mount(
                 resolved, named: Puller.storeName(for: location), store: store, at: mountpoint, options: options,
                 logger: logger, progress: display.handler)
@@ -153,9 +161,15 @@ struct Status: AsyncParsableCommand {
         }
         let s = state.statistics
         let prefetch = s.prefetchTotal > 0 ? String(format: "%.0f %%", Double(s.prefetchDone) / Double(s.prefetchTotal) * 100) : "-"
+        let indexed = state.indexedLayers ?? 0
+        var lazy = "\(state.lazyLayers) lazy"
+        if indexed > 0 {
+            lazy += " (\(indexed) through a gzip index: \(s.layersVerified) verified whole"
+            lazy += s.layersRejected > 0 ? ", \(s.layersRejected) REJECTED, their reads fail)" : ")"
+        }
         print("""
             \(state.image) at \(state.mountpoint) (pid \(state.pid))
-              layers: \(state.lazyLayers) lazy, \(state.wholeLayers) fetched whole; files: \(state.files)
+              layers: \(lazy), \(state.wholeLayers) fetched whole; files: \(state.files)
               fetched: \(formatBytes(s.bytesFetched)) in \(s.requests) requests; chunks fetched \(s.chunksFetched), cache hits \(s.cacheHits)
               reads that waited: \(s.blockingReads), failed: \(s.failedReads); prefetch (\(state.prefetch.rawValue)): \(prefetch)\(s.prefetchFinished ? ", done" : "")
             """)

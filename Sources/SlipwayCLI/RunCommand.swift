@@ -51,6 +51,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds from passing on SIGTERM (or SIGINT, SIGHUP) to killing the container; keep it under Slurm's KillWait.")
     var stopTimeout: Double = 10
     @Option(name: .long, help: "--mode lazy: what to fetch before it is read: none, landmark, all.") var prefetch: PrefetchMode = .all
+    @Flag(name: .long, help: "--mode lazy: do not look for gzip indexes (plain gzip layers are then pulled whole).") var noIndex = false
     @Option(name: .long, help: "--mode lazy: write the files the command read, in first-access order, to FILE (for convert --prioritize).")
     var record: String?
     @Argument(parsing: .postTerminator, help: "The command and its arguments (after --), replacing the image's Cmd.")
@@ -121,8 +122,10 @@ struct Run: AsyncParsableCommand {
         let options = global
         let pullPolicy = pull
 
-        let work = Task {
-            try await options.withSession(for: location.map { [$0] } ?? []) { session in
+        let useIndex = !noIndex
+        let work = Task { [runner] in
+            var runner = runner
+            return try await options.withSession(for: location.map { [$0] } ?? []) { session in
                 var resolved: ResolvedImage?
                 var config: ImageConfig.ContainerConfig?
                 switch mode {
@@ -137,6 +140,7 @@ struct Run: AsyncParsableCommand {
                     let image = try await session.source(for: location, backedBy: store).resolve(platform: session.options.platform)
                     resolved = image
                     config = image.config.config
+                    if useIndex { await runner.lazyOptions.useGzipIndexes(of: image, notice: runner.notice) }
                 case .sif:
                     if let location {
                         // The reference only supplies the config; the root filesystem is the SIF's.

@@ -1,0 +1,197 @@
+import Blocking
+import ContentStore
+import EStargz
+import Foundation
+import GzipIndex
+import Images
+import OCI
+import Registry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An image's gzip indexes as one OCI artifact: a manifest of `artifactType` `GzipIndex.artifactType` whose
+/// `subject` is the image's manifest, with OCI's empty config and, as its layers, one index blob per indexed layer
+/// (annotated with that layer's digest) and optionally the files to prefetch first.
+public struct ImageIndexes: Sendable {
+    /// The artifact manifest, when there is one.
+    public var artifact: Descriptor?
+    public var layers: [Digest: GzipIndex] = [:]
+    /// Files a lazy mount fetches first (`slipway index --prioritize`), in order.
+    public var prioritizedFiles: [String] = []
+    /// Why an index that was found is not used, for the user.
+    public var problems: [String] = []
+    /// Size of each layer's index blob, by layer digest.
+    public var blobSizes: [Digest: Int64] = [:]
+
+    public init() {}
+}
+
+public enum GzipIndexes {
+    /// OCI's empty descriptor (`{}`), the config of an artifact that has none.
+    public static let emptyConfig = Descriptor(
+        mediaType: "application/vnd.oci.empty.v1+json", digest: Digest.sha256(of: Array("{}".utf8)), size: 2)
+    public static let prioritizedFilesMediaType = "application/vnd.slipway.prioritized-files.v1+json"
+    /// Largest artifact manifest or prioritized-files blob read.
+    static let documentLimit = 4 << 20
+
+    /// The layers an index serves: gzip by media type and not eStargz (those have their TOC).
+    public static func indexableLayers(of image: any Image) -> [any Layer] {
+        image.layers.filter { layer in
+            let type = layer.descriptor.mediaType
+            return (type.hasSuffix("+gzip") || type.hasSuffix(".tar.gzip")) && layer.descriptor.annotations?[tocDigestAnnotation] == nil
+        }
+    }
+
+    // MARK: Finding
+
+    /// The newest index artifact of the image that its source knows (the store's first, then the registry's),
+    /// with the indexes of its layers; every index blob is verified by digest, and each index is checked against
+    /// its layer when mounted. A missing, unreadable or foreign index is never an error: the layer is then pulled
+    /// whole, and `problems` says why.
+    public static func find(for image: ResolvedImage) async -> ImageIndexes {
+        var found = ImageIndexes()
+        let artifacts: [Descriptor]
+        do {
+            artifacts = try await image.source.referrers(of: image.manifestDescriptor.digest, artifactType: GzipIndex.artifactType)
+        } catch {
+            found.problems.append("could not list the image's referrers: \(error)")
+            return found
+        }
+        guard let artifact = artifacts.last else { return found }
+        do {
+            let manifest = try await artifactManifest(artifact, from: image.source)
+            guard manifest.subject?.digest == image.manifestDescriptor.digest else {
+                throw GzipIndexError.invalidIndex("artifact \(artifact.digest) names \(manifest.subject?.digest.description ?? "no subject")")
+            }
+            let wanted = Set(indexableLayers(of: image).map(\.descriptor.digest))
+            for blob in manifest.layers {
+                if blob.mediaType == prioritizedFilesMediaType {
+                    found.prioritizedFiles = try decodePrioritizedFiles(try await image.source.document(blob))
+                    continue
+                }
+                guard blob.mediaType == GzipIndex.layerMediaType, let layer = blob.annotations?[GzipIndex.layerAnnotation],
+                    let digest = try? Digest(layer), wanted.contains(digest)
+                else { continue }
+                do {
+                    found.layers[digest] = try GzipIndex.decode(try await image.source.document(blob))
+                } catch {
+                    found.problems.append("index of layer \(digest.short): \(error)")
+                }
+            }
+            found.artifact = artifact
+        } catch {
+            found.problems.append("gzip index \(artifact.digest.short): \(error)")
+        }
+        return found
+    }
+
+    private static func artifactManifest(_ artifact: Descriptor, from source: any ImageSource) async throws -> Manifest {
+        guard artifact.size <= documentLimit else { throw GzipIndexError.invalidIndex("artifact manifest of \(artifact.size) bytes") }
+        guard case .manifest(let manifest) = try ManifestDocument.decode(try await source.document(artifact), contentType: artifact.mediaType) else {
+            throw GzipIndexError.invalidIndex("artifact \(artifact.digest) is an index, not a manifest")
+        }
+        return manifest
+    }
+
+    private static func decodePrioritizedFiles(_ bytes: [UInt8]) throws -> [String] {
+        struct Files: Decodable { var files: [String] }
+        guard bytes.count <= documentLimit, let decoded = try? JSONDecoder().decode(Files.self, from: Data(bytes)) else {
+            throw GzipIndexError.invalidIndex("the prioritized files are not {\"files\": [...]}")
+        }
+        return decoded.files
+    }
+
+    // MARK: Building
+
+    /// Indexes every indexable layer of the image (each read once, from the store: fetched first when it is not
+    /// there, two layers at a time), stores the index blobs and the artifact in `store` as a referrer of the
+    /// image, and returns them.
+    public static func build(
+        for image: ResolvedImage, store: ContentStore, prioritizedFiles: [String] = [], progress: @escaping ProgressHandler = { _ in }
+    ) async throws -> ImageIndexes {
+        let layers = indexableLayers(of: image)
+        var built = ImageIndexes()
+        built.prioritizedFiles = prioritizedFiles
+        try await withThrowingTaskGroup(of: (Digest, GzipIndex).self) { group in
+            var pending = layers[...]
+            func startNext() {
+                guard let layer = pending.popFirst() else { return }
+                group.addTask {
+                    _ = try await layer.fetch(into: store, progress: progress)
+                    let index = try await indexStoredBlob(layer.descriptor, store: store)
+                    return (layer.descriptor.digest, index)
+                }
+            }
+            startNext()
+            startNext()
+            while let (digest, index) = try await group.next() {
+                built.layers[digest] = index
+                startNext()
+            }
+        }
+        var blobs: [Descriptor] = []
+        for layer in layers {
+            guard let index = built.layers[layer.descriptor.digest] else { continue }
+            var blob = try store.writeBlob(try index.encoded(), mediaType: GzipIndex.layerMediaType)
+            blob.annotations = [GzipIndex.layerAnnotation: layer.descriptor.digest.description]
+            blobs.append(blob)
+            built.blobSizes[layer.descriptor.digest] = blob.size
+        }
+        if !prioritizedFiles.isEmpty {
+            let json = Array(try JSONEncoder.canonical.encode(["files": prioritizedFiles]))
+            blobs.append(try store.writeBlob(json, mediaType: prioritizedFilesMediaType))
+        }
+        _ = try store.writeBlob(Array("{}".utf8), mediaType: emptyConfig.mediaType, expected: emptyConfig.digest)
+        let (descriptor, bytes) = try artifact(subject: image.manifestDescriptor, blobs: blobs)
+        _ = try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
+        try store.addReferrer(descriptor, subject: image.manifestDescriptor.digest)
+        built.artifact = descriptor
+        return built
+    }
+
+    /// Indexes a layer blob in the store, reading it on a thread of its own.
+    public static func indexStoredBlob(_ layer: Descriptor, store: ContentStore) async throws -> GzipIndex {
+        let path = store.blobPath(layer.digest)
+        return try await runBlocking {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw GzipIndexError.unreadableLayer("cannot open \(path): errno \(errno)") }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            return try GzipIndexBuilder.build(layer: layer) {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard count >= 0 else { throw GzipIndexError.unreadableLayer("reading \(path): errno \(errno)") }
+                return count == 0 ? nil : Array(buffer[..<count])
+            }
+        }
+    }
+
+    /// The artifact manifest for `blobs` (index blobs, then the prioritized files), as bytes and descriptor. The
+    /// same inputs give the same bytes, so a cache that builds the artifact again gets the same digest.
+    public static func artifact(subject: Descriptor, blobs: [Descriptor]) throws -> (Descriptor, [UInt8]) {
+        var manifest = Manifest(config: emptyConfig, layers: blobs)
+        manifest.mediaType = MediaType.ociManifest
+        manifest.artifactType = GzipIndex.artifactType
+        manifest.subject = Descriptor(mediaType: subject.mediaType, digest: subject.digest, size: subject.size)
+        let bytes = Array(try JSONEncoder.canonical.encode(manifest))
+        let descriptor = Descriptor(
+            mediaType: MediaType.ociManifest, digest: Digest.sha256(of: bytes), size: Int64(bytes.count), artifactType: GzipIndex.artifactType)
+        return (descriptor, bytes)
+    }
+
+    // MARK: Publishing
+
+    /// Pushes the artifact and its blobs next to the image (the empty config too) and makes it findable: by the
+    /// Referrers API where the registry has one, else under the subject's fallback tag.
+    public static func push(_ artifact: Descriptor, subject: Digest, store: ContentStore, client: RegistryClient, repository: String) async throws {
+        let bytes = try store.readBlob(artifact.digest)
+        guard case .manifest(let manifest) = try ManifestDocument.decode(bytes, contentType: artifact.mediaType) else {
+            throw GzipIndexError.invalidIndex("artifact \(artifact.digest) is not a manifest")
+        }
+        for blob in [manifest.config] + manifest.layers where !(try await client.blobExists(repository: repository, digest: blob.digest)) {
+            try await client.uploadBlob(repository: repository, descriptor: blob, fromFile: store.blobPath(blob.digest))
+        }
+        try await client.pushReferrer(repository: repository, artifact: artifact, bytes: bytes, subject: subject)
+    }
+}

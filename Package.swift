@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "CacheServer",
             dependencies: [
-                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt",
+                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt", "GzipIndex",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

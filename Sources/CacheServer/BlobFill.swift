@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import ContentStore
+import Foundation
 import OCI
 import Synchronization
 
@@ -35,6 +36,8 @@ final class BlobFill: Sendable {
         var nextWaiter = 0
     }
     private let state = Mutex(State())
+    /// Broadcast after every change, for the one reader on a plain thread (the gzip index builder).
+    private let changed = NSCondition()
 
     init(descriptor: Descriptor) {
         self.descriptor = descriptor
@@ -96,6 +99,20 @@ final class BlobFill: Sendable {
             return ready
         }
         for (continuation, snapshot) in ready { continuation.resume(returning: snapshot) }
+        changed.lock()
+        changed.broadcast()
+        changed.unlock()
+    }
+
+    /// `wait(beyond:generation:)` for a plain thread: blocks it (never call it from the cooperative pool).
+    func waitBlocking(beyond offset: Int64, generation: Int) -> Snapshot {
+        changed.lock()
+        defer { changed.unlock() }
+        while true {
+            let snapshot = self.snapshot
+            if Self.satisfies(snapshot, offset, generation) { return snapshot }
+            changed.wait()
+        }
     }
 
     private static func satisfies(_ snapshot: Snapshot, _ beyond: Int64, _ generation: Int) -> Bool {

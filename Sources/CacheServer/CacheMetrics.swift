@@ -19,6 +19,8 @@ final class CacheMetrics: Sendable {
         case evictedBytes = "slipway_cache_evicted_bytes_total"
         case clientErrors = "slipway_cache_client_errors_total"
         case upstreamErrors = "slipway_cache_upstream_errors_total"
+        case indexesBuilt = "slipway_cache_gzip_indexes_built_total"
+        case indexBuildFailures = "slipway_cache_gzip_index_failures_total"
 
         var help: String {
             switch self {
@@ -38,6 +40,8 @@ final class CacheMetrics: Sendable {
             case .evictedBytes: return "Bytes removed by the size limit."
             case .clientErrors: return "Requests answered with 4xx."
             case .upstreamErrors: return "Requests answered with 5xx because of upstream."
+            case .indexesBuilt: return "Gzip indexes built while their layer filled (serve --index)."
+            case .indexBuildFailures: return "Layers that could not be indexed (not gzip, a failed or restarted fill)."
             }
         }
     }
@@ -45,11 +49,13 @@ final class CacheMetrics: Sendable {
     enum Gauge: String, CaseIterable, Sendable {
         case fillsInFlight = "slipway_cache_fills_in_flight"
         case storeBytes = "slipway_cache_store_bytes"
+        case indexBuildsInFlight = "slipway_cache_gzip_index_builds_in_flight"
 
         var help: String {
             switch self {
             case .fillsInFlight: return "Upstream blob fills running now."
             case .storeBytes: return "Bytes of blobs in the store, as tracked for the size limit."
+            case .indexBuildsInFlight: return "Gzip indexes being built now."
             }
         }
     }

@@ -110,6 +110,7 @@ extension CacheServer {
         metrics.add(.fillsStarted)
         metrics.adjust(.fillsInFlight, by: 1)
         Task { await runFill(fill, upstream: upstream, repository: repository) }
+        indexWhileFilling(fill)
         return (fill, false)
     }
 

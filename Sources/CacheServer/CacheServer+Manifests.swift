@@ -25,6 +25,12 @@ extension CacheServer {
             }
             digest = requested
         case .tag(let tag):
+            if let (descriptor, bytes) = try await referrersTagManifest(name: name, tag: tag, namespace: namespace) {
+                outcome.cache = "referrers"
+                let headers: HTTPHeaders = ["Content-Type": descriptor.mediaType, "Docker-Content-Digest": descriptor.digest.description]
+                try await response.send(.ok, headers: headers, body: bytes)
+                return
+            }
             let resolved: Descriptor
             (resolved, outcome.cache) = try await resolveTag(upstream: upstream, name: name, tag: tag)
             digest = resolved.digest

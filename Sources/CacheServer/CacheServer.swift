@@ -29,6 +29,8 @@ public final class CacheServer: Sendable, HTTPHandler {
         /// Answer `/metrics` without credentials even when the authenticator requires them.
         public var metricsPublic = false
         public var connectionLimits = ConnectionLimits()
+        /// Build a gzip index of every plain gzip layer filled, and answer referrers with them (`serve --index`).
+        public var buildGzipIndexes = false
 
         public init(upstreams: [String]) { self.upstreams = upstreams }
     }
@@ -145,6 +147,9 @@ public final class CacheServer: Sendable, HTTPHandler {
             case .blob(let name, let digest):
                 kind = "blob"
                 try await serveBlob(name: name, digest: digest, namespace: target.query["ns"], request: request, response: response, outcome: &outcome)
+            case .referrers(let name, let subject):
+                kind = "referrers"
+                try await serveReferrers(name: name, subject: subject, query: target.query, namespace: target.query["ns"], response: response)
             case .tags(let name):
                 try await serveTags(name: name, query: target.query, namespace: target.query["ns"], response: response)
             }

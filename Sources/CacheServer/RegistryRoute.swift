@@ -7,6 +7,8 @@ enum RegistryRoute: Equatable, Sendable {
     case manifest(name: String, reference: ManifestReference)
     case blob(name: String, digest: Digest)
     case tags(name: String)
+    /// OCI 1.1 Referrers API: the artifacts whose subject is the manifest `digest`.
+    case referrers(name: String, digest: Digest)
     case metrics
 
     enum ManifestReference: Equatable, Sendable {
@@ -97,6 +99,11 @@ enum RegistryRoute: Equatable, Sendable {
                 throw Rejection(status: 400, code: "DIGEST_INVALID", message: "'\(last.prefix(200))' is not a valid digest")
             }
             self = .blob(name: name, digest: digest)
+        case "referrers":
+            guard let digest = try? Digest(String(last)) else {
+                throw Rejection(status: 400, code: "DIGEST_INVALID", message: "'\(last.prefix(200))' is not a valid digest")
+            }
+            self = .referrers(name: name, digest: digest)
         default:
             throw Self.unknownPath(path)
         }

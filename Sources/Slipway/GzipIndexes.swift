@@ -11,9 +11,7 @@ import Registry
 import Glibc
 #endif
 
-/// An image's gzip indexes as one OCI artifact: a manifest of `artifactType` `GzipIndex.artifactType` whose
-/// `subject` is the image's manifest, with OCI's empty config and, as its layers, one index blob per indexed layer
-/// (annotated with that layer's digest) and optionally the files to prefetch first.
+/// An image's gzip indexes (`GzipIndexArtifact`), as found or built.
 public struct ImageIndexes: Sendable {
     /// The artifact manifest, when there is one.
     public var artifact: Descriptor?
@@ -28,20 +26,14 @@ public struct ImageIndexes: Sendable {
     public init() {}
 }
 
+/// Finding, building and publishing the gzip indexes of an image.
 public enum GzipIndexes {
-    /// OCI's empty descriptor (`{}`), the config of an artifact that has none.
-    public static let emptyConfig = Descriptor(
-        mediaType: "application/vnd.oci.empty.v1+json", digest: Digest.sha256(of: Array("{}".utf8)), size: 2)
-    public static let prioritizedFilesMediaType = "application/vnd.slipway.prioritized-files.v1+json"
     /// Largest artifact manifest or prioritized-files blob read.
     static let documentLimit = 4 << 20
 
-    /// The layers an index serves: gzip by media type and not eStargz (those have their TOC).
+    /// The layers an index serves: plain gzip, not eStargz.
     public static func indexableLayers(of image: any Image) -> [any Layer] {
-        image.layers.filter { layer in
-            let type = layer.descriptor.mediaType
-            return (type.hasSuffix("+gzip") || type.hasSuffix(".tar.gzip")) && layer.descriptor.annotations?[tocDigestAnnotation] == nil
-        }
+        image.layers.filter { GzipIndexArtifact.isIndexable($0.descriptor) }
     }
 
     // MARK: Finding
@@ -67,7 +59,7 @@ public enum GzipIndexes {
             }
             let wanted = Set(indexableLayers(of: image).map(\.descriptor.digest))
             for blob in manifest.layers {
-                if blob.mediaType == prioritizedFilesMediaType {
+                if blob.mediaType == GzipIndexArtifact.prioritizedFilesMediaType {
                     found.prioritizedFiles = try decodePrioritizedFiles(try await image.source.document(blob))
                     continue
                 }
@@ -134,17 +126,18 @@ public enum GzipIndexes {
         var blobs: [Descriptor] = []
         for layer in layers {
             guard let index = built.layers[layer.descriptor.digest] else { continue }
-            var blob = try store.writeBlob(try index.encoded(), mediaType: GzipIndex.layerMediaType)
-            blob.annotations = [GzipIndex.layerAnnotation: layer.descriptor.digest.description]
+            let blob = GzipIndexArtifact.indexBlob(
+                try store.writeBlob(try index.encoded(), mediaType: GzipIndex.layerMediaType), of: layer.descriptor.digest)
             blobs.append(blob)
             built.blobSizes[layer.descriptor.digest] = blob.size
         }
         if !prioritizedFiles.isEmpty {
             let json = Array(try JSONEncoder.canonical.encode(["files": prioritizedFiles]))
-            blobs.append(try store.writeBlob(json, mediaType: prioritizedFilesMediaType))
+            blobs.append(try store.writeBlob(json, mediaType: GzipIndexArtifact.prioritizedFilesMediaType))
         }
-        _ = try store.writeBlob(Array("{}".utf8), mediaType: emptyConfig.mediaType, expected: emptyConfig.digest)
-        let (descriptor, bytes) = try artifact(subject: image.manifestDescriptor, blobs: blobs)
+        let empty = GzipIndexArtifact.emptyConfig
+        _ = try store.writeBlob(GzipIndexArtifact.emptyConfigBytes, mediaType: empty.mediaType, expected: empty.digest)
+        let (descriptor, bytes) = try GzipIndexArtifact.manifest(subject: image.manifestDescriptor, blobs: blobs)
         _ = try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
         try store.addReferrer(descriptor, subject: image.manifestDescriptor.digest)
         built.artifact = descriptor
@@ -165,19 +158,6 @@ public enum GzipIndexes {
                 return count == 0 ? nil : Array(buffer[..<count])
             }
         }
-    }
-
-    /// The artifact manifest for `blobs` (index blobs, then the prioritized files), as bytes and descriptor. The
-    /// same inputs give the same bytes, so a cache that builds the artifact again gets the same digest.
-    public static func artifact(subject: Descriptor, blobs: [Descriptor]) throws -> (Descriptor, [UInt8]) {
-        var manifest = Manifest(config: emptyConfig, layers: blobs)
-        manifest.mediaType = MediaType.ociManifest
-        manifest.artifactType = GzipIndex.artifactType
-        manifest.subject = Descriptor(mediaType: subject.mediaType, digest: subject.digest, size: subject.size)
-        let bytes = Array(try JSONEncoder.canonical.encode(manifest))
-        let descriptor = Descriptor(
-            mediaType: MediaType.ociManifest, digest: Digest.sha256(of: bytes), size: Int64(bytes.count), artifactType: GzipIndex.artifactType)
-        return (descriptor, bytes)
     }
 
     // MARK: Publishing

@@ -25,6 +25,11 @@ struct Serve: AsyncParsableCommand {
             --max-connections a new connection replaces the longest idle one, or gets a 503 when none is idle. \
             The server raises its open-file limit to the hard limit at start. After 5 failed logins within a \
             minute a client address gets 429 until the minute is over.
+
+            With --index, every plain gzip layer the cache fills is indexed on the way in (a gzip index, as \
+            `slipway index` builds), and every image whose layers have one gets a referrer artifact, answered on \
+            the OCI Referrers API and on the fallback tag sha256-HEX: `slipway mount` and `run --mode lazy` \
+            through the cache then mount such images lazily, although nobody converted or indexed them.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -47,6 +52,7 @@ struct Serve: AsyncParsableCommand {
         name: .long,
         help: "Connections held at once (default: derived from the open-file limit, leaving room for store files and upstream connections).")
     var maxConnections: Int?
+    @Flag(name: .long, help: "Build a gzip index of every plain gzip layer filled and serve it as the image's referrer.") var index = false
     @Flag(name: .long, help: "Answer /metrics without credentials even when --htpasswd or --token-file is given.") var metricsPublic = false
 
     func validate() throws {
@@ -95,6 +101,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxStoreBytes = try maxSize.map(Self.parseSize)
         configuration.authenticator = try ClientAuthenticator(htpasswdFile: htpasswd, tokenFile: tokenFile)
         configuration.metricsPublic = metricsPublic
+        configuration.buildGzipIndexes = index
         let fileLimit = try FileDescriptorLimit.raiseSoftLimitToHard()
         let safeConnections = ConnectionLimits.defaultMaxConnections(fileDescriptorLimit: fileLimit)
         var limits = ConnectionLimits(maxConnections: maxConnections ?? safeConnections)

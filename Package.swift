@@ -201,7 +201,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Slipway", "Images", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "LazyFS",
+                "Slipway", "Images", "Registry", "ContentStore", "Archive", "OCI", "TestSupport", "CLinux", "EStargz", "GzipIndex", "LazyFS",
                 "CacheServer", "SIF", "Runtime", "Snapshotter", "CRIAPI", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"), .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

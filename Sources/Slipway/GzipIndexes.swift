@@ -79,6 +79,16 @@ public enum GzipIndexes {
         return found
     }
 
+    /// The image's newest index artifact and the layers it indexes, read from its manifest only (no index blob).
+    public static func describe(_ image: ResolvedImage) async throws -> (artifact: Descriptor, layers: [Digest])? {
+        guard let artifact = try await image.source.referrers(of: image.manifestDescriptor.digest, artifactType: GzipIndex.artifactType).last else {
+            return nil
+        }
+        let manifest = try await artifactManifest(artifact, from: image.source)
+        let layers = manifest.layers.compactMap { $0.annotations?[GzipIndex.layerAnnotation].flatMap { try? Digest($0) } }
+        return (artifact, layers)
+    }
+
     private static func artifactManifest(_ artifact: Descriptor, from source: any ImageSource) async throws -> Manifest {
         guard artifact.size <= documentLimit else { throw GzipIndexError.invalidIndex("artifact manifest of \(artifact.size) bytes") }
         guard case .manifest(let manifest) = try ManifestDocument.decode(try await source.document(artifact), contentType: artifact.mediaType) else {

@@ -120,20 +120,21 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let location = try parseLocation(image)
-        let (resolved, name, estargz) = try await global.withSession(for: [location]) { session in
+        let (resolved, name, estargz, gzipIndex) = try await global.withSession(for: [location]) { session in
             let source = try session.source(for: location)
             let image = try await source.resolve(platform: session.options.platform)
             var estargz: [Digest: EStargzLayerInfo] = [:]
             for layer in image.manifest.layers {
                 if let info = try await EStargzLayerInfo.read(layer, from: source) { estargz[layer.digest] = info }
             }
-            return (image, source.name, estargz)
+            return (image, source.name, estargz, try? await GzipIndexes.describe(image))
         }
         if raw {
             try FileHandle.standardOutput.write(contentsOf: Data(resolved.manifestBytes))
             return
         }
-        let summary = try ImageSummary(resolved, name: name, estargz: estargz)
+        var summary = try ImageSummary(resolved, name: name, estargz: estargz)
+        summary.gzipIndex = gzipIndex.map { ImageSummary.GzipIndexInfo(artifact: $0.artifact.digest.description, layers: $0.layers.map(\.description)) }
         if global.json { return try printJSON(summary) }
         print("Name:       \(summary.name)")
         print("Digest:     \(summary.digest)")
@@ -150,7 +151,9 @@ struct Inspect: AsyncParsableCommand {
             if let info = layer.estargz {
                 print("    eStargz: TOC \(info.tocDigest), \(info.files) files, \(info.chunks) chunks, prefetch \(formatBytes(info.prefetchBytes))")
             }
+            if let index = summary.gzipIndex, index.layers.contains(layer.digest) { print("    gzip index: in \(index.artifact)") }
         }
+        if summary.gzipIndex == nil { print("Gzip index: none (slipway index REF --push, or pull through slipway serve --index)") }
     }
 }
 
@@ -174,6 +177,12 @@ struct ImageSummary: Encodable {
     var workingDir: String?
     var totalSize: Int64
     var layers: [Layer]
+    /// The image's gzip index artifact, when its registry has one.
+    struct GzipIndexInfo: Encodable {
+        var artifact: String
+        var layers: [String]
+    }
+    var gzipIndex: GzipIndexInfo?
 
     init(_ image: ResolvedImage, name: String, estargz: [Digest: EStargzLayerInfo] = [:]) throws {
         self.name = name

@@ -127,6 +127,34 @@ struct GzipIndexTests {
         }
     }
 
+    @Test("reading the whole layer hands over every chunk, verified, and checks the layer's digest and diffID")
+    func wholeReadVerifies() throws {
+        let (tar, files) = try sampleTar()
+        let layer = IndexedLayerFixture(blob: try gzip(data: tar, level: 1), spanSize: 64 << 10)
+        var received: [String: [UInt8]] = [:]
+        try layer.open().readWhole(next: chunks(layer.blob)) { chunk, bytes in received[chunk.name, default: []] += bytes }
+        for (name, content) in files where !content.isEmpty { #expect(received[name] == content, "\(name)") }
+
+        // An index that lies about a file's bytes, or about the whole stream's digest, is caught by the whole read.
+        var lyingFile = layer.index
+        let file = try #require(lyingFile.entries.firstIndex { $0.name == "data/module7.py" })
+        lyingFile.entries[file].chunkDigest = Digest.sha256(of: [7]).description
+        #expect {
+            try IndexedLayer(index: lyingFile, layer: layer.descriptor).readWhole(next: chunks(layer.blob)) { _, _ in }
+        } throws: { error in
+            guard case GzipIndexError.layerMismatch(let why) = error else { return false }
+            return why.contains("data/module7.py")
+        }
+        var lyingDiffID = layer.index
+        lyingDiffID.diffID = Digest.sha256(of: [1]).description
+        #expect {
+            try IndexedLayer(index: lyingDiffID, layer: layer.descriptor).readWhole(next: chunks(layer.blob)) { _, _ in }
+        } throws: { error in
+            guard case GzipIndexError.layerMismatch(let why) = error else { return false }
+            return why.contains("uncompressed digest")
+        }
+    }
+
     // MARK: Fixtures
 
     private func expectInvalid(_ index: GzipIndex, _ layer: IndexedLayerFixture, mentioning text: String) {

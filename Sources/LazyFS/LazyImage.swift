@@ -38,7 +38,7 @@ public final class LazyImage: Sendable {
     /// manifest must annotate it with that TOC digest (what the snapshotter's caller was told).
     public static func open(
         _ image: any Image, onlyLayer: Digest? = nil, expectedTOC: Digest? = nil, indexes: [Digest: GzipIndex] = [:],
-        prioritizedFiles: [String] = [], store: ContentStore, cache: ChunkCache, counters: MountCounters,
+        prioritizedFiles: [String] = [], lazyOnly: Bool = false, store: ContentStore, cache: ChunkCache, counters: MountCounters,
         fetchTimeout: Duration, progress: @escaping ProgressHandler = { _ in }
     ) async throws -> LazyImage {
         let fetcher = ChunkFetcher(cache: cache, counters: counters, timeout: fetchTimeout)
@@ -69,6 +69,9 @@ public final class LazyImage: Sendable {
                 lazyLayers[index] = LazyLayer(index: index, layer: layer, map: .indexed(indexed), prioritizedFiles: prioritizedFiles)
                 entries.append(LayerEntries.fromTOC(TOC(entries: indexed.entries), layer: index))
             } else {
+                guard !lazyOnly else {
+                    throw LazyFSError.mountFailed("layer \(layer.descriptor.digest) is neither eStargz nor served by a gzip index")
+                }
                 whole += 1
                 let moved = try await layer.fetch(into: store, progress: progress)
                 counters.update { $0.bytesFetched += moved }

@@ -28,6 +28,8 @@ public struct LazyMountOptions: Sendable {
     public var gzipIndexes: [Digest: GzipIndex] = [:]
     /// Files of indexed layers the prefetch fetches first, in order.
     public var prioritizedFiles: [String] = []
+    /// Refuse to mount when a layer would have to be pulled whole (neither eStargz nor indexed).
+    public var lazyOnly = false
 
     public init() {}
 }
@@ -86,7 +88,7 @@ public final class LazyMount: Sendable {
             let cache = try ChunkCache(root: "\(store.root)/chunks", limit: options.cacheLimit)
             let image = try await LazyImage.open(
                 resolved, onlyLayer: options.onlyLayer, expectedTOC: options.expectedTOC, indexes: options.gzipIndexes,
-                prioritizedFiles: options.prioritizedFiles, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout,
+                prioritizedFiles: options.prioritizedFiles, lazyOnly: options.lazyOnly, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout,
                 progress: progress)
             let recorder = options.recordPath == nil ? nil : AccessRecorder()
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)

@@ -37,6 +37,7 @@ struct Mount: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --layer: refuse the layer unless the image annotates it with this TOC digest.", valueName: "DIGEST"))
     var tocDigest: String?
     @Flag(name: .long, help: "Do not look for gzip indexes (plain gzip layers are then pulled whole).") var noIndex = false
+    @Flag(name: .long, help: "Fail instead of pulling a layer whole when it is neither eStargz nor has a gzip index.") var lazyOnly = false
     @Flag(name: .shortAndLong, help: "Serve in the foreground until unmounted (SIGINT/SIGTERM unmount).") var foreground = false
 
     func validate() throws {
@@ -72,6 +73,7 @@ struct Mount: AsyncParsableCommand {
         options.recordPath = record.map(resolvedPath)
         options.onlyLayer = try layer.map { try Digest($0) }
         options.expectedTOC = try tocDigest.map { try Digest($0) }
+        options.lazyOnly = lazyOnly
         let display = global.makeProgress()
         let logger = global.makeLogger()
         let statistics = try await global.withSession(for: [location]) { session in

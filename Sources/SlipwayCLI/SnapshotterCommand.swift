@@ -101,9 +101,11 @@ struct SnapshotterCommand: AsyncParsableCommand {
         let arguments = global.forwarded + ["--prefetch", prefetch.rawValue, "--fetch-timeout", String(fetchTimeout)]
         return LazyLayers(directory: "\(root)/lazy", storeRoot: resolvedPath(global.storeRoot)) { origin, mountpoint in
             // docker:// so that a registry host named like `oci:5000` is not read as a layout path.
-            [executable, "mount"] + arguments + [
-                "--layer", origin.layer.description, "--toc-digest", origin.toc.description, "--foreground", "--quiet",
-                "docker://" + origin.reference, mountpoint,
+            // A plain layer is mounted only if a gzip index serves it; otherwise the mount fails at once and the
+            // snapshot is made the ordinary way.
+            let lazyProof = origin.toc.map { ["--toc-digest", $0.description] } ?? ["--lazy-only"]
+            return [executable, "mount"] + arguments + ["--layer", origin.layer.description] + lazyProof + [
+                "--foreground", "--quiet", "docker://" + origin.reference, mountpoint,
             ]
         }
     }

@@ -15,9 +15,10 @@ public struct LazyLayerOrigin: Codable, Sendable, Hashable {
     /// The layer's blob digest.
     public var layer: Digest
     /// Its TOC's, as containerd read it from the manifest: the mount refuses a layer the image annotates otherwise.
-    public var toc: Digest
+    /// Nil for a plain gzip layer, which is served lazily only when the image has a gzip index for it.
+    public var toc: Digest?
 
-    public init(reference: String, layer: Digest, toc: Digest) {
+    public init(reference: String, layer: Digest, toc: Digest?) {
         self.reference = reference
         self.layer = layer
         self.toc = toc
@@ -32,11 +33,13 @@ public struct LazyLayerOrigin: Codable, Sendable, Hashable {
     /// Added to a snapshot served by a lazy mount, as the reference snapshotter does.
     public static let remoteLabel = "containerd.io/snapshot/remote"
 
-    /// The layer a `Prepare` names, if it is an eStargz layer whose image and digest the labels give; a reference
-    /// or digest that does not parse is no layer (the snapshot is then made the ordinary way).
+    /// The layer a `Prepare` names, if the labels give its image and digest: an eStargz layer (with its TOC
+    /// digest) or another one, which a gzip index may serve. A reference or digest that does not parse is no
+    /// layer (the snapshot is then made the ordinary way).
     public init?(labels: [String: String]) {
-        guard let toc = labels[Self.tocDigestLabel].flatMap({ try? Digest($0) }),
-            let name = Self.referenceLabels.lazy.compactMap({ labels[$0] }).first, var reference = try? Reference(parsing: name),
+        let toc = labels[Self.tocDigestLabel].flatMap({ try? Digest($0) })
+        if labels[Self.tocDigestLabel] != nil, toc == nil { return nil }
+        guard let name = Self.referenceLabels.lazy.compactMap({ labels[$0] }).first, var reference = try? Reference(parsing: name),
             let layer = Self.layerLabels.lazy.compactMap({ labels[$0] }).first.flatMap({ try? Digest($0) })
         else { return nil }
         if reference.digest == nil, let manifest = labels[Self.manifestLabel].flatMap({ try? Digest($0) }),
@@ -106,9 +109,9 @@ public actor LazyLayers {
         if await isAlive(mountpoint), let state = MountState.read(statePath) {
             // The mount verified its TOC against its own image's manifest: another image that names another TOC
             // for this layer digest is refused, not served what the first one verified.
-            guard state.layer == origin.layer.description, state.tocDigest == origin.toc.description else {
+            guard state.layer == origin.layer.description, state.tocDigest == origin.toc?.description else {
                 throw SnapshotError.failedPrecondition(
-                    "layer \(origin.layer) is mounted with TOC \(state.tocDigest ?? "none"), not \(origin.toc) as \(origin.reference) says")
+                    "layer \(origin.layer) is mounted with TOC \(state.tocDigest ?? "none"), not \(origin.toc?.description ?? "none") as \(origin.reference) says")
             }
             return origin.pinned(to: state)
         }

@@ -263,6 +263,47 @@ struct ContainerdSnapshotterTests {
         }
     }
 
+    /// A plain gzip image nobody converted, with a gzip index pushed next to it (`slipway index --push`), is
+    /// mounted lazily layer by layer like an eStargz one: the pull moves no layer byte, the container reads its
+    /// files through ranges; the same image without an index is snapshotted the ordinary way.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/ctr-remote"), "needs ctr-remote (stargz-snapshotter)"))
+    func plainLayersWithAGzipIndexAreMountedLazily() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            let layout = try await makeToolsLayout(scratch)
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", "\(registry.host)/tools:v1"])
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", "\(registry.host)/unindexed:v1"])
+            try await runChecked(slipwayBinary, ["index", "-q", "--push", "--store", scratch.sub("indexer"), "\(registry.host)/tools:v1"])
+            let reference = "\(proxy.host)/tools:v1"
+            let layers = try await layerDescriptors(reference)
+            let readBefore = layerBlobGETs(proxy).count
+            func layerReads() -> [LoggedRequest] {
+                layerBlobGETs(proxy).dropFirst(readBefore).filter { request in layers.contains { request.uri.contains($0.digest) } }
+            }
+            let store = scratch.sub("store")
+            let snapshotter = try await SnapshotterProcess.start(scratch, store: store, options: ["--prefetch", "none"])
+            defer { _ = snapshotter.process.signal(SIGKILL) }
+            try await withStopped(
+                try await Containerd.start(scratch, configuration: Self.containerdConfiguration(snapshotter.socket)), stop: { await $0.stop() }
+            ) { containerd in
+                try await remotePull(containerd, reference)
+                #expect(layerReads().isEmpty, "the pull read layers: \(layerReads())")
+                let mounts = try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/lazy")
+                #expect(mounts.count == 2, "one lazy mount per layer: \(mounts)")
+                let output = try await runProbe(containerd, reference, name: "indexed", scratch: scratch)
+                #expect(output == Self.probeOutput)
+                #expect(!layerReads().isEmpty && layerReads().allSatisfy { $0.range != nil }, "the run read ranges, never a whole layer")
+
+                // Without an index, the layers are pulled and snapshotted as containerd would anyway.
+                let unindexed = "\(proxy.host)/unindexed:v1"
+                try await remotePull(containerd, unindexed)
+                #expect(try await runProbe(containerd, unindexed, name: "unindexed", scratch: scratch) == Self.probeOutput)
+                #expect(try FileManager.default.contentsOfDirectory(atPath: "\(store)/snapshotter/lazy").count == 2)
+            }
+            #expect(await snapshotter.stop() == 0)
+        }
+    }
+
     /// An image of the tools image's base layer and a top layer of its own (`/version.txt` says "tools 2").
     private func pushSibling(of scratch: ScratchDirectory, to reference: String) async throws -> String {
         let top = scratch.sub("sibling-top")

@@ -60,7 +60,8 @@ struct LazySnapshotTests {
             func serve(mirrorArguments: [String], cache: RunningCache?) async throws {
                 let lazyLayers = LazyLayers(directory: scratch.sub("lazy"), storeRoot: store, startTimeout: .seconds(30)) { origin, mountpoint in
                     [slipwayBinary, "mount", "--store", store] + mirrorArguments + [
-                        "--prefetch", "none", "--fetch-timeout", "2", "--layer", origin.layer.description, "--toc-digest", origin.toc.description,
+                        "--prefetch", "none", "--fetch-timeout", "2", "--layer", origin.layer.description,
+                    ] + (origin.toc.map { ["--toc-digest", $0.description] } ?? []) + [
                         "--foreground", "--quiet", origin.reference, mountpoint,
                     ]
                 }

@@ -15,6 +15,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case wwwAuthenticate = "www-authenticate"
     case reference
     case dockerConfig = "docker-config"
+    case gzipIndex = "gzip-index"
+    case gzipIndexDocument = "gzip-index-document"
 
     /// Feeds one input to the target's parser.
     public func run(_ input: [UInt8]) {
@@ -32,6 +34,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .wwwAuthenticate: HTTPTargets.wwwAuthenticate(input)
         case .reference: OCITargets.reference(input)
         case .dockerConfig: HTTPTargets.dockerConfig(input)
+        case .gzipIndex: GzipIndexTargets.layer(input)
+        case .gzipIndexDocument: GzipIndexTargets.document(input)
         }
     }
 }

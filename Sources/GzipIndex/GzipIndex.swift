@@ -75,6 +75,11 @@ public struct GzipIndex: Codable, Sendable, Equatable {
         guard json.count <= maxEncodedSize else {
             throw GzipIndexError.invalidIndex("the index inflates to more than \(maxEncodedSize) bytes")
         }
+        return try decode(json: json)
+    }
+
+    /// Decodes the index's JSON (the blob, inflated).
+    public static func decode(json: [UInt8]) throws -> GzipIndex {
         let index: GzipIndex
         do {
             index = try JSONDecoder().decode(GzipIndex.self, from: Data(json))

@@ -122,6 +122,32 @@ YAML
   exit 1
 }
 
+# The cluster's cache: `slipway serve --index` beside the registry, inside the link's namespace (so the node
+# reaches it over the same shaped link), with the registry as its upstream; sets CACHE_PID. Then WARM_REFS are
+# pulled through it by "another node" (unshaped, before the runs), so the cache holds their blobs and has
+# indexed their plain gzip layers, as in a cluster where one node pulled the image before.
+LINK_CACHE=$LINK_SUBNET.1:5001
+start_link_cache() { # SCRATCH WARM_REF...
+  local scratch=$1 ref
+  shift
+  rm -rf "$scratch/cache-store"
+  ip netns exec "$LINK_NS" "$SLIPWAY" serve --index --upstream "http://$LINK_REGISTRY" --listen "$LINK_CACHE" \
+    --root "$scratch/cache-store" >"$scratch/cache-link.log" 2>&1 &
+  CACHE_PID=$!
+  for _ in $(seq 100); do curl -fs "http://$LINK_CACHE/v2/" >/dev/null && break; sleep 0.1; done
+  curl -fs "http://$LINK_CACHE/v2/" >/dev/null || { echo "slipway serve did not start on $LINK_CACHE (see $scratch/cache-link.log)" >&2; exit 1; }
+  for ref in "$@"; do
+    rm -rf "$scratch/other-node"
+    "$SLIPWAY" pull -q --plain-http --store "$scratch/other-node" "$ref"
+  done
+  rm -rf "$scratch/other-node"
+  for _ in $(seq 600); do
+    [[ $(curl -fs "http://$LINK_CACHE/metrics" | awk '$1 == "slipway_cache_gzip_index_builds_in_flight" {print $2}') == 0 ]] && break
+    sleep 0.2
+  done
+  log "cache: $(curl -fs "http://$LINK_CACHE/metrics" | awk '$1 ~ /gzip_index/ {printf "%s=%s ", $1, $2}')"
+}
+
 # Unmounts everything mounted under DIR (deepest first): what an interrupted benchmark may leave (lazy mounts,
 # overlays, loop-mounted SIFs, containerd's snapshots). The harnesses kill their daemons themselves.
 release_dir() { # DIR
@@ -143,7 +169,7 @@ require_commands() { # CMD:PACKAGE ...
 # containerds and their shims, unmount what is left under RUN_DIR, and delete the link's namespace. A shell
 # runs its EXIT trap on a signal only if the signal is trapped too.
 clean_up_on_exit() {
-  REGISTRY_PID=""
+  REGISTRY_PID="" CACHE_PID=""
   trap clean_up EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -151,6 +177,7 @@ clean_up_on_exit() {
 }
 clean_up() {
   [[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null; wait "$REGISTRY_PID" 2>/dev/null; } || true
+  [[ -n ${CACHE_PID:-} ]] && { kill "$CACHE_PID" 2>/dev/null; wait "$CACHE_PID" 2>/dev/null; } || true
   pkill -f "containerd --config $RUN_DIR/" 2>/dev/null || true
   pkill -f "containerd-shim.*$RUN_DIR/" 2>/dev/null || true
   pkill -f "snapshotter --address $RUN_DIR/" 2>/dev/null || true

@@ -18,6 +18,8 @@ deploy left, as on a node that ran the previous release):
   sif-slipway    `slipway convert --to sif` (layer cache + one streamed mksquashfs), `slipway run --sif`
   overlay        `slipway run` (pull, layers extracted once into the layer cache, overlayfs over them)
   lazy           `slipway run --mode lazy` of REF-esgz (eStargz, fetched as read, chunk cache in the store)
+  index          `slipway run --mode lazy` of REF itself (plain gzip, served through the gzip index its
+                 registry, the cluster's `slipway serve --index`, answers as the image's referrer)
 
 The data directory --shared is bind-mounted at /shared (standing in for NFS); the worker writes
 /shared/results/vN.json with its own start and end times (same clock as here), which split the deploy into
@@ -36,7 +38,7 @@ import time
 from benchlib import Containerd, SlipwaySnapshotter, drop_caches, load_average
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--strategy", required=True, choices=["containerd", "containerd-slipway", "sif-apptainer", "sif-slipway", "overlay", "lazy"])
+ap.add_argument("--strategy", required=True, choices=["containerd", "containerd-slipway", "sif-apptainer", "sif-slipway", "overlay", "lazy", "index"])
 ap.add_argument("--ref", required=True)
 ap.add_argument("--version", type=int, required=True)
 ap.add_argument("--node", required=True)
@@ -102,6 +104,8 @@ def deploy(deadline, containerd):
     elif args.strategy == "lazy":
         step("slipway run --mode lazy", [S, "run", "-q", "--plain-http", "--mode", "lazy", "--store", store, *bind,
                                          args.ref + "-esgz"], deadline)
+    elif args.strategy == "index":
+        step("slipway run --mode lazy", [S, "run", "-q", "--plain-http", "--mode", "lazy", "--store", store, *bind, args.ref], deadline)
 
 
 def forget_conversion_outputs():

@@ -24,7 +24,8 @@ STRATEGIES = {"containerd": "containerd (ctr pull + run)",
               "sif-apptainer": "Apptainer path: skopeo + umoci + mksquashfs + siftool, run SIF",
               "sif-slipway": "Slipway: convert --to sif, run SIF",
               "overlay": "Slipway: layer cache + overlay",
-              "lazy": "Slipway: lazy mount (eStargz)"}
+              "lazy": "Slipway: lazy mount (eStargz)",
+              "index": "Slipway: lazy mount (plain gzip + cache-built index)"}
 VARIANTS = {"full": "full pull + unpack",
             "containerd": "containerd full pull (ctr pull + run)",
             "containerd-slipway": "containerd + Slipway's snapshotter (lazy)",
@@ -32,8 +33,9 @@ VARIANTS = {"full": "full pull + unpack",
             "opt-landmark": "eStargz optimized (landmark prefetch)",
             "esgz-all": "eStargz lazy + Slipway prefetch all",
             "opt-all": "eStargz optimized + Slipway prefetch all",
+            "index": "plain gzip + gzip index (built by the cache), prefetch all",
             "containerd-stargz": "containerd + stargz-snapshotter"}
-SLIPWAY_STRATEGIES = ("sif-slipway", "overlay", "lazy")
+SLIPWAY_STRATEGIES = ("sif-slipway", "overlay", "lazy", "index")
 BASELINE = "sif-apptainer"                  # the path Slipway's strategies are compared with
 PT_KEYS = ("link", "cache", "strategy", "version")
 LVF_KEYS = ("net", "size", "variant")
@@ -283,6 +285,13 @@ def lvf_headlines(stats, nets, sizes, variants):
             line += (f"; containerd + Slipway's snapshotter reaches CP1 in "
                      f"{fmt_ratio(ratio(mean_of(snapshotter, 'cp1'), mean_of(containerd, 'cp1')))} and CP3 in "
                      f"{fmt_ratio(ratio(mean_of(snapshotter, 'cp3'), mean_of(containerd, 'cp3')))} of containerd's (overlayfs)")
+        index, optimized = stats.get((net, size, "index")), stats.get((net, size, "opt-all"))
+        if mean_of(index, "cp3") is not None:
+            line += (f"; the unconverted image through its gzip index reaches CP1 in {fmt_ratio(lvf_ratio(stats, net, size, 'index', 'cp1'))} "
+                     f"and CP3 in {fmt_ratio(lvf_ratio(stats, net, size, 'index', 'cp3'))} of the full pull's")
+            if mean_of(optimized, "cp3") is not None:
+                line += (f" ({fmt_ratio(ratio(mean_of(index, 'cp1'), mean_of(optimized, 'cp1')))} and "
+                         f"{fmt_ratio(ratio(mean_of(index, 'cp3'), mean_of(optimized, 'cp3')))} of optimized eStargz's)")
         lines.append(line)
     return lines
 

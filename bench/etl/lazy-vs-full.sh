@@ -12,6 +12,9 @@
 #   opt-landmark  `slipway mount --prefetch landmark REPO:SIZE-esgz-opt`
 #   esgz-all      `slipway mount REPO:SIZE-esgz` (Slipway's default, --prefetch all)
 #   opt-all       `slipway mount REPO:SIZE-esgz-opt` (default --prefetch all)
+#   index         `slipway mount CACHE/REPO:SIZE` (default --prefetch all): the plain gzip image, never converted,
+#                 mounted lazily through the gzip index that the cluster's cache (`slipway serve --index`, beside
+#                 the registry behind the same link) built while another node pulled the image before the runs
 # containerd with the stargz snapshotter cannot run here: Debian 12's stargz-snapshotter package ships
 # ctr-remote but not the containerd-stargz-grpc daemon; the report says so.
 # Per run: fresh store, sync and drop_caches, then the clock starts (bench/etl/measure.py). Checkpoint times
@@ -31,7 +34,7 @@
 #   --sizes LIST        small, medium, large [small,medium,large]
 #   --runs N            cold runs per size, link and variant [3]
 #   --links LIST        none and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [none,1gbit]
-#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all [all]
+#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index [all]
 #   --quick             --sizes small --links none --runs 1
 #   --repo NAME         repository [etl-lazy]
 #   --work DIR          where `slipway bench images` keeps the registry storage; scratch [/var/tmp/slipway-etl]
@@ -49,7 +52,7 @@ INVOCATION="lazy-vs-full $*"
 SIZES=small,medium,large
 RUNS=3
 LINKS=none,1gbit
-VARIANTS=full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all
+VARIANTS=full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index
 REPO=etl-lazy
 WORK=/var/tmp/slipway-etl
 OUT=bench/results
@@ -86,7 +89,8 @@ for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/nul
 declare -A spec=(
   [full]="full:all:"          [containerd]="containerd:all:" [containerd-slipway]="containerd-slipway:all:-esgz-opt"
   [esgz-none]="lazy:none:-esgz"
-  [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt")
+  [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt"
+  [index]="lazy:all:")
 for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
 NOTES=()
 drop_variant() { # NAME NOTE: leaves NAME out of the runs, saying why in the report
@@ -124,6 +128,12 @@ if ((${#missing[@]})); then
   start_link_registry "$WORK" "$RUN_DIR"
 fi
 
+if [[ " ${variant_list[*]} " == *" index "* ]]; then
+  warm=()
+  for size in "${size_list[@]}"; do warm+=("$LINK_CACHE/$REPO:$size"); done
+  start_link_cache "$RUN_DIR" "${warm[@]}"
+fi
+
 # --- runs -----------------------------------------------------------------------------------------------
 RAW=$OUT/$NAME.jsonl
 IMAGES=$OUT/$NAME-images.json
@@ -146,7 +156,9 @@ for link in "${link_list[@]}"; do
         IFS=: read -r mode prefetch suffix <<<"${spec[$variant]}"
         follow=()
         ((FOLLOW)) && [[ $prefetch == all && $mode == lazy ]] && follow=(--follow-prefetch)
-        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$LINK_REGISTRY/$REPO:$size$suffix" \
+        host=$LINK_REGISTRY
+        [[ $variant == index ]] && host=$LINK_CACHE
+        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$host/$REPO:$size$suffix" \
           --slipway "$SLIPWAY" --dir "$RUN_DIR" --plain-http --rx-counter "$(link_rx_counter)" "${follow[@]}" --timeout "$TIMEOUT" \
           --label "net=$link" --label "size=$size" --label "variant=$variant" --label "tag=$size$suffix" --label "run=$run") || true
         [[ -n $row ]] || row="{\"net\":\"$link\",\"size\":\"$size\",\"variant\":\"$variant\",\"run\":\"$run\",\"ok\":false,\"error\":\"measure.py crashed\"}"

@@ -10,6 +10,9 @@
 #   sif-slipway    slipway convert --to sif, run the SIF
 #   overlay        slipway run (layer cache + overlayfs)
 #   lazy           slipway run --mode lazy of the eStargz image
+#   index          slipway run --mode lazy of the plain image through the cluster's cache (`slipway serve
+#                  --index` beside the registry, behind the same link), which indexed every version's layers
+#                  while another node pulled them before the deploys: lazy without converting anything
 # Caches: cold = an empty node for every deploy (the talk's setting); warm = the node keeps what the previous
 # version's deploy left (a node that ran last week's release); warm v1 is cold.
 # Each deploy: the worker reads data shards from a host directory bind-mounted at /shared (for NFS), and
@@ -27,7 +30,7 @@
 #   --links LIST       none and/or TBF rates (tc syntax: 1gbit, 100mbit) [none,1gbit]
 #   --versions N       deploy v1..vN [5]
 #   --runs N           repetitions of each series [3]
-#   --strategies LIST  subset of containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy [all]
+#   --strategies LIST  subset of containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,index [all]
 #   --caches LIST      cold and/or warm [cold,warm]
 #   --quick            --links none --versions 2 --runs 1
 #   --repo NAME        repository of the images [etl]
@@ -43,7 +46,7 @@ INVOCATION="patch-tuesday $*"
 LINKS=none,1gbit
 VERSIONS=5
 RUNS=3
-STRATEGIES=containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy
+STRATEGIES=containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,index
 CACHES=cold,warm
 REPO=etl
 WORK=/var/tmp/slipway-etl
@@ -73,7 +76,7 @@ IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a strategy_list <<<"$STRATEGIES"
 IFS=, read -r -a cache_list <<<"$CACHES"
 for s in "${strategy_list[@]}"; do
-  [[ $s =~ ^(containerd|containerd-slipway|sif-apptainer|sif-slipway|overlay|lazy)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
+  [[ $s =~ ^(containerd|containerd-slipway|sif-apptainer|sif-slipway|overlay|lazy|index)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
 done
 for c in "${cache_list[@]}"; do [[ $c =~ ^(cold|warm)$ ]] || { echo "unknown cache $c (cold or warm)" >&2; exit 2; }; done
 for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/null || exit 2; done
@@ -108,6 +111,12 @@ SHARED=$RUN_DIR/shared
 write_etl_data "$SHARED" 8 50000 20261129
 log "data: $(du -sh "$SHARED/data" | cut -f1) in 8 shards, bind-mounted at /shared"
 
+if [[ " ${strategy_list[*]} " == *" index "* ]]; then
+  warm=()
+  for n in $(seq "$VERSIONS"); do warm+=("$LINK_CACHE/$REPO:v$n"); done
+  start_link_cache "$RUN_DIR" "${warm[@]}"
+fi
+
 # --- deploys --------------------------------------------------------------------------------------------
 RAW=$OUT/patch-tuesday.jsonl
 : >"$RAW"
@@ -121,7 +130,9 @@ for link in "${link_list[@]}"; do
         for n in $(seq "$VERSIONS"); do
           cold=()
           [[ $cache == cold ]] && cold=(--cold)
-          row=$(python3 bench/etl/deploy.py --strategy "$strategy" --ref "$LINK_REGISTRY/$REPO:v$n" --version "$n" \
+          host=$LINK_REGISTRY
+          [[ $strategy == index ]] && host=$LINK_CACHE
+          row=$(python3 bench/etl/deploy.py --strategy "$strategy" --ref "$host/$REPO:v$n" --version "$n" \
             --node "$node" --shared "$SHARED" --slipway "$SLIPWAY" --rx-counter "$(link_rx_counter)" "${cold[@]}" \
             --timeout "$TIMEOUT" --label "link=$link" --label "run=$run" --label "image_bytes=$image_bytes") || true
           [[ -n $row ]] || row="{\"bench\":\"patch-tuesday\",\"link\":\"$link\",\"strategy\":\"$strategy\",\"cache\":\"$cache\",\"version\":$n,\"run\":$run,\"ok\":false,\"error\":\"deploy.py crashed\"}"

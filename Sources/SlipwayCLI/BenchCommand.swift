@@ -18,7 +18,7 @@ struct Bench: ParsableCommand {
             and removes its mounts, namespaces, qdiscs and daemons. Results (JSONL, CSV, report.html with \
             charts) go to bench/results unless --out says otherwise; each command's --help lists its options.
             """,
-        subcommands: [BenchImages.self, BenchPatchTuesday.self, BenchLazyVsFull.self, BenchScale.self, BenchReport.self])
+        subcommands: [BenchImages.self, BenchPatchTuesday.self, BenchLazyVsFull.self, BenchGzipIndex.self, BenchScale.self, BenchReport.self])
 }
 
 struct BenchImages: ParsableCommand {
@@ -46,6 +46,15 @@ struct BenchLazyVsFull: ParsableCommand {
         discussion: "--quick runs small on loopback, one run. Options: --help.")
     @Argument(parsing: .captureForPassthrough, help: "Options for bench/etl/lazy-vs-full.sh.") var options: [String] = []
     func run() throws { try BenchHarness.exec("lazy-vs-full.sh", options, needsRoot: true) }
+}
+
+struct BenchGzipIndex: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gzip-index",
+        abstract: "What a gzip index costs: its size against its layer, building it against gunzip, the cache's CPU with --index.",
+        discussion: "Options: --help.")
+    @Argument(parsing: .captureForPassthrough, help: "Options for bench/etl/gzip-index.sh.") var options: [String] = []
+    func run() throws { try BenchHarness.exec("gzip-index.sh", options, needsRoot: true) }
 }
 
 struct BenchScale: ParsableCommand {

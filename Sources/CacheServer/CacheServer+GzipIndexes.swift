@@ -34,13 +34,33 @@ extension CacheServer {
             defer { metrics.adjust(.indexBuildsInFlight, by: -1) }
             do {
                 let began = ContinuousClock.now
-                let index = try await runBlocking { [self] in try GzipIndexBuilder.build(layer: layer, next: followingReader(fill)) }
+                // The fill checks the digest of the bytes it writes; the index is kept only once it has.
+                let index = try await runBlocking { [self] in
+                    try GzipIndexBuilder.build(layer: layer, digestVerified: true, next: followingReader(fill))
+                }
+                guard case .committed? = try await committed(fill) else {
+                    throw GzipIndexError.unreadableLayer("the fill did not commit the blob")
+                }
                 try await runBlocking { [self] in try recordIndex(index, of: layer.digest) }
                 metrics.add(.indexesBuilt)
                 logger.info("indexed \(layer.digest): \(index.checkpoints.count) checkpoints, \(index.entries.count) entries in \(began.duration(to: .now))")
             } catch {
                 metrics.add(.indexBuildFailures)
                 logger.warning("no gzip index for \(layer.digest): \(error)")
+            }
+        }
+    }
+
+    /// The fill's outcome once it has one.
+    private func committed(_ fill: BlobFill) async throws -> BlobFill.Outcome? {
+        while true {
+            let snapshot = fill.snapshot
+            if let outcome = snapshot.outcome { return outcome }
+            if snapshot.verified {
+                // Matched its digest; the commit (an fsync and a rename) follows at once.
+                try await Task.sleep(for: .milliseconds(10))
+            } else {
+                _ = try await fill.wait(beyond: fill.descriptor.size, generation: snapshot.generation)
             }
         }
     }

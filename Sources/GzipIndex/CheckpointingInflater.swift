@@ -26,11 +26,13 @@ final class CheckpointingInflater: TarByteSource {
 
     private(set) var checkpoints: [GzipCheckpoint] = []
     private var spanHasher: DigestHasher?
-    private var blobHasher = DigestHasher()
+    /// Nil when the caller verifies the blob's digest itself (a cache fill does, as the bytes arrive).
+    private var blobHasher: DigestHasher?
     private var diffHasher = DigestHasher()
 
-    init(spanSize: Int64, input: @escaping () throws -> [UInt8]?) throws {
+    init(spanSize: Int64, hashBlob: Bool = true, input: @escaping () throws -> [UInt8]?) throws {
         self.spanSize = spanSize
+        blobHasher = hashBlob ? DigestHasher() : nil
         self.input = input
         output = .allocate(capacity: Self.outputCapacity)
         inputBuffer = .allocate(capacity: inputCapacity)
@@ -46,7 +48,7 @@ final class CheckpointingInflater: TarByteSource {
         inputBuffer.deallocate()
     }
 
-    var blobDigest: Digest { blobHasher.finalize() }
+    var blobDigest: Digest? { blobHasher?.finalize() }
     var diffID: Digest { diffHasher.finalize() }
 
     func nextBytes() throws -> UnsafeRawBufferPointer? {
@@ -127,7 +129,7 @@ final class CheckpointingInflater: TarByteSource {
     private func account(consumedBytes count: Int) {
         guard count > 0 else { return }
         let slice = UnsafeRawBufferPointer(start: stream.next_in - count, count: count)
-        blobHasher.update(slice)
+        blobHasher?.update(slice)
         spanHasher?.update(slice)
         lastConsumedByte = slice[count - 1]
         consumed += Int64(count)

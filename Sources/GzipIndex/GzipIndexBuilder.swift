@@ -9,11 +9,13 @@ public enum GzipIndexBuilder {
     /// Indexes the gzip layer `layer` whose bytes `next` returns in order (nil at the end). Throws
     /// `unreadableLayer` for a stream that is not gzip or a tar inside, and `layerMismatch` when the bytes do not
     /// hash to `layer.digest` or are not `layer.size` long: an index is only ever built from verified bytes.
+    /// `digestVerified`: the caller checks the digest of these very bytes itself (a cache fill), so they are not
+    /// hashed twice; the index must then be kept only if that check passed.
     public static func build(
         layer: Descriptor, spanSize: Int64 = GzipIndex.defaultSpanSize, chunkSize: Int64 = GzipIndex.defaultChunkSize,
-        next: @escaping () throws -> [UInt8]?
+        digestVerified: Bool = false, next: @escaping () throws -> [UInt8]?
     ) throws -> GzipIndex {
-        let inflater = try CheckpointingInflater(spanSize: spanSize, input: next)
+        let inflater = try CheckpointingInflater(spanSize: spanSize, hashBlob: !digestVerified, input: next)
         let tar = TarReader(source: inflater)
         var entries: [TOCEntry] = []
         do {
@@ -35,9 +37,9 @@ public enum GzipIndexBuilder {
         } catch {
             throw GzipIndexError.unreadableLayer("\(error)")
         }
-        guard inflater.consumed == layer.size, inflater.blobDigest == layer.digest else {
+        guard inflater.consumed == layer.size, digestVerified || inflater.blobDigest == layer.digest else {
             throw GzipIndexError.layerMismatch(
-                "read \(inflater.consumed) bytes with digest \(inflater.blobDigest), expected \(layer.size) bytes with \(layer.digest)")
+                "read \(inflater.consumed) bytes with digest \(inflater.blobDigest?.description ?? "-"), expected \(layer.size) bytes with \(layer.digest)")
         }
         return GzipIndex(
             layer: Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: layer.size), diffID: inflater.diffID,

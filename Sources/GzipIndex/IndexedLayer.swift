@@ -348,8 +348,9 @@ extension IndexedLayer {
             position += Int64(rest.count)
         }
         try inflater.drain()
-        guard inflater.consumed == layer.size, inflater.blobDigest == layer.digest else {
-            throw GzipIndexError.layerMismatch("\(inflater.consumed) bytes with digest \(inflater.blobDigest), the manifest says \(layer.size) bytes with \(layer.digest)")
+        guard inflater.consumed == layer.size, let digest = inflater.blobDigest, digest == layer.digest else {
+            throw GzipIndexError.layerMismatch(
+                "\(inflater.consumed) bytes with digest \(inflater.blobDigest?.description ?? "-"), the manifest says \(layer.size) bytes with \(layer.digest)")
         }
         guard inflater.diffID == diffID else {
             throw GzipIndexError.layerMismatch("uncompressed digest \(inflater.diffID), the index says \(diffID)")

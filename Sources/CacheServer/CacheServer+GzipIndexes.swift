@@ -28,11 +28,12 @@ extension CacheServer {
     /// Builds the index of a gzip layer while its fill runs, when asked to and none exists yet.
     func indexWhileFilling(_ fill: BlobFill) {
         let layer = fill.descriptor
-        guard configuration.buildGzipIndexes, GzipIndexArtifact.isIndexable(layer), indexBlob(for: layer.digest) == nil else { return }
+        guard configuration.buildGzipIndexes, GzipIndexArtifact.isIndexable(layer) else { return }
         metrics.adjust(.indexBuildsInFlight, by: 1)
         Task {
             defer { metrics.adjust(.indexBuildsInFlight, by: -1) }
             do {
+                if try await runBlocking({ [self] in indexBlob(for: layer.digest) }) != nil { return }
                 let began = ContinuousClock.now
                 // The fill checks the digest of the bytes it writes; the index is kept only once it has.
                 let index = try await runBlocking { [self] in

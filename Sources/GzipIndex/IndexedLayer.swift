@@ -1,3 +1,4 @@
+import Archive
 import CZlib
 import EStargz
 import Foundation
@@ -312,48 +313,62 @@ private final class SpanInflater {
 
 extension IndexedLayer {
     /// Reads the whole layer front to back from `next` (its bytes in order), hands every chunk's verified bytes to
-    /// `store` as they pass (one inflate of the stream, no checkpoint needed), and at the end checks the layer's
-    /// digest, size and diffID against the descriptor and the index: the check that turns an index's claims into
-    /// verified facts. Throws `layerMismatch` when they disagree.
+    /// `store` as they pass (one inflate of the stream, with ISA-L: no checkpoint is needed), and at the end checks
+    /// the layer's digest, size and diffID against the descriptor and the index: the check that turns an index's
+    /// claims into verified facts. Throws `layerMismatch` when they disagree.
     public func readWhole(next: @escaping () throws -> [UInt8]?, store: (EStargzChunk, [UInt8]) throws -> Void) throws {
-        let inflater = try CheckpointingInflater(spanSize: .max, input: next)
+        let compressed = CompressedFeed(next)
+        let stream = GzipStream(compressedSize: layer.size, layer: layer.digest.description) { try compressed.next() }
+        var diffHasher = DigestHasher()
         let ordered = allChunks.map { (start: absoluteStart(of: $0), chunk: $0) }.sorted { $0.start < $1.start }
         var position: Int64 = 0
         var current = 0
-        var buffer: [UInt8] = []
-        while let bytes = try inflater.nextBytes() {
-            var rest = bytes
-            while !rest.isEmpty, current < ordered.count {
-                let (start, chunk) = ordered[current]
-                let end = start + chunk.chunkSize
-                if position + Int64(rest.count) <= start { break }
-                if position < start {
-                    rest = UnsafeRawBufferPointer(rebasing: rest[Int(start - position)...])
-                    position = start
-                }
-                let take = Int(min(Int64(rest.count), end - position))
-                buffer.append(contentsOf: rest[..<take])
-                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                position += Int64(take)
-                if position == end {
-                    let actual = Digest.sha256(of: buffer).description
-                    guard actual == chunk.chunkDigest else {
-                        throw GzipIndexError.layerMismatch("\(chunk.name) at \(chunk.chunkOffset): digest \(actual), the index says \(chunk.chunkDigest)")
-                    }
-                    try store(chunk, buffer)
-                    buffer.removeAll(keepingCapacity: true)
-                    current += 1
-                }
+        var chunk: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count: Int
+            do {
+                count = try buffer.withUnsafeMutableBytes { try stream.read(into: $0) }
+            } catch {
+                throw GzipIndexError.layerMismatch("the layer does not inflate: \(error)")
             }
-            position += Int64(rest.count)
+            if count == 0 { break }
+            try buffer.withUnsafeBytes { raw in
+                var rest = UnsafeRawBufferPointer(rebasing: raw[..<count])
+                diffHasher.update(rest)
+                while !rest.isEmpty, current < ordered.count {
+                    let (start, wanted) = ordered[current]
+                    let end = start + wanted.chunkSize
+                    if position + Int64(rest.count) <= start { break }
+                    if position < start {
+                        rest = UnsafeRawBufferPointer(rebasing: rest[Int(start - position)...])
+                        position = start
+                    }
+                    let take = Int(min(Int64(rest.count), end - position))
+                    chunk.append(contentsOf: rest[..<take])
+                    rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                    position += Int64(take)
+                    if position == end {
+                        let actual = Digest.sha256(of: chunk).description
+                        guard actual == wanted.chunkDigest else {
+                            throw GzipIndexError.layerMismatch(
+                                "\(wanted.name) at \(wanted.chunkOffset): digest \(actual), the index says \(wanted.chunkDigest)")
+                        }
+                        try store(wanted, chunk)
+                        chunk.removeAll(keepingCapacity: true)
+                        current += 1
+                    }
+                }
+                position += Int64(rest.count)
+            }
         }
-        try inflater.drain()
-        guard inflater.consumed == layer.size, let digest = inflater.blobDigest, digest == layer.digest else {
+        try compressed.drain()
+        guard compressed.consumed == layer.size, compressed.digest == layer.digest else {
             throw GzipIndexError.layerMismatch(
-                "\(inflater.consumed) bytes with digest \(inflater.blobDigest?.description ?? "-"), the manifest says \(layer.size) bytes with \(layer.digest)")
+                "\(compressed.consumed) bytes with digest \(compressed.digest), the manifest says \(layer.size) bytes with \(layer.digest)")
         }
-        guard inflater.diffID == diffID else {
-            throw GzipIndexError.layerMismatch("uncompressed digest \(inflater.diffID), the index says \(diffID)")
+        guard diffHasher.finalize() == diffID else {
+            throw GzipIndexError.layerMismatch("uncompressed digest \(diffHasher.finalize()), the index says \(diffID)")
         }
         guard current == ordered.count else {
             throw GzipIndexError.layerMismatch("the layer ended before \(ordered[current].chunk.name), which the index places at \(ordered[current].start)")
@@ -365,4 +380,25 @@ extension IndexedLayer {
         guard let span = binarySearch(spanStarts, chunk.offset) else { return -1 }
         return checkpoints[span].out + chunk.innerOffset
     }
+}
+
+/// The compressed bytes of a whole read, hashed and counted as the decoder pulls them. Used by one thread.
+private final class CompressedFeed: @unchecked Sendable {
+    private let source: () throws -> [UInt8]?
+    private var hasher = DigestHasher()
+    private(set) var consumed: Int64 = 0
+
+    init(_ source: @escaping () throws -> [UInt8]?) { self.source = source }
+
+    func next() throws -> [UInt8]? {
+        guard let bytes = try source() else { return nil }
+        hasher.update(bytes)
+        consumed += Int64(bytes.count)
+        return bytes
+    }
+
+    /// Whatever the decoder did not need (bytes after the last member) still counts for the digest.
+    func drain() throws { while try next() != nil {} }
+
+    var digest: Digest { hasher.finalize() }
 }

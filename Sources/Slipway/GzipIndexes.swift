@@ -133,23 +133,30 @@ public enum GzipIndexes {
                 startNext()
             }
         }
-        var blobs: [Descriptor] = []
-        for layer in layers {
-            guard let index = built.layers[layer.descriptor.digest] else { continue }
-            let blob = GzipIndexArtifact.indexBlob(
-                try store.writeBlob(try index.encoded(), mediaType: GzipIndex.layerMediaType), of: layer.descriptor.digest)
-            blobs.append(blob)
-            built.blobSizes[layer.descriptor.digest] = blob.size
+        // The store's writes end in fsyncs: off the cooperative pool.
+        let indexes = built.layers
+        let (descriptor, blobSizes) = try await runBlocking { () throws -> (Descriptor, [Digest: Int64]) in
+            var blobs: [Descriptor] = []
+            var sizes: [Digest: Int64] = [:]
+            for layer in layers {
+                guard let index = indexes[layer.descriptor.digest] else { continue }
+                let blob = GzipIndexArtifact.indexBlob(
+                    try store.writeBlob(try index.encoded(), mediaType: GzipIndex.layerMediaType), of: layer.descriptor.digest)
+                blobs.append(blob)
+                sizes[layer.descriptor.digest] = blob.size
+            }
+            if !prioritizedFiles.isEmpty {
+                let json = Array(try JSONEncoder.canonical.encode(["files": prioritizedFiles]))
+                blobs.append(try store.writeBlob(json, mediaType: GzipIndexArtifact.prioritizedFilesMediaType))
+            }
+            let empty = GzipIndexArtifact.emptyConfig
+            _ = try store.writeBlob(GzipIndexArtifact.emptyConfigBytes, mediaType: empty.mediaType, expected: empty.digest)
+            let (descriptor, bytes) = try GzipIndexArtifact.manifest(subject: image.manifestDescriptor, blobs: blobs)
+            _ = try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
+            try store.addReferrer(descriptor, subject: image.manifestDescriptor.digest)
+            return (descriptor, sizes)
         }
-        if !prioritizedFiles.isEmpty {
-            let json = Array(try JSONEncoder.canonical.encode(["files": prioritizedFiles]))
-            blobs.append(try store.writeBlob(json, mediaType: GzipIndexArtifact.prioritizedFilesMediaType))
-        }
-        let empty = GzipIndexArtifact.emptyConfig
-        _ = try store.writeBlob(GzipIndexArtifact.emptyConfigBytes, mediaType: empty.mediaType, expected: empty.digest)
-        let (descriptor, bytes) = try GzipIndexArtifact.manifest(subject: image.manifestDescriptor, blobs: blobs)
-        _ = try store.writeBlob(bytes, mediaType: descriptor.mediaType, expected: descriptor.digest)
-        try store.addReferrer(descriptor, subject: image.manifestDescriptor.digest)
+        built.blobSizes = blobSizes
         built.artifact = descriptor
         return built
     }

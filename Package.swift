@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "CacheServer",
             dependencies: [
-                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt", "GzipIndex",
+                "Blocking", "OCI", "Registry", "ContentStore", "CCrypt", "CLinux", "GzipIndex",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -5,3 +5,13 @@
 
 /* glibc declares syncfs only under _GNU_SOURCE, which Swift's Glibc module is not built with. */
 int syncfs(int fd);
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Lowers the calling thread's scheduling priority (Linux applies setpriority to one thread given its tid);
+   0 on success. For background work that must not slow what clients wait for. */
+static inline int slipway_lower_thread_priority(int niceness) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness);
+}

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Blocking
+import CLinux
 import ContentStore
 import Foundation
 import GzipIndex
@@ -35,9 +36,12 @@ extension CacheServer {
             do {
                 if try await runBlocking({ [self] in indexBlob(for: layer.digest) }) != nil { return }
                 let began = ContinuousClock.now
-                // The fill checks the digest of the bytes it writes; the index is kept only once it has.
+                // The fill checks the digest of the bytes it writes; the index is kept only once it has. Inflating
+                // costs about a gunzip of the layer: on a thread of low priority, so that fills and the clients
+                // waiting for them go first, and the index is ready a little later.
                 let index = try await runBlocking { [self] in
-                    try GzipIndexBuilder.build(layer: layer, digestVerified: true, next: followingReader(fill))
+                    _ = slipway_lower_thread_priority(15)
+                    return try GzipIndexBuilder.build(layer: layer, digestVerified: true, next: followingReader(fill))
                 }
                 guard case .committed? = try await committed(fill) else {
                     throw GzipIndexError.unreadableLayer("the fill did not commit the blob")

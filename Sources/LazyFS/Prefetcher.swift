@@ -1,3 +1,4 @@
+import CLinux
 import EStargz
 import Foundation
 import GzipIndex
@@ -75,6 +76,8 @@ public final class Prefetcher: Sendable {
         for layer in wholeReads {
             workers.enter()
             let thread = Thread { [self] in
+                // Inflating and hashing a whole layer is CPU the workload may need more: it goes second.
+                _ = slipway_lower_thread_priority(10)
                 readWhole(layer)
                 workers.leave()
             }

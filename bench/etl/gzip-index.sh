@@ -41,7 +41,13 @@ SCRATCH=$WORK/gzip-index
 rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH" "$OUT"
 REGISTRY_PID=""
-trap '[[ -n $REGISTRY_PID ]] && kill "$REGISTRY_PID" 2>/dev/null; pkill -f "serve --upstream http://127.0.0.1:5391" 2>/dev/null; true' EXIT
+stop_servers() {
+  local status=$?
+  [[ -n $REGISTRY_PID ]] && kill "$REGISTRY_PID" 2>/dev/null
+  pkill -f "serve --upstream http://127.0.0.1:5391" 2>/dev/null
+  exit "$status"
+}
+trap stop_servers EXIT
 serve_etl_registry "$WORK" 5391 "$SCRATCH"
 python3 bench/etl/gzip_index.py --slipway "$SLIPWAY" --registry 127.0.0.1:5391 --refs "$REFS" --cache-ref "$CACHE_REF" \
   --runs "$RUNS" --scratch "$SCRATCH" --out "$OUT/gzip-index"

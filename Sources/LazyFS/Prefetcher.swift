@@ -73,12 +73,14 @@ public final class Prefetcher: Sendable {
         // pausing would only leave the link idle. Two workers, so decompressing, verifying and storing one
         // request's chunks overlaps the next request's transfer.
         let workers = DispatchGroup()
-        for layer in wholeReads {
+        if !wholeReads.isEmpty {
+            // One layer after another, in image order (the base layers, which start-up reads, first): one stream
+            // beside the reads' requests, which it yields to, rather than a stream per layer competing with them.
             workers.enter()
             let thread = Thread { [self] in
                 // Inflating and hashing a whole layer is CPU the workload may need more: it goes second.
                 _ = slipway_lower_thread_priority(10)
-                readWhole(layer)
+                for layer in wholeReads where !stopped.load(ordering: .relaxed) { readWhole(layer) }
                 workers.leave()
             }
             thread.name = "slipway-verify"

@@ -29,7 +29,8 @@ public enum GzipIndexBuilder {
                     entries.append(entry)
                     continue
                 }
-                try appendFile(entry, size: header.size, from: tar, chunkSize: chunkSize, to: &entries)
+                try appendFile(
+                    entry, size: header.size, from: tar, chunkSize: chunkSize, lastCheckpoint: { inflater.checkpoints.last?.out }, to: &entries)
             }
             try inflater.drain()
         } catch let error as GzipIndexError {
@@ -47,22 +48,24 @@ public enum GzipIndexBuilder {
             entries: entries)
     }
 
-    /// The file's entry (and `chunk` entries after it for every `chunkSize` bytes past the first), each with the
-    /// digest of its bytes; the first entry also carries the whole file's digest.
+    /// The file's entry (and `chunk` entries after it), each with the digest of its bytes; the first entry also
+    /// carries the whole file's digest. A chunk ends every `chunkSize` bytes of the file and where a checkpoint
+    /// falls inside it (`lastCheckpoint`, the output offset of the newest one), so that every chunk lies in one
+    /// span: reading it never needs the span before, which a read of a neighbour may have fetched already.
     private static func appendFile(
-        _ first: TOCEntry, size: Int64, from tar: TarReader, chunkSize: Int64, to entries: inout [TOCEntry]
+        _ first: TOCEntry, size: Int64, from tar: TarReader, chunkSize: Int64, lastCheckpoint: () -> Int64?, to entries: inout [TOCEntry]
     ) throws {
         let firstIndex = entries.count
-        var fileHasher = DigestHasher()
         var chunkHasher = DigestHasher()
+        // Started only when a second chunk does: a file of one chunk is hashed once.
+        var fileHasher: DigestHasher?
         var entry = first
         var inChunk: Int64 = 0
         var position: Int64 = 0
-        let chunked = size > chunkSize
         func closeChunk() {
-            let length = inChunk
-            entry.chunkSize = chunked ? length : 0
-            if chunked { entry.chunkDigest = chunkHasher.finalize().description }
+            if fileHasher == nil { fileHasher = chunkHasher }
+            entry.chunkSize = inChunk
+            entry.chunkDigest = chunkHasher.finalize().description
             entries.append(entry)
             chunkHasher = DigestHasher()
             var next = TOCEntry(name: first.name, type: "chunk")
@@ -76,21 +79,29 @@ public enum GzipIndexBuilder {
             while !rest.isEmpty {
                 let count = Int(min(Int64(rest.count), chunkSize - inChunk))
                 let piece = UnsafeRawBufferPointer(rebasing: rest[..<count])
-                fileHasher.update(piece)
-                if chunked { chunkHasher.update(piece) }
+                chunkHasher.update(piece)
+                fileHasher?.update(piece)
                 inChunk += Int64(count)
                 position += Int64(count)
                 rest = UnsafeRawBufferPointer(rebasing: rest[count...])
                 if inChunk == chunkSize, position < size { closeChunk() }
             }
+            // The inflater hands out bytes up to each checkpoint it takes, so a checkpoint falls between pieces.
+            if inChunk > 0, position < size, lastCheckpoint() == first.offset + position { closeChunk() }
         }
         guard position == size else {
             throw GzipIndexError.unreadableLayer("\(first.name): \(position) of \(size) bytes before the stream ended")
         }
-        closeChunk()
-        let digest = fileHasher.finalize().description
-        entries[firstIndex].digest = digest
-        // A file of one chunk: its chunk is the file.
-        if !chunked { entries[firstIndex].chunkDigest = digest }
+        if fileHasher != nil {
+            closeChunk()
+            entries[firstIndex].digest = fileHasher!.finalize().description
+        } else {
+            // A file of one chunk: its chunk is the file (chunkSize 0, as eStargz writes a file's only chunk).
+            let digest = chunkHasher.finalize().description
+            entry.chunkSize = 0
+            entry.digest = digest
+            entry.chunkDigest = digest
+            entries.append(entry)
+        }
     }
 }

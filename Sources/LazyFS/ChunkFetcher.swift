@@ -79,11 +79,17 @@ public final class ChunkFetcher: Sendable {
 
     /// Fetches whichever of `chunks` are neither cached nor being fetched, and waits for those being fetched.
     /// `maxSpan` bounds one request.
-    public func ensureCached(_ chunks: [EStargzChunk], of layer: LazyLayer, deadline: Date, maxSpan: Int64 = ChunkFetcher.maxSpan) throws {
+    public func ensureCached(_ requested: [EStargzChunk], of layer: LazyLayer, deadline: Date, maxSpan: Int64 = ChunkFetcher.maxSpan) throws {
         var mine: [(EStargzChunk, Pending)] = []
         var others: [(EStargzChunk, Pending)] = []
         var seen: Set<String> = []
         var failure: Error?
+        // An indexed layer's span holds many files and is fetched and inflated whole for any one of them: the
+        // others ride along (claimed like the rest, so a read of one of them meanwhile waits for this fetch
+        // instead of fetching the span again), but nobody waits for a rider another fetch has claimed.
+        let riders = layer.riders(of: requested)
+        let chunks = requested + riders
+        let riderDigests = Set(riders.map(\.chunkDigest)).subtracting(requested.map(\.chunkDigest))
         for chunk in chunks where seen.insert(chunk.chunkDigest).inserted {
             let digest = try Self.digest(chunk)
             // The reader refused any layer with such a chunk when it opened; checked again because this is what
@@ -92,13 +98,15 @@ public final class ChunkFetcher: Sendable {
                 try EStargzReader.checkCompressedRange(of: chunk, payloadEnd: layer.payloadEnd)
                 _ = try EStargzReader.checkedInflatedSize(of: chunk)
             } catch {
-                failure = failure ?? LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+                if !riderDigests.contains(chunk.chunkDigest) {
+                    failure = failure ?? LazyFSError.fetchFailed(what: "\(chunk.name) in layer \(layer.descriptor.digest.short)", reason: "\(error)")
+                }
                 continue
             }
             if cache.contains(digest) { continue }
             inFlight.withLock { map in
                 if let pending = map[chunk.chunkDigest] {
-                    others.append((chunk, pending))
+                    if !riderDigests.contains(chunk.chunkDigest) { others.append((chunk, pending)) }
                 } else {
                     let pending = Pending()
                     map[chunk.chunkDigest] = pending
@@ -108,8 +116,7 @@ public final class ChunkFetcher: Sendable {
         }
         let spans = Self.spans(mine.sorted { $0.0.offset < $1.0.offset }, maxSpan: maxSpan)
         // Separate runs go out together as one multi-range request.
-        for start in stride(from: 0, to: spans.count, by: Self.rangesPerRequest) {
-            let group = Array(spans[start..<min(start + Self.rangesPerRequest, spans.count)])
+        for group in Self.requests(spans) {
             var groupError: Error?
             do {
                 try fetch(group.map { $0.map(\.0) }, of: layer, deadline: deadline)
@@ -127,12 +134,14 @@ public final class ChunkFetcher: Sendable {
     }
 
     /// Runs of chunks whose compressed ranges touch or overlap (an indexed layer's chunks share spans), each at
-    /// most `maxSpan` bytes (or one chunk).
+    /// most `maxSpan` bytes (or one chunk). Overlapping chunks may make a run twice as long: fetched apart, the
+    /// bytes they share would be fetched twice.
     private static func spans(_ claimed: [(EStargzChunk, Pending)], maxSpan: Int64) -> [[(EStargzChunk, Pending)]] {
         var result: [[(EStargzChunk, Pending)]] = []
         var runEnd: Int64 = 0
         for item in claimed {
-            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= maxSpan {
+            let limit = item.0.offset < runEnd ? maxSpan.multipliedReportingOverflow(by: 2).partialValue : maxSpan
+            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= max(limit, maxSpan) {
                 result[result.count - 1].append(item)
                 runEnd = max(runEnd, item.0.nextOffset)
             } else {
@@ -141,6 +150,22 @@ public final class ChunkFetcher: Sendable {
             }
         }
         return result
+    }
+
+    /// The runs grouped into requests of at most `rangesPerRequest` ranges that do not overlap (a registry may
+    /// answer overlapping ranges with the whole blob); runs are in blob order, so only neighbours can overlap.
+    private static func requests<Run>(_ runs: [[(EStargzChunk, Run)]]) -> [[[(EStargzChunk, Run)]]] {
+        var requests: [[[(EStargzChunk, Run)]]] = []
+        var end: Int64 = .min
+        for run in runs {
+            guard let first = run.first?.0 else { continue }
+            if requests.isEmpty || requests[requests.count - 1].count == rangesPerRequest || first.offset < end {
+                requests.append([])
+            }
+            requests[requests.count - 1].append(run)
+            end = run.map(\.0.nextOffset).max() ?? end
+        }
+        return requests
     }
 
     /// Ranges in one request; more would make the Range header long for little gain.

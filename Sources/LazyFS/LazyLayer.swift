@@ -93,6 +93,33 @@ public final class LazyLayer: @unchecked Sendable {
         return data
     }
 
+    /// The chunks of an indexed layer that lie within the compressed ranges of `chunks` (the same spans), which
+    /// the fetch of those ranges decodes anyway; none for an eStargz layer, whose chunks are members of their own.
+    func riders(of chunks: [EStargzChunk]) -> [EStargzChunk] {
+        guard isIndexed else { return [] }
+        var result: [EStargzChunk] = []
+        var covered: Int64 = .min
+        for chunk in chunks.sorted(by: { $0.offset < $1.offset }) where chunk.nextOffset > covered {
+            var index = firstChunk(atOrAfter: max(chunk.offset, covered))
+            while index < self.chunks.count, self.chunks[index].offset < chunk.nextOffset {
+                if self.chunks[index].nextOffset <= chunk.nextOffset { result.append(self.chunks[index]) }
+                index += 1
+            }
+            covered = chunk.nextOffset
+        }
+        return result
+    }
+
+    /// The index in `chunks` of the first chunk whose compressed range starts at or after `offset`.
+    private func firstChunk(atOrAfter offset: Int64) -> Int {
+        var low = 0, high = chunks.count
+        while low < high {
+            let middle = (low + high) / 2
+            if chunks[middle].offset < offset { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
     /// Compressed bytes the chunks' ranges cover, counting bytes shared by several chunks (an indexed layer's
     /// span holds many files) once; `chunks` are in blob order.
     static func compressedBytes(of chunks: some Collection<EStargzChunk>) -> Int64 {
@@ -107,14 +134,10 @@ public final class LazyLayer: @unchecked Sendable {
 
     /// The position of `chunk` in `chunks`.
     func position(of chunk: EStargzChunk) -> Int? {
-        var low = 0, high = chunks.count
-        while low < high {
-            let middle = (low + high) / 2
-            if chunks[middle].offset < chunk.offset { low = middle + 1 } else { high = middle }
-        }
-        while low < chunks.count, chunks[low].offset == chunk.offset {
-            if chunks[low] == chunk { return low }
-            low += 1
+        var index = firstChunk(atOrAfter: chunk.offset)
+        while index < chunks.count, chunks[index].offset == chunk.offset {
+            if chunks[index] == chunk { return index }
+            index += 1
         }
         return nil
     }

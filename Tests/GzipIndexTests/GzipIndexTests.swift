@@ -23,6 +23,13 @@ struct GzipIndexTests {
         }
         let link = try #require(indexed.chunk(for: "links/hard", at: 0))
         #expect(link.name == "data/big.bin")
+        // Chunks are cut at checkpoints too: each lies in one span, so two chunks' ranges are equal or meet (spans
+        // share at most the byte that holds a block's first bits).
+        let ranges = Set(indexed.allChunks.map { $0.offset..<$0.nextOffset }).sorted { $0.lowerBound < $1.lowerBound }
+        #expect(ranges.count == layer.index.checkpoints.count)
+        for (previous, next) in zip(ranges, ranges.dropFirst()) {
+            #expect(next.lowerBound >= previous.upperBound - 1, "\(previous) and \(next) overlap")
+        }
     }
 
     @Test("a stream of several gzip members, one of them empty, reads back across the member boundaries")

@@ -41,6 +41,9 @@ struct GzipIndexMountTests {
                     Issue.record("\(path): unpacked \(entry) vs mounted \(tree[path].map(\.description) ?? "missing")")
                 }
                 #expect(try await mounted.status().statistics.failedReads == 0)
+                // A span is fetched once for all the files in it, not once per file.
+                let whole = try blobBytes(cache.accessLog().dropFirst(logBefore))
+                #expect(whole <= imageBytes * 12 / 10, "reading every file moved \(whole) bytes of a \(imageBytes)-byte image")
                 try await mounted.unmount()
 
                 // With the default prefetch, every indexed layer is read whole in the background and verified.

@@ -34,6 +34,7 @@ VARIANTS = {"full": "full pull + unpack",
             "esgz-all": "eStargz lazy + Slipway prefetch all",
             "opt-all": "eStargz optimized + Slipway prefetch all",
             "index": "plain gzip + gzip index (built by the cache), prefetch all",
+            "index-opt": "plain gzip + pushed gzip index with prioritized files, prefetch all",
             "containerd-stargz": "containerd + stargz-snapshotter"}
 SLIPWAY_STRATEGIES = ("sif-slipway", "overlay", "lazy", "index")
 BASELINE = "sif-apptainer"                  # the path Slipway's strategies are compared with

@@ -15,6 +15,9 @@
 #   index         `slipway mount CACHE/REPO:SIZE` (default --prefetch all): the plain gzip image, never converted,
 #                 mounted lazily through the gzip index that the cluster's cache (`slipway serve --index`, beside
 #                 the registry behind the same link) built while another node pulled the image before the runs
+#   index-opt     `slipway mount REPO-indexed:SIZE`: the same plain image (copied to REPO-indexed) with an index
+#                 pushed next to it by `slipway index --push --prioritize WORK/record-SIZE.txt` (the workload's
+#                 files, recorded once by `slipway bench images`): optimizing start-up by pushing a small index
 # containerd with the stargz snapshotter cannot run here: Debian 12's stargz-snapshotter package ships
 # ctr-remote but not the containerd-stargz-grpc daemon; the report says so.
 # Per run: fresh store, sync and drop_caches, then the clock starts (bench/etl/measure.py). Checkpoint times
@@ -34,7 +37,7 @@
 #   --sizes LIST        small, medium, large [small,medium,large]
 #   --runs N            cold runs per size, link and variant [3]
 #   --links LIST        none and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [none,1gbit]
-#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index [all]
+#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index,index-opt [all]
 #   --quick             --sizes small --links none --runs 1
 #   --repo NAME         repository [etl-lazy]
 #   --work DIR          where `slipway bench images` keeps the registry storage; scratch [/var/tmp/slipway-etl]
@@ -52,7 +55,7 @@ INVOCATION="lazy-vs-full $*"
 SIZES=small,medium,large
 RUNS=3
 LINKS=none,1gbit
-VARIANTS=full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index
+VARIANTS=full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index,index-opt
 REPO=etl-lazy
 WORK=/var/tmp/slipway-etl
 OUT=bench/results
@@ -90,7 +93,7 @@ declare -A spec=(
   [full]="full:all:"          [containerd]="containerd:all:" [containerd-slipway]="containerd-slipway:all:-esgz-opt"
   [esgz-none]="lazy:none:-esgz"
   [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt"
-  [index]="lazy:all:")
+  [index]="lazy:all:" [index-opt]="lazy:all:")
 for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
 NOTES=()
 drop_variant() { # NAME NOTE: leaves NAME out of the runs, saying why in the report
@@ -133,6 +136,15 @@ if [[ " ${variant_list[*]} " == *" index "* ]]; then
   for size in "${size_list[@]}"; do warm+=("$LINK_CACHE/$REPO:$size"); done
   start_link_cache "$RUN_DIR" "${warm[@]}"
 fi
+if [[ " ${variant_list[*]} " == *" index-opt "* ]]; then
+  for size in "${size_list[@]}"; do
+    [[ -s $WORK/record-$size.txt ]] || { echo "no $WORK/record-$size.txt (slipway bench images records it)" >&2; exit 2; }
+    "$SLIPWAY" copy -q --plain-http "$LINK_REGISTRY/$REPO:$size" "$LINK_REGISTRY/$REPO-indexed:$size"
+    rm -rf "$RUN_DIR/indexer"
+    "$SLIPWAY" index -q --plain-http --push --store "$RUN_DIR/indexer" --prioritize "$WORK/record-$size.txt" "$LINK_REGISTRY/$REPO-indexed:$size"
+    rm -rf "$RUN_DIR/indexer"
+  done
+fi
 
 # --- runs -----------------------------------------------------------------------------------------------
 RAW=$OUT/$NAME.jsonl
@@ -156,9 +168,10 @@ for link in "${link_list[@]}"; do
         IFS=: read -r mode prefetch suffix <<<"${spec[$variant]}"
         follow=()
         ((FOLLOW)) && [[ $prefetch == all && $mode == lazy ]] && follow=(--follow-prefetch)
-        host=$LINK_REGISTRY
+        host=$LINK_REGISTRY repo=$REPO
         [[ $variant == index ]] && host=$LINK_CACHE
-        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$host/$REPO:$size$suffix" \
+        [[ $variant == index-opt ]] && repo=$REPO-indexed
+        row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$host/$repo:$size$suffix" \
           --slipway "$SLIPWAY" --dir "$RUN_DIR" --plain-http --rx-counter "$(link_rx_counter)" "${follow[@]}" --timeout "$TIMEOUT" \
           --label "net=$link" --label "size=$size" --label "variant=$variant" --label "tag=$size$suffix" --label "run=$run") || true
         [[ -n $row ]] || row="{\"net\":\"$link\",\"size\":\"$size\",\"variant\":\"$variant\",\"run\":\"$run\",\"ok\":false,\"error\":\"measure.py crashed\"}"

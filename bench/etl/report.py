@@ -17,7 +17,7 @@ images = json.load(open(images_path))
 meta = json.load(open(meta_path))
 os.makedirs(out_dir, exist_ok=True)
 
-VARIANTS = ["full", "containerd", "containerd-slipway", "esgz-none", "opt-landmark", "esgz-all", "opt-all", "index"]
+VARIANTS = ["full", "containerd", "containerd-slipway", "esgz-none", "opt-landmark", "esgz-all", "opt-all", "index", "index-opt"]
 DESCRIBE = {
     "full": "`slipway unpack` of the gzip image, then run",
     "containerd": "`ctr image pull` of the gzip image (private containerd, overlayfs snapshots), then `ctr run` (runc)",
@@ -29,6 +29,8 @@ DESCRIBE = {
     "opt-all": "`slipway mount` (default `--prefetch all`) of the optimized eStargz image",
     "index": "`slipway mount` (default `--prefetch all`) of the plain gzip image through the cluster's cache "
              "(`slipway serve --index`), which indexed its layers while another node pulled it",
+    "index-opt": "`slipway mount` (default `--prefetch all`) of the same plain image with an index pushed next to it by "
+                 "`slipway index --push --prioritize` (the recorded workload files)",
 }
 order = lambda v: VARIANTS.index(v) if v in VARIANTS else len(VARIANTS)
 nets = list(dict.fromkeys(r["net"] for r in rows))
@@ -126,7 +128,7 @@ for net in nets:
             cells.append(f"{len(failed)}: {failed[0].get('error', '')[:80]}" if failed else "0")
             lines.append("| " + " | ".join(cells) + " |")
         # Issue 4's targets, for Slipway's default (prefetch all) on each image.
-        for v in ("esgz-all", "opt-all", "index"):
+        for v in ("esgz-all", "opt-all", "index", "index-opt"):
             cp1, cp3 = mean(values(net, size, v, "cp1")), mean(values(net, size, v, "cp3"))
             b1 = mean(values(net, size, v, "bytes_cp1"))
             img = images.get(f"{size}{ {'esgz-all': '-esgz', 'opt-all': '-esgz-opt'}.get(v, '')}", {}).get("bytes")

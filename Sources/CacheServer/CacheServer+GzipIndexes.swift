@@ -137,8 +137,8 @@ extension CacheServer {
         return artifact
     }
 
-    /// `GET /v2/NAME/referrers/DIGEST[?artifactType=T]`: upstream's referrers (when it can say) and this cache's
-    /// index artifact, as an image index.
+    /// `GET /v2/NAME/referrers/DIGEST[?artifactType=T]`: upstream's referrers (when it can say) and, unless they
+    /// include a gzip index already, this cache's index artifact, as an image index.
     func serveReferrers(name: String, subject: Digest, query: [String: String], namespace: String?, response: ResponseWriter) async throws {
         let index = try await referrersIndex(name: name, subject: subject, artifactType: query["artifactType"], namespace: namespace)
         var headers: HTTPHeaders = ["Content-Type": MediaType.ociIndex]
@@ -166,7 +166,10 @@ extension CacheServer {
         } catch {
             logger.info("upstream referrers of \(subject) unavailable: \(error)")
         }
+        // An index pushed upstream (perhaps with the workload's prioritized files) is the image owner's: it wins
+        // over the one this cache would compose.
         if configuration.buildGzipIndexes, artifactType == nil || artifactType == GzipIndex.artifactType,
+            !listed.contains(where: { $0.artifactType == GzipIndex.artifactType }),
             let ours = try await runBlocking({ [self] in try indexArtifact(for: subject) }), !listed.contains(where: { $0.digest == ours.digest })
         {
             listed.append(ours)

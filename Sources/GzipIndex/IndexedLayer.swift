@@ -14,6 +14,8 @@ import OCI
 public final class IndexedLayer: Sendable {
     public let layer: Descriptor
     public let diffID: Digest
+    /// The digest of the index's content (sorted-key JSON), which names what a whole read verified.
+    public let indexDigest: Digest
     /// The index's entries, names cleaned.
     public let entries: [TOCEntry]
     public let chunksByName: [String: [EStargzChunk]]
@@ -36,6 +38,9 @@ public final class IndexedLayer: Sendable {
         guard index.uncompressedSize >= 0 else { throw invalid("negative uncompressed size") }
         self.layer = layer
         self.diffID = diffID
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        indexDigest = Digest.sha256(of: Array(try encoder.encode(index)))
         checkpoints = index.checkpoints
         (spanStarts, spanEnds) = try Self.checkSpans(index.checkpoints, blobSize: layer.size, uncompressedSize: index.uncompressedSize)
 

@@ -114,6 +114,20 @@ public final class ChunkCache: Sendable {
 
     private func tailPath(_ layer: Digest) -> String { "\(root)/tails/\(layer.hex)" }
 
+    /// Whether an earlier whole read found `layer`'s bytes to match the gzip index `index` (digest, diffID and
+    /// every chunk): a later mount whose chunks are all cached need not read the layer again.
+    public func isVerified(layer: Digest, index: Digest) -> Bool {
+        FileManager.default.fileExists(atPath: verifiedPath(layer, index))
+    }
+
+    public func markVerified(layer: Digest, index: Digest) throws {
+        let path = verifiedPath(layer, index)
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try Data().write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    private func verifiedPath(_ layer: Digest, _ index: Digest) -> String { "\(root)/verified/\(layer.hex)-\(index.hex)" }
+
     /// Removes the least recently written chunks until the cache is at 90 % of its limit.
     func evict() {
         defer { state.withLock { $0.evicting = false } }

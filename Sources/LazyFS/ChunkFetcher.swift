@@ -140,8 +140,9 @@ public final class ChunkFetcher: Sendable {
         var result: [[(EStargzChunk, Pending)]] = []
         var runEnd: Int64 = 0
         for item in claimed {
-            let limit = item.0.offset < runEnd ? maxSpan.multipliedReportingOverflow(by: 2).partialValue : maxSpan
-            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= max(limit, maxSpan) {
+            let overlaps = item.0.offset < runEnd
+            let limit = overlaps && maxSpan <= Int64.max / 2 ? maxSpan * 2 : maxSpan
+            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= limit {
                 result[result.count - 1].append(item)
                 runEnd = max(runEnd, item.0.nextOffset)
             } else {

@@ -108,6 +108,16 @@ public final class Prefetcher: Sendable {
         guard case .indexed(let indexed) = layer.map else { return }
         let fetcher = image.fetcher
         let size = layer.descriptor.size
+        // A node redeploying an image whose layer it verified before, with every chunk still cached, moves nothing.
+        if fetcher.cache.isVerified(layer: layer.descriptor.digest, index: indexed.indexDigest),
+            layer.chunks.allSatisfy({ (try? ChunkFetcher.digest($0)).map(fetcher.cache.contains) ?? false })
+        {
+            counters.update {
+                $0.layersVerified += 1
+                $0.prefetchDone += size
+            }
+            return
+        }
         var offset: Int64 = 0
         var span: Int64 = 1 << 20
         do {
@@ -135,6 +145,7 @@ public final class Prefetcher: Sendable {
                 counters.update { $0.chunksFetched += 1 }
             })
             counters.update { $0.layersVerified += 1 }
+            try? fetcher.cache.markVerified(layer: layer.descriptor.digest, index: indexed.indexDigest)
         } catch let mismatch as GzipIndexError {
             layer.rejection.withLock { $0 = "layer \(layer.descriptor.digest.short) does not match: \(mismatch)" }
             counters.update { $0.layersRejected += 1 }

@@ -51,6 +51,25 @@ struct GzipIndexMountTests {
                 try await waitUntil("the 3 layers were verified") { try await verified.status().statistics.layersVerified == 3 }
                 #expect(try await verified.status().statistics.layersRejected == 0)
                 try await verified.unmount()
+                // Mounted again on that node (a redeploy): verified before and all cached, nothing moves.
+                let logBeforeAgain = try cache.accessLog().count
+                let again = try await mountImage(reference, at: scratch.sub("mnt4"), store: scratch.sub("node3"))
+                try await waitUntil("the 3 layers count as verified") { try await again.status().statistics.layersVerified == 3 }
+                #expect(try describeTree(again.directory) == expected)
+                #expect(try blobBytes(cache.accessLog().dropFirst(logBeforeAgain)) < 100_000, "only index blobs, if anything")
+                try await again.unmount()
+
+                // An index the image's owner pushed upstream (here with prioritized files) wins over the cache's own.
+                let files = scratch.sub("prioritized.txt")
+                try write("etc/os-release\n", to: files)
+                let pushed = try await runChecked(
+                    slipwayBinary, ["index", "--json", "--push", "--prioritize", files, "--store", scratch.sub("owner"), plain])
+                let summary = try #require(try JSONSerialization.jsonObject(with: Data(pushed.stdout.utf8)) as? [String: Any])
+                let owners = try #require(summary["artifact"] as? String)
+                let subject = try #require(summary["image"] as? String)
+                let listed = try await curl("http://\(cache.host)/v2/demo/referrers/\(subject)")
+                let manifests = try #require((try JSONSerialization.jsonObject(with: listed.body) as? [String: Any])?["manifests"] as? [[String: Any]])
+                #expect(manifests.compactMap { $0["digest"] as? String } == [owners], "\(manifests)")
             }
         }
     }

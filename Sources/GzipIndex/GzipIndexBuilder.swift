@@ -42,10 +42,18 @@ public enum GzipIndexBuilder {
             throw GzipIndexError.layerMismatch(
                 "read \(inflater.consumed) bytes with digest \(inflater.blobDigest?.description ?? "-"), expected \(layer.size) bytes with \(layer.digest)")
         }
-        return GzipIndex(
+        let index = GzipIndex(
             layer: Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: layer.size), diffID: inflater.diffID,
             uncompressedSize: inflater.produced, spanSize: spanSize, chunkSize: chunkSize, checkpoints: inflater.checkpoints,
             entries: entries)
+        // What a reader would refuse is not written: a stream whose deflate blocks are too long to checkpoint
+        // within the span limit, or a tar with names a reader rejects.
+        do {
+            _ = try IndexedLayer(index: index, layer: index.layer)
+        } catch {
+            throw GzipIndexError.unreadableLayer("the layer cannot be indexed: \(error)")
+        }
+        return index
     }
 
     /// The file's entry (and `chunk` entries after it), each with the digest of its bytes; the first entry also

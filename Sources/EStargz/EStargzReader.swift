@@ -21,6 +21,20 @@ public struct EStargzChunk: Sendable, Equatable {
 
     public var compressedRange: Range<Int64> { offset..<nextOffset }
 
+    /// The chunk of file `name` holding its byte `offset`, following hard links (at most 32 hops), from a
+    /// reader's tables; nil past the file's end or for an unknown file.
+    package static func find(
+        _ name: String, at offset: Int64, in chunksByName: [String: [EStargzChunk]], hardLinks: [String: String]
+    ) -> EStargzChunk? {
+        var clean = EStargzReader.lookupName(name)
+        var hops = 0
+        while chunksByName[clean] == nil, let target = hardLinks[clean], hops < 32 {
+            clean = target
+            hops += 1
+        }
+        return chunksByName[clean]?.first { offset >= $0.chunkOffset && offset - $0.chunkOffset < $0.chunkSize }
+    }
+
     public init(
         name: String, chunkOffset: Int64, chunkSize: Int64, offset: Int64, nextOffset: Int64, innerOffset: Int64, chunkDigest: String
     ) {
@@ -192,14 +206,7 @@ public final class EStargzReader {
 
     /// The chunk of `name` containing uncompressed file offset `offset`.
     public func chunk(for name: String, at offset: Int64) -> EStargzChunk? {
-        var clean = Self.lookupName(name)
-        var hops = 0
-        while chunksByName[clean] == nil, let target = hardLinks[clean], hops < 32 {
-            clean = target
-            hops += 1
-        }
-        guard let list = chunksByName[clean] else { return nil }
-        return list.first { offset >= $0.chunkOffset && offset - $0.chunkOffset < $0.chunkSize }
+        EStargzChunk.find(name, at: offset, in: chunksByName, hardLinks: hardLinks)
     }
 
     /// All payload chunks, in blob order.

@@ -109,13 +109,7 @@ public final class IndexedLayer: Sendable {
 
     /// Where `name`'s bytes at `offset` are (following hard links), or nil past its end or for an unknown file.
     public func chunk(for name: String, at offset: Int64) -> EStargzChunk? {
-        var clean = EStargzReader.lookupName(name)
-        var hops = 0
-        while chunksByName[clean] == nil, let target = hardLinks[clean], hops < 32 {
-            clean = target
-            hops += 1
-        }
-        return chunksByName[clean]?.first { offset >= $0.chunkOffset && offset - $0.chunkOffset < $0.chunkSize }
+        EStargzChunk.find(name, at: offset, in: chunksByName, hardLinks: hardLinks)
     }
 
     /// The bytes of each of `chunks` out of `compressed`, the layer's bytes from `start`: a run of whole spans that

@@ -10,7 +10,7 @@ struct IndexCommand: AsyncParsableCommand {
         commandName: "index",
         abstract: "Make an image's plain gzip layers lazily mountable without converting it: build their gzip indexes.",
         discussion: """
-            Reads each plain gzip layer once (pulled into the store first when it is not there) and records where \
+            Pulls the image into the store (as `slipway pull`), reads each plain gzip layer once and records where \
             every file is and where inflating can start every few MiB. The indexes are stored as an OCI artifact \
             whose subject is the image's manifest; `slipway mount` and `run --mode lazy` then read those layers \
             with Range requests. --push publishes the artifact next to the image (through the Referrers API, or \
@@ -35,7 +35,9 @@ struct IndexCommand: AsyncParsableCommand {
         let display = global.makeProgress()
         let began = ContinuousClock.now
         let (resolved, built) = try await global.withSession(for: [location]) { session in
-            let resolved = try await session.source(for: location, backedBy: store).resolve(platform: session.options.platform)
+            // Pulled first, under its name, as `slipway pull` would: the layers are read from the store, and the
+            // index lives there as long as its image (gc drops referrers of images no longer in the store).
+            let (resolved, _) = try await Puller(session: session, store: store, progress: display.handler).pull(location)
             let built = try await GzipIndexes.build(for: resolved, store: store, prioritizedFiles: prioritized, progress: display.handler)
             if push, case .registry(let reference) = location, let artifact = built.artifact {
                 try await GzipIndexes.push(

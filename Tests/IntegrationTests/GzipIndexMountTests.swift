@@ -79,6 +79,14 @@ struct GzipIndexMountTests {
         try await RegistryProcess.withRegistry { registry in
             let plain = try await publishDemo(registry.host, scratch)
             try await runChecked(slipwayBinary, ["index", "-q", "--push", "--store", scratch.sub("indexer"), plain])
+            // The index stays in the indexer's store as long as the image does, and goes with it.
+            let indexer = try ContentStore(root: scratch.sub("indexer"))
+            try await runChecked(slipwayBinary, ["gc", "-q", "--store", indexer.root])
+            let artifact = try #require(try indexer.allManifestDescriptors().first { $0.artifactType == GzipIndex.artifactType })
+            #expect(indexer.hasBlob(artifact))
+            try await runChecked(slipwayBinary, ["rmi", "-q", "--store", indexer.root, plain])
+            try await runChecked(slipwayBinary, ["gc", "-q", "--store", indexer.root])
+            #expect(try indexer.allManifestDescriptors().isEmpty && !indexer.hasBlob(artifact))
             let manifest = try await curl("http://\(registry.host)/v2/demo/manifests/v1", headers: ["Accept: application/vnd.oci.image.manifest.v1+json"])
             let tags = String(decoding: try await curl("http://\(registry.host)/v2/demo/tags/list").body, as: UTF8.self)
             let subject = try #require(manifest.headers["docker-content-digest"])

@@ -145,12 +145,9 @@ public final class IndexedLayer: Sendable {
         return try inflater.extract(wanted, layer: layer.digest.short, count: chunks.count)
     }
 
+    /// The position of `value` in `sorted`, if it is there.
     func binarySearch(_ sorted: [Int64], _ value: Int64) -> Int? {
-        var low = 0, high = sorted.count
-        while low < high {
-            let middle = (low + high) / 2
-            if sorted[middle] < value { low = middle + 1 } else { high = middle }
-        }
+        let low = partitionPoint(sorted) { $0 < value }
         return low < sorted.count && sorted[low] == value ? low : nil
     }
 
@@ -221,13 +218,19 @@ public final class IndexedLayer: Sendable {
 
     /// The last checkpoint whose output starts at or before `offset` (checkpoint 0 starts at 0).
     private static func lastIndex(in checkpoints: [GzipCheckpoint], withOutAtMost offset: Int64) -> Int {
-        var low = 0, high = checkpoints.count
-        while low < high {
-            let middle = (low + high) / 2
-            if checkpoints[middle].out <= offset { low = middle + 1 } else { high = middle }
-        }
-        return max(0, low - 1)
+        max(0, partitionPoint(checkpoints) { $0.out <= offset } - 1)
     }
+}
+
+/// The index of the first element of `elements` for which `isBefore` is false; `elements` are ordered so that
+/// `isBefore` holds for a prefix of them.
+private func partitionPoint<Element>(_ elements: [Element], _ isBefore: (Element) -> Bool) -> Int {
+    var low = 0, high = elements.count
+    while low < high {
+        let middle = (low + high) / 2
+        if isBefore(elements[middle]) { low = middle + 1 } else { high = middle }
+    }
+    return low
 }
 
 /// Raw inflate of a run of spans from its first checkpoint, copying out the uncompressed ranges asked for.

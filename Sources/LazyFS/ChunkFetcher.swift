@@ -133,16 +133,13 @@ public final class ChunkFetcher: Sendable {
         if let failure { throw failure }
     }
 
-    /// Runs of chunks whose compressed ranges touch or overlap (an indexed layer's chunks share spans), each at
-    /// most `maxSpan` bytes (or one chunk). Overlapping chunks may make a run twice as long: fetched apart, the
-    /// bytes they share would be fetched twice.
+    /// Runs of chunks whose compressed ranges touch or overlap (an indexed layer's chunks share spans, and
+    /// neighbouring spans may share a byte), each at most `maxSpan` bytes (or one chunk).
     private static func spans(_ claimed: [(EStargzChunk, Pending)], maxSpan: Int64) -> [[(EStargzChunk, Pending)]] {
         var result: [[(EStargzChunk, Pending)]] = []
         var runEnd: Int64 = 0
         for item in claimed {
-            let overlaps = item.0.offset < runEnd
-            let limit = overlaps && maxSpan <= Int64.max / 2 ? maxSpan * 2 : maxSpan
-            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= limit {
+            if let first = result.last?.first?.0, item.0.offset <= runEnd, max(runEnd, item.0.nextOffset) - first.offset <= maxSpan {
                 result[result.count - 1].append(item)
                 runEnd = max(runEnd, item.0.nextOffset)
             } else {

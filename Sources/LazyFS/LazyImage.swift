@@ -191,13 +191,9 @@ public final class LazyImage: Sendable {
             return sequential ? min(max(last.window * 2, Self.firstNeighbourBytes), Self.maxNeighbourBytes) : 0
         }
         var last = at
-        // The rest of the file, up to one request's worth; twice that while the next chunk shares bytes with the
-        // ones before it (an indexed layer's chunk starts inside the span the previous one ends in), which a
-        // later fetch would have to fetch again.
-        while last + 1 < layer.chunks.count, layer.chunks[last + 1].name == chunk.name {
-            let next = layer.chunks[last + 1]
-            let limit = next.offset < layer.chunks[last].nextOffset ? 2 * ChunkFetcher.maxSpan : ChunkFetcher.maxSpan
-            guard next.nextOffset - chunk.offset <= limit else { break }
+        while last + 1 < layer.chunks.count, layer.chunks[last + 1].name == chunk.name,
+            layer.chunks[last + 1].nextOffset - chunk.offset <= ChunkFetcher.maxSpan
+        {
             last += 1
         }
         let fileRegionEnd = layer.chunks[last].nextOffset

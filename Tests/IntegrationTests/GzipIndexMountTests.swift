@@ -21,6 +21,14 @@ struct GzipIndexMountTests {
                 try await runChecked(slipwayBinary, ["pull", "-q", "--store", scratch.sub("node1"), reference])
                 try await waitUntil("the cache indexed the 3 layers") { try await cache.metric("slipway_cache_gzip_indexes_built_total") == 3 }
                 #expect(try await cache.metric("slipway_cache_gzip_index_failures_total") == 0)
+                // Clients without the Referrers API find the cache's artifact under the fallback tag.
+                let manifest = try await curl("\(cache.url)/v2/demo/manifests/v1", headers: ["Accept: application/vnd.oci.image.manifest.v1+json"])
+                let imageDigest = try #require(manifest.headers["docker-content-digest"])
+                let tagged = try await curl(
+                    "\(cache.url)/v2/demo/manifests/sha256-\(imageDigest.dropFirst("sha256:".count))", headers: ["Accept: application/vnd.oci.image.index.v1+json"])
+                #expect(tagged.status == 200)
+                let tagList = (try JSONSerialization.jsonObject(with: tagged.body) as? [String: Any])?["manifests"] as? [[String: Any]] ?? []
+                #expect(tagList.map { $0["artifactType"] as? String } == [GzipIndex.artifactType], "\(tagList)")
                 try await runChecked(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("node1"), plain, scratch.sub("rootfs")])
                 let expected = try describeTree(scratch.sub("rootfs"))
 
@@ -70,6 +78,13 @@ struct GzipIndexMountTests {
                 let listed = try await curl("http://\(cache.host)/v2/demo/referrers/\(subject)")
                 let manifests = try #require((try JSONSerialization.jsonObject(with: listed.body) as? [String: Any])?["manifests"] as? [[String: Any]])
                 #expect(manifests.compactMap { $0["digest"] as? String } == [owners], "\(manifests)")
+                // Its prioritized files are fetched before anything is read: reading one then waits for nothing.
+                let primed = try await mountImage(plain, at: scratch.sub("mnt5"), store: scratch.sub("node5"), options: ["--prefetch", "landmark"])
+                try await waitUntil("the prioritized files are fetched") { try await primed.status().statistics.prefetchFinished }
+                #expect(try String(contentsOfFile: "\(primed.directory)/etc/os-release", encoding: .utf8).contains("Slipway"))
+                let primedState = try await primed.status().statistics
+                #expect(primedState.prefetchTotal > 0 && primedState.blockingReads == 0, "\(primedState)")
+                try await primed.unmount()
             }
         }
     }
@@ -94,6 +109,10 @@ struct GzipIndexMountTests {
             let inspected = try await runChecked(slipwayBinary, ["inspect", "--json", plain])
             #expect(inspected.stdout.contains("\"gzipIndex\""))
 
+            let skipped = try await mountImage(plain, at: scratch.sub("mnt0"), store: scratch.sub("node0"), options: ["--no-index"])
+            let skippedState = try await skipped.status()
+            #expect(skippedState.indexedLayers == 0 && skippedState.wholeLayers == 3)
+            try await skipped.unmount()
             let mounted = try await mountImage(plain, at: scratch.sub("mnt"), store: scratch.sub("node"), options: ["--prefetch", "none"])
             #expect(try await mounted.status().indexedLayers == 3)
             try await runChecked(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("node"), plain, scratch.sub("rootfs")])

@@ -15,3 +15,6 @@ int syncfs(int fd);
 static inline int slipway_lower_thread_priority(int niceness) {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness);
 }
+
+/* glibc declares copy_file_range only under _GNU_SOURCE too. */
+ssize_t copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, unsigned int flags);

@@ -46,6 +46,8 @@ public enum FileContent: Sendable, Equatable {
     case estargz(layer: Int, name: String)
     /// A local file (a layer already extracted on this machine).
     case local(path: String)
+    /// Bytes made here rather than taken from a layer (a SIF's `/.singularity.d` scripts).
+    case bytes([UInt8])
 }
 
 /// The merged root filesystem of an image: the layers' entries applied bottom to top with OCI whiteouts

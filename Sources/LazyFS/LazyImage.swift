@@ -157,6 +157,9 @@ public final class LazyImage: Sendable {
         switch node.content {
         case .local(let path):
             return try Self.readLocal(path, offset: offset, length: Int(end - offset))
+        case .bytes(let bytes):
+            let upper = Int(min(end, Int64(bytes.count)))
+            return Int(offset) < upper ? Array(bytes[Int(offset)..<upper]) : []
         case .estargz(let layerIndex, let name):
             guard let layer = layers[layerIndex] else { throw LazyFSError.fetchFailed(what: name, reason: "layer \(layerIndex) not open") }
             if let rejection = layer.rejection.withLock({ $0 }) { throw LazyFSError.fetchFailed(what: name, reason: rejection) }

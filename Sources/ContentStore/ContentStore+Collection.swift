@@ -77,18 +77,19 @@ extension ContentStore {
                 report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
                 report.removedBlobs += 1
             }
-            // SIF files (`slipway convert --to sif`) are kept by manifest digest; an interrupted conversion
-            // leaves a `.tmp-` file there.
+            // SIF files (`slipway convert --to sif`) are kept by manifest digest, each with the index of its
+            // squashfs blocks (`.blocks`); an interrupted conversion leaves a `.tmp-` file there.
             let sifs = "\(root)/sif/\(algorithm.rawValue)"
             for name in (try? fileManager.contentsOfDirectory(atPath: sifs)) ?? [] {
                 if name.hasPrefix(".tmp-") {
                     report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
                     report.removedPartials += 1
-                } else if name.hasSuffix(".sif"), let digest = try? Digest(algorithm: algorithm, hex: String(name.dropLast(4))),
-                    !liveBlobs.contains(digest)
-                {
+                    continue
+                }
+                for suffix in [".sif", ".blocks"] where name.hasSuffix(suffix) {
+                    guard let digest = try? Digest(algorithm: algorithm, hex: String(name.dropLast(suffix.count))), !liveBlobs.contains(digest) else { continue }
                     report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
-                    report.removedSIFs += 1
+                    if suffix == ".sif" { report.removedSIFs += 1 }
                 }
             }
             let layers = "\(root)/layers/\(algorithm.rawValue)"

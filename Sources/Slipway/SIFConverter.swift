@@ -8,15 +8,31 @@ import ImageTree
 import OCI
 import SIF
 import Images
+import Squashfs
 
 /// `slipway convert REF FILE.sif --to sif`: the image's layers go into the store's per-layer cache (each layer
 /// extracted once, shared with `unpack` and `run`), and the squashfs partition is built from the merged tree of
 /// those layers straight into the SIF file, beside the objects Apptainer writes (definition, OCI config) and the
 /// `/.singularity.d` runscript and environment. The result is cached in the store by manifest digest.
+///
+/// The native writer keeps, beside each cached SIF, the index of its squashfs blocks by file digest; the next
+/// conversion copies the blocks of every file a recent SIF already holds, so a patch release compresses only
+/// what changed.
 public struct SIFConverter: Sendable {
+    public enum SquashfsTool: String, Sendable, Codable, CaseIterable {
+        /// Slipway's own writer (libdeflate on every core, blocks reused from earlier SIFs).
+        case native
+        /// `mksquashfs -tar`, the tool Apptainer uses, for comparison.
+        case mksquashfs
+    }
+
     public let store: ContentStore
+    public var squashfsTool = SquashfsTool.native
     public var squashfs = SquashfsImage.Options()
+    public var nativeSquashfs = SquashfsWriter.Options()
     public var progress: ProgressHandler
+    /// How many of the most recent SIFs in the store a conversion may copy blocks from.
+    public var reuseCandidates = 8
 
     public init(store: ContentStore, progress: @escaping ProgressHandler = { _ in }) {
         self.store = store
@@ -32,6 +48,9 @@ public struct SIFConverter: Sendable {
         public var cached: Bool
         public var layersExtracted: Int
         public var seconds: Double
+        public var squashfsTool: SquashfsTool
+        /// What the native writer compressed and what it copied from earlier SIFs (nil from the cache or mksquashfs).
+        public var squashfs: DataStatistics?
     }
 
     /// Converts `image`, from any source, into a SIF at `output`; layers not in the store's layer cache are fetched
@@ -41,10 +60,11 @@ public struct SIFConverter: Sendable {
         let cached = cachePath(for: image.manifestDescriptor.digest)
         var extracted = 0
         var fromCache = true
+        var statistics: DataStatistics?
         if !FileManager.default.fileExists(atPath: cached) {
             fromCache = false
             extracted = try await Unpacker(store: store, progress: progress).cacheLayers(image)
-            try await build(image, reference: reference, into: cached)
+            statistics = try await build(image, reference: reference, into: cached)
         }
         try await runBlocking { [self] in try copyOut(cached, to: output) }
         var info = stat()
@@ -52,13 +72,17 @@ public struct SIFConverter: Sendable {
         let elapsed = ContinuousClock.now - started
         return Report(
             image: reference, manifestDigest: image.manifestDescriptor.digest.description, output: output, bytes: Int64(info.st_size), cached: fromCache,
-            layersExtracted: extracted, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            layersExtracted: extracted, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+            squashfsTool: squashfsTool, squashfs: statistics)
     }
 
     /// Where the SIF of a manifest is kept in the store.
     public func cachePath(for manifest: Digest) -> String { "\(store.root)/sif/\(manifest.algorithm.rawValue)/\(manifest.hex).sif" }
 
-    private func build(_ image: any Image, reference: String, into cached: String) async throws {
+    /// The index of a cached SIF's squashfs blocks.
+    static func blockIndexPath(of sif: String) -> String { String(sif.dropLast(4)) + ".blocks" }
+
+    private func build(_ image: any Image, reference: String, into cached: String) async throws -> DataStatistics? {
         let directory = (cached as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         // Written beside its final name and renamed once complete: an interrupted conversion leaves no SIF.
@@ -69,19 +93,32 @@ public struct SIFConverter: Sendable {
             partial.end()
         }
         let layerDirectories = image.layers.map { store.layerDirectory($0.diffID) }
-        let tree = try await runBlocking { ImageTree(layers: try layerDirectories.map { try LayerEntries.fromDirectory($0) }) }
+        let layers = try await runBlocking { try layerDirectories.map { try LayerEntries.fromDirectory($0) } }
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
         builder.addObject(.definitionFile, name: "", bytes: Array("bootstrap: docker\nfrom: \(reference)\n".utf8))
         let containerConfig = image.config.config ?? ImageConfig.ContainerConfig()
         builder.addObject(.genericJSON, name: "oci-config.json", bytes: Array(try JSONEncoder.sortedKeys.encode(containerConfig)))
-        var options = squashfs
-        options.extraFiles = SingularityMetadata(config: containerConfig).files
-        progress(.message("building the squashfs partition (\(tree.fileCount) files)"))
-        let size = try await SquashfsImage.write(tree, to: temporary, offset: builder.partitionOffset, options: options)
+        let metadata = SingularityMetadata(config: containerConfig)
+        let size: Int64
+        var written: SquashfsWriter.Report?
+        switch squashfsTool {
+        case .mksquashfs:
+            let tree = ImageTree(layers: layers)
+            var options = squashfs
+            options.extraFiles = metadata.files
+            progress(.message("building the squashfs partition with mksquashfs (\(tree.fileCount) files)"))
+            size = try await SquashfsImage.write(tree, to: temporary, offset: builder.partitionOffset, options: options)
+        case .native:
+            let tree = ImageTree(layers: layers + [metadata.entries(mtime: builder.createdAt)])
+            progress(.message("building the squashfs partition (\(tree.fileCount) files)"))
+            let report = try await writeNative(tree, into: temporary, at: builder.partitionOffset)
+            size = Int64(report.bytes)
+            written = report
+        }
         try builder.write(
             to: temporary, partition: SIFPartitionInfo(filesystem: .squashfs, type: .primarySystem, arch: SIFArch(goArch: image.config.architecture)),
             partitionSize: size)
-        try await runBlocking {
+        try await runBlocking { [written] in
             let fd = open(temporary, O_RDONLY | O_CLOEXEC)
             if fd >= 0 {
                 fsync(fd)
@@ -90,6 +127,41 @@ public struct SIFConverter: Sendable {
             guard rename(temporary, cached) == 0 else {
                 throw SquashfsImage.Failure(description: "renaming \(temporary): \(String(cString: strerror(errno)))")
             }
+            // After the SIF: an index names blocks of a file that exists.
+            if let written { try AtomicFile.write(written.index.encoded(), to: Self.blockIndexPath(of: cached)) }
+        }
+        return written?.data
+    }
+
+    private func writeNative(_ tree: ImageTree, into path: String, at offset: Int64) async throws -> SquashfsWriter.Report {
+        var options = nativeSquashfs
+        // Overlay attributes steer the kernel's overlayfs, and Apptainer mounts the partition under one.
+        options.keepXattr = { !$0.hasPrefix("trusted.overlay.") && !$0.hasPrefix("user.overlay.") }
+        let candidates = recentBlockIndexes()
+        return try await runBlocking { [options] in
+            let reuse = ReusableBlocks(candidates: candidates, settings: options.settings)
+            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+            guard descriptor >= 0 else { throw SquashfsImage.Failure(description: "\(path): \(String(cString: strerror(errno)))") }
+            defer { close(descriptor) }
+            return try SquashfsWriter.write(tree, to: descriptor, path: path, at: offset, options: options, reuse: reuse)
+        }
+    }
+
+    /// The block indexes of the most recently written SIFs in the store, with the SIF each describes.
+    private func recentBlockIndexes() -> [(file: String, index: BlockIndex)] {
+        var found: [(file: String, modified: Int, index: String)] = []
+        for algorithm in ["sha256", "sha512"] {
+            let directory = "\(store.root)/sif/\(algorithm)"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".blocks") && !name.hasPrefix(".") {
+                let index = "\(directory)/\(name)"
+                var info = stat()
+                guard stat(index, &info) == 0 else { continue }
+                found.append((String(index.dropLast(7)) + ".sif", info.st_mtim.tv_sec, index))
+            }
+        }
+        return found.sorted { $0.modified > $1.modified }.prefix(reuseCandidates).compactMap { candidate in
+            guard let bytes = FileManager.default.contents(atPath: candidate.index), let index = BlockIndex.decode(Array(bytes)) else { return nil }
+            return (candidate.file, index)
         }
     }
 

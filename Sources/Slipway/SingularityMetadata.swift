@@ -1,4 +1,5 @@
 import Foundation
+import ImageTree
 import OCI
 
 /// The files Apptainer puts in `/.singularity.d` when it builds from an OCI image: a runscript that runs the
@@ -13,6 +14,13 @@ struct SingularityMetadata {
             ".singularity.d/env/10-docker2singularity.sh": (0o755, Array(environment.utf8)),
             ".singularity.d/labels.json": (0o644, Array(labels.utf8)),
         ]
+    }
+
+    /// The same files as a layer on top of the image's, for the native squashfs writer.
+    func entries(mtime: Int64) -> [LayerEntry] {
+        files.sorted { $0.key < $1.key }.map { path, file in
+            LayerEntry(path: path, kind: .regular(size: Int64(file.contents.count)), permissions: file.mode, mtime: mtime, content: .bytes(file.contents))
+        }
     }
 
     var runscript: String {

@@ -49,6 +49,7 @@ struct Copy: AsyncParsableCommand {
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
     @Option(name: .long, help: "Upload blobs in chunks of this many bytes (PATCH) instead of one request.") var chunkSize: Int64?
     @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
+    @Option(name: .long, help: "What builds a SIF's squashfs: native or mksquashfs.") var squashfsTool: String = "native"
 
     func validate() throws {
         if let destCreds, !destCreds.contains(":") { throw ValidationError("--dest-creds takes USER:PASSWORD") }
@@ -300,9 +301,12 @@ struct Convert: AsyncParsableCommand {
         abstract: "Convert an image to eStargz (lazy-pullable, to a registry or layout) or to a SIF file for Apptainer.",
         discussion: """
             --to sif: the image is pulled into the store, its layers extracted once into the store's layer cache, and \
-            the squashfs partition built from their merged tree straight into FILE.sif (mksquashfs, gzip, every core), \
-            with the OCI config and a /.singularity.d runscript and environment. SIFs are cached in the store by \
-            manifest digest: converting the same image again copies the cached file.
+            the squashfs partition built from their merged tree straight into FILE.sif (Slipway's own writer: gzip \
+            at level 9 through libdeflate on every core), with the OCI config and a /.singularity.d runscript and \
+            environment. SIFs are cached in the store by manifest digest: converting the same image again copies \
+            the cached file. A new version of an image copies the compressed blocks of every file a recent SIF in \
+            the store already holds, so only changed files are compressed. --squashfs-tool mksquashfs builds the \
+            partition with mksquashfs instead, for comparison.
 
             --to estargz: layers stream from the source one at a time (a registry source is not pulled first); layers already in \
             eStargz are kept. With --prioritize, the listed files (one path per line in access order, or the JSON \
@@ -321,10 +325,12 @@ struct Convert: AsyncParsableCommand {
     @Option(name: .long, help: "File listing the paths the workload reads, in access order.") var prioritize: String?
     @Flag(name: .long, help: "Skip prioritized paths that are in no layer instead of failing.") var allowMissing = false
     @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
+    @Option(name: .long, help: "What builds a SIF's squashfs: native or mksquashfs.") var squashfsTool: String = "native"
 
     func validate() throws {
         guard to == "estargz" || to == "sif" else { throw ValidationError("--to takes estargz or sif") }
         if to == "sif", prioritize != nil { throw ValidationError("--prioritize applies to --to estargz only") }
+        guard SIFConverter.SquashfsTool(rawValue: squashfsTool) != nil else { throw ValidationError("--squashfs-tool takes native or mksquashfs") }
         // Readers refuse a layer with a larger chunk (it bounds a mount's memory), so none is written.
         guard chunkSize > 0, Int64(chunkSize) <= EStargzReader.maxChunkSize else {
             throw ValidationError("--chunk-size must be between 1 and \(EStargzReader.maxChunkSize) bytes")
@@ -379,7 +385,9 @@ struct Convert: AsyncParsableCommand {
             let (image, _, extracted) = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location)
             let lock = try await store.lockForWriting()
             defer { lock.release() }
-            var report = try await SIFConverter(store: store, progress: display.handler).convert(image, reference: source, to: output)
+            var converter = SIFConverter(store: store, progress: display.handler)
+            converter.squashfsTool = SIFConverter.SquashfsTool(rawValue: squashfsTool) ?? .native
+            var report = try await converter.convert(image, reference: source, to: output)
             report.layersExtracted += extracted
             return report
         }

@@ -1,6 +1,7 @@
 import CLinux
 import Crypto
 import Foundation
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -81,4 +82,17 @@ public func readXattrs(_ path: String) -> [String: String] {
         result[name] = size >= 0 ? value.prefix(size).map { String(format: "%02x", $0) }.joined() : "?"
     }
     return result
+}
+
+/// Records an issue for each path `reader` shows differently from `expected` (the first five), and for paths only
+/// one side has.
+public func expectSameTree(_ actual: [String: TreeEntry], _ expected: [String: TreeEntry], reader: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let missing = Set(expected.keys).subtracting(actual.keys)
+    let extra = Set(actual.keys).subtracting(expected.keys)
+    #expect(missing.isEmpty && extra.isEmpty, "\(reader): missing \(missing.sorted().prefix(5)), extra \(extra.sorted().prefix(5))", sourceLocation: sourceLocation)
+    var differences = 0
+    for (path, entry) in expected.sorted(by: { $0.key < $1.key }) where actual[path] != nil && actual[path] != entry {
+        differences += 1
+        if differences <= 5 { Issue.record("\(reader): /\(path) is \(actual[path]!), expected \(entry)", sourceLocation: sourceLocation) }
+    }
 }

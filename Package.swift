@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "Slipway",
             dependencies: [
-                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "GzipIndex", "ImageTree", "SIF", "Squashfs",
+                "Blocking", "Images", "OCI", "Registry", "ContentStore", "Archive", "EStargz", "GzipIndex", "ImageTree", "SIF", "Squashfs", "CLinux",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Benchmark: OCI image → SIF. `slipway convert REF X.sif --to sif` (cold store every run) against the pipeline
-# Apptainer runs for `apptainer build X.sif docker://REF`: fetch into an OCI layout (skopeo copy), unpack every
-# layer into a root directory (umoci unpack), `mksquashfs ROOTFS X.sqfs -noappend -comp gzip`, and assemble the
-# SIF (siftool new + add, primary squashfs partition). Both use mksquashfs with gzip at its default level and
-# every core, so the compression is the same.
+# Benchmark: OCI image → SIF, cold and as a patch release, side by side in one run:
+#   slipway             `slipway convert REF X.sif --to sif` (the native squashfs writer), from an empty store
+#   slipway-mksquashfs  the same with `--squashfs-tool mksquashfs` (the partition built by mksquashfs -tar)
+#   apptainer-pipeline  what `apptainer build X.sif docker://REF` runs: `skopeo copy` into an OCI layout,
+#                       `umoci unpack`, `mksquashfs ROOTFS X.sqfs -noappend -comp gzip`, `siftool new` + `add`
+# All three compress with gzip at level 9 (mksquashfs's default; the native writer's libdeflate at the same
+# level) on every core. Page, dentry and inode caches are dropped before every cold run.
 #
-# The image is the ETL benchmark's etl-lazy:small (Debian minbase + python3, numpy, pandas, the worker and a
-# 16 MiB asset), served from the registry storage bench/etl/build-images.sh fills (WORK/registry).
+# Then the patch release: REF's next version (only /version.txt differs) after REF, with what the first
+# conversion left: slipway's store (layers and the SIF's block index), the pipeline's OCI layout (skopeo skips
+# the blobs it has; umoci, mksquashfs and siftool run again).
 #
-#   bench/sif-convert.sh [--runs N] [--image REPO:TAG] [--work DIR] [--slipway BIN]
-# Results: bench/results/sif-convert.md (and .csv).
+# Images come from the registry storage bench/etl/build-images.sh fills (WORK/registry): the Patch Tuesday
+# images etl:v1 and etl:v2 (Debian minbase + python3, numpy, pandas and the ETL worker).
+#
+#   bench/sif-convert.sh [--runs N] [--image REPO:TAG] [--next REPO:TAG] [--work DIR] [--slipway BIN]
+# Results: bench/results/sif-convert.md and .csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO_ROOT=$PWD
 RUNS=3
-IMAGE=etl-lazy:small
+IMAGE=etl:v1
+NEXT=etl:v2
 WORK=/var/tmp/slipway-etl
 SLIPWAY=${SLIPWAY:-$REPO_ROOT/.build/release/slipway}
 while (($#)); do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --image) IMAGE=$2; shift 2 ;;
+    --next) NEXT=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --slipway) SLIPWAY=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -39,65 +47,73 @@ cleanup() {
 trap cleanup EXIT INT TERM
 serve_etl_registry "$WORK" "$PORT" "$SCRATCH"
 REF=127.0.0.1:$PORT/$IMAGE
+NEXT_REF=127.0.0.1:$PORT/$NEXT
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc; }
+# The squashfs partition of a SIF: "OFFSET SIZE".
+partition() { siftool list "$1" | awk '/Squashfs/' | grep -o '[0-9]*-[0-9]*' | head -1 | awk -F- '{print $1, $2 - $1}'; }
 CSV=bench/results/sif-convert.csv
-echo "run,tool,seconds,sif_bytes,partition_bytes,files" >"$CSV"
+echo "run,tool,seconds,squashfs_seconds,sif_bytes,partition_bytes,files,tree_bytes,bytes_compressed,bytes_reused" >"$CSV"
 
-for run in $(seq "$RUNS"); do
-  # slipway: a cold store every run (pull, layer extraction and squashfs all counted).
-  rm -rf "$SCRATCH/store" "$SCRATCH/slipway.sif"
+record() { # RUN TOOL SECONDS SQUASHFS_SECONDS SIF [REPORT_JSON]
+  local run=$1 tool=$2 seconds=$3 squashfs=$4 sif=$5 report=${6:-} offset size files compressed=, reused=,
+  read -r offset size < <(partition "$sif")
+  files=$(unsquashfs -lc -o "$offset" "$sif" | wc -l)
+  if [[ -n $report ]]; then
+    compressed=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])).get("squashfs") or {}; print(s.get("bytesCompressed",""))' "$report")
+    reused=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])).get("squashfs") or {}; print(s.get("bytesReused",""))' "$report")
+  fi
+  echo "$run,$tool,$seconds,$squashfs,$(stat -c %s "$sif"),$size,$files,${TREE_BYTES:-},$compressed,$reused" >>"$CSV"
+  log "run $run: $tool $seconds s (squashfs $squashfs s)"
+}
+
+slipway_convert() { # RUN TOOL STORE REF OUT [ARGS...]
+  local run=$1 tool=$2 store=$3 ref=$4 out=$5 start end
+  shift 5
   drop_caches
   start=$(now)
-  "$SLIPWAY" convert -q --store "$SCRATCH/store" "$REF" "$SCRATCH/slipway.sif" --to sif >/dev/null
+  "$SLIPWAY" convert --json --store "$store" "$ref" "$out" --to sif "$@" >"$SCRATCH/report.json"
   end=$(now)
-  offset=$(siftool list "$SCRATCH/slipway.sif" | awk '/Squashfs/ {print $0}' | grep -o '[0-9]*-[0-9]*' | head -1 | cut -d- -f1)
-  part=$(siftool list "$SCRATCH/slipway.sif" | awk '/Squashfs/ {print $0}' | grep -o '[0-9]*-[0-9]*' | head -1 | awk -F- '{print $2-$1}')
-  files=$(unsquashfs -lc -o "$offset" "$SCRATCH/slipway.sif" | wc -l)
-  echo "$run,slipway,$(echo "$end - $start" | bc),$(stat -c %s "$SCRATCH/slipway.sif"),$part,$files" >>"$CSV"
-  log "run $run: slipway convert $(echo "$end - $start" | bc) s"
+  record "$run" "$tool" "$(elapsed "$start" "$end")" \
+    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["squashfsSeconds"])' "$SCRATCH/report.json")" "$out" "$SCRATCH/report.json"
+}
 
-  # Apptainer's pipeline.
-  rm -rf "$SCRATCH/layout" "$SCRATCH/bundle" "$SCRATCH/rootfs.sqfs" "$SCRATCH/apptainer.sif"
+pipeline_convert() { # RUN TOOL REF (into $SCRATCH/layout, which may already hold blobs)
+  local run=$1 tool=$2 ref=$3 start end squashfs_start squashfs_end
+  rm -rf "$SCRATCH/bundle" "$SCRATCH/rootfs.sqfs" "$SCRATCH/apptainer.sif"
   drop_caches
   start=$(now)
-  skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$SCRATCH/layout:img"
+  skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$SCRATCH/layout:img"
   umoci unpack --image "$SCRATCH/layout:img" "$SCRATCH/bundle" >/dev/null
+  squashfs_start=$(now)
   mksquashfs "$SCRATCH/bundle/rootfs" "$SCRATCH/rootfs.sqfs" -noappend -comp gzip -quiet -no-progress >/dev/null
+  squashfs_end=$(now)
   siftool new "$SCRATCH/apptainer.sif" >/dev/null
   siftool add --datatype 4 --parttype 2 --partfs 1 --partarch 2 --groupid 1 "$SCRATCH/apptainer.sif" "$SCRATCH/rootfs.sqfs" >/dev/null
   end=$(now)
-  files=$(unsquashfs -lc "$SCRATCH/rootfs.sqfs" | wc -l)
-  echo "$run,apptainer-pipeline,$(echo "$end - $start" | bc),$(stat -c %s "$SCRATCH/apptainer.sif"),$(stat -c %s "$SCRATCH/rootfs.sqfs"),$files" >>"$CSV"
-  log "run $run: skopeo + umoci + mksquashfs + siftool $(echo "$end - $start" | bc) s"
+  TREE_BYTES=$(du -sb --apparent-size "$SCRATCH/bundle/rootfs" | cut -f1)
+  record "$run" "$tool" "$(elapsed "$start" "$end")" "$(elapsed "$squashfs_start" "$squashfs_end")" "$SCRATCH/apptainer.sif"
+}
+
+for run in $(seq "$RUNS"); do
+  rm -rf "$SCRATCH/store" "$SCRATCH/layout"
+  slipway_convert "$run" slipway "$SCRATCH/store" "$REF" "$SCRATCH/slipway.sif"
+  rm -rf "$SCRATCH/store-mksquashfs"
+  slipway_convert "$run" slipway-mksquashfs "$SCRATCH/store-mksquashfs" "$REF" "$SCRATCH/slipway-mksquashfs.sif" --squashfs-tool mksquashfs
+  pipeline_convert "$run" apptainer-pipeline "$REF"
 done
 
-# A second conversion of the same image comes from the store's SIF cache.
+# The patch release, from what the last cold run left.
+slipway_convert patch slipway "$SCRATCH/store" "$NEXT_REF" "$SCRATCH/slipway-next.sif"
+slipway_convert patch slipway-mksquashfs "$SCRATCH/store-mksquashfs" "$NEXT_REF" "$SCRATCH/slipway-mksquashfs-next.sif" --squashfs-tool mksquashfs
+pipeline_convert patch apptainer-pipeline "$NEXT_REF"
+# Converting the same image again copies the cached SIF.
 start=$(now)
-"$SLIPWAY" convert -q --store "$SCRATCH/store" "$REF" "$SCRATCH/again.sif" --to sif >/dev/null
+"$SLIPWAY" convert -q --store "$SCRATCH/store" "$NEXT_REF" "$SCRATCH/again.sif" --to sif >/dev/null
 end=$(now)
-echo "cached,slipway-cached,$(echo "$end - $start" | bc),$(stat -c %s "$SCRATCH/again.sif"),," >>"$CSV"
+echo "cached,slipway-cached,$(elapsed "$start" "$end"),0,$(stat -c %s "$SCRATCH/again.sif"),,,,," >>"$CSV"
 
-python3 - "$CSV" "$REF" "$(git rev-parse --short HEAD)" >bench/results/sif-convert.md <<'PY'
-import csv, statistics, sys, platform, os
-rows = list(csv.DictReader(open(sys.argv[1])))
-def stats(tool):
-    xs = [float(r["seconds"]) for r in rows if r["tool"] == tool]
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0), xs
-s_mean, s_sd, s_runs = stats("slipway")
-a_mean, a_sd, a_runs = stats("apptainer-pipeline")
-c = [r for r in rows if r["tool"] == "slipway-cached"][0]
-last = {r["tool"]: r for r in rows if r["run"] != "cached"}
-print("# OCI → SIF: slipway convert --to sif vs Apptainer's pipeline\n")
-print(f"- image: `{sys.argv[2]}`; slipway at {sys.argv[3]}; {os.cpu_count()} cores; kernel {platform.release()}")
-print("- page, dentry and inode caches dropped before every run; slipway starts from an empty store every run")
-print("- pipeline: `skopeo copy` → `umoci unpack` → `mksquashfs ROOTFS X.sqfs -noappend -comp gzip` → `siftool new` + `siftool add` (primary squashfs partition)\n")
-print("| tool | mean ± sd (s) | runs (s) | SIF bytes | squashfs bytes | files |")
-print("|---|---|---|---|---|---|")
-print(f"| slipway convert --to sif | {s_mean:.2f} ± {s_sd:.2f} | {', '.join(f'{x:.2f}' for x in s_runs)} | {last['slipway']['sif_bytes']} | {last['slipway']['partition_bytes']} | {last['slipway']['files']} |")
-print(f"| skopeo + umoci + mksquashfs + siftool | {a_mean:.2f} ± {a_sd:.2f} | {', '.join(f'{x:.2f}' for x in a_runs)} | {last['apptainer-pipeline']['sif_bytes']} | {last['apptainer-pipeline']['partition_bytes']} | {last['apptainer-pipeline']['files']} |")
-print(f"| slipway, second conversion (store cache) | {float(c['seconds']):.2f} | | {c['sif_bytes']} | | |")
-print(f"\n**time ratio slipway / pipeline: {s_mean / a_mean:.2f}×**; size ratio {int(last['slipway']['sif_bytes']) / int(last['apptainer-pipeline']['sif_bytes']):.3f}")
-PY
+python3 bench/sif_convert_report.py "$CSV" "$REF" "$NEXT_REF" "$(git rev-parse --short HEAD)" >bench/results/sif-convert.md
 cat bench/results/sif-convert.md

@@ -79,18 +79,29 @@ extension ContentStore {
             }
             // SIF files (`slipway convert --to sif`) are kept by manifest digest, each with the index of its
             // squashfs blocks (`.blocks`); an interrupted conversion leaves a `.tmp-` file there.
-            let sifs = "\(root)/sif/\(algorithm.rawValue)"
-            for name in (try? fileManager.contentsOfDirectory(atPath: sifs)) ?? [] {
+            // OCI-SIF files are kept the same way, and the squashfs image of each layer they hold by its diffID.
+            let sifFiles = ["sif", "oci-sif"].flatMap { kind in
+                let directory = "\(root)/\(kind)/\(algorithm.rawValue)"
+                return ((try? fileManager.contentsOfDirectory(atPath: directory)) ?? []).map { (directory, $0) }
+            }
+            for (directory, name) in sifFiles {
                 if name.hasPrefix(".tmp-") {
-                    report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
+                    report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
                     report.removedPartials += 1
                     continue
                 }
                 for suffix in [".sif", ".blocks"] where name.hasSuffix(suffix) {
                     guard let digest = try? Digest(algorithm: algorithm, hex: String(name.dropLast(suffix.count))), !liveBlobs.contains(digest) else { continue }
-                    report.freedBytes += remove("\(sifs)/\(name)", dryRun: dryRun)
+                    report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
                     if suffix == ".sif" { report.removedSIFs += 1 }
                 }
+            }
+            let layerImages = "\(root)/squashfs-layers/\(algorithm.rawValue)"
+            for name in (try? fileManager.contentsOfDirectory(atPath: layerImages)) ?? [] {
+                let hex = name.hasSuffix(".sqfs") ? String(name.dropLast(5)) : name
+                if let digest = try? Digest(algorithm: algorithm, hex: hex), liveLayers.contains(digest) { continue }
+                report.freedBytes += remove("\(layerImages)/\(name)", dryRun: dryRun)
+                if name.hasPrefix(".tmp-") { report.removedPartials += 1 }
             }
             let layers = "\(root)/layers/\(algorithm.rawValue)"
             for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {

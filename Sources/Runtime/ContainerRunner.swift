@@ -101,7 +101,7 @@ public struct ContainerRunner: Sendable {
 }
 
 /// The image config a SIF carries: `slipway convert --to sif` (like Apptainer's OCI conversion) stores the OCI
-/// container config as the JSON object `oci-config.json`.
+/// container config as the JSON object `oci-config.json`; an OCI-SIF holds the image's config blob.
 public enum SIFImageConfig {
     /// The container config stored in the SIF, or nil when it has none.
     public static func read(_ path: String) throws -> ImageConfig.ContainerConfig? {
@@ -111,6 +111,7 @@ public enum SIFImageConfig {
         } catch {
             throw RuntimeError.sifUnavailable("\(path): \(error)")
         }
+        if let contents = try OCISIFContents.read(file) { return contents.config.config }
         guard let object = file.object(named: "oci-config.json"), let bytes = try? file.read(object) else { return nil }
         return try? JSONDecoder().decode(ImageConfig.ContainerConfig.self, from: Data(bytes))
     }

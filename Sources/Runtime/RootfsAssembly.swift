@@ -215,26 +215,41 @@ public struct RootfsAssembly: Sendable {
 
     // MARK: SIF
 
+    /// A classic SIF's primary partition, or an OCI-SIF's layer squashfs images stacked with overlayfs.
     private func sif(_ file: String, undo: UndoList) async throws -> AssembledRootfs {
-        let partition: (offset: Int64, size: Int64)
+        let partitions: [(offset: Int64, size: Int64)]
         do {
-            let descriptor = try SIFFile(path: file).requirePrimaryPartition()
-            partition = (descriptor.offset, descriptor.size)
+            let sif = try SIFFile(path: file)
+            if let contents = try OCISIFContents.read(sif) {
+                guard isRoot else { throw RuntimeError.needsRoot("running an OCI-SIF stacks its layers with overlayfs, which needs root") }
+                partitions = contents.layers
+            } else {
+                let descriptor = try sif.requirePrimaryPartition()
+                partitions = [(descriptor.offset, descriptor.size)]
+            }
+        } catch let error as RuntimeError {
+            throw error
         } catch {
             throw RuntimeError.sifUnavailable("\(file): \(error)")
         }
-        let lower = try directory.makeDirectory("lower")
         if isRoot {
-            // mount(8) sets up a loop device over the partition's byte range (autoclear: it goes with the mount).
-            try await HelperCommand.run(
-                "/bin/mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(partition.offset),sizelimit=\(partition.size)", file, lower])
-            undo.add("unmount the squashfs at \(lower)") {
-                guard Mounts.unmount(lower) else { throw RuntimeError.mountFailed(what: "(unmount) the squashfs", target: lower, errno: EBUSY) }
+            var lowers: [String] = []
+            for (index, partition) in partitions.enumerated() {
+                let lower = try directory.makeDirectory(partitions.count == 1 ? "lower" : "lower-\(index)")
+                // mount(8) sets up a loop device over the partition's byte range (autoclear: it goes with the mount).
+                try await HelperCommand.run(
+                    "/bin/mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(partition.offset),sizelimit=\(partition.size)", file, lower])
+                undo.add("unmount the squashfs at \(lower)") {
+                    guard Mounts.unmount(lower) else { throw RuntimeError.mountFailed(what: "(unmount) the squashfs", target: lower, errno: EBUSY) }
+                }
+                lowers.insert(lower, at: 0)
             }
             let rootfs = try directory.makeDirectory("rootfs")
-            try await mountOverlay(lowers: [lower], at: rootfs, undo: undo)
+            try await mountOverlay(lowers: lowers, at: rootfs, undo: undo)
             return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
         }
+        let partition = partitions[0]
+        let lower = try directory.makeDirectory("lower")
         try Self.requireFUSEAccess("--mode sif")
         guard let squashfuse = HelperCommand.find("squashfuse") else {
             throw RuntimeError.needsRoot("running a SIF without root needs squashfuse: apt-get install squashfuse (or run as root)")

@@ -192,3 +192,65 @@ public struct SIFBuilder: Sendable {
         out.replaceSubrange((base + 201)..<(base + 201 + extra.count), with: extra)
     }
 }
+
+extension SIFBuilder {
+    /// An object whose bytes the caller wrote into the file at `offset` (an OCI-SIF's layer blobs, too large to
+    /// hold in memory).
+    public struct PlacedObject: Sendable {
+        public var type: SIFDataType
+        public var name: String
+        public var offset: Int64
+        public var size: Int64
+        public var extra: [UInt8]
+
+        public init(type: SIFDataType, name: String = "", offset: Int64, size: Int64, extra: [UInt8] = []) {
+            self.type = type
+            self.name = name
+            self.offset = offset
+            self.size = size
+            self.extra = extra
+        }
+
+        /// An OCI blob or root index: Extra holds its digest, as SingularityCE writes it.
+        public static func oci(_ type: SIFDataType, offset: Int64, size: Int64, digest: String) -> PlacedObject {
+            PlacedObject(type: type, offset: offset, size: size, extra: Array(digest.utf8))
+        }
+    }
+
+    /// Writes the header and descriptor table of a SIF whose objects the caller placed from `dataOffset` on, in
+    /// the order given (no alignment, as SingularityCE writes OCI blobs).
+    public func writeDescriptors(to path: String, objects: [PlacedObject], arch: SIFArch = .unknown) throws(SIFError) {
+        guard launchScript.utf8.count < SIFLayout.launchScriptLength, id.count == 16 else { throw .invalid("bad launch script or image ID") }
+        guard objects.count <= descriptorCapacity else {
+            throw .invalid("descriptor capacity \(descriptorCapacity) cannot hold \(objects.count) objects")
+        }
+        var out = [UInt8](repeating: 0, count: Int(dataOffset))
+        var end = dataOffset
+        for (slot, object) in objects.enumerated() {
+            guard object.offset >= dataOffset, object.size >= 0, object.name.utf8.count <= SIFLayout.nameLength,
+                object.extra.count <= SIFLayout.extraLength
+            else { throw .invalid("object \(slot + 1) lies outside the data section or has too long a name or extra field") }
+            encodeDescriptor(
+                into: &out, slot: slot, type: object.type, offset: object.offset, size: object.size, sizeWithPadding: object.size, name: object.name,
+                extra: object.extra)
+            end = max(end, object.offset + object.size)
+        }
+        out.replaceSubrange(0..<launchScript.utf8.count, with: Array(launchScript.utf8))
+        out.replaceSubrange(32..<42, with: SIFLayout.magic)
+        out.replaceSubrange(42..<45, with: Array(SIFLayout.version.utf8) + [0])
+        out.replaceSubrange(45..<48, with: arch.bytes)
+        out.replaceSubrange(48..<64, with: id)
+        writeLE(createdAt, into: &out, at: 64)
+        writeLE(createdAt, into: &out, at: 72)
+        writeLE(Int64(descriptorCapacity - objects.count), into: &out, at: 80)
+        writeLE(Int64(descriptorCapacity), into: &out, at: 88)
+        writeLE(descriptorsOffset, into: &out, at: 96)
+        writeLE(descriptorsSize, into: &out, at: 104)
+        writeLE(dataOffset, into: &out, at: 112)
+        writeLE(end - dataOffset, into: &out, at: 120)
+        let file = try RawFile(path: path, flags: O_WRONLY | O_CREAT, mode: 0o755)
+        try file.write(out, at: 0)
+        try file.chmod(0o755)
+        try file.closeChecked()
+    }
+}

@@ -6,6 +6,8 @@ public enum ConvertError: Error, CustomStringConvertible {
     case malformedListLine(source: String, line: Int)
     case missingPrioritizedFiles([String])
     case layer(position: Int, digest: Digest, underlying: Error)
+    case invalidSource(String)
+    case io(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,10 @@ public enum ConvertError: Error, CustomStringConvertible {
             return "prioritized files in no layer of the image: \(shown) (pass --allow-missing to skip them)"
         case .layer(let position, let digest, let underlying):
             return "layer \(position + 1) (\(digest)): \(underlying)"
+        case .invalidSource(let reason):
+            return reason
+        case .io(let path, let reason):
+            return "\(path): \(reason)"
         }
     }
 }

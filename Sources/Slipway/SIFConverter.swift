@@ -51,6 +51,8 @@ public struct SIFConverter: Sendable {
         public var squashfsTool: SquashfsTool
         /// What the native writer compressed and what it copied from earlier SIFs (nil from the cache or mksquashfs).
         public var squashfs: DataStatistics?
+        /// Time spent building the squashfs partition (0 from the cache).
+        public var squashfsSeconds: Double
     }
 
     /// Converts `image`, from any source, into a SIF at `output`; layers not in the store's layer cache are fetched
@@ -61,19 +63,26 @@ public struct SIFConverter: Sendable {
         var extracted = 0
         var fromCache = true
         var statistics: DataStatistics?
+        var squashfsSeconds = 0.0
         if !FileManager.default.fileExists(atPath: cached) {
             fromCache = false
             extracted = try await Unpacker(store: store, progress: progress).cacheLayers(image)
+            let building = ContinuousClock.now
             statistics = try await build(image, reference: reference, into: cached)
+            squashfsSeconds = Self.seconds(since: building)
         }
-        try await runBlocking { [self] in try copyOut(cached, to: output) }
+        try await runBlocking { try Self.copyOut(cached, to: output) }
         var info = stat()
         stat(output, &info)
-        let elapsed = ContinuousClock.now - started
         return Report(
             image: reference, manifestDigest: image.manifestDescriptor.digest.description, output: output, bytes: Int64(info.st_size), cached: fromCache,
-            layersExtracted: extracted, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-            squashfsTool: squashfsTool, squashfs: statistics)
+            layersExtracted: extracted, seconds: Self.seconds(since: started), squashfsTool: squashfsTool, squashfs: statistics,
+            squashfsSeconds: squashfsSeconds)
+    }
+
+    private static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
 
     /// Where the SIF of a manifest is kept in the store.
@@ -172,7 +181,7 @@ public struct SIFConverter: Sendable {
     }
 
     /// A copy for the user, so the cached SIF stays intact whatever they do with theirs.
-    private func copyOut(_ source: String, to destination: String) throws {
+    static func copyOut(_ source: String, to destination: String) throws {
         let temporary = "\(destination).tmp-\(getpid())"
         try? FileManager.default.removeItem(atPath: temporary)
         let partial = PartialOutput.register(temporary)

@@ -298,7 +298,7 @@ func printDigest(_ descriptor: Descriptor, json: Bool) throws {
 
 struct Convert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert an image to eStargz (lazy-pullable, to a registry or layout) or to a SIF file for Apptainer.",
+        abstract: "Convert an image to eStargz (lazy-pullable, to a registry or layout), or to a SIF file for Apptainer or SingularityCE.",
         discussion: """
             --to sif: the image is pulled into the store, its layers extracted once into the store's layer cache, and \
             the squashfs partition built from their merged tree straight into FILE.sif (Slipway's own writer: gzip \
@@ -307,6 +307,10 @@ struct Convert: AsyncParsableCommand {
             the cached file. A new version of an image copies the compressed blocks of every file a recent SIF in \
             the store already holds, so only changed files are compressed. --squashfs-tool mksquashfs builds the \
             partition with mksquashfs instead, for comparison.
+
+            --to oci-sif: SingularityCE's OCI-SIF: the OCI image inside a SIF, each layer a squashfs of its own \
+            (whiteouts in overlayfs form) kept in the store by layer, so a new release builds only its new layers. \
+            `slipway run --sif FILE` and `singularity run` (4.1 or later) run it.
 
             --to estargz: layers stream from the source one at a time (a registry source is not pulled first); layers already in \
             eStargz are kept. With --prioritize, the listed files (one path per line in access order, or the JSON \
@@ -318,7 +322,7 @@ struct Convert: AsyncParsableCommand {
     @OptionGroup var decompression: DecompressionOptions
     @Argument(help: "Source image: a registry reference or oci:PATH[:NAME].") var source: String
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME] (estargz), or a file path (sif).") var destination: String
-    @Option(name: .long, help: "Target format: estargz or sif.") var to: String = "estargz"
+    @Option(name: .long, help: "Target format: estargz, sif or oci-sif.") var to: String = "estargz"
     @Option(name: .long, help: "Uncompressed bytes per chunk (each chunk is fetched on its own).") var chunkSize: Int = 4 << 20
     @Option(name: .long, help: "gzip level: 0-9 as gzip, 10-12 slower and smaller (libdeflate).")
     var compressionLevel: Int = EStargzWriterOptions.defaultCompressionLevel
@@ -328,8 +332,8 @@ struct Convert: AsyncParsableCommand {
     @Option(name: .long, help: "What builds a SIF's squashfs: native or mksquashfs.") var squashfsTool: String = "native"
 
     func validate() throws {
-        guard to == "estargz" || to == "sif" else { throw ValidationError("--to takes estargz or sif") }
-        if to == "sif", prioritize != nil { throw ValidationError("--prioritize applies to --to estargz only") }
+        guard ["estargz", "sif", "oci-sif"].contains(to) else { throw ValidationError("--to takes estargz, sif or oci-sif") }
+        if to != "estargz", prioritize != nil { throw ValidationError("--prioritize applies to --to estargz only") }
         guard SIFConverter.SquashfsTool(rawValue: squashfsTool) != nil else { throw ValidationError("--squashfs-tool takes native or mksquashfs") }
         // Readers refuse a layer with a larger chunk (it bounds a mount's memory), so none is written.
         guard chunkSize > 0, Int64(chunkSize) <= EStargzReader.maxChunkSize else {
@@ -342,7 +346,7 @@ struct Convert: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if to == "sif" {
+        if to == "sif" || to == "oci-sif" {
             try await convertToSIF()
             return
         }
@@ -385,22 +389,34 @@ struct Convert: AsyncParsableCommand {
             let (image, _, extracted) = try await Puller(session: session, store: store, progress: display.handler).pullAndCacheLayers(location)
             let lock = try await store.lockForWriting()
             defer { lock.release() }
+            if to == "oci-sif" {
+                return SIFReport.ociSIF(try await OCISIFConverter(store: store, progress: display.handler).convert(image, reference: source, to: output))
+            }
             var converter = SIFConverter(store: store, progress: display.handler)
             converter.squashfsTool = SIFConverter.SquashfsTool(rawValue: squashfsTool) ?? .native
             var report = try await converter.convert(image, reference: source, to: output)
             report.layersExtracted += extracted
-            return report
+            return SIFReport.sif(report)
         }
         display.finish()
-        if global.json {
-            try printJSON(report)
-        } else {
+        switch report {
+        case .sif(let report):
+            if global.json { return try printJSON(report) }
             let how = report.cached ? "from the store's cache" : "\(report.layersExtracted) layers extracted"
             FileHandle.standardError.write(Data("slipway: wrote \(output) (\(formatBytes(report.bytes)), \(how), \(String(format: "%.1f", report.seconds)) s)\n".utf8))
-            print(output)
+        case .ociSIF(let report):
+            if global.json { return try printJSON(report) }
+            let how = report.cached ? "from the store's cache" : "\(report.layersBuilt) of \(report.layers) layer squashfs images built"
+            FileHandle.standardError.write(Data("slipway: wrote \(output) (\(formatBytes(report.bytes)), \(how), \(String(format: "%.1f", report.seconds)) s)\n".utf8))
         }
+        print(output)
     }
 
+}
+
+private enum SIFReport: Sendable {
+    case sif(SIFConverter.Report)
+    case ociSIF(OCISIFConverter.Report)
 }
 
 extension Pull: DecompressingCommand, WritesPartialOutput {}

@@ -336,26 +336,33 @@ struct RunTests {
     }
 
     @Test(.enabled(if: sifConversionAvailable, "needs slipway convert --to sif and squashfs-tools"))
-    func aSIFRunsUnderBothRuntimes() async throws {
+    func aSIFAndAnOCISIFRunUnderBothRuntimes() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
             let (plain, _) = try await publish(registry, scratch)
-            let sif = scratch.sub("tools.sif")
-            let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("sif-store"), plain, sif, "--to", "sif"])
-            try #require(converted.status == 0, "convert: \(converted.stderr)")
             let expected = try await slipwayRun(store, ["--runtime", "runc", plain, "--", "/bin/sh", "-c", Self.probe])
             #expect(expected.status == 0, "\(expected.stderr)")
-            for runtime in ["runc", "crun"] {
-                // No reference: the config (PATH, working directory) comes from the SIF's oci-config.json.
-                let result = try await slipwayRun(store, ["--runtime", runtime, "--mode", "sif", "--sif", sif, "--", "/bin/sh", "-c", Self.probe])
-                #expect(result.status == 0, "\(runtime): \(result.stderr)")
-                #expect(result.stdout == expected.stdout, "\(runtime) sif:\n\(result.stdout)\nunpacked:\n\(expected.stdout)")
-                let three = try await slipwayRun(store, ["--runtime", runtime, "--sif", sif, "--", "/bin/sh", "-c", "exit 3"])
-                #expect(three.status == 3, "\(runtime): \(three.stderr)")
-                try await expectCleanedUp(scratch)
+            for format in ["sif", "oci-sif"] {
+                let sif = scratch.sub("tools.\(format)")
+                let converted = try await run(slipwayBinary, ["convert", "-q", "--store", scratch.sub("sif-store"), plain, sif, "--to", format])
+                try #require(converted.status == 0, "convert: \(converted.stderr)")
+                if format == "oci-sif" {
+                    // siftool reads it; SingularityCE's layout: the index as the root, each layer a squashfs blob.
+                    let listed = try await runChecked("siftool", ["list", sif]).stdout
+                    #expect(listed.contains("OCI.RootIndex") && listed.components(separatedBy: "OCI.Blob").count - 1 == 4, "\(listed)")
+                }
+                for runtime in ["runc", "crun"] {
+                    // No reference: the config (PATH, working directory) comes from the SIF's oci-config.json.
+                    let result = try await slipwayRun(store, ["--runtime", runtime, "--mode", "sif", "--sif", sif, "--", "/bin/sh", "-c", Self.probe])
+                    #expect(result.status == 0, "\(runtime): \(result.stderr)")
+                    #expect(result.stdout == expected.stdout, "\(runtime) sif:\n\(result.stdout)\nunpacked:\n\(expected.stdout)")
+                    let three = try await slipwayRun(store, ["--runtime", runtime, "--sif", sif, "--", "/bin/sh", "-c", "exit 3"])
+                    #expect(three.status == 3, "\(runtime): \(three.stderr)")
+                    try await expectCleanedUp(scratch)
+                }
+                #expect(try SIFImageConfig.read(sif)?.Env?.contains { $0.hasPrefix("PATH=") } == true)
             }
-            #expect(try SIFImageConfig.read(sif)?.Env?.contains { $0.hasPrefix("PATH=") } == true)
         }
         try await expectCleanedUp(scratch)
     }

@@ -102,7 +102,7 @@ public struct OCISIFConverter: Sendable {
                 var cursor = builder.dataOffset
                 var placed: [SIFBuilder.PlacedObject] = []
                 for layer in layers {
-                    try Self.append(file: layer.path, size: layer.size, to: descriptor, at: cursor, path: temporary)
+                    try appendFile(layer.path, size: layer.size, to: descriptor, at: cursor, path: temporary)
                     placed.append(.oci(.ociBlob, offset: cursor, size: layer.size, digest: layer.digest.description))
                     cursor += layer.size
                 }
@@ -162,21 +162,6 @@ public struct OCISIFConverter: Sendable {
             guard fsync(descriptor) == 0 else { throw ConvertError.io(path: temporary, reason: "fsync: \(String(cString: strerror(errno)))") }
         }
         guard rename(temporary, path) == 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
-    }
-
-    private static func append(file: String, size: Int64, to descriptor: Int32, at offset: Int64, path: String) throws {
-        let source = open(file, O_RDONLY | O_CLOEXEC)
-        guard source >= 0 else { throw ConvertError.io(path: file, reason: String(cString: strerror(errno))) }
-        defer { close(source) }
-        var sourceOffset = 0
-        var destinationOffset = Int(offset)
-        var remaining = Int(size)
-        while remaining > 0 {
-            let copied = copy_file_range(source, &sourceOffset, descriptor, &destinationOffset, remaining, 0)
-            if copied < 0, errno == EINTR { continue }
-            guard copied > 0 else { throw ConvertError.io(path: path, reason: "copying \(file): \(copied < 0 ? String(cString: strerror(errno)) : "short file")") }
-            remaining -= copied
-        }
     }
 
     private static func write(_ bytes: [UInt8], to descriptor: Int32, at offset: Int64, path: String) throws {

@@ -146,6 +146,7 @@ public struct SIFConverter: Sendable {
         var options = nativeSquashfs
         // Overlay attributes steer the kernel's overlayfs, and Apptainer mounts the partition under one.
         options.keepXattr = { !$0.hasPrefix("trusted.overlay.") && !$0.hasPrefix("user.overlay.") }
+        options.immutableSources = "\(store.root)/layers/"
         let candidates = recentBlockIndexes()
         return try await runBlocking { [options] in
             let reuse = ReusableBlocks(candidates: candidates, settings: options.settings)
@@ -187,10 +188,10 @@ public struct SIFConverter: Sendable {
         let partial = PartialOutput.register(temporary)
         defer { partial.end() }
         do {
-            try FileManager.default.copyItem(atPath: source, toPath: temporary)
+            try copyFile(source, to: temporary)
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
-            throw SquashfsImage.Failure(description: "copying the SIF to \(destination): \(error.localizedDescription)")
+            throw SquashfsImage.Failure(description: "copying the SIF to \(destination): \(error)")
         }
         chmod(temporary, 0o755)
         guard rename(temporary, destination) == 0 else {

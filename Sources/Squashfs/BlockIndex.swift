@@ -51,6 +51,9 @@ public struct BlockIndex: Sendable {
     public var settings: String
     public var files: [ContentKey: FileRun] = [:]
     public var fragments: [ContentKey: FragmentRun] = [:]
+    /// Digests of files by their path in the store's layer cache, whose directories never change once
+    /// extracted: the next image need not read an unchanged file to know it has its blocks already.
+    public var sources: [String: ContentKey] = [:]
 
     public init(settings: String) { self.settings = settings }
 
@@ -65,7 +68,7 @@ public struct BlockIndex: Sendable {
         return max(fileEnd, fragmentEnd)
     }
 
-    private static let magic = Array("SLPWSQB1".utf8)
+    private static let magic = Array("SLPWSQB2".utf8)
     private static let maxRuns = 1 << 24
 
     public func encoded() -> [UInt8] {
@@ -85,6 +88,13 @@ public struct BlockIndex: Sendable {
             out += key.bytes
             out.appendLE(run.start)
             out.appendLE(run.size)
+        }
+        out.appendLE(UInt64(sources.count))
+        for (path, key) in sources.sorted(by: { $0.key < $1.key }) {
+            let bytes = Array(path.utf8)
+            out.appendLE(UInt32(bytes.count))
+            out += bytes
+            out += key.bytes
         }
         out += SHA256.hash(data: out)
         return out
@@ -113,6 +123,12 @@ public struct BlockIndex: Sendable {
         for _ in 0..<fragmentCount {
             guard let key = reader.bytes(32), let start = reader.u64(), let size = reader.u32() else { return nil }
             index.fragments[ContentKey(key)] = FragmentRun(start: start, size: size)
+        }
+        guard let sourceCount = reader.u64(), sourceCount <= maxRuns else { return nil }
+        index.sources.reserveCapacity(Int(sourceCount))
+        for _ in 0..<sourceCount {
+            guard let length = reader.u32(), length <= 1 << 16, let path = reader.bytes(Int(length)), let key = reader.bytes(32) else { return nil }
+            index.sources[String(decoding: path, as: UTF8.self)] = ContentKey(key)
         }
         guard reader.position == body.count, index.end <= UInt64(Int64.max) else { return nil }
         return index
@@ -147,6 +163,13 @@ public final class ReusableBlocks: @unchecked Sendable {
     }
 
     deinit { for source in sources { close(source.descriptor) } }
+
+    /// File digests the indexes know by layer-cache path.
+    var knownDigests: [String: ContentKey] {
+        var known: [String: ContentKey] = [:]
+        for source in sources { known.merge(source.index.sources) { first, _ in first } }
+        return known
+    }
 
     func file(_ key: ContentKey) -> (Source, BlockIndex.FileRun)? {
         for source in sources { if let run = source.index.files[key] { return (source, run) } }

@@ -12,6 +12,8 @@ struct FileLayout {
 
 /// How much of a squashfs was compressed here and how much was copied from earlier images.
 public struct DataStatistics: Sendable, Codable, Equatable {
+    /// Files read to learn their digest (the others' digests came from an earlier image's index).
+    public var filesHashed = 0
     /// Distinct file contents (identical files are stored once).
     public var uniqueFiles = 0
     public var duplicateFiles = 0
@@ -45,13 +47,15 @@ final class DataWriter {
     private let compression: OrderedCompression<Emission>
     private(set) var layouts: [FileLayout] = []
     private(set) var fragments: [(start: UInt64, size: UInt32)] = []
-    private(set) var statistics = DataStatistics()
+    var statistics = DataStatistics()
     private(set) var index: BlockIndex
     private var fileKeys: [ContentKey] = []
     private var fragmentKeys: [ContentKey] = []
 
-    // The fragment block being filled: its bytes and the digest and length of each tail in it.
-    private var fragmentBytes: [UInt8] = []
+    // The fragment block being filled: where each tail in it comes from, and the digest and length of each (its
+    // key). Tails are read only if the block must be compressed, not when an earlier image has it.
+    private var fragmentTails: [(file: SourceFile, offset: Int64, length: Int)] = []
+    private var fragmentLength = 0
     private var fragmentMembers: [UInt8] = []
 
     /// Blocks handed to a compression thread at once: 4 MiB of a large file.
@@ -69,12 +73,11 @@ final class DataWriter {
 
     /// Writes `files` (each a distinct inode, `digests` their contents' sha256) and returns, per file, the index
     /// of its layout: a file identical to an earlier one shares its layout.
-    func write(_ files: [SourceFile], digests: [SHA256Digest]) throws(SquashfsError) -> [Int] {
+    func write(_ files: [SourceFile], digests: [ContentKey]) throws(SquashfsError) -> [Int] {
         var layoutOf: [ContentKey: Int] = [:]
         var result: [Int] = []
         result.reserveCapacity(files.count)
-        for (file, digest) in zip(files, digests) {
-            let key = ContentKey(digest)
+        for (file, key) in zip(files, digests) {
             if let existing = layoutOf[key] {
                 result.append(existing)
                 statistics.duplicateFiles += 1
@@ -102,13 +105,12 @@ final class DataWriter {
     private func write(_ file: SourceFile, key: ContentKey, as layoutIndex: Int) throws(SquashfsError) {
         let fullBlocks = Int(file.size / Int64(blockSize))
         let tail = Int(file.size % Int64(blockSize))
-        guard fullBlocks > 0 || tail > 0 else { return }
-        let reader = try file.open()
-        defer { reader.close() }
         if fullBlocks > 0 {
             if let (source, run) = reuse?.file(key), run.sizes.count == fullBlocks {
                 try compression.submit({ _ in .reusedFile(file: layoutIndex, source: source, run: run) }, emit: emit)
             } else {
+                let reader = try file.open()
+                defer { reader.close() }
                 var block = 0
                 while block < fullBlocks {
                     let count = min(Self.blocksPerJob, fullBlocks - block)
@@ -121,10 +123,7 @@ final class DataWriter {
                 }
             }
         }
-        if tail > 0 {
-            let bytes = try reader.read(at: Int64(fullBlocks) * Int64(blockSize), count: tail)
-            try pack(tail: bytes, key: key, into: layoutIndex)
-        }
+        if tail > 0 { try pack(tail: (file, Int64(fullBlocks) * Int64(blockSize), tail), key: key, into: layoutIndex) }
     }
 
     private static func compress(_ data: [UInt8], blockSize: Int, file: Int, first: Bool, with compressor: ZlibBlockCompressor) -> Emission {
@@ -151,27 +150,36 @@ final class DataWriter {
         return .blocks(file: file, sizes: sizes, data: blocks, first: first, sparse: sparse)
     }
 
-    private func pack(tail: [UInt8], key: ContentKey, into layoutIndex: Int) throws(SquashfsError) {
-        if fragmentBytes.count + tail.count > blockSize { try closeFragment() }
+    private func pack(tail: (file: SourceFile, offset: Int64, length: Int), key: ContentKey, into layoutIndex: Int) throws(SquashfsError) {
+        if fragmentLength + tail.length > blockSize { try closeFragment() }
         layouts[layoutIndex].fragment = UInt32(fragmentKeys.count)
-        layouts[layoutIndex].fragmentOffset = UInt32(fragmentBytes.count)
-        fragmentBytes += tail
+        layouts[layoutIndex].fragmentOffset = UInt32(fragmentLength)
+        fragmentTails.append(tail)
+        fragmentLength += tail.length
         fragmentMembers += key.bytes
-        fragmentMembers.appendLE(UInt32(tail.count))
+        fragmentMembers.appendLE(UInt32(tail.length))
         if key.bytes[0] & 0xF0 == 0 { try closeFragment() }
     }
 
     private func closeFragment() throws(SquashfsError) {
-        guard !fragmentBytes.isEmpty else { return }
+        guard fragmentLength > 0 else { return }
         let fragmentIndex = fragmentKeys.count
         let key = ContentKey(SHA256.hash(data: fragmentMembers))
         fragmentKeys.append(key)
-        let bytes = fragmentBytes
-        fragmentBytes = []
+        let tails = fragmentTails
+        fragmentTails = []
+        fragmentLength = 0
         fragmentMembers = []
         if let (source, run) = reuse?.fragment(key) {
             try compression.submit({ _ in .reusedFragment(index: fragmentIndex, source: source, run: run) }, emit: emit)
         } else {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(blockSize)
+            for tail in tails {
+                let reader = try tail.file.open()
+                defer { reader.close() }
+                bytes += try reader.read(at: tail.offset, count: tail.length)
+            }
             try compression.submit(
                 { compressor in
                     let compressed = bytes.withUnsafeBytes { compressor.compress($0) }

@@ -72,8 +72,14 @@ struct SourceFile: Sendable {
         return Reader(file: self, descriptor: descriptor)
     }
 
+    /// The layer-cache file the bytes are in, if any.
+    var localPath: String? {
+        if case .local(let path) = content { return path }
+        return nil
+    }
+
     /// sha256 of the file's bytes, read in 1 MiB pieces.
-    func digest() throws(SquashfsError) -> SHA256Digest {
+    func digest() throws(SquashfsError) -> ContentKey {
         let reader = try open()
         defer { reader.close() }
         var hasher = SHA256()
@@ -83,18 +89,22 @@ struct SourceFile: Sendable {
             hasher.update(data: try reader.read(at: offset, count: count))
             offset += Int64(count)
         }
-        return hasher.finalize()
+        return ContentKey(hasher.finalize())
     }
 
-    /// The digests of `files`, computed on `workers` threads.
-    static func digests(of files: [SourceFile], workers: Int) throws(SquashfsError) -> [SHA256Digest] {
+    /// The digests of `files`, computed on `workers` threads, except those `known` has by layer-cache path.
+    static func digests(of files: [SourceFile], known: [String: ContentKey], workers: Int) throws(SquashfsError) -> [ContentKey] {
         let results = DigestResults(count: files.count)
+        for (index, file) in files.enumerated() {
+            if let path = file.localPath, let key = known[path] { results.store(key, at: index) }
+        }
         let group = DispatchGroup()
         for _ in 0..<max(1, workers) {
             group.enter()
             let thread = Thread {
                 defer { group.leave() }
                 while let index = results.claim() {
+                    if results.has(index) { continue }
                     do throws(SquashfsError) {
                         results.store(try files[index].digest(), at: index)
                     } catch {
@@ -113,7 +123,7 @@ struct SourceFile: Sendable {
 private final class DigestResults: @unchecked Sendable {
     private let lock = NSLock()
     private var next = 0
-    private var digests: [SHA256Digest?]
+    private var digests: [ContentKey?]
     private var failure: SquashfsError?
 
     init(count: Int) { digests = Array(repeating: nil, count: count) }
@@ -126,7 +136,13 @@ private final class DigestResults: @unchecked Sendable {
         return next - 1
     }
 
-    func store(_ digest: SHA256Digest, at index: Int) {
+    func has(_ index: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return digests[index] != nil
+    }
+
+    func store(_ digest: ContentKey, at index: Int) {
         lock.lock()
         digests[index] = digest
         lock.unlock()
@@ -138,7 +154,7 @@ private final class DigestResults: @unchecked Sendable {
         lock.unlock()
     }
 
-    func finished() throws(SquashfsError) -> [SHA256Digest] {
+    func finished() throws(SquashfsError) -> [ContentKey] {
         if let failure { throw failure }
         return digests.map { $0! }
     }

@@ -26,6 +26,9 @@ public enum SquashfsWriter {
         public var modificationTime = SquashfsWriter.defaultModificationTime
         /// Extended attributes to store (by name); squashfs can hold `user.`, `trusted.` and `security.` ones.
         public var keepXattr: @Sendable (String) -> Bool = { _ in true }
+        /// Where files never change once written (the store's layer cache): the index records their digests by
+        /// path, and a later image trusts them instead of reading the files again.
+        public var immutableSources: String?
 
         public init() {}
 
@@ -72,11 +75,19 @@ public enum SquashfsWriter {
         let output = OutputFile(descriptor: descriptor, base: offset, path: path)
         try output.append([UInt8](repeating: 0, count: SquashfsFormat.superblockSize))
 
-        let digests = try SourceFile.digests(of: files, workers: options.workers)
+        let known = reuse?.knownDigests ?? [:]
+        let digests = try SourceFile.digests(of: files, known: known, workers: options.workers)
         let data = try DataWriter(
             blockSize: options.blockSize, level: options.level, workers: options.workers, output: output, reuse: reuse, settings: options.settings)
         defer { data.stop() }
         let layoutIndices = try data.write(files, digests: digests)
+        data.statistics.filesHashed = files.count { file in file.localPath.map { known[$0] == nil } ?? true }
+        var index = data.index
+        if let prefix = options.immutableSources {
+            for (file, digest) in zip(files, digests) {
+                if let path = file.localPath, path.hasPrefix(prefix) { index.sources[path] = digest }
+            }
+        }
 
         let compressor = try ZlibBlockCompressor(level: options.level)
         var tables = try InodeTables(
@@ -130,7 +141,7 @@ public enum SquashfsWriter {
         let padded = (output.position + 4095) / 4096 * 4096
         try output.append([UInt8](repeating: 0, count: Int(padded - output.position)))
         try output.write(superblock.encoded(), at: 0)
-        return Report(bytes: padded, inodes: walk.order.count, data: data.statistics, index: data.index)
+        return Report(bytes: padded, inodes: walk.order.count, data: data.statistics, index: index)
     }
 
     private static func appendTable(_ table: inout LookupTable, to output: OutputFile) throws(SquashfsError) -> UInt64 {

@@ -104,6 +104,9 @@ struct NativeSIFTests {
             #expect(second["blocksCompressed"] as? Int == 0, "\(second)")
             #expect(second["blocksReused"] as? Int == first["blocksCompressed"] as? Int)
             #expect((second["fragmentsCompressed"] as? Int ?? 99) <= 2, "\(second)")
+            // Only the new top layer's files (and the generated /.singularity.d ones) are read to be hashed.
+            #expect((second["filesHashed"] as? Int ?? 99) <= 12, "\(second)")
+            #expect((first["filesHashed"] as? Int ?? 0) > 10_000, "\(first)")
             let partition = try SIFFile(path: scratch.sub("v2.sif")).requirePrimaryPartition()
             let version = try await runChecked("unsquashfs", ["-cat", "-o", String(partition.offset), scratch.sub("v2.sif"), "version.txt"])
             #expect(version.stdout == "version 2\n")

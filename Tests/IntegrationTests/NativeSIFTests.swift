@@ -116,4 +116,22 @@ struct NativeSIFTests {
             #expect(reference["squashfsTool"] as? String == "mksquashfs")
         }
     }
+
+    @Test func aLayerThatFailsMidStreamLeavesNoSIF() async throws {
+        let scratch = try ScratchDirectory()
+        try await withRegistryAndProxy { registry, proxy in
+            _ = try await pushAwkwardImage(registry, scratch)
+            let reference = "\(proxy.host)/awkward:v1"
+            let large = try #require(try await layerDescriptors(reference).max { $0.size < $1.size })
+            // Every answer for the large layer has one byte flipped: its digest never matches.
+            proxy.inject(.flipByte(at: 100_000), path: "/blobs/\(large.digest)", times: 1000)
+            let store = scratch.sub("store")
+            let failed = try await run(slipwayBinary, ["convert", "-q", "--store", store, reference, scratch.sub("broken.sif"), "--to", "sif"])
+            #expect(failed.status == 1)
+            #expect(failed.stderr.contains(large.digest), "\(failed.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: scratch.sub("broken.sif")))
+            let cached = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/sif/sha256")) ?? []
+            #expect(cached.isEmpty, "\(cached)")
+        }
+    }
 }

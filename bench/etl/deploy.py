@@ -15,7 +15,8 @@ deploy left, as on a node that ran the previous release):
   sif-apptainer  what `apptainer build X.sif docker://REF` does: `skopeo copy` into an OCI layout (kept
                  between deploys: skopeo skips blobs it has), `umoci unpack`, `mksquashfs -comp gzip`,
                  `siftool new` + `add`; then the SIF runs with `slipway run --sif` (no Apptainer in Debian 12)
-  sif-slipway    `slipway convert --to sif` (layer cache + one streamed mksquashfs), `slipway run --sif`
+  sif-slipway    `slipway convert --to sif` (layer cache + the native squashfs writer, which copies the blocks
+                 of files an earlier SIF in the store has), `slipway run --sif`
   overlay        `slipway run` (pull, layers extracted once into the layer cache, overlayfs over them)
   lazy           `slipway run --mode lazy` of REF-esgz (eStargz, fetched as read, chunk cache in the store)
   index          `slipway run --mode lazy` of REF itself (plain gzip, served through the gzip index its

@@ -158,7 +158,7 @@ let package = Package(
         ),
         // The fuzzing campaign over every parser (scripts/fuzz, Fuzz/): one entry function per parser, the executable
         // libFuzzer drives (a replayer of saved inputs without -DFUZZING), and its declarations of libFuzzer's driver.
-        .target(name: "FuzzTargets", dependencies: ["Archive", "EStargz", "GzipIndex", "SIF", "OCI", "Registry", "CacheServer"]),
+        .target(name: "FuzzTargets", dependencies: ["Archive", "EStargz", "GzipIndex", "SIF", "Squashfs", "OCI", "Registry", "CacheServer"]),
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "slipway-fuzz", dependencies: ["FuzzTargets", "CLibFuzzer"]),
         .target(

@@ -17,6 +17,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case dockerConfig = "docker-config"
     case gzipIndex = "gzip-index"
     case gzipIndexDocument = "gzip-index-document"
+    case squashfsBlockIndex = "squashfs-block-index"
 
     /// Feeds one input to the target's parser.
     public func run(_ input: [UInt8]) {
@@ -36,6 +37,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .dockerConfig: HTTPTargets.dockerConfig(input)
         case .gzipIndex: GzipIndexTargets.layer(input)
         case .gzipIndexDocument: GzipIndexTargets.document(input)
+        case .squashfsBlockIndex: SquashfsTargets.blockIndex(input)
         }
     }
 }

@@ -107,7 +107,7 @@ final class DataWriter {
         let tail = Int(file.size % Int64(blockSize))
         if fullBlocks > 0 {
             if let (source, run) = reuse?.file(key), run.sizes.count == fullBlocks {
-                try compression.submit({ _ in .reusedFile(file: layoutIndex, source: source, run: run) }, emit: emit)
+                try compression.submit(ready: .reusedFile(file: layoutIndex, source: source, run: run), emit: emit)
             } else {
                 let reader = try file.open()
                 defer { reader.close() }
@@ -171,7 +171,7 @@ final class DataWriter {
         fragmentLength = 0
         fragmentMembers = []
         if let (source, run) = reuse?.fragment(key) {
-            try compression.submit({ _ in .reusedFragment(index: fragmentIndex, source: source, run: run) }, emit: emit)
+            try compression.submit(ready: .reusedFragment(index: fragmentIndex, source: source, run: run), emit: emit)
         } else {
             var bytes: [UInt8] = []
             bytes.reserveCapacity(blockSize)

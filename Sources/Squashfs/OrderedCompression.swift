@@ -74,6 +74,15 @@ final class OrderedCompression<Output>: @unchecked Sendable {
         try drain(whileAbove: maxPending, emit: emit)
     }
 
+    /// Queues an output that needs no work (blocks copied from an earlier image) behind what is already queued,
+    /// without waking a thread.
+    func submit<E: Error>(ready output: Output, emit: (Output) throws(E) -> Void) throws(E) {
+        let item = Item(work: { _ in output })
+        item.output = output
+        pending.append(item)
+        try drain(whileAbove: maxPending, emit: emit)
+    }
+
     /// Waits for everything submitted and emits it.
     func finish<E: Error>(emit: (Output) throws(E) -> Void) throws(E) {
         try drain(whileAbove: 0, emit: emit)

@@ -18,3 +18,7 @@ static inline int slipway_lower_thread_priority(int niceness) {
 
 /* glibc declares copy_file_range only under _GNU_SOURCE too. */
 ssize_t copy_file_range(int fd_in, off_t *off_in, int fd_out, off_t *off_out, size_t len, unsigned int flags);
+
+/* And sync_file_range, to start writing back a file's dirty pages without waiting. */
+#define SLIPWAY_SYNC_FILE_RANGE_WRITE 2
+int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags);

@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import ImageTree
 
@@ -81,6 +82,10 @@ public enum SquashfsWriter {
             blockSize: options.blockSize, level: options.level, workers: options.workers, output: output, reuse: reuse, settings: options.settings)
         defer { data.stop() }
         let layoutIndices = try data.write(files, digests: digests)
+        // The data is most of the file: its writeback starts now, while the tables are built, so the caller's
+        // fsync has less left to wait for.
+        try output.flush()
+        _ = sync_file_range(descriptor, Int(offset), Int(output.position), UInt32(SLIPWAY_SYNC_FILE_RANGE_WRITE))
         data.statistics.filesHashed = files.count { file in file.localPath.map { known[$0] == nil } ?? true }
         var index = data.index
         if let prefix = options.immutableSources {

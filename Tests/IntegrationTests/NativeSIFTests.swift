@@ -134,4 +134,29 @@ struct NativeSIFTests {
             #expect(cached.isEmpty, "\(cached)")
         }
     }
+
+    /// What Warewulf's SIF import (its main branch) does: find the primary system partition, require squashfs by
+    /// its partition metadata and its magic, extract it with `unsquashfs -o OFFSET`, and require /bin/sh.
+    @Test func aSIFImportsTheWayWarewulfImportsIt() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let layout = try await makeToolsLayout(scratch)
+            let reference = "\(registry.host)/tools:1"
+            try await runChecked(slipwayBinary, ["copy", "-q", "oci:\(layout):tools", reference])
+            let sif = scratch.sub("tools.sif")
+            try await runChecked(slipwayBinary, ["convert", "-q", "--store", scratch.sub("store"), reference, sif, "--to", "sif"])
+            let partition = try #require(try SIFFile(path: sif).primaryPartition)
+            #expect(partition.partition?.filesystem == .squashfs && partition.partition?.type == .primarySystem)
+            #expect(partition.partition?.arch == .host)
+            let handle = try #require(FileHandle(forReadingAtPath: sif))
+            try handle.seek(toOffset: UInt64(partition.offset))
+            #expect(try handle.read(upToCount: 4) == Data("hsqs".utf8))
+            try handle.close()
+            let rootfs = scratch.sub("chroots/tools/rootfs")
+            try FileManager.default.createDirectory(atPath: rootfs, withIntermediateDirectories: true)
+            try await runChecked("unsquashfs", ["-f", "-n", "-d", rootfs, "-o", String(partition.offset), sif])
+            var info = stat()
+            #expect(stat("\(rootfs)/bin/sh", &info) == 0 && info.st_mode & S_IFMT == S_IFREG)
+        }
+    }
 }

@@ -188,7 +188,7 @@ let package = Package(
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CLinux", "TestSupport"]),
         .testTarget(name: "CacheServerTests", dependencies: ["CacheServer", "OCI", "TestSupport"]),
         .testTarget(name: "SIFTests", dependencies: ["SIF", "TestSupport"]),
-        .testTarget(name: "SquashfsTests", dependencies: ["Squashfs", "ImageTree", "TestSupport", "CLinux"]),
+        .testTarget(name: "SquashfsTests", dependencies: ["Squashfs", "ImageTree", "Blocking", "TestSupport", "CLinux"]),
         .testTarget(name: "FuzzRegressionTests", dependencies: ["FuzzTargets", "TestSupport"]),
         .testTarget(name: "ContentStoreTests", dependencies: ["ContentStore", "OCI", "TestSupport"]),
         .testTarget(name: "SlipwayTests", dependencies: ["Slipway", "Images", "OCI", "ContentStore", "Archive", "Registry", "TestSupport"]),

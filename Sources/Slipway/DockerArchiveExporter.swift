@@ -45,9 +45,12 @@ public struct DockerArchiveExporter: Sendable {
         let manifestBytes = Array(try JSONEncoder.sortedKeys.encode(manifest))
         let progress = self.progress
         try await runBlocking {
-            try OCISIFConverter.writeAtomically(to: output) { descriptor, temporary in
+            try writeFileAtomically(to: output) { descriptor, temporary in
                 var offset: Int64 = 0
-                var writer = TarWriter(longNameFormat: .pax) { chunk in try Self.write(chunk, to: descriptor, at: &offset, path: temporary) }
+                var writer = TarWriter(longNameFormat: .pax) { chunk in
+                    try writeAll(chunk, to: descriptor, at: offset, path: temporary)
+                    offset += Int64(chunk.count)
+                }
                 for (index, layer) in layers.enumerated() {
                     progress(.message("layer \(index + 1)/\(layers.count)"))
                     try Self.appendLayer(layer.blob, diffID: layer.diffID, to: &writer, scratch: "\(temporary).layer")
@@ -71,14 +74,19 @@ public struct DockerArchiveExporter: Sendable {
     private static func appendLayer(_ blob: String, diffID: Digest, to writer: inout TarWriter, scratch: String) throws {
         let compression = try LayerCompression.detect(Array(readPrefix(of: blob)))
         let decoded = try DecodedLayer(layerAt: blob, compression: compression, name: diffID.description)
+        let partial = PartialOutput.register(scratch)
         let descriptor = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw ConvertError.io(path: scratch, reason: String(cString: strerror(errno))) }
         defer {
             close(descriptor)
             unlink(scratch)
+            partial.end()
         }
         var size: Int64 = 0
-        while let chunk = try decoded.nextChunk() { try write(chunk, to: descriptor, at: &size, path: scratch) }
+        while let chunk = try decoded.nextChunk() {
+            try writeAll(chunk, to: descriptor, at: size, path: scratch)
+            size += Int64(chunk.count)
+        }
         let (actual, _) = try decoded.finishedDigest()
         guard actual == diffID.description else {
             throw ConvertError.invalidSource("layer \(diffID) decompresses to \(actual), not the diffID its config lists")
@@ -102,16 +110,5 @@ public struct DockerArchiveExporter: Sendable {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw ConvertError.io(path: path, reason: "cannot open the layer blob") }
         defer { try? handle.close() }
         return Array(try handle.read(upToCount: 4) ?? Data())
-    }
-
-    private static func write(_ bytes: [UInt8], to descriptor: Int32, at offset: inout Int64, path: String) throws {
-        var done = 0
-        while done < bytes.count {
-            let written = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + done, bytes.count - done, Int(offset) + done) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
-            done += written
-        }
-        offset += Int64(bytes.count)
     }
 }

@@ -81,7 +81,7 @@ public struct OCISIFConverter: Sendable {
         let options = squashfs
         try await runBlocking {
             let tree = ImageTree(overlayLower: try LayerEntries.fromDirectory(layerDirectory))
-            try Self.writeAtomically(to: path) { descriptor, temporary in
+            try writeFileAtomically(to: path) { descriptor, temporary in
                 _ = try SquashfsWriter.write(tree, to: descriptor, path: temporary, at: 0, options: options)
             }
         }
@@ -98,7 +98,7 @@ public struct OCISIFConverter: Sendable {
         let manifestDescriptor = Descriptor(mediaType: MediaType.ociManifest, digest: OCI.Digest(sha256: SHA256.hash(data: manifest)), size: Int64(manifest.count))
         let index = Array(try JSONEncoder.sortedKeys.encode(Index(manifests: [manifestDescriptor])))
         try await runBlocking {
-            try Self.writeAtomically(to: cached) { descriptor, temporary in
+            try writeFileAtomically(to: cached) { descriptor, temporary in
                 var cursor = builder.dataOffset
                 var placed: [SIFBuilder.PlacedObject] = []
                 for layer in layers {
@@ -107,7 +107,7 @@ public struct OCISIFConverter: Sendable {
                     cursor += layer.size
                 }
                 for (bytes, type) in [(config, SIFDataType.ociBlob), (manifest, .ociBlob), (index, .ociRootIndex)] {
-                    try Self.write(bytes, to: descriptor, at: cursor, path: temporary)
+                    try writeAll(bytes, to: descriptor, at: cursor, path: temporary)
                     placed.append(.oci(type, offset: cursor, size: Int64(bytes.count), digest: OCI.Digest(sha256: SHA256.hash(data: bytes)).description))
                     cursor += Int64(bytes.count)
                 }
@@ -143,34 +143,5 @@ public struct OCISIFConverter: Sendable {
             size += Int64(got)
         }
         return (OCI.Digest(sha256: hasher.finalize()), size)
-    }
-
-    /// Writes a file beside `path` through `body` and renames it into place once synced: an interrupted
-    /// conversion leaves no file under the final name.
-    static func writeAtomically(to path: String, _ body: (Int32, String) throws -> Void) throws {
-        let temporary = "\((path as NSString).deletingLastPathComponent)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        let partial = PartialOutput.register(temporary)
-        defer {
-            unlink(temporary)
-            partial.end()
-        }
-        let descriptor = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw ConvertError.io(path: temporary, reason: String(cString: strerror(errno))) }
-        do {
-            defer { close(descriptor) }
-            try body(descriptor, temporary)
-            guard fsync(descriptor) == 0 else { throw ConvertError.io(path: temporary, reason: "fsync: \(String(cString: strerror(errno)))") }
-        }
-        guard rename(temporary, path) == 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
-    }
-
-    private static func write(_ bytes: [UInt8], to descriptor: Int32, at offset: Int64, path: String) throws {
-        var done = 0
-        while done < bytes.count {
-            let written = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + done, bytes.count - done, Int(offset) + done) }
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
-            done += written
-        }
     }
 }

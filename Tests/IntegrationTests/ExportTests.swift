@@ -39,7 +39,9 @@ struct ExportTests {
             // A tree too: the same as unpack's.
             try await runChecked(slipwayBinary, ["export", "-q", "--store", scratch.sub("store"), reference, "--to", "rootfs", scratch.sub("rootfs")])
             try await runChecked(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("store"), reference, scratch.sub("unpacked")])
-            expectSameTree(try describeTree(scratch.sub("rootfs"), times: true), try describeTree(scratch.sub("unpacked"), times: true), reader: "export --to rootfs")
+            expectSameTree(
+                try await describeTreeOffThePool(scratch.sub("rootfs"), times: true), try await describeTreeOffThePool(scratch.sub("unpacked"), times: true),
+                reader: "export --to rootfs")
         }
     }
 

@@ -1,3 +1,4 @@
+import Blocking
 import CLinux
 import Foundation
 import SIF
@@ -18,7 +19,7 @@ struct NativeSIFTests {
     func pushAwkwardImage(_ registry: RegistryProcess, _ scratch: ScratchDirectory, tag: String = "v1", version: String = "1") async throws -> String {
         let base = scratch.sub("base")
         if !FileManager.default.fileExists(atPath: base) {
-            try makeAwkwardTree(base)
+            try await runBlocking { try makeAwkwardTree(base) }
             // Go's archive/tar reads a PAX record with an empty value as no record, so umoci drops an empty
             // attribute that the layer carries (and Slipway keeps); the unit tests cover empty values.
             removexattr("\(base)/a/b/large", "user.empty")
@@ -50,7 +51,7 @@ struct NativeSIFTests {
             let reference = try await pushAwkwardImage(registry, scratch)
             try await runChecked("skopeo", ["copy", "-q", "--src-tls-verify=false", "docker://\(reference)", "oci:\(scratch.sub("umoci-layout")):awkward"])
             try await runChecked("umoci", ["unpack", "--image", "\(scratch.sub("umoci-layout")):awkward", scratch.sub("bundle")])
-            let expected = try describeTree(scratch.sub("bundle/rootfs"), times: true)
+            let expected = try await describeTreeOffThePool(scratch.sub("bundle/rootfs"), times: true)
             #expect(expected["a/b/c/new"] != nil && expected["a/b/c/duplicate-1"] == nil && expected["a/duplicate-2"] == nil)
 
             let sif = scratch.sub("awkward.sif")
@@ -62,16 +63,16 @@ struct NativeSIFTests {
             try await runChecked("siftool", ["info", String(partition.id), sif])
             let offset = String(partition.offset)
 
-            func imageTree(_ root: String) throws -> [String: TreeEntry] {
-                try describeTree(root, times: true).filter { !$0.key.hasPrefix(".singularity.d") }
+            func imageTree(_ root: String) async throws -> [String: TreeEntry] {
+                try await describeTreeOffThePool(root, times: true).filter { !$0.key.hasPrefix(".singularity.d") }
             }
             try await runChecked("unsquashfs", ["-no-progress", "-o", offset, "-d", scratch.sub("unsquashfs"), sif])
-            expectSameTree(try imageTree(scratch.sub("unsquashfs")), expected, reader: "unsquashfs -d")
+            expectSameTree(try await imageTree(scratch.sub("unsquashfs")), expected, reader: "unsquashfs -d")
 
             let kernel = scratch.sub("kernel")
             try FileManager.default.createDirectory(atPath: kernel, withIntermediateDirectories: true)
             try await runChecked("mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(offset)", sif, kernel])
-            expectSameTree(try imageTree(kernel), expected, reader: "the kernel")
+            expectSameTree(try await imageTree(kernel), expected, reader: "the kernel")
             #expect(try String(contentsOfFile: "\(kernel)/.singularity.d/runscript", encoding: .utf8).hasPrefix("#!/bin/sh"))
             try await runChecked("umount", [kernel])
 
@@ -83,7 +84,7 @@ struct NativeSIFTests {
             // squashfuse 0.1.105 swaps the trusted. and security. prefixes and fails on empty values, on mksquashfs's
             // images too: its extended attributes are not compared.
             func withoutXattrs(_ tree: [String: TreeEntry]) -> [String: TreeEntry] { tree.mapValues { var entry = $0; entry.xattrs = [:]; return entry } }
-            expectSameTree(withoutXattrs(try imageTree(fuse)), withoutXattrs(expected), reader: "squashfuse")
+            expectSameTree(withoutXattrs(try await imageTree(fuse)), withoutXattrs(expected), reader: "squashfuse")
         }
     }
 

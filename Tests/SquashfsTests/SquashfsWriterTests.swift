@@ -1,3 +1,4 @@
+import Blocking
 import CLinux
 import Foundation
 import ImageTree
@@ -31,18 +32,19 @@ struct SquashfsWriterTests {
     @Test func theKernelUnsquashfsAndSquashfuseReadTheTreeAsWritten() async throws {
         let scratch = try ScratchDirectory()
         let source = scratch.sub("source")
-        try makeAwkwardTree(source)
-        let expected = try describeTree(source, times: true)
         let image = scratch.sub("image.sif")
         let offset: Int64 = 3 * 4096
-        let report = try squash(source, into: image, offset: offset)
+        let (expected, report) = try await runBlocking {
+            try makeAwkwardTree(source)
+            return (try describeTree(source, times: true), try squash(source, into: image, offset: offset))
+        }
         #expect(report.bytes % 4096 == 0)
         #expect(Int64(report.bytes) + offset == Int64(try FileManager.default.attributesOfItem(atPath: image)[.size] as! Int))
         #expect(report.data.duplicateFiles >= 1)
 
         let extracted = scratch.sub("unsquashfs")
         try await runChecked("unsquashfs", ["-no-progress", "-o", String(offset), "-d", extracted, image])
-        expectSameTree(try describeTree(extracted, times: true), expected, reader: "unsquashfs -d")
+        expectSameTree(try await describeTreeOffThePool(extracted, times: true), expected, reader: "unsquashfs -d")
         let listing = try await runChecked("unsquashfs", ["-lls", "-o", String(offset), image])
         #expect(listing.stdout.contains("squashfs-root/a/b/large"))
         #expect(listing.stdout.contains("squashfs-root/dev/big-minor"))
@@ -51,7 +53,7 @@ struct SquashfsWriterTests {
         try FileManager.default.createDirectory(atPath: kernel, withIntermediateDirectories: true)
         try await runChecked("mount", ["-t", "squashfs", "-o", "loop,ro,offset=\(offset)", image, kernel])
         do {
-            expectSameTree(try describeTree(kernel, times: true), expected, reader: "the kernel")
+            expectSameTree(try await describeTreeOffThePool(kernel, times: true), expected, reader: "the kernel")
             // A name deep in the 10,000-entry listing, looked up directly (through the directory index).
             #expect(FileManager.default.fileExists(atPath: "\(kernel)/many/entry-09999-\(String(repeating: "n", count: 20))"))
             #expect(!FileManager.default.fileExists(atPath: "\(kernel)/many/entry-10000-\(String(repeating: "n", count: 20))"))
@@ -65,54 +67,59 @@ struct SquashfsWriterTests {
         // squashfuse 0.1.105 swaps the trusted. and security. prefixes and fails on empty values, on mksquashfs's
         // images too: its extended attributes are not compared.
         func withoutXattrs(_ tree: [String: TreeEntry]) -> [String: TreeEntry] { tree.mapValues { var entry = $0; entry.xattrs = [:]; return entry } }
-        expectSameTree(withoutXattrs(try describeTree(fuse, times: true)), withoutXattrs(expected), reader: "squashfuse")
+        expectSameTree(withoutXattrs(try await describeTreeOffThePool(fuse, times: true)), withoutXattrs(expected), reader: "squashfuse")
         try await runChecked("fusermount3", ["-u", fuse])
     }
 
-    @Test func theSameTreeGivesTheSameBytesWhateverTheNumberOfThreads() throws {
+    @Test func theSameTreeGivesTheSameBytesWhateverTheNumberOfThreads() async throws {
         let scratch = try ScratchDirectory()
-        let source = scratch.sub("source")
-        try makeAwkwardTree(source)
-        var one = SquashfsWriter.Options()
-        one.workers = 1
-        one.modificationTime = 1_700_000_000
-        var three = one
-        three.workers = 3
-        _ = try squash(source, into: scratch.sub("one.img"), options: one)
-        _ = try squash(source, into: scratch.sub("three.img"), options: three)
-        let first = try Data(contentsOf: URL(fileURLWithPath: scratch.sub("one.img")))
-        #expect(first == (try Data(contentsOf: URL(fileURLWithPath: scratch.sub("three.img")))))
+        let (first, second) = try await runBlocking {
+            let source = scratch.sub("source")
+            try makeAwkwardTree(source)
+            var one = SquashfsWriter.Options()
+            one.workers = 1
+            one.modificationTime = 1_700_000_000
+            var three = one
+            three.workers = 3
+            _ = try squash(source, into: scratch.sub("one.img"), options: one)
+            _ = try squash(source, into: scratch.sub("three.img"), options: three)
+            return (try Data(contentsOf: URL(fileURLWithPath: scratch.sub("one.img"))), try Data(contentsOf: URL(fileURLWithPath: scratch.sub("three.img"))))
+        }
+        #expect(first == second)
         #expect(first.prefix(4) == Data("hsqs".utf8))
     }
 
     @Test func aNewVersionCopiesTheBlocksOfEveryFileItSharesAndComesOutTheSame() async throws {
         let scratch = try ScratchDirectory()
-        let base = scratch.sub("base")
-        try makeAwkwardTree(base)
-        let patch = scratch.sub("patch")
-        try FileManager.default.createDirectory(atPath: "\(patch)/a/b", withIntermediateDirectories: true)
-        try Data("v2\n".utf8).write(to: URL(fileURLWithPath: "\(patch)/version.txt"))
-        try Data((0..<(2 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }).write(to: URL(fileURLWithPath: "\(patch)/a/b/new-large"))
         var options = SquashfsWriter.Options()
         options.modificationTime = 1_700_000_000
-        let first = try squash(base, into: scratch.sub("v1.img"), options: options)
+        let settings = options.settings
+        let (first, second, sameBytes) = try await runBlocking { [options] in
+            let base = scratch.sub("base")
+            try makeAwkwardTree(base)
+            let patch = scratch.sub("patch")
+            try FileManager.default.createDirectory(atPath: "\(patch)/a/b", withIntermediateDirectories: true)
+            try Data("v2\n".utf8).write(to: URL(fileURLWithPath: "\(patch)/version.txt"))
+            try Data((0..<(2 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }).write(to: URL(fileURLWithPath: "\(patch)/a/b/new-large"))
+            let first = try squash(base, into: scratch.sub("v1.img"), options: options)
+            let v2 = ImageTree(layers: [try LayerEntries.fromDirectory(base), try LayerEntries.fromDirectory(patch)])
+            let reuse = ReusableBlocks(candidates: [(scratch.sub("v1.img"), first.index)], settings: options.settings)
+            let second = try squash(v2, into: scratch.sub("v2.img"), options: options, reuse: reuse)
+            _ = try squash(v2, into: scratch.sub("v2-fresh.img"), options: options)
+            let sameBytes = try Data(contentsOf: URL(fileURLWithPath: scratch.sub("v2.img"))) == Data(contentsOf: URL(fileURLWithPath: scratch.sub("v2-fresh.img")))
+            return (first, second, sameBytes)
+        }
         #expect(first.data.blocksReused == 0)
-
-        let v2 = ImageTree(layers: [try LayerEntries.fromDirectory(base), try LayerEntries.fromDirectory(patch)])
-        let reuse = ReusableBlocks(candidates: [(scratch.sub("v1.img"), first.index)], settings: options.settings)
-        let second = try squash(v2, into: scratch.sub("v2.img"), options: options, reuse: reuse)
         // Only the new file's 16 blocks and the fragment blocks around the new tails are compressed again.
         #expect(second.data.blocksCompressed == 16)
         #expect(second.data.blocksReused == first.data.blocksCompressed)
         #expect(second.data.fragmentsCompressed <= 3)
         #expect(second.data.fragmentsReused >= first.data.fragmentsCompressed - 2)
-
-        _ = try squash(v2, into: scratch.sub("v2-fresh.img"), options: options)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.sub("v2.img"))) == (try Data(contentsOf: URL(fileURLWithPath: scratch.sub("v2-fresh.img")))))
+        #expect(sameBytes)
 
         // An index whose file was truncated is not used: compression instead of wrong bytes.
         truncate(scratch.sub("v1.img"), 4096)
-        let damaged = ReusableBlocks(candidates: [(scratch.sub("v1.img"), first.index)], settings: options.settings)
+        let damaged = ReusableBlocks(candidates: [(scratch.sub("v1.img"), first.index)], settings: settings)
         #expect(damaged.sources.isEmpty)
         let other = ReusableBlocks(candidates: [(scratch.sub("v2.img"), second.index)], settings: "zlib level 6")
         #expect(other.sources.isEmpty)

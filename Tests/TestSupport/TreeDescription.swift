@@ -1,3 +1,4 @@
+import Blocking
 import CLinux
 import Crypto
 import Foundation
@@ -26,6 +27,12 @@ public struct TreeEntry: Equatable, CustomStringConvertible, Sendable {
         "\(type) \(String(mode, radix: 8)) \(uid):\(gid) \(size) \(contentHash.prefix(12)) ->\(linkTarget) n=\(links) \(xattrs)"
             + (mtime.map { " t=\($0)" } ?? "")
     }
+}
+
+/// `describeTree` on a thread of its own: it reads and hashes every file, which must not hold up the cooperative
+/// pool other tests' servers run on.
+public func describeTreeOffThePool(_ root: String, times: Bool = false) async throws -> [String: TreeEntry] {
+    try await runBlocking { try describeTree(root, times: times) }
 }
 
 /// Every path under `root` (not `root` itself) as a tree comparison sees it; with `times`, modification times too.

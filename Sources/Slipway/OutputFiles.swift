@@ -1,7 +1,10 @@
+/// Writing the files conversions and exports produce: atomically, and with the kernel copying what it can.
 #if canImport(Glibc)
 import Glibc
 #endif
 import CLinux
+import ContentStore
+import Foundation
 
 /// Copies `size` bytes of `file` into `descriptor` at `offset` with copy_file_range, so the kernel moves them
 /// (without a round trip through user space, and as a reflink where the filesystem shares extents).
@@ -50,4 +53,34 @@ private func copyThroughMemory(_ source: Int32, from sourceOffset: Int, to descr
         }
         done += got
     }
+}
+
+/// Writes all of `bytes` at `offset`.
+func writeAll(_ bytes: [UInt8], to descriptor: Int32, at offset: Int64, path: String) throws {
+    var done = 0
+    while done < bytes.count {
+        let written = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + done, bytes.count - done, Int(offset) + done) }
+        if written < 0, errno == EINTR { continue }
+        guard written > 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
+        done += written
+    }
+}
+
+/// Writes a file beside `path` through `body` and renames it into place once synced: an interrupted
+/// conversion leaves no file under the final name.
+func writeFileAtomically(to path: String, _ body: (Int32, String) throws -> Void) throws {
+    let temporary = "\((path as NSString).deletingLastPathComponent)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    let partial = PartialOutput.register(temporary)
+    defer {
+        unlink(temporary)
+        partial.end()
+    }
+    let descriptor = open(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard descriptor >= 0 else { throw ConvertError.io(path: temporary, reason: String(cString: strerror(errno))) }
+    do {
+        defer { close(descriptor) }
+        try body(descriptor, temporary)
+        guard fsync(descriptor) == 0 else { throw ConvertError.io(path: temporary, reason: "fsync: \(String(cString: strerror(errno)))") }
+    }
+    guard rename(temporary, path) == 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
 }

@@ -109,7 +109,7 @@ public final class EStargzWriter {
     /// Converts the whole tar read by `reader`. Call once per writer.
     public func convert(_ reader: TarReader) throws -> EStargzResult {
         precondition(compressor == nil && entries.isEmpty, "EStargzWriter.convert called twice")
-        let compressor = ParallelMemberCompressor(level: options.compressionLevel, workers: options.workers)
+        let compressor = try ParallelMemberCompressor(level: options.compressionLevel, workers: options.workers)
         self.compressor = compressor
         defer { compressor.shutdown() }
 

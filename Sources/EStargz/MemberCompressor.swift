@@ -1,3 +1,4 @@
+import Blocking
 import CDeflate
 import Crypto
 import Foundation
@@ -6,8 +7,8 @@ import OCI
 /// gzip members waiting to be compressed together. Batching keeps the per-member hand-off cost small when a
 /// layer is thousands of tiny files, while a 4 MiB chunk fills a batch on its own.
 final class MemberBatch: @unchecked Sendable {
-    // Filled by the writer thread before submission, then owned by one worker until `done`, then read by the
-    // writer again; `ParallelMemberCompressor.condition` orders those hand-offs.
+    // Filled by the writer thread before submission, then owned by one worker until it is handed back, then read
+    // by the writer again; `OrderedWorkers` orders those hand-offs.
     var members: [[UInt8]] = []
     /// Leading bytes of each member that are one chunk of file payload (0 for a member of tar headers only).
     var payloadLengths: [Int] = []
@@ -16,7 +17,6 @@ final class MemberBatch: @unchecked Sendable {
     /// sha256 of each member's payload bytes (nil when it has none).
     var payloadDigests: [OCI.Digest?] = []
     var failure: Error?
-    var done = false
 
     func add(_ member: [UInt8], payloadLength: Int) {
         members.append(member)
@@ -27,57 +27,30 @@ final class MemberBatch: @unchecked Sendable {
     var isFull: Bool { byteCount >= 1 << 20 || members.count >= 512 }
 }
 
+/// One libdeflate compressor writing gzip members, owned by one thread.
+final class GzipMemberCompressor {
+    let handle: OpaquePointer
+
+    init(level: Int) throws {
+        guard let handle = libdeflate_alloc_compressor(Int32(level)) else {
+            throw EStargzError.invalidInput("libdeflate cannot allocate a level \(level) compressor")
+        }
+        self.handle = handle
+    }
+
+    deinit { libdeflate_free_compressor(handle) }
+}
+
 /// Compresses gzip members with libdeflate on worker threads and gives batches back in submission order, so one
 /// conversion uses every core while the blob stays byte-for-byte what a sequential writer would produce.
-final class ParallelMemberCompressor: @unchecked Sendable {
-    // `queue`, `stopping` and every batch's `done`/results are guarded by `condition`; `pending` is touched by the
-    // submitting thread only.
-    private let condition = NSCondition()
-    private var queue: [MemberBatch] = []
-    private var stopping = false
-    private var pending: [MemberBatch] = []
-    private var pendingHead = 0
-    private let maxPending: Int
-    private var workersRunning = 0
+final class ParallelMemberCompressor {
+    private let workers: OrderedWorkers<GzipMemberCompressor, MemberBatch>
 
-    init(level: Int, workers: Int) {
-        maxPending = workers * 2 + 1
-        for _ in 0..<workers { start(level: level) }
+    init(level: Int, workers: Int) throws {
+        self.workers = try OrderedWorkers(workers: workers, name: "estargz-deflate") { try GzipMemberCompressor(level: level) }
     }
 
-    private func start(level: Int) {
-        workersRunning += 1
-        let thread = Thread { [self] in
-            let compressor = libdeflate_alloc_compressor(Int32(level))
-            defer { if let compressor { libdeflate_free_compressor(compressor) } }
-            while let batch = nextJob() {
-                if let compressor {
-                    Self.compress(batch, with: compressor)
-                } else {
-                    batch.failure = EStargzError.invalidInput("libdeflate cannot allocate a level \(level) compressor")
-                }
-                condition.lock()
-                batch.done = true
-                condition.broadcast()
-                condition.unlock()
-            }
-            condition.lock()
-            workersRunning -= 1
-            condition.broadcast()
-            condition.unlock()
-        }
-        thread.name = "estargz-deflate"
-        thread.start()
-    }
-
-    private func nextJob() -> MemberBatch? {
-        condition.lock()
-        defer { condition.unlock() }
-        while queue.isEmpty && !stopping { condition.wait() }
-        return queue.isEmpty ? nil : queue.removeFirst()
-    }
-
-    private static func compress(_ batch: MemberBatch, with compressor: OpaquePointer) {
+    private static func compress(_ batch: MemberBatch, with compressor: OpaquePointer) -> MemberBatch {
         batch.compressed.reserveCapacity(batch.members.count)
         for (member, payload) in zip(batch.members, batch.payloadLengths) {
             let bound = libdeflate_gzip_compress_bound(compressor, member.count)
@@ -88,55 +61,31 @@ final class ParallelMemberCompressor: @unchecked Sendable {
             }
             guard !output.isEmpty else {
                 batch.failure = EStargzError.invalidInput("libdeflate could not compress a member of \(member.count) bytes")
-                return
+                return batch
             }
             batch.compressed.append(output)
             batch.payloadDigests.append(
                 payload == 0 ? nil : member.withUnsafeBytes { OCI.Digest(sha256: SHA256.hash(data: UnsafeRawBufferPointer(rebasing: $0[..<payload]))) })
         }
         batch.members = []
+        return batch
     }
 
     /// Queues `batch`; hands every batch finished in order to `emit`, waiting when too many are outstanding.
     func submit(_ batch: MemberBatch, emit: (MemberBatch) throws -> Void) throws {
-        condition.lock()
-        queue.append(batch)
-        condition.signal()
-        condition.unlock()
-        pending.append(batch)
-        try drain(waitingWhileAbove: maxPending, emit: emit)
+        try workers.submit({ compressor in Self.compress(batch, with: compressor.handle) }, emit: { try Self.checked($0, emit) })
     }
 
     /// Waits for every queued batch and emits it.
     func finish(emit: (MemberBatch) throws -> Void) throws {
-        try drain(waitingWhileAbove: 0, emit: emit)
+        try workers.finish(emit: { try Self.checked($0, emit) })
     }
 
-    private func drain(waitingWhileAbove limit: Int, emit: (MemberBatch) throws -> Void) throws {
-        while pendingHead < pending.count {
-            let head = pending[pendingHead]
-            condition.lock()
-            while !head.done && pending.count - pendingHead > limit { condition.wait() }
-            let ready = head.done
-            condition.unlock()
-            guard ready else { return }
-            pendingHead += 1
-            if pendingHead > 64 {
-                pending.removeFirst(pendingHead)
-                pendingHead = 0
-            }
-            if let failure = head.failure { throw failure }
-            try emit(head)
-        }
+    private static func checked(_ batch: MemberBatch, _ emit: (MemberBatch) throws -> Void) throws {
+        if let failure = batch.failure { throw failure }
+        try emit(batch)
     }
 
     /// Stops the workers once they are idle; pending batches are dropped. Call exactly once.
-    func shutdown() {
-        condition.lock()
-        stopping = true
-        queue.removeAll()
-        condition.broadcast()
-        while workersRunning > 0 { condition.wait() }
-        condition.unlock()
-    }
+    func shutdown() { workers.stop() }
 }

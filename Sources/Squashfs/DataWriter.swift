@@ -1,3 +1,4 @@
+import Blocking
 import Crypto
 
 /// Where one file's bytes went: its full blocks from `start`, its tail in a fragment.
@@ -44,7 +45,7 @@ final class DataWriter {
     private let blockSize: Int
     private let output: OutputFile
     private let reuse: ReusableBlocks?
-    private let compression: OrderedCompression<Emission>
+    private let compression: OrderedWorkers<ZlibBlockCompressor, Emission>
     private(set) var layouts: [FileLayout] = []
     private(set) var fragments: [(start: UInt64, size: UInt32)] = []
     var statistics = DataStatistics()
@@ -66,7 +67,7 @@ final class DataWriter {
         self.output = output
         self.reuse = reuse
         self.index = BlockIndex(settings: settings)
-        compression = try OrderedCompression(workers: workers, level: level)
+        compression = try OrderedWorkers(workers: workers, name: "squashfs-deflate") { () throws(SquashfsError) in try ZlibBlockCompressor(level: level) }
     }
 
     func stop() { compression.stop() }

@@ -1,15 +1,15 @@
 import Foundation
 
-/// Work done on compression threads (each with its own libdeflate compressor) and handed back in submission
-/// order, so a squashfs is compressed on every core while its bytes stay what one thread would write.
-/// At most `2 × workers + 1` items are outstanding, which bounds the memory one conversion holds. The threads
-/// run until `stop()`, which the owner must call.
-final class OrderedCompression<Output>: @unchecked Sendable {
+/// CPU-bound work done on threads of its own (each with its own `State`, e.g. a compressor), handed back in
+/// submission order: a format writer uses every core while its bytes stay what one thread would write. At most
+/// `2 × workers + 1` items are outstanding, which bounds the memory a writer holds. The submitting thread blocks
+/// while the queue is full, so it must not be a thread of Swift's cooperative pool.
+package final class OrderedWorkers<State, Output>: @unchecked Sendable {
     private final class Item: @unchecked Sendable {
-        let work: (ZlibBlockCompressor) -> Output
+        let work: (State) -> Output
         var output: Output?
 
-        init(work: @escaping (ZlibBlockCompressor) -> Output) { self.work = work }
+        init(work: @escaping (State) -> Output) { self.work = work }
     }
 
     // `queue`, `stopping`, `running` and every item's `output` are guarded by `condition`; `pending` belongs to the
@@ -23,17 +23,20 @@ final class OrderedCompression<Output>: @unchecked Sendable {
     private var pendingHead = 0
     private let maxPending: Int
 
-    init(workers: Int, level: Int) throws(SquashfsError) {
-        maxPending = workers * 2 + 1
-        // Compressors are made here so that a bad level fails the call rather than a thread.
-        for _ in 0..<max(1, workers) { start(try ZlibBlockCompressor(level: level)) }
+    /// Starts `workers` threads named `name`, each with a state `makeState` makes here, so that a state that
+    /// cannot be made fails the call rather than a thread. Call `stop()` when done: the threads run until then.
+    package init<E: Error>(workers: Int, name: String, makeState: () throws(E) -> State) throws(E) {
+        maxPending = max(1, workers) * 2 + 1
+        let states = try (0..<max(1, workers)).map { _ throws(E) in try makeState() }
+        for state in states { start(state, name: name) }
     }
 
-    private func start(_ compressor: ZlibBlockCompressor) {
+    private func start(_ state: State, name: String) {
         running += 1
+        let box = StateBox(state)
         let thread = Thread { [self] in
             while let item = next() {
-                let output = item.work(compressor)
+                let output = item.work(box.state)
                 condition.lock()
                 item.output = output
                 condition.broadcast()
@@ -44,7 +47,7 @@ final class OrderedCompression<Output>: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
         }
-        thread.name = "squashfs-deflate"
+        thread.name = name
         thread.start()
     }
 
@@ -64,7 +67,7 @@ final class OrderedCompression<Output>: @unchecked Sendable {
 
     /// Queues `work`; hands every finished output, in submission order, to `emit`, waiting while too many are
     /// outstanding.
-    func submit<E: Error>(_ work: @escaping (ZlibBlockCompressor) -> Output, emit: (Output) throws(E) -> Void) throws(E) {
+    package func submit<E: Error>(_ work: @escaping (State) -> Output, emit: (Output) throws(E) -> Void) throws(E) {
         let item = Item(work: work)
         condition.lock()
         queue.append(item)
@@ -74,9 +77,8 @@ final class OrderedCompression<Output>: @unchecked Sendable {
         try drain(whileAbove: maxPending, emit: emit)
     }
 
-    /// Queues an output that needs no work (blocks copied from an earlier image) behind what is already queued,
-    /// without waking a thread.
-    func submit<E: Error>(ready output: Output, emit: (Output) throws(E) -> Void) throws(E) {
+    /// Queues an output that needs no work behind what is already queued, without waking a thread.
+    package func submit<E: Error>(ready output: Output, emit: (Output) throws(E) -> Void) throws(E) {
         let item = Item(work: { _ in output })
         item.output = output
         pending.append(item)
@@ -84,7 +86,7 @@ final class OrderedCompression<Output>: @unchecked Sendable {
     }
 
     /// Waits for everything submitted and emits it.
-    func finish<E: Error>(emit: (Output) throws(E) -> Void) throws(E) {
+    package func finish<E: Error>(emit: (Output) throws(E) -> Void) throws(E) {
         try drain(whileAbove: 0, emit: emit)
     }
 
@@ -105,13 +107,20 @@ final class OrderedCompression<Output>: @unchecked Sendable {
         }
     }
 
-    /// Lets the threads end once the queue is empty; an abandoned queue is dropped.
-    func stop() {
+    /// Drops what is still queued and waits for the threads to end (each finishes the item it is on).
+    package func stop() {
         condition.lock()
         stopping = true
         queue.removeAll()
         queueHead = 0
         condition.broadcast()
+        while running > 0 { condition.wait() }
         condition.unlock()
     }
+}
+
+/// Hands a worker's state to its thread: it is only ever touched there.
+private final class StateBox<State>: @unchecked Sendable {
+    let state: State
+    init(_ state: State) { self.state = state }
 }

@@ -102,7 +102,7 @@ public struct SIFConverter: Sendable {
             partial.end()
         }
         let layerDirectories = image.layers.map { store.layerDirectory($0.diffID) }
-        let layers = try await Self.entries(of: layerDirectories)
+        let layers = try await runBlocking { try layerDirectories.map { try LayerEntries.fromDirectory($0) } }
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
         builder.addObject(.definitionFile, name: "", bytes: Array("bootstrap: docker\nfrom: \(reference)\n".utf8))
         let containerConfig = image.config.config ?? ImageConfig.ContainerConfig()
@@ -147,9 +147,8 @@ public struct SIFConverter: Sendable {
         // Overlay attributes steer the kernel's overlayfs, and Apptainer mounts the partition under one.
         options.keepXattr = { !$0.hasPrefix("trusted.overlay.") && !$0.hasPrefix("user.overlay.") }
         options.immutableSources = "\(store.root)/layers/"
-        let candidates = recentBlockIndexes()
-        return try await runBlocking { [options] in
-            let reuse = ReusableBlocks(candidates: candidates, settings: options.settings)
+        return try await runBlocking { [options, self] in
+            let reuse = ReusableBlocks(candidates: recentBlockIndexes(), settings: options.settings)
             let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
             guard descriptor >= 0 else { throw SquashfsImage.Failure(description: "\(path): \(String(cString: strerror(errno)))") }
             defer { close(descriptor) }
@@ -172,19 +171,6 @@ public struct SIFConverter: Sendable {
         return found.sorted { $0.modified > $1.modified }.prefix(reuseCandidates).compactMap { candidate in
             guard let bytes = FileManager.default.contents(atPath: candidate.index), let index = BlockIndex.decode(Array(bytes)) else { return nil }
             return (candidate.file, index)
-        }
-    }
-
-    /// The entries of each layer directory, each walked on a thread of its own: with a cold inode cache the walk
-    /// waits on the disk, which answers several at once.
-    private static func entries(of directories: [String]) async throws -> [[LayerEntry]] {
-        try await withThrowingTaskGroup(of: (Int, [LayerEntry]).self) { group in
-            for (index, directory) in directories.enumerated() {
-                group.addTask { (index, try await runBlocking { try LayerEntries.fromDirectory(directory) }) }
-            }
-            var layers = [[LayerEntry]](repeating: [], count: directories.count)
-            for try await (index, entries) in group { layers[index] = entries }
-            return layers
         }
     }
 

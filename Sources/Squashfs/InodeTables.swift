@@ -7,7 +7,6 @@ struct InodeTables {
     private let layouts: [FileLayout]
     /// Per regular-file inode, the index of its layout.
     private let layoutOf: [UInt64: Int]
-    private let blockSize: Int
     private let keepXattr: (String) -> Bool
     var inodes: MetadataStream
     var directories: MetadataStream
@@ -28,13 +27,12 @@ struct InodeTables {
     }
 
     init(
-        walk: TreeWalk, layouts: [FileLayout], layoutOf: [UInt64: Int], blockSize: Int, compressor: ZlibBlockCompressor,
+        walk: TreeWalk, layouts: [FileLayout], layoutOf: [UInt64: Int], compressor: ZlibBlockCompressor,
         keepXattr: @escaping (String) -> Bool
     ) throws(SquashfsError) {
         self.walk = walk
         self.layouts = layouts
         self.layoutOf = layoutOf
-        self.blockSize = blockSize
         self.keepXattr = keepXattr
         inodes = MetadataStream(compressor: compressor)
         directories = MetadataStream(compressor: compressor)

@@ -96,8 +96,8 @@ public enum SquashfsWriter {
 
         let compressor = try ZlibBlockCompressor(level: options.level)
         var tables = try InodeTables(
-            walk: walk, layouts: data.layouts, layoutOf: Dictionary(uniqueKeysWithValues: zip(fileInodes, layoutIndices)),
-            blockSize: options.blockSize, compressor: compressor, keepXattr: options.keepXattr)
+            walk: walk, layouts: data.layouts, layoutOf: Dictionary(uniqueKeysWithValues: zip(fileInodes, layoutIndices)), compressor: compressor,
+            keepXattr: options.keepXattr)
 
         var superblock = Superblock(blockSize: options.blockSize, modificationTime: options.modificationTime)
         superblock.inodeCount = UInt32(walk.order.count)

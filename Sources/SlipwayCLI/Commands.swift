@@ -49,7 +49,6 @@ struct Copy: AsyncParsableCommand {
     @Argument(help: "Destination: a registry reference or oci:PATH[:NAME].") var destination: String
     @Option(name: .long, help: "Upload blobs in chunks of this many bytes (PATCH) instead of one request.") var chunkSize: Int64?
     @Option(name: .long, help: "Credentials USER:PASSWORD for the destination registry (--creds is for the source).") var destCreds: String?
-    @Option(name: .long, help: "What builds a SIF's squashfs: native or mksquashfs.") var squashfsTool: String = "native"
 
     func validate() throws {
         if let destCreds, !destCreds.contains(":") { throw ValidationError("--dest-creds takes USER:PASSWORD") }

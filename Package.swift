@@ -88,7 +88,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "ImageTree", dependencies: ["EStargz", "CLinux"]),
+        .target(name: "ImageTree", dependencies: ["EStargz", "CLinux", .product(name: "Crypto", package: "swift-crypto")]),
         // Seekable indexes over ordinary gzip layers: built in one pass over a layer, read from the middle with Range.
         .target(
             name: "GzipIndex",
@@ -179,7 +179,7 @@ let package = Package(
         .testTarget(name: "EStargzTests", dependencies: ["EStargz", "Archive", "OCI", "TestSupport"]),
         .testTarget(name: "LazyFSTests", dependencies: ["LazyFS", "ImageTree", "OCI", "TestSupport"]),
         .testTarget(name: "GzipIndexTests", dependencies: ["GzipIndex", "EStargz", "Archive", "OCI", "TestSupport"]),
-        .testTarget(name: "ImageTreeTests", dependencies: ["ImageTree", "OCI", "TestSupport"]),
+        .testTarget(name: "ImageTreeTests", dependencies: ["ImageTree", "OCI", "Blocking", "TestSupport"]),
         .testTarget(
             name: "SnapshotterTests",
             dependencies: ["Snapshotter", "ContentStore", "OCI", "TestSupport"]

@@ -96,12 +96,15 @@ extension ContentStore {
                     if suffix == ".sif" { report.removedSIFs += 1 }
                 }
             }
-            let layerImages = "\(root)/squashfs-layers/\(algorithm.rawValue)"
-            for name in (try? fileManager.contentsOfDirectory(atPath: layerImages)) ?? [] {
-                let hex = name.hasSuffix(".sqfs") ? String(name.dropLast(5)) : name
-                if let digest = try? Digest(algorithm: algorithm, hex: hex), liveLayers.contains(digest) { continue }
-                report.freedBytes += remove("\(layerImages)/\(name)", dryRun: dryRun)
-                if name.hasPrefix(".tmp-") { report.removedPartials += 1 }
+            // What is kept per layer beside its directory (squashfs images for OCI-SIFs, entry listings) goes with it.
+            for (kind, suffix) in [("squashfs-layers", ".sqfs"), ("layer-entries", "")] {
+                let directory = "\(root)/\(kind)/\(algorithm.rawValue)"
+                for name in (try? fileManager.contentsOfDirectory(atPath: directory)) ?? [] {
+                    let hex = name.hasSuffix(suffix) ? String(name.dropLast(suffix.count)) : name
+                    if let digest = try? Digest(algorithm: algorithm, hex: hex), liveLayers.contains(digest) { continue }
+                    report.freedBytes += remove("\(directory)/\(name)", dryRun: dryRun)
+                    if name.hasPrefix(".tmp-") { report.removedPartials += 1 }
+                }
             }
             let layers = "\(root)/layers/\(algorithm.rawValue)"
             for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {

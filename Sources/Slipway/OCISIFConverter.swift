@@ -77,10 +77,9 @@ public struct OCISIFConverter: Sendable {
         let path = "\(directory)/\(diffID.hex).sqfs"
         if FileManager.default.fileExists(atPath: path) { return (path, false) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let layerDirectory = store.layerDirectory(diffID)
         let options = squashfs
-        try await runBlocking {
-            let tree = ImageTree(overlayLower: try LayerEntries.fromDirectory(layerDirectory))
+        try await runBlocking { [store] in
+            let tree = ImageTree(overlayLower: try LayerEntryCache(store: store).entries(of: diffID))
             try writeFileAtomically(to: path) { descriptor, temporary in
                 _ = try SquashfsWriter.write(tree, to: descriptor, path: temporary, at: 0, options: options)
             }

@@ -101,8 +101,8 @@ public struct SIFConverter: Sendable {
             unlink(temporary)
             partial.end()
         }
-        let layerDirectories = image.layers.map { store.layerDirectory($0.diffID) }
-        let layers = try await runBlocking { try layerDirectories.map { try LayerEntries.fromDirectory($0) } }
+        let diffIDs = image.layers.map(\.diffID)
+        let layers = try await runBlocking { [store] in try diffIDs.map { try LayerEntryCache(store: store).entries(of: $0) } }
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
         builder.addObject(.definitionFile, name: "", bytes: Array("bootstrap: docker\nfrom: \(reference)\n".utf8))
         let containerConfig = image.config.config ?? ImageConfig.ContainerConfig()

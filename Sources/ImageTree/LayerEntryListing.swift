@@ -60,7 +60,7 @@ public enum LayerEntryListing {
         guard bytes.count >= magic.count + 8 + 32, Array(bytes[..<magic.count]) == magic else { return nil }
         let body = Array(bytes[..<(bytes.count - 32)])
         guard Array(SHA256.hash(data: body)) == Array(bytes[(bytes.count - 32)...]) else { return nil }
-        var reader = Reader(bytes: body, position: magic.count)
+        var reader = LittleEndianReader(bytes: body, position: magic.count)
         guard let count = reader.u64(), count <= maxEntries else { return nil }
         var entries: [LayerEntry] = []
         entries.reserveCapacity(Int(count))
@@ -104,43 +104,5 @@ public enum LayerEntryListing {
                     content: content))
         }
         return reader.position == body.count ? entries : nil
-    }
-
-    private struct Reader {
-        let bytes: [UInt8]
-        var position: Int
-
-        mutating func bytes(_ count: Int) -> [UInt8]? {
-            guard count >= 0, count <= bytes.count - position else { return nil }
-            defer { position += count }
-            return Array(bytes[position..<position + count])
-        }
-
-        mutating func u8() -> UInt8? { bytes(1)?.first }
-
-        mutating func u32() -> UInt32? {
-            bytes(4).map { $0.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * $1.offset) } }
-        }
-
-        mutating func u64() -> UInt64? {
-            bytes(8).map { $0.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
-        }
-
-        mutating func string() -> String? {
-            guard let length = u32(), let raw = bytes(Int(length)) else { return nil }
-            return String(decoding: raw, as: UTF8.self)
-        }
-    }
-}
-
-extension [UInt8] {
-    fileprivate mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
-    }
-
-    fileprivate mutating func appendString(_ text: String) {
-        let bytes = Array(text.utf8)
-        appendLE(UInt32(bytes.count))
-        self += bytes
     }
 }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ImageTree
 
 #if canImport(Glibc)
 import Glibc
@@ -179,26 +180,5 @@ public final class ReusableBlocks: @unchecked Sendable {
     func fragment(_ key: ContentKey) -> (Source, BlockIndex.FragmentRun)? {
         for source in sources { if let run = source.index.fragments[key] { return (source, run) } }
         return nil
-    }
-}
-
-struct LittleEndianReader {
-    let bytes: [UInt8]
-    var position: Int
-
-    mutating func bytes(_ count: Int) -> [UInt8]? {
-        guard count >= 0, count <= bytes.count - position else { return nil }
-        defer { position += count }
-        return Array(bytes[position..<position + count])
-    }
-
-    mutating func u32() -> UInt32? {
-        guard let raw = bytes(4) else { return nil }
-        return raw.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * $1.offset) }
-    }
-
-    mutating func u64() -> UInt64? {
-        guard let raw = bytes(8) else { return nil }
-        return raw.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) }
     }
 }

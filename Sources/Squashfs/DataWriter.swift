@@ -1,5 +1,6 @@
 import Blocking
 import Crypto
+import ImageTree
 
 /// Where one file's bytes went: its full blocks from `start`, its tail in a fragment.
 struct FileLayout {

@@ -1,3 +1,5 @@
+import ImageTree
+
 /// A squashfs metadata table being written: records appended back to back, cut into 8 KiB blocks, each stored
 /// behind a 16-bit header (compressed unless that would not make it smaller). A record's reference is the
 /// on-disk offset of its block from the table's start, shifted left 16, ORed with its offset in the block.

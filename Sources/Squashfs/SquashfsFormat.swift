@@ -34,15 +34,3 @@ enum SquashfsFormat {
     /// Extended attribute name prefixes squashfs can store, by their type number.
     static let xattrPrefixes: [(prefix: String, type: UInt16)] = [("user.", 0), ("trusted.", 1), ("security.", 2)]
 }
-
-extension Array where Element == UInt8 {
-    mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
-    }
-
-    mutating func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { bytes in
-            for (index, byte) in bytes.enumerated() { self[offset + index] = byte }
-        }
-    }
-}

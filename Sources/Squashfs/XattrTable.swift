@@ -1,3 +1,5 @@
+import ImageTree
+
 /// The extended attributes of a squashfs: each distinct set of name/value pairs written once in the key/value
 /// stream and given an id, which inodes store.
 struct XattrTable {

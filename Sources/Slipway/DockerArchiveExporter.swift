@@ -35,80 +35,92 @@ public struct DockerArchiveExporter: Sendable {
         var Layers: [String]
     }
 
-    /// Writes the archive of `image` (its blobs already in the store) to `output`, named `repoTag` inside when
-    /// given; the file appears complete or not at all.
+    /// Writes the archive of `image` to `output`, named `repoTag` inside when given; the file appears complete or
+    /// not at all.
     public func export(_ image: ResolvedImage, repoTag: String?, to output: String) async throws -> Report {
         let started = ContinuousClock.now
-        let layers = image.layers.map { (blob: store.blobPath($0.descriptor.digest), diffID: $0.diffID) }
         let configName = "\(image.manifest.config.digest.hex).json"
-        let manifest = [ArchiveManifest(Config: configName, RepoTags: repoTag.map { [$0] } ?? [], Layers: layers.map { "\($0.diffID.hex)/layer.tar" })]
+        let manifest = [
+            ArchiveManifest(Config: configName, RepoTags: repoTag.map { [$0] } ?? [], Layers: image.layers.map { "\($0.diffID.hex)/layer.tar" })
+        ]
         let manifestBytes = Array(try JSONEncoder.sortedKeys.encode(manifest))
-        let progress = self.progress
-        try await runBlocking {
-            try writeFileAtomically(to: output) { descriptor, temporary in
-                var offset: Int64 = 0
-                var writer = TarWriter(longNameFormat: .pax) { chunk in
-                    try writeAll(chunk, to: descriptor, at: offset, path: temporary)
-                    offset += Int64(chunk.count)
+        try await writeFileAtomically(to: output) { descriptor, temporary in
+            let archive = ArchiveFile(descriptor: descriptor, path: temporary)
+            for (index, layer) in image.layers.enumerated() {
+                progress(.message("layer \(index + 1)/\(image.layers.count)"))
+                // A tar entry states its size before its bytes: the layer is decoded into a scratch file first,
+                // and checked against its diffID before a byte of it goes into the archive.
+                let scratch = "\(temporary).layer"
+                let partial = PartialOutput.register(scratch)
+                defer {
+                    unlink(scratch)
+                    partial.end()
                 }
-                for (index, layer) in layers.enumerated() {
-                    progress(.message("layer \(index + 1)/\(layers.count)"))
-                    try Self.appendLayer(layer.blob, diffID: layer.diffID, to: &writer, scratch: "\(temporary).layer")
-                }
-                try writer.write(TarHeader(name: configName, type: .regular, mode: 0o644), contents: image.configBytes)
-                try writer.write(TarHeader(name: "manifest.json", type: .regular, mode: 0o644), contents: manifestBytes)
-                try writer.finish()
+                let size = try await layer.withUncompressedTar { decoded in try Self.spool(decoded, to: scratch) }
+                try await runBlocking { try archive.append(file: scratch, size: size, as: "\(layer.diffID.hex)/layer.tar") }
             }
-            chmod(output, 0o644)
+            try await runBlocking {
+                try archive.append(image.configBytes, as: configName)
+                try archive.append(manifestBytes, as: "manifest.json")
+                try archive.finish()
+            }
         }
         var info = stat()
         stat(output, &info)
-        let elapsed = ContinuousClock.now - started
-        return Report(
-            image: image.name, output: output, bytes: Int64(info.st_size), layers: layers.count,
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Report(image: image.name, output: output, bytes: Int64(info.st_size), layers: image.layers.count, seconds: started.secondsElapsed)
     }
 
-    /// The layer's tar, decompressed into `scratch` first (a tar entry states its size before its bytes) and
-    /// checked against its diffID before a byte of it goes into the archive.
-    private static func appendLayer(_ blob: String, diffID: Digest, to writer: inout TarWriter, scratch: String) throws {
-        let compression = try LayerCompression.detect(Array(readPrefix(of: blob)))
-        let decoded = try DecodedLayer(layerAt: blob, compression: compression, name: diffID.description)
-        let partial = PartialOutput.register(scratch)
-        let descriptor = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw ConvertError.io(path: scratch, reason: String(cString: strerror(errno))) }
-        defer {
-            close(descriptor)
-            unlink(scratch)
-            partial.end()
-        }
+    /// Writes the decoded tar to `path`; its size.
+    private static func spool(_ decoded: DecodedLayer, to path: String) throws -> Int64 {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
         var size: Int64 = 0
         while let chunk = try decoded.nextChunk() {
-            try writeAll(chunk, to: descriptor, at: size, path: scratch)
+            try writeAll(chunk, to: descriptor, at: size, path: path)
             size += Int64(chunk.count)
         }
-        let (actual, _) = try decoded.finishedDigest()
-        guard actual == diffID.description else {
-            throw ConvertError.invalidSource("layer \(diffID) decompresses to \(actual), not the diffID its config lists")
+        return size
+    }
+}
+
+/// The tar being written, used by one thread at a time.
+private final class ArchiveFile: @unchecked Sendable {
+    private var writer: TarWriter
+    private let path: String
+
+    init(descriptor: Int32, path: String) {
+        self.path = path
+        var offset: Int64 = 0
+        writer = TarWriter(longNameFormat: .pax) { chunk in
+            try writeAll(chunk, to: descriptor, at: offset, path: path)
+            offset += Int64(chunk.count)
         }
-        var header = TarHeader(name: "\(diffID.hex)/layer.tar", type: .regular, mode: 0o644)
+    }
+
+    func append(_ bytes: [UInt8], as name: String) throws {
+        try writer.write(TarHeader(name: name, type: .regular, mode: 0o644), contents: bytes)
+    }
+
+    /// `file`'s `size` bytes as the entry `name`, below a directory entry for its parent.
+    func append(file: String, size: Int64, as name: String) throws {
+        try writer.writeHeader(TarHeader(name: (name as NSString).deletingLastPathComponent, type: .directory, mode: 0o755))
+        var header = TarHeader(name: name, type: .regular, mode: 0o644)
         header.size = size
-        try writer.writeHeader(TarHeader(name: diffID.hex, type: .directory, mode: 0o755))
         try writer.writeHeader(header)
+        let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ConvertError.io(path: file, reason: String(cString: strerror(errno))) }
+        defer { close(descriptor) }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var position: Int64 = 0
         while position < size {
             let got = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, Int(position)) }
             if got < 0, errno == EINTR { continue }
-            guard got > 0 else { throw ConvertError.io(path: scratch, reason: "shorter than the \(size) bytes written") }
+            guard got > 0 else { throw ConvertError.io(path: file, reason: "shorter than the \(size) bytes written") }
             try buffer.withUnsafeBytes { try writer.writeContents(UnsafeRawBufferPointer(rebasing: $0[..<got])) }
             position += Int64(got)
         }
     }
 
-    private static func readPrefix(of path: String) throws -> [UInt8] {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw ConvertError.io(path: path, reason: "cannot open the layer blob") }
-        defer { try? handle.close() }
-        return Array(try handle.read(upToCount: 4) ?? Data())
-    }
+    func finish() throws { try writer.finish() }
 }

@@ -64,11 +64,9 @@ public struct OCISIFConverter: Sendable {
         try await runBlocking { try SIFConverter.copyOut(cached, to: output) }
         var info = stat()
         stat(output, &info)
-        let elapsed = ContinuousClock.now - started
         return Report(
             image: reference, manifestDigest: digest.description, output: output, bytes: Int64(info.st_size), cached: fromCache,
-            layers: image.layers.count, layersBuilt: built,
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            layers: image.layers.count, layersBuilt: built, seconds: started.secondsElapsed)
     }
 
     /// The squashfs of one layer as overlayfs reads a lower directory, from the store, made now if missing.
@@ -78,9 +76,9 @@ public struct OCISIFConverter: Sendable {
         if FileManager.default.fileExists(atPath: path) { return (path, false) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let options = squashfs
-        try await runBlocking { [store] in
-            let tree = ImageTree(overlayLower: try LayerEntryCache(store: store).entries(of: diffID))
-            try writeFileAtomically(to: path) { descriptor, temporary in
+        try await writeFileAtomically(to: path) { [store] descriptor, temporary in
+            try await runBlocking {
+                let tree = ImageTree(overlayLower: try LayerEntryCache(store: store).entries(of: diffID))
                 _ = try SquashfsWriter.write(tree, to: descriptor, path: temporary, at: 0, options: options)
             }
         }
@@ -96,8 +94,8 @@ public struct OCISIFConverter: Sendable {
         let manifest = Array(try JSONEncoder.sortedKeys.encode(Manifest(config: configDescriptor, layers: layerDescriptors)))
         let manifestDescriptor = Descriptor(mediaType: MediaType.ociManifest, digest: OCI.Digest(sha256: SHA256.hash(data: manifest)), size: Int64(manifest.count))
         let index = Array(try JSONEncoder.sortedKeys.encode(Index(manifests: [manifestDescriptor])))
-        try await runBlocking {
-            try writeFileAtomically(to: cached) { descriptor, temporary in
+        try await writeFileAtomically(to: cached) { descriptor, temporary in
+            try await runBlocking {
                 var cursor = builder.dataOffset
                 var placed: [SIFBuilder.PlacedObject] = []
                 for layer in layers {

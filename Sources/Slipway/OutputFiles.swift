@@ -2,6 +2,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Blocking
 import CLinux
 import ContentStore
 import Foundation
@@ -66,9 +67,10 @@ func writeAll(_ bytes: [UInt8], to descriptor: Int32, at offset: Int64, path: St
     }
 }
 
-/// Writes a file beside `path` through `body` and renames it into place once synced: an interrupted
-/// conversion leaves no file under the final name.
-func writeFileAtomically(to path: String, _ body: (Int32, String) throws -> Void) throws {
+/// Writes a file beside `path` through `body` (given the open file and its temporary name) and renames it into
+/// place once synced: an interrupted conversion leaves no file under the final name, and `PartialOutput`
+/// removes the temporary one on SIGINT or SIGTERM.
+func writeFileAtomically(to path: String, _ body: (Int32, String) async throws -> Void) async throws {
     let temporary = "\((path as NSString).deletingLastPathComponent)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
     let partial = PartialOutput.register(temporary)
     defer {
@@ -79,8 +81,10 @@ func writeFileAtomically(to path: String, _ body: (Int32, String) throws -> Void
     guard descriptor >= 0 else { throw ConvertError.io(path: temporary, reason: String(cString: strerror(errno))) }
     do {
         defer { close(descriptor) }
-        try body(descriptor, temporary)
-        guard fsync(descriptor) == 0 else { throw ConvertError.io(path: temporary, reason: "fsync: \(String(cString: strerror(errno)))") }
+        try await body(descriptor, temporary)
+        try await runBlocking {
+            guard fsync(descriptor) == 0 else { throw ConvertError.io(path: temporary, reason: "fsync: \(String(cString: strerror(errno)))") }
+        }
     }
     guard rename(temporary, path) == 0 else { throw ConvertError.io(path: path, reason: String(cString: strerror(errno))) }
 }

@@ -69,20 +69,15 @@ public struct SIFConverter: Sendable {
             extracted = try await Unpacker(store: store, progress: progress).cacheLayers(image)
             let building = ContinuousClock.now
             statistics = try await build(image, reference: reference, into: cached)
-            squashfsSeconds = Self.seconds(since: building)
+            squashfsSeconds = building.secondsElapsed
         }
         try await runBlocking { try Self.copyOut(cached, to: output) }
         var info = stat()
         stat(output, &info)
         return Report(
             image: reference, manifestDigest: image.manifestDescriptor.digest.description, output: output, bytes: Int64(info.st_size), cached: fromCache,
-            layersExtracted: extracted, seconds: Self.seconds(since: started), squashfsTool: squashfsTool, squashfs: statistics,
+            layersExtracted: extracted, seconds: started.secondsElapsed, squashfsTool: squashfsTool, squashfs: statistics,
             squashfsSeconds: squashfsSeconds)
-    }
-
-    private static func seconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
 
     /// Where the SIF of a manifest is kept in the store.
@@ -92,15 +87,7 @@ public struct SIFConverter: Sendable {
     static func blockIndexPath(of sif: String) -> String { String(sif.dropLast(4)) + ".blocks" }
 
     private func build(_ image: any Image, reference: String, into cached: String) async throws -> DataStatistics? {
-        let directory = (cached as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        // Written beside its final name and renamed once complete: an interrupted conversion leaves no SIF.
-        let temporary = "\(directory)/.tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).sif"
-        let partial = PartialOutput.register(temporary)
-        defer {
-            unlink(temporary)
-            partial.end()
-        }
+        try FileManager.default.createDirectory(atPath: (cached as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let diffIDs = image.layers.map(\.diffID)
         let layers = try await runBlocking { [store] in try diffIDs.map { try LayerEntryCache(store: store).entries(of: $0) } }
         var builder = SIFBuilder(createdAt: Self.creationTime(image.config))
@@ -108,50 +95,39 @@ public struct SIFConverter: Sendable {
         let containerConfig = image.config.config ?? ImageConfig.ContainerConfig()
         builder.addObject(.genericJSON, name: "oci-config.json", bytes: Array(try JSONEncoder.sortedKeys.encode(containerConfig)))
         let metadata = SingularityMetadata(config: containerConfig)
-        let size: Int64
+        let partition = SIFPartitionInfo(filesystem: .squashfs, type: .primarySystem, arch: SIFArch(goArch: image.config.architecture))
         var written: SquashfsWriter.Report?
-        switch squashfsTool {
-        case .mksquashfs:
-            let tree = ImageTree(layers: layers)
-            var options = squashfs
-            options.extraFiles = metadata.files
-            progress(.message("building the squashfs partition with mksquashfs (\(tree.fileCount) files)"))
-            size = try await SquashfsImage.write(tree, to: temporary, offset: builder.partitionOffset, options: options)
-        case .native:
-            let tree = ImageTree(layers: layers + [metadata.entries(mtime: builder.createdAt)])
-            progress(.message("building the squashfs partition (\(tree.fileCount) files)"))
-            let report = try await writeNative(tree, into: temporary, at: builder.partitionOffset)
-            size = Int64(report.bytes)
-            written = report
-        }
-        try builder.write(
-            to: temporary, partition: SIFPartitionInfo(filesystem: .squashfs, type: .primarySystem, arch: SIFArch(goArch: image.config.architecture)),
-            partitionSize: size)
-        try await runBlocking { [written] in
-            let fd = open(temporary, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 {
-                fsync(fd)
-                close(fd)
+        // Written beside its final name and renamed once complete: an interrupted conversion leaves no SIF.
+        try await writeFileAtomically(to: cached) { descriptor, temporary in
+            let size: Int64
+            switch squashfsTool {
+            case .mksquashfs:
+                let tree = ImageTree(layers: layers)
+                var options = squashfs
+                options.extraFiles = metadata.files
+                progress(.message("building the squashfs partition with mksquashfs (\(tree.fileCount) files)"))
+                size = try await SquashfsImage.write(tree, to: temporary, offset: builder.partitionOffset, options: options)
+            case .native:
+                let tree = ImageTree(layers: layers + [metadata.entries(mtime: builder.createdAt)])
+                progress(.message("building the squashfs partition (\(tree.fileCount) files)"))
+                let report = try await writeNative(tree, to: descriptor, path: temporary, at: builder.partitionOffset)
+                size = Int64(report.bytes)
+                written = report
             }
-            guard rename(temporary, cached) == 0 else {
-                throw SquashfsImage.Failure(description: "renaming \(temporary): \(String(cString: strerror(errno)))")
-            }
-            // After the SIF: an index names blocks of a file that exists.
-            if let written { try AtomicFile.write(written.index.encoded(), to: Self.blockIndexPath(of: cached)) }
+            try builder.write(to: temporary, partition: partition, partitionSize: size)
         }
+        // After the SIF: an index names blocks of a file that exists.
+        if let index = written?.index { try await runBlocking { try AtomicFile.write(index.encoded(), to: Self.blockIndexPath(of: cached)) } }
         return written?.data
     }
 
-    private func writeNative(_ tree: ImageTree, into path: String, at offset: Int64) async throws -> SquashfsWriter.Report {
+    private func writeNative(_ tree: ImageTree, to descriptor: Int32, path: String, at offset: Int64) async throws -> SquashfsWriter.Report {
         var options = nativeSquashfs
         // Overlay attributes steer the kernel's overlayfs, and Apptainer mounts the partition under one.
         options.keepXattr = { !$0.hasPrefix("trusted.overlay.") && !$0.hasPrefix("user.overlay.") }
         options.immutableSources = "\(store.root)/layers/"
         return try await runBlocking { [options, self] in
             let reuse = ReusableBlocks(candidates: recentBlockIndexes(), settings: options.settings)
-            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-            guard descriptor >= 0 else { throw SquashfsImage.Failure(description: "\(path): \(String(cString: strerror(errno)))") }
-            defer { close(descriptor) }
             return try SquashfsWriter.write(tree, to: descriptor, path: path, at: offset, options: options, reuse: reuse)
         }
     }

@@ -100,13 +100,19 @@ struct SIFConvertTests {
             let report = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
             #expect(report?["cached"] as? Bool == true)
             #expect(FileManager.default.contents(atPath: sif) == FileManager.default.contents(atPath: scratch.sub("again.sif")))
-            // A conversion killed midway leaves only a temporary file, which gc removes with the unreferenced SIF.
-            let cacheDirectory = "\(store)/sif/sha256"
-            FileManager.default.createFile(atPath: "\(cacheDirectory)/.tmp-999999-1.sif", contents: Data(count: 4096))
+            // The OCI-SIF of the same image, and what the store keeps per layer for both.
+            try await runChecked(slipwayBinary, ["convert", "-q", "--store", store, "\(registry.host)/demo:v1", scratch.sub("demo.oci.sif"), "--to", "oci-sif"])
+            let kept = ["sif", "oci-sif", "squashfs-layers", "layer-entries"].map { "\(store)/\($0)/sha256" }
+            func files(_ directory: String) -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] }
+            #expect(files(kept[0]).filter { $0.hasSuffix(".blocks") }.count == 1)
+            #expect(files(kept[1]).count == 1 && files(kept[2]).count == 3 && files(kept[3]).count == 3, "\(kept.map(files))")
+            // A conversion killed midway leaves only a temporary file, which gc removes with the unreferenced SIFs,
+            // their block indexes, the layers' squashfs images and entry listings.
+            FileManager.default.createFile(atPath: "\(kept[0])/.tmp-999999-1.sif", contents: Data(count: 4096))
             #expect(try await run(slipwayBinary, ["rmi", "-q", "--store", store, "\(registry.host)/demo:v1"]).status == 0)
             let collected = try await run(slipwayBinary, ["gc", "--json", "--store", store])
             #expect(collected.status == 0, "\(collected.stderr)")
-            #expect(try FileManager.default.contentsOfDirectory(atPath: cacheDirectory).isEmpty)
+            for directory in kept { #expect(files(directory).isEmpty, "\(directory): \(files(directory))") }
         }
     }
 

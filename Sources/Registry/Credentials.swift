@@ -35,6 +35,9 @@ public struct DockerConfigCredentials: CredentialProvider {
 
     public let path: String
     private let config: ConfigFile?
+    /// Whether `credHelpers` and `credsStore` are run. A root process reading another user's file must not: the
+    /// file would choose a program for it to run.
+    private let runsHelpers: Bool
 
     /// Reads the config now; a missing file means anonymous access, a malformed one is an error.
     public init(path: String? = nil) throws {
@@ -42,12 +45,14 @@ public struct DockerConfigCredentials: CredentialProvider {
         let resolved = path
             ?? environment["DOCKER_CONFIG"].map { "\($0)/config.json" }
             ?? "\(environment["HOME"] ?? NSHomeDirectory())/.docker/config.json"
-        self.path = resolved
-        guard let data = FileManager.default.contents(atPath: resolved) else {
-            config = nil
-            return
-        }
-        config = try Self.parse(data, path: resolved)
+        try self.init(contents: FileManager.default.contents(atPath: resolved), path: resolved)
+    }
+
+    /// A config file's bytes (nil: no file, anonymous access), read by the caller; `path` names it in errors.
+    public init(contents: Data?, path: String, runsHelpers: Bool = true) throws {
+        self.path = path
+        self.runsHelpers = runsHelpers
+        config = try contents.map { try Self.parse($0, path: path) }
     }
 
     static func parse(_ data: Data, path: String) throws -> ConfigFile {
@@ -74,6 +79,7 @@ public struct DockerConfigCredentials: CredentialProvider {
     public func credentials(for registry: String) async throws -> Credentials? {
         guard let config else { return nil }
         let keys = Self.lookupKeys(for: registry)
+        guard runsHelpers else { return Self.storedCredentials(in: config, for: registry) }
         if let helpers = config.credHelpers, let helper = keys.lazy.compactMap({ helpers[$0] }).first {
             return try await Self.runHelper(helper, serverURL: keys[0])
         }

@@ -17,11 +17,16 @@ public final class RunDirectory: Sendable {
     /// Where every run directory of a store lives.
     public static func parent(storeRoot: String) -> String { "\(storeRoot)/run" }
 
-    public init(storeRoot: String) throws {
-        let id = "slipway-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        containerID = id
-        path = "\(Self.parent(storeRoot: storeRoot))/\(id)"
+    public convenience init(storeRoot: String) throws {
         try ContentStore.makePrivateDirectory(Self.parent(storeRoot: storeRoot))
+        let id = "slipway-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        try self.init(path: "\(Self.parent(storeRoot: storeRoot))/\(id)", containerID: id)
+    }
+
+    /// A run directory at `path` (created; its parent must exist), for a container named `containerID`.
+    public init(path: String, containerID: String) throws {
+        self.containerID = containerID
+        self.path = path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         try Data("\(getpid()) \(Self.startTime(of: getpid()) ?? "")\n".utf8).write(to: URL(fileURLWithPath: "\(path)/owner"))
     }
@@ -74,7 +79,7 @@ public final class RunDirectory: Sendable {
 
     /// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), which with the pid
     /// identifies a process across pid reuse.
-    static func startTime(of pid: Int32) -> String? {
+    public static func startTime(of pid: Int32) -> String? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // Fields after the command start at 3 (state); the start time is field 22.
@@ -83,7 +88,7 @@ public final class RunDirectory: Sendable {
 
     /// Removes a tree without crossing into other filesystems (a mount left under it is skipped, never emptied),
     /// making directories writable where needed (an overlay's work directory is created mode 000).
-    static func removeTree(_ path: String, skipping mountpoints: Set<String> = []) {
+    public static func removeTree(_ path: String, skipping mountpoints: Set<String> = []) {
         var root = stat()
         guard lstat(path, &root) == 0 else { return }
         removeTree(path, device: root.st_dev, skipping: mountpoints)

@@ -59,6 +59,21 @@ public struct SIFConverter: Sendable {
     /// and extracted first.
     public func convert(_ image: any Image, reference: String, to output: String) async throws -> Report {
         let started = ContinuousClock.now
+        var report = try await convertIntoCache(image, reference: reference)
+        let cached = report.output
+        try await runBlocking { try Self.copyOut(cached, to: output) }
+        var info = stat()
+        stat(output, &info)
+        report.output = output
+        report.bytes = Int64(info.st_size)
+        report.seconds = started.secondsElapsed
+        return report
+    }
+
+    /// Converts `image` into the store's SIF cache, unless it is there already; the report's `output` is the cached
+    /// file (which `run --sif` and the Slurm plugin mount in place).
+    public func convertIntoCache(_ image: any Image, reference: String) async throws -> Report {
+        let started = ContinuousClock.now
         let cached = cachePath(for: image.manifestDescriptor.digest)
         var extracted = 0
         var fromCache = true
@@ -71,11 +86,10 @@ public struct SIFConverter: Sendable {
             statistics = try await build(image, reference: reference, into: cached)
             squashfsSeconds = building.secondsElapsed
         }
-        try await runBlocking { try Self.copyOut(cached, to: output) }
         var info = stat()
-        stat(output, &info)
+        stat(cached, &info)
         return Report(
-            image: reference, manifestDigest: image.manifestDescriptor.digest.description, output: output, bytes: Int64(info.st_size), cached: fromCache,
+            image: reference, manifestDigest: image.manifestDescriptor.digest.description, output: cached, bytes: Int64(info.st_size), cached: fromCache,
             layersExtracted: extracted, seconds: started.secondsElapsed, squashfsTool: squashfsTool, squashfs: statistics,
             squashfsSeconds: squashfsSeconds)
     }

@@ -68,7 +68,7 @@ struct GlobalOptions: ParsableArguments {
 
     /// `--creds` goes to the first location's registry (the source), `destinationCreds` to the second's, so one
     /// registry's password is never offered to another.
-    func makeSession(registries: [ImageLocation] = [], destinationCreds: String? = nil) throws -> Session {
+    func makeSession(registries: [ImageLocation] = [], destinationCreds: String? = nil, credentials: (any CredentialProvider)? = nil) throws -> Session {
         var options = Session.Options()
         options.plainHTTP = plainHTTP
         options.concurrency = jobs
@@ -85,13 +85,16 @@ struct GlobalOptions: ParsableArguments {
             guard let given, let host, let colon = given.firstIndex(of: ":") else { continue }
             explicit[host] = Credentials(username: String(given[..<colon]), secret: String(given[given.index(after: colon)...]))
         }
-        if !explicit.isEmpty { options.credentials = OverridingCredentials(explicit: explicit, fallback: try DockerConfigCredentials()) }
+        options.credentials = credentials
+        if !explicit.isEmpty { options.credentials = OverridingCredentials(explicit: explicit, fallback: try credentials ?? DockerConfigCredentials()) }
         return try Session(options: options, logger: makeLogger())
     }
 
     /// Runs `body` with a session for these locations and shuts the session down however `body` ends.
-    func withSession<T>(for locations: [ImageLocation], destinationCreds: String? = nil, _ body: (Session) async throws -> T) async throws -> T {
-        try await makeSession(registries: locations, destinationCreds: destinationCreds).run(body)
+    func withSession<T>(
+        for locations: [ImageLocation], destinationCreds: String? = nil, credentials: (any CredentialProvider)? = nil, _ body: (Session) async throws -> T
+    ) async throws -> T {
+        try await makeSession(registries: locations, destinationCreds: destinationCreds, credentials: credentials).run(body)
     }
 
     func makeProgress() -> ProgressDisplay { ProgressDisplay(enabled: !quiet && !json) }

@@ -13,7 +13,7 @@ struct SlipwayCommand: AsyncParsableCommand {
         commandName: "slipway",
         abstract: "Get OCI container images onto HPC and Kubernetes nodes fast.",
         version: "0.1.0",
-        subcommands: [Pull.self, Copy.self, Unpack.self, Images.self, Inspect.self, Remove.self, GC.self, DemoImageCommand.self, Assemble.self, Convert.self, Export.self, IndexCommand.self, Mount.self, Umount.self, Status.self, Serve.self, SnapshotterCommand.self, Run.self, Prefetch.self, Bench.self, SlurmCommand.self]
+        subcommands: [Pull.self, Copy.self, Unpack.self, Images.self, Inspect.self, Remove.self, GC.self, DemoImageCommand.self, Assemble.self, Convert.self, Export.self, IndexCommand.self, Mount.self, Umount.self, Status.self, Serve.self, SnapshotterCommand.self, Run.self, Prefetch.self, Bench.self, Bundle.self, SlurmCommand.self]
     )
 
     /// Exit codes as DESIGN.md promises: 0 success, 1 operational failure, 2 usage error.

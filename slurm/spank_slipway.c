@@ -701,7 +701,8 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 	struct stat info;
 	if (stat(directory, &info) != 0) return 0;
 	snprintf(number, sizeof(number), "%u", job);
-	char *extra[] = { "--node-directory", directory, "--job", number, NULL };
+	/* The job's named containers, and any container on the node whose supervisor died (a crashed slurmstepd's). */
+	char *extra[] = { "--node-directory", directory, "--job", number, "--stale", NULL };
 	cleanup(extra);
 	return 0;
 }

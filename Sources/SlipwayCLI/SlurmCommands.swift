@@ -208,6 +208,14 @@ enum StepContainerState {
         return records
     }
 
+    /// No living supervisor, and none preparing it (a supervisor holds the lock until its records are out).
+    static func isAbandoned(_ state: String) -> Bool {
+        if supervisor(state)?.isAlive == true { return false }
+        guard let lock = try? FileLock.tryAcquire(state + ".lock", mode: .exclusive) else { return false }
+        lock.release()
+        return true
+    }
+
     static func supervisor(_ state: String) -> WatchedProcess? {
         guard let owner = try? String(contentsOfFile: "\(state)/owner", encoding: .utf8) else { return nil }
         return try? WatchedProcess(owner.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: ":"))
@@ -276,7 +284,7 @@ struct SlurmCleanup: AsyncParsableCommand {
                 let all = job.map { name == "job-\($0)" } ?? false
                 for container in (try? FileManager.default.contentsOfDirectory(atPath: jobDirectory)) ?? [] where !container.hasSuffix(".lock") {
                     let path = "\(jobDirectory)/\(container)"
-                    if all || (stale && StepContainerState.supervisor(path)?.isAlive != true) { targets.append(path) }
+                    if all || (stale && StepContainerState.isAbandoned(path)) { targets.append(path) }
                 }
             }
         }

@@ -26,13 +26,15 @@ struct SlurmTests {
         static func start(nodes: Int, link: String = "none") async throws -> Cluster {
             _ = try? await run("\(SlurmTests.repository)/scripts/cluster", ["down", "--dir", SlurmTests.directory])
             let log = SlurmTests.directory + ".up.log"
+            // The SPANK plugin is built from slurm/ and runs this build's slipway.
             let status = try await runShellCommand(
-                "'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' </dev/null >'\(log)' 2>&1")
+                "'\(SlurmTests.repository)/scripts/cluster' up --nodes \(nodes) --link \(link) --dir '\(SlurmTests.directory)' "
+                    + "--slipway '\(slipwayBinary)' </dev/null >'\(log)' 2>&1")
             guard status == 0 else {
                 throw TestSupportError("scripts/cluster up failed:\n\(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))")
             }
             // A cold cache and empty stores: the upstream bytes are what this test moved.
-            for stale in ["cache", "cache.access.log", "shared/store", "shared/store-wrapper"] {
+            for stale in ["cache", "cache.access.log", "shared/store", "shared/full-store"] {
                 try? FileManager.default.removeItem(atPath: "\(SlurmTests.directory)/\(stale)")
             }
             // The ETL images (built by the bench tests' work directory) from a registry on the registry host.
@@ -78,7 +80,7 @@ struct SlurmTests {
         }
 
         /// Stops everything and returns what was left behind: mounts under the cluster directory, Slipway or Slurm
-        /// processes, namespaces.
+        /// processes, the plugin's containers, namespaces.
         func stop() async throws -> [String] {
             await cache.stop()
             registry.signal(SIGTERM)
@@ -91,6 +93,7 @@ struct SlurmTests {
             left += processes.split(separator: "\n").map(String.init).filter { !$0.contains("pgrep") }
             let namespaces = try await run("/usr/sbin/ip", ["netns", "list"]).stdout
             left += namespaces.split(separator: "\n").map(String.init).filter { $0.hasPrefix("slwcl") }
+            left += try await SlurmTests.pluginLeftovers()
             return left
         }
     }
@@ -107,18 +110,11 @@ struct SlurmTests {
         #expect(try await cluster.stop() == [])
     }
 
-    /// The example batch script: a prefetch phase on both nodes, then one worker per node in the image; through
-    /// the cache and a shared store the image crosses the registry link once.
+    /// The example batch script: one worker per node in the image through the plugin; through the cache and the
+    /// shared store the image crosses the registry link once.
     @Test func etlBatchJobOnTwoNodesFetchesTheImageOnce() async throws {
         try await withCluster(nodes: 2) { cluster in
-            let data = cluster.shared + "/etl"
-            try? FileManager.default.removeItem(atPath: data)
-            try FileManager.default.createDirectory(atPath: data + "/data", withIntermediateDirectories: true)
-            for shard in 0..<2 {
-                let rows = (0..<5000).map { "\($0),R\($0 % 24),P\($0 % 400),\($0 % 9 + 1),\(Double($0 % 500) + 0.5)" }
-                try ("order_id,region,product,quantity,amount\n" + rows.joined(separator: "\n") + "\n")
-                    .write(toFile: "\(data)/data/shard-\(shard).csv", atomically: true, encoding: .utf8)
-            }
+            let data = try SlurmTests.makeETLData(in: cluster.shared)
             let job = try await cluster.shell(
                 "cd \(cluster.shared) && sbatch --wait -N2 --output=\(cluster.shared)/etl.out \(SlurmTests.repository)/examples/slurm/etl.sbatch",
                 extra: ["IMAGE": "10.78.0.1:5050/etl:v1", "DATA": data, "STORE": cluster.shared + "/store"])
@@ -143,57 +139,244 @@ struct SlurmTests {
         }
     }
 
-    /// `srun-container` runs a command in the image on every node; `scancel` of a job whose image is mounted
-    /// lazily leaves no mounts or processes on any node.
-    @Test func srunContainerRunsAndScancelLeavesNothingMounted() async throws {
+    /// What the plugin can leave on the machine: its runtime containers, its supervisors, mounts under its node
+    /// directories.
+    static func pluginLeftovers() async throws -> [String] {
+        var left = try await run("/usr/sbin/runc", ["list", "-q"]).stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("slipway-slurm-") }
+        left += try await run("/usr/bin/pgrep", ["-a", "-f", "slipway slurm container"]).stdout.split(separator: "\n").map(String.init)
+            .filter { !$0.contains("pgrep") }
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        left += mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(SlurmTests.directory + "/slipway-run") }
+        return left
+    }
+
+    /// Waits until a step's containers are gone (the plugin removes them as the step ends) and returns what is left.
+    func leftoversAfterSteps() async throws -> [String] {
+        var left: [String] = []
+        let deadline = Date().addingTimeInterval(60)
+        repeat {
+            left = try await SlurmTests.pluginLeftovers()
+            let states = (try? FileManager.default.subpathsOfDirectory(atPath: SlurmTests.directory + "/slipway-run")) ?? []
+            left += states.filter { $0.split(separator: "/").count >= 3 }.map { "state \($0)" }
+            if !left.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+        } while !left.isEmpty && Date() < deadline
+        return left
+    }
+
+    /// `srun --container-image` runs the command in the image on every node, as the submitting user; `scancel` of a
+    /// job whose image is mounted lazily on both nodes leaves no mounts, containers or processes.
+    @Test func pluginRunsOnEveryNodeAndScancelLeavesNothing() async throws {
         try await withCluster(nodes: 2) { cluster in
-            let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
-            let store = cluster.shared + "/store-wrapper"
-            let ran = try await cluster.shell(
-                "\(wrapper) -N2 --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/etl:v2 "
-                    + "--container-store \(store) -- /bin/cat /version.txt")
+            let ran = try await cluster.shell("cd /tmp && srun -N2 --container-image=10.78.0.1:5050/etl:v2 cat /version.txt")
             #expect(ran.status == 0, "\(ran.stderr)")
             #expect(ran.stdout.split(separator: "\n") == ["v2", "v2"], "\(ran.stdout)")
+            // The task is Slurm's own process in the image's filesystem, with the job's environment and the image's PATH.
+            let inside = try await cluster.shell(
+                "cd /tmp && srun -N1 --container-image=10.78.0.1:5050/etl:v2 --container-workdir=/app sh -c 'echo $SLURM_JOB_ID $PATH; pwd; ls /proc/$$ >/dev/null && echo host-pid'")
+            #expect(inside.status == 0, "\(inside.stderr)")
+            let lines = inside.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.count == 3 && lines[0].hasSuffix(" /usr/local/bin:/usr/bin:/bin") && lines[1] == "/app" && lines[2] == "host-pid", "\(lines)")
+            #expect(try await leftoversAfterSteps() == [])
 
             let submitted = try await cluster.shell(
                 "cd \(cluster.shared) && sbatch --parsable -N2 --output=\(cluster.shared)/sleep.out --wrap "
-                    + "'\(wrapper) --container-plain-http --container-mode lazy --container-image 10.78.0.1:5050/etl:v2-esgz "
-                    + "--container-store \(store) -- /bin/sleep 600'")
+                    + "'srun --container-image=10.78.0.1:5050/etl:v2-esgz --container-mode=lazy sleep 600'")
             let jobID = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(submitted.status == 0 && !jobID.isEmpty, "\(submitted.stderr)")
-            // Wait until both nodes have the image mounted (a lazy mount and an overlay each).
-            let deadline = Date().addingTimeInterval(120)
-            var mounted = 0
-            while Date() < deadline, mounted < 4 {
+            // Both nodes have the image mounted: a lazy mount and an overlay each, under the plugin's node directories.
+            try await waitUntil("both nodes have the image mounted", timeout: .seconds(120)) {
                 let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-                mounted = mounts.split(separator: "\n").filter { $0.split(separator: " ")[4].hasPrefix(store) }.count
-                if mounted < 4 { try await Task.sleep(for: .milliseconds(200)) }
+                return mounts.split(separator: "\n").filter { $0.split(separator: " ")[4].hasPrefix(SlurmTests.directory + "/slipway-run") }.count >= 4
             }
-            #expect(mounted >= 4, "mounts under the store: \(mounted)")
+            try await waitUntil("the tasks run", timeout: .seconds(60)) {
+                try await run("/usr/bin/pgrep", ["-x", "-f", "/usr/bin/sleep 600"]).stdout.split(separator: "\n").count == 2
+            }
             _ = try await cluster.shell("scancel \(jobID)")
-            let gone = Date().addingTimeInterval(60)
-            var remaining: [String] = []
-            repeat {
-                try await Task.sleep(for: .milliseconds(500))
-                let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-                remaining = mounts.split(separator: "\n").map { String($0.split(separator: " ")[4]) }.filter { $0.hasPrefix(store) }
-                remaining += try await run("/usr/bin/pgrep", ["-a", "-f", "slipway.*\(store)"]).stdout.split(separator: "\n").map(String.init)
-            } while !remaining.isEmpty && Date() < gone
-            #expect(remaining == [], "left after scancel: \(remaining)")
+            #expect(try await leftoversAfterSteps() == [], "left after scancel")
+            #expect(try await run("/usr/bin/pgrep", ["-f", "sleep 600"]).stdout.isEmpty)
         }
+    }
+
+    /// `#SBATCH --container-image` runs the batch script itself in the image: the ETL worker, with the data bound in.
+    @Test func batchScriptWithContainerImageRunsTheWorker() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let data = try SlurmTests.makeETLData(in: cluster.shared)
+            let script = cluster.shared + "/etl-batch.sbatch"
+            let example = try String(contentsOfFile: SlurmTests.repository + "/examples/slurm/etl-in-container.sbatch", encoding: .utf8)
+            // The example, with the options as #SBATCH lines.
+            try example.replacingOccurrences(
+                of: "#SBATCH --job-name=etl-batch",
+                with: "#SBATCH --job-name=etl-batch\n#SBATCH --container-image=10.78.0.1:5050/etl:v1\n#SBATCH --container-mounts=\(data):/shared"
+            ).write(toFile: script, atomically: true, encoding: .utf8)
+            let job = try await cluster.shell("cd \(cluster.shared) && sbatch --wait --output=\(cluster.shared)/batch.out \(script)")
+            let output = (try? String(contentsOfFile: cluster.shared + "/batch.out", encoding: .utf8)) ?? ""
+            #expect(job.status == 0, "sbatch: \(job.stderr)\n\(output)")
+            #expect(output.hasPrefix("v1\n") && output.contains("v1: 10000 rows from 2 shards"), "\(output)")
+            #expect(FileManager.default.fileExists(atPath: data + "/results/v1.task-0.json"))
+            #expect(try await leftoversAfterSteps() == [])
+        }
+    }
+
+    /// `--container-name` keeps one container for the job: the second step sees what the first wrote (the image
+    /// was prepared once), a different image under the same name is refused, and the job's end removes it.
+    @Test func namedContainerIsReusedByTheJobsSteps() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let script = """
+                #!/bin/bash
+                srun --container-image=10.78.0.1:5050/etl:v1 --container-name=etl sh -c 'echo written-by-step-0 >/marker; cat /version.txt'
+                srun --container-name=etl cat /marker
+                srun --container-image=10.78.0.1:5050/etl:v2 --container-name=etl true || echo refused
+                """
+            try script.write(toFile: cluster.shared + "/named.sh", atomically: true, encoding: .utf8)
+            let job = try await cluster.shell("cd \(cluster.shared) && sbatch --wait -N1 --output=\(cluster.shared)/named.out named.sh")
+            let output = (try? String(contentsOfFile: cluster.shared + "/named.out", encoding: .utf8)) ?? ""
+            #expect(job.status == 0, "\(job.stderr)")
+            let lines = output.split(separator: "\n").map(String.init)
+            #expect(lines.first == "v1" && lines.contains("written-by-step-0") && lines.last == "refused", "\(output)")
+            #expect(output.contains("was made from 10.78.0.1:5050/etl:v1, not 10.78.0.1:5050/etl:v2"), "\(output)")
+            // The job epilog removed it.
+            #expect(try await leftoversAfterSteps() == [])
+        }
+    }
+
+    /// Slurm's own OCI path: `slipway bundle` and the oci.conf `scripts/cluster up` wrote from `slipway slurm
+    /// oci-conf`; `srun --container=BUNDLE` runs in the image on both nodes.
+    @Test func srunContainerRunsASlipwayBundleThroughOCIConf() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            let bundle = cluster.shared + "/bundle-v2"
+            let made = try await run(
+                slipwayBinary, ["bundle", "-q", "--plain-http", "--store", cluster.shared + "/store", "10.78.0.1:5050/etl:v2", bundle])
+            #expect(made.status == 0, "\(made.stderr)")
+            let ran = try await cluster.shell("cd /tmp && srun -N2 --container=\(bundle) sh -c 'cat /version.txt; test -w / || echo read-only'")
+            #expect(ran.status == 0, "\(ran.stderr)")
+            #expect(ran.stdout.split(separator: "\n").sorted() == ["read-only", "read-only", "v2", "v2"], "\(ran.stdout)")
+            let removed = try await run(slipwayBinary, ["bundle", "--remove", bundle])
+            #expect(removed.status == 0 && !FileManager.default.fileExists(atPath: bundle), "\(removed.stderr)")
+        }
+    }
+
+    /// A step that must fail before any task starts: its command (which would leave a file) never runs, srun says
+    /// why, and nothing is left mounted or running.
+    func expectStepFails(
+        _ cluster: Cluster, _ options: String, saying message: String, user: String? = nil, environment: [String: String] = [:]
+    ) async throws {
+        let marks = cluster.shared + "/marks"
+        try FileManager.default.createDirectory(atPath: marks, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o1777])
+        let srun = "srun -N2 \(options) sh -c 'touch \(marks)/ran-$SLURM_PROCID'"
+        let command = "cd /tmp && " + (user.map { "setpriv --reuid=\($0) --regid=\($0) --clear-groups env HOME=/nonexistent \(srun)" } ?? srun)
+        let result = try await cluster.shell(command, extra: environment)
+        #expect(result.status != 0, "\(options): the step succeeded")
+        #expect(result.stderr.contains(message), "\(options): srun said:\n\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: marks) == [], "\(options): a task ran")
+        #expect(try await leftoversAfterSteps() == [], "\(options)")
+    }
+
+    @Test func anImageThatDoesNotExistFailsTheStepWithTheRegistrysMessage() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            try await expectStepFails(cluster, "--container-image=10.78.0.1:5050/etl:no-such-tag", saying: "manifest unknown")
+        }
+    }
+
+    @Test func aMountSourceThatDoesNotExistFailsTheStep() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            try await expectStepFails(
+                cluster, "--container-image=10.78.0.1:5050/etl:v1 --container-mounts=/var/tmp/no-such-directory:/data",
+                saying: "the mount source /var/tmp/no-such-directory does not exist")
+        }
+    }
+
+    @Test func anOptionGivenTwiceWithDifferentValuesIsRefused() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            try await expectStepFails(
+                cluster, "--container-image=10.78.0.1:5050/etl:v1 --container-image=10.78.0.1:5050/etl:v2",
+                saying: "--container-image given twice with different values")
+        }
+    }
+
+    /// A private image (a registry with htpasswd auth): root, with credentials, runs it and so puts it in the
+    /// shared store; a user who cannot read those credentials is told so, and a user without credentials gets the
+    /// registry's refusal although the store has the image.
+    @Test func aUserWithoutAccessToThePrivateImagesCredentialsCannotRunIt() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            let user = "slipway-slurm-test"
+            if try await run("/usr/bin/id", [user]).status != 0 {
+                let added = try await run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/bin/sh", user])
+                #expect(added.status == 0, "\(added.stderr)")
+            }
+            let htpasswd = try await run("/usr/bin/htpasswd", ["-Bbn", "alice", "s3cret"])
+            try #require(htpasswd.status == 0, "htpasswd (apache2-utils): \(htpasswd.stderr)")
+            let auth = SlurmTests.directory + "/private"
+            try? FileManager.default.removeItem(atPath: auth)
+            try FileManager.default.createDirectory(atPath: auth + "/docker", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try htpasswd.stdout.write(toFile: auth + "/htpasswd", atomically: true, encoding: .utf8)
+            try """
+                version: 0.1
+                storage: {filesystem: {rootdirectory: \(BenchTests.work)/registry}}
+                http: {addr: 10.78.1.1:5001}
+                auth: {htpasswd: {realm: private, path: \(auth)/htpasswd}}
+                log: {level: error}
+                """.write(toFile: auth + "/registry.yml", atomically: true, encoding: .utf8)
+            let registry = try ChildProcess("/usr/sbin/ip", ["netns", "exec", "slwcl-reg", "docker-registry", "serve", auth + "/registry.yml"])
+            defer { registry.signal(SIGTERM) }
+            try await waitUntil("the private registry answers") {
+                try await run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://10.78.1.1:5001/v2/"]).stdout == "401"
+            }
+            let token = Data("alice:s3cret".utf8).base64EncodedString()
+            try #"{"auths": {"10.78.1.1:5001": {"auth": "\#(token)"}}}"#.write(toFile: auth + "/docker/config.json", atomically: true, encoding: .utf8)
+            let image = "10.78.1.1:5001/etl:v1"
+            let owner = try await cluster.shell(
+                "cd /tmp && srun -N2 --container-image=\(image) cat /version.txt", extra: ["DOCKER_CONFIG": auth + "/docker"])
+            #expect(owner.status == 0 && owner.stdout.split(separator: "\n") == ["v1", "v1"], "with credentials: \(owner.stderr)")
+            try await expectStepFails(
+                cluster, "--container-image=\(image)", saying: "cannot read your registry credentials \(auth)/docker/config.json: Permission denied",
+                user: user, environment: ["DOCKER_CONFIG": auth + "/docker"])
+            try await expectStepFails(cluster, "--container-image=\(image)", saying: "authentication required", user: user)
+            registry.signal(SIGTERM)
+            await registry.exitStatus()
+        }
+    }
+
+    /// A node whose store is full: the pull fails with the filesystem's error, nothing runs, nothing is left mounted.
+    @Test func aFullStoreFailsTheStepAndLeavesNothingMounted() async throws {
+        try await withCluster(nodes: 2) { cluster in
+            let full = cluster.shared + "/full-store"
+            try FileManager.default.createDirectory(atPath: full, withIntermediateDirectories: true)
+            let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "slipway-full-store", full])
+            try #require(mounted.status == 0, "\(mounted.stderr)")
+            defer { detachMount(full) }
+            // The site allows this store (plugstack.conf is read at each launch).
+            let plugstack = SlurmTests.directory + "/etc/plugstack.conf"
+            let line = try String(contentsOfFile: plugstack, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            try (line + " stores=\(full)\n").write(toFile: plugstack, atomically: true, encoding: .utf8)
+            try await expectStepFails(
+                cluster, "--container-image=10.78.0.1:5050/etl:v1 --container-store=\(full)", saying: "No space left on device")
+            // A store the site did not allow is refused before anything is fetched.
+            try await expectStepFails(
+                cluster, "--container-image=10.78.0.1:5050/etl:v1 --container-store=/etc", saying: "--container-store /etc is not one of the stores")
+            _ = try await run("/bin/umount", [full])
+        }
+    }
+
+    static func makeETLData(in shared: String) throws -> String {
+        let data = shared + "/etl"
+        try? FileManager.default.removeItem(atPath: data)
+        try FileManager.default.createDirectory(atPath: data + "/data", withIntermediateDirectories: true)
+        for shard in 0..<2 {
+            let rows = (0..<5000).map { "\($0),R\($0 % 24),P\($0 % 400),\($0 % 9 + 1),\(Double($0 % 500) + 0.5)" }
+            try ("order_id,region,product,quantity,amount\n" + rows.joined(separator: "\n") + "\n")
+                .write(toFile: "\(data)/data/shard-\(shard).csv", atomically: true, encoding: .utf8)
+        }
+        return data
     }
 
     /// Two images launched at once on overlapping nodes over a slow link, and the cache killed and restarted in
     /// the middle: both launches complete (the nodes' pulls retry and resume), each node runs what it was asked to.
     @Test func twoImagesAtOnceSurviveACacheRestart() async throws {
         try await withCluster(nodes: 3, link: "100mbit") { cluster in
-            let wrapper = "\(SlurmTests.repository)/examples/slurm/srun-container"
-            let store = cluster.shared + "/store"
             func submit(_ nodes: String, _ image: String, _ output: String) async throws -> String {
                 let submitted = try await cluster.shell(
                     "cd \(cluster.shared) && sbatch --parsable -w \(nodes) --output=\(cluster.shared)/\(output) --wrap "
-                        + "'\(wrapper) --container-plain-http --container-prefetch --container-image 10.78.0.1:5050/\(image) "
-                        + "--container-store \(store) -- /bin/cat /version.txt'")
+                        + "'srun --container-image=10.78.0.1:5050/\(image) cat /version.txt'")
                 #expect(submitted.status == 0, "\(submitted.stderr)")
                 return submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             }
@@ -279,7 +462,8 @@ struct SlurmTests {
 
     /// `slipway bench scale --quick`: one and two nodes, every strategy, cold then warm. Every launch has one
     /// result per node; straight from the registry two nodes cost two images, through the cache or into the shared
-    /// store one; the patch release moves next to nothing; the report has the scale section; nothing is left.
+    /// store (by `slipway run` or the plugin) one; the patch release moves next to nothing; the report has the
+    /// scale section; nothing is left.
     @Test func quickScaleBenchmarkCountsUpstreamBytesPerStrategy() async throws {
         let scratch = "/var/tmp/slipway-test-scale", out = "/var/tmp/slipway-test-scale-results", log = "/var/tmp/slipway-test-scale.log"
         try? FileManager.default.removeItem(atPath: out)
@@ -289,7 +473,7 @@ struct SlurmTests {
         let rows = try String(contentsOfFile: out + "/scale.jsonl", encoding: .utf8).split(separator: "\n").map {
             try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
         }
-        #expect(rows.count == 16, "4 strategies x 2 node counts x cold and warm: \(rows.count) rows")
+        #expect(rows.count == 20, "5 strategies x 2 node counts x cold and warm: \(rows.count) rows")
         func upstream(_ strategy: String, _ nodes: Int, _ cache: String) throws -> Double {
             let row = try #require(rows.first { $0["strategy"] as? String == strategy && $0["nodes"] as? Int == nodes && $0["cache"] as? String == cache })
             return try #require(row["upstream_bytes"] as? Double ?? (row["upstream_bytes"] as? Int).map(Double.init), "\(row)")
@@ -302,10 +486,10 @@ struct SlurmTests {
         let image = try upstream("direct", 1, "cold")
         #expect(image > 50_000_000, "one cold pull moved \(image) bytes")
         #expect((1.9...2.1).contains(try upstream("direct", 2, "cold") / image))
-        for strategy in ["cache", "shared"] {
+        for strategy in ["cache", "shared", "plugin"] {
             #expect((0.95...1.05).contains(try upstream(strategy, 2, "cold") / image), "\(strategy)")
         }
-        for strategy in ["direct", "cache", "shared", "lazy"] {
+        for strategy in ["direct", "cache", "shared", "lazy", "plugin"] {
             #expect(try upstream(strategy, 2, "warm") < image * 0.01, "\(strategy): the patch release")
         }
         let report = try String(contentsOfFile: out + "/report.html", encoding: .utf8)

@@ -1,8 +1,9 @@
 #!/bin/bash
 # One launch of the scale benchmark, submitted by bench/etl/scale_launch.py as
 # `sbatch -N N --ntasks-per-node=1 scale-job.sh`: every task runs the Patch Tuesday worker in IMAGE through
-# `slipway run` (which pulls what the store lacks), then the batch step records when all tasks had ended, and
-# the machine's CPU counters then.
+# `slipway run` (which pulls what the store lacks), or with PLUGIN=1 through Slipway's SPANK plugin
+# (`srun --container-image`, the store being the plugin's), then the batch step records when all tasks had ended,
+# and the machine's CPU counters then.
 #
 # Environment (from the submitter):
 #   IMAGE       the image reference (the registry host's docker-registry or the cluster's cache)
@@ -23,6 +24,11 @@ if [[ ${1:-} == task ]]; then
 fi
 
 date +%s.%N >"$DATA/job-start"
-srun "$SCALE_JOB" task
+if [[ ${PLUGIN:-0} == 1 ]]; then
+  srun --container-image="$IMAGE" --container-mode="$MODE" --container-store="$STORE" --container-mounts="$DATA:/shared" \
+    /usr/bin/python3 /app/patch_worker.py
+else
+  srun "$SCALE_JOB" task
+fi
 head -1 /proc/stat >"$DATA/job-end.stat"   # the machine's CPU counters as the job ends (sbatch --wait returns later)
 date +%s.%N >"$DATA/job-end"

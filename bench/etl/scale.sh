@@ -10,6 +10,8 @@
 #            set-up of examples/slurm/etl.sbatch)
 #   lazy     every node mounts the eStargz image lazily through the cache, with one store (and chunk cache) on
 #            the shared directory
+#   plugin   as shared, but the tasks run through Slipway's SPANK plugin (`srun --container-image`, which
+#            prepares the image once per node and step) instead of `slipway run` in srun
 # Caches: cold = v1 onto empty stores and an empty cache server, page cache dropped; warm = v2 right after,
 # keeping what v1's launch left (a patch release onto a cluster that ran the last one).
 # The registry host's link (TBF on its egress, the one link every node's upstream traffic crosses) has the
@@ -23,7 +25,7 @@
 #
 # Options:
 #   --nodes LIST       node counts [1,2,4,8,16]; the cluster has the largest
-#   --strategies LIST  subset of direct,cache,shared,lazy [all]
+#   --strategies LIST  subset of direct,cache,shared,lazy,plugin [all]
 #   --link RATE        TBF rate of the registry host's link (tc syntax), or none [1gbit]
 #   --runs N           repetitions [1]
 #   --quick            --nodes 1,2 --link none
@@ -41,7 +43,7 @@ REPO_ROOT=$PWD
 INVOCATION="scale $*"
 
 NODE_COUNTS=1,2,4,8,16
-STRATEGIES=direct,cache,shared,lazy
+STRATEGIES=direct,cache,shared,lazy,plugin
 LINK=1gbit
 RUNS=1
 REPO=etl
@@ -77,7 +79,7 @@ for n in "${node_list[@]}"; do
   ((n > max_nodes)) && max_nodes=$n
 done
 for s in "${strategy_list[@]}"; do
-  [[ $s =~ ^(direct|cache|shared|lazy)$ ]] || { echo "unknown strategy $s (direct, cache, shared, lazy)" >&2; exit 2; }
+  [[ $s =~ ^(direct|cache|shared|lazy|plugin)$ ]] || { echo "unknown strategy $s (direct, cache, shared, lazy, plugin)" >&2; exit 2; }
 done
 [[ $LINK == none ]] || link_burst_for "$LINK" >/dev/null || exit 2
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "--runs: $RUNS is not a positive number" >&2; exit 2; }
@@ -124,7 +126,7 @@ bench/etl/build-images.sh --sizes "" --versions 2 --patch-repo "$REPO" --work "$
 mkdir -p "$RUN_DIR" "$OUT"
 : >"$RUN_DIR/cache.log"
 log "cluster: $max_nodes nodes, registry link $LINK"
-scripts/cluster up --nodes "$max_nodes" --link "$LINK" --dir "$CLUSTER_DIR" >/dev/null
+scripts/cluster up --nodes "$max_nodes" --link "$LINK" --dir "$CLUSTER_DIR" --slipway "$SLIPWAY" >/dev/null
 CLUSTER_UP=1
 eval "$(scripts/cluster env --dir "$CLUSTER_DIR")"
 cat >"$RUN_DIR/registry.yml" <<YAML
@@ -156,6 +158,8 @@ launch() { # STRATEGY NODES CACHE VERSION RUN
                   --cache-metrics "http://$CACHE/metrics") ;;
     lazy) args=(--image "$CACHE/$REPO:v$version-esgz" --mode lazy --store "$SLIPWAY_CLUSTER_SHARED/store"
                 --cache-metrics "http://$CACHE/metrics") ;;
+    plugin) args=(--image "$CACHE/$REPO:v$version" --mode unpacked --store "$SLIPWAY_CLUSTER_SHARED/store" --plugin
+                  --cache-metrics "http://$CACHE/metrics") ;;
   esac
   row=$(python3 bench/etl/scale_launch.py --nodes "$n" --strategy "$strategy" --cache "$cache" --version "$version" \
     --data "$DATA" --slipway "$SLIPWAY" --timeout "$TIMEOUT" "${args[@]}" \

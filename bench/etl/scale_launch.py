@@ -38,6 +38,7 @@ ap.add_argument("--image", required=True)
 ap.add_argument("--mode", choices=["unpacked", "lazy"], required=True)
 ap.add_argument("--store", required=True)
 ap.add_argument("--node-local", action="store_true")
+ap.add_argument("--plugin", action="store_true", help="run the tasks through the SPANK plugin (srun --container-image), not slipway run")
 ap.add_argument("--data", required=True)
 ap.add_argument("--slipway", required=True)
 ap.add_argument("--cache-metrics", help="the cache server's /metrics URL, when the launch goes through it")
@@ -107,7 +108,8 @@ os.makedirs(results, exist_ok=True)
 if args.cache == "cold":
     drop_caches()
 environment = dict(os.environ, IMAGE=args.image, MODE=args.mode, STORE=args.store, DATA=args.data,
-                   SLIPWAY=args.slipway, SCALE_JOB=job_script, NODE_LOCAL="1" if args.node_local else "0")
+                   SLIPWAY=args.slipway, SCALE_JOB=job_script, NODE_LOCAL="1" if args.node_local else "0",
+                   PLUGIN="1" if args.plugin else "0")
 output = os.path.join(args.data, "job.out")
 settle()
 before = upstream_counter(), node_link_counter(), cache_upstream(), cpu_ticks()

@@ -9,7 +9,8 @@ from reportkit import (WIDTH, chart_start, colour, esc, failed_rows, fmt_bytes, 
 SCALE_STRATEGIES = {"direct": "each node from the registry, own store",
                     "cache": "each node via the cache server, own store",
                     "shared": "one shared store, via the cache server",
-                    "lazy": "lazy mount via the cache, shared store"}
+                    "lazy": "lazy mount via the cache, shared store",
+                    "plugin": "SPANK plugin (srun --container-image), shared store via the cache"}
 SCALE_KEYS = ("link", "cache", "strategy", "nodes")
 SCALE_FIELDS = ("t_job_start", "t_first_start", "t_last_start", "t_first_result", "t_median_result", "t_last_result", "t_job_end",
                 "upstream_bytes", "cache_upstream_bytes", "node_link_bytes", "cpu_busy", "io_wait",
@@ -161,6 +162,26 @@ def headlines(sc):
             if None not in (j1, jn):
                 line += f" ({jn:.1f} s after Slurm started the job, {fmt_ratio(jn / j1)} the single-node {j1:.1f} s)"
             lines.append(line + f"; upstream {fmt_ratio(up)} one image")
+        lines += plugin_headlines(sc, link, image)
+    return lines
+
+
+def plugin_headlines(sc, link, image):
+    """The plugin against `srun slipway run` (shared) at each node count: launch overhead (sbatch to the last task's
+    start) and upstream bytes."""
+    lines = []
+    for cache in ("cold", "warm"):
+        for n in sc["nodes"]:
+            plugin, run = sc["stats"].get((link, cache, "plugin", n)), sc["stats"].get((link, cache, "shared", n))
+            tp, tr = mean_of(plugin, "t_last_start"), mean_of(run, "t_last_start")
+            if None in (tp, tr):
+                continue
+            line = (f"registry link {link}, {cache}, {n} node{'s' if n > 1 else ''}: the plugin's last task began {tp:.2f} s after "
+                    f"sbatch, srun slipway run's {tr:.2f} s ({fmt_ratio(tp / tr)})")
+            up = ratio(mean_of(plugin, "upstream_bytes"), image)
+            if cache == "cold" and up is not None:
+                line += f"; upstream {fmt_ratio(up)} one image"
+            lines.append(line)
     return lines
 
 

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -649,6 +650,8 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		uid_t uid = getuid();
 		gid_t gid = getgid();
 		char map[64];
+		/* Slurm's change of ids left the task non-dumpable, which makes its /proc/self files root's. */
+		prctl(PR_SET_DUMPABLE, 1);
 		int ok = unshare(CLONE_NEWUSER) == 0;
 		int fd;
 		if (ok && (fd = open("/proc/self/setgroups", O_WRONLY)) >= 0) { ok = write(fd, "deny", 4) == 4; close(fd); }

@@ -282,7 +282,11 @@ struct SlurmCleanup: AsyncParsableCommand {
             for name in jobs where name.hasPrefix("job-") && !name.hasSuffix(".lock") {
                 let jobDirectory = "\(node)/\(name)"
                 let all = job.map { name == "job-\($0)" } ?? false
-                for container in (try? FileManager.default.contentsOfDirectory(atPath: jobDirectory)) ?? [] where !container.hasSuffix(".lock") {
+                // A lock file alone is what a supervisor that failed, or died with its slurmstepd, leaves.
+                let names = Set((try? FileManager.default.contentsOfDirectory(atPath: jobDirectory)) ?? [])
+                for entry in names {
+                    let container = entry.hasSuffix(".lock") ? String(entry.dropLast(".lock".count)) : entry
+                    if entry.hasSuffix(".lock"), names.contains(container) { continue }
                     let path = "\(jobDirectory)/\(container)"
                     if all || (stale && StepContainerState.isAbandoned(path)) { targets.append(path) }
                 }

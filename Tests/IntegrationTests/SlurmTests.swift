@@ -197,6 +197,55 @@ struct SlurmTests {
         }
     }
 
+    /// The tasks run as the submitting user; with `--container-remap-root` they are root in a user namespace that
+    /// maps only that user.
+    @Test func tasksRunAsTheSubmittingUserOrRemappedToRoot() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let user = try await SlurmTests.testUser()
+            let uid = try await run("/usr/bin/id", ["-u", user]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            let asUser = "cd /tmp && setpriv --reuid=\(user) --regid=\(user) --clear-groups env HOME=/nonexistent srun -N1 --container-image=10.78.0.1:5050/etl:v1"
+            let plain = try await cluster.shell(asUser + " sh -c 'id -u; cat /version.txt'")
+            #expect(plain.status == 0 && plain.stdout == "\(uid)\nv1\n", "\(plain.stdout) \(plain.stderr)")
+            let remapped = try await cluster.shell(asUser + " --container-remap-root sh -c 'id -u; cat /proc/self/uid_map'")
+            let fields = remapped.stdout.split(whereSeparator: \.isWhitespace).map(String.init)
+            #expect(remapped.status == 0 && fields == ["0", "0", uid, "1"], "\(remapped.stdout) \(remapped.stderr)")
+            #expect(try await leftoversAfterSteps() == [])
+        }
+    }
+
+    /// A slurmstepd that dies (SIGKILL: a crashed daemon, as in a node failure) cannot run the plugin's exit
+    /// callback: the container's supervisor, which watches it, removes the container, its mounts and files, and the
+    /// job's end takes what is left.
+    @Test func aContainerWhoseSlurmstepdDiesIsRemovedByItsSupervisor() async throws {
+        try await withCluster(nodes: 1) { cluster in
+            let submitted = try await cluster.shell(
+                "cd \(cluster.shared) && sbatch --parsable -N1 --output=/dev/null --wrap 'srun --container-image=10.78.0.1:5050/etl:v1 sleep 600'")
+            let job = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(submitted.status == 0, "\(submitted.stderr)")
+            try await waitUntil("the step's container is up", timeout: .seconds(120)) {
+                try await run("/usr/bin/pgrep", ["-x", "-f", "/usr/bin/sleep 600"]).stdout.contains(where: \.isNumber)
+            }
+            let stepd = try await run("/usr/bin/pgrep", ["-f", "slurmstepd: \\[\(job).0\\]"]).stdout.split(separator: "\n").first
+            let pid = try #require(stepd.flatMap { pid_t($0) }, "no slurmstepd for step \(job).0")
+            #expect(try await SlurmTests.pluginLeftovers().count >= 2, "a supervisor, a runtime container, a mount")
+            kill(pid, SIGKILL)
+            try await waitUntil("the supervisor removed the container", timeout: .seconds(60)) { try await SlurmTests.pluginLeftovers() == [] }
+            _ = try await cluster.shell("scancel \(job)")
+            _ = try await run("/usr/bin/pkill", ["-x", "-f", "/usr/bin/sleep 600"])
+            #expect(try await leftoversAfterSteps() == [])
+        }
+    }
+
+    /// A user of the machine's passwd for the tests that need one who is not root.
+    static func testUser() async throws -> String {
+        let user = "slipway-slurm-test"
+        if try await run("/usr/bin/id", [user]).status != 0 {
+            let added = try await run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/bin/sh", user])
+            try #require(added.status == 0, "useradd: \(added.stderr)")
+        }
+        return user
+    }
+
     /// `#SBATCH --container-image` runs the batch script itself in the image: the ETL worker, with the data bound in.
     @Test func batchScriptWithContainerImageRunsTheWorker() async throws {
         try await withCluster(nodes: 1) { cluster in
@@ -298,11 +347,7 @@ struct SlurmTests {
     /// registry's refusal although the store has the image.
     @Test func aUserWithoutAccessToThePrivateImagesCredentialsCannotRunIt() async throws {
         try await withCluster(nodes: 2) { cluster in
-            let user = "slipway-slurm-test"
-            if try await run("/usr/bin/id", [user]).status != 0 {
-                let added = try await run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/bin/sh", user])
-                #expect(added.status == 0, "\(added.stderr)")
-            }
+            let user = try await SlurmTests.testUser()
             let htpasswd = try await run("/usr/bin/htpasswd", ["-Bbn", "alice", "s3cret"])
             try #require(htpasswd.status == 0, "htpasswd (apache2-utils): \(htpasswd.stderr)")
             let auth = SlurmTests.directory + "/private"

@@ -10,6 +10,9 @@ public enum PullPolicy: String, Sendable, CaseIterable {
     case missing
     /// Use the store's copy only; fail when it lacks the image or any layer.
     case never
+    /// Ask the registry which image the reference names (one HEAD, with this client's credentials, so it also
+    /// proves this client may pull it) and use the store's copy when it is that image and complete.
+    case newer
 }
 
 public struct ImageNotInStore: Error, CustomStringConvertible {
@@ -24,9 +27,25 @@ extension Puller {
     /// that ran the image before needs no registry), otherwise pulled with each layer extracted into the layer
     /// cache as it lands.
     public func image(_ location: ImageLocation, policy: PullPolicy) async throws -> ResolvedImage {
-        if policy != .always, let stored = await storedImage(location) { return stored }
-        guard policy != .never else { throw ImageNotInStore(location: location) }
+        switch policy {
+        case .missing, .never:
+            if let stored = await storedImage(location) { return stored }
+            guard policy != .never else { throw ImageNotInStore(location: location) }
+        case .newer:
+            if let stored = await storedImage(location), await registryNames(stored, location) { return stored }
+        case .always:
+            break
+        }
         return try await pullAndCacheLayers(location).0
+    }
+
+    /// Whether the registry's answer for the reference is the stored image's digest. Any failure (no HEAD support,
+    /// refused, unknown) says no, and the pull that follows reports it.
+    private func registryNames(_ stored: ResolvedImage, _ location: ImageLocation) async -> Bool {
+        guard case .registry(let reference) = location, let named = try? store.image(named: Self.storeName(for: location)),
+            let remote = try? await session.client(for: reference.registry).resolve(repository: reference.repository, reference: reference.identifier)
+        else { return false }
+        return remote.digest == named.digest
     }
 
     /// The image under its name in the store, when every layer is there (extracted, or as a blob).

@@ -46,7 +46,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Working directory in the container (default: the image's).") var workdir: String?
     @Option(name: .long, help: "User uid[:gid] or name[:group] (default: the image's).") var user: String?
     @Option(name: .long, help: "Replace the image's entrypoint (an empty string clears it).") var entrypoint: String?
-    @Option(name: .long, help: "--mode unpacked: missing (use the store's copy when it has the image, as podman does), always (ask the registry first), never.")
+    @Option(name: .long, help: "--mode unpacked: missing (use the store's copy when it has the image, as podman does), always (ask the registry first), newer (use the store's copy when the registry names that image), never.")
     var pull: PullPolicy = .missing
     @Option(name: .long, help: "Seconds from passing on SIGTERM (or SIGINT, SIGHUP) to killing the container; keep it under Slurm's KillWait.")
     var stopTimeout: Double = 10

@@ -76,7 +76,7 @@ struct SlurmContainer: AsyncParsableCommand {
             if let image, let recorded, recorded != image {
                 throw ValidationError("the container at \(state) was made from \(recorded), not \(image); use another --container-name")
             }
-            FileHandle.standardOutput.write(records)
+            try? FileHandle.standardOutput.write(contentsOf: records)
             return
         }
         await StepContainerState.remove(state, runtime: try? OCIRuntime.locate(runtime, identity: .root))
@@ -113,7 +113,7 @@ struct SlurmContainer: AsyncParsableCommand {
                     let records = StepContainerState.records(
                         keeper: keeper, workdir: workdir ?? config?.WorkingDir, environment: config?.Env ?? [])
                     try StepContainerState.record(records, image: reference, id: id, in: state)
-                    FileHandle.standardOutput.write(records)
+                    try? FileHandle.standardOutput.write(contentsOf: records)
                     StepContainerState.detachStandardStreams(log: "\(state)/log")
                     lock.release()
                     await Self.wait(for: watched)
@@ -135,14 +135,15 @@ struct SlurmContainer: AsyncParsableCommand {
         var lazyOptions = LazyMountOptions()
         switch mode {
         case .unpacked:
-            // Always asked of the registry: the store may hold an image this user may not pull.
-            return (try await Puller(session: session, store: store).image(location, policy: .always), .unpacked, lazyOptions)
+            // Always asked of the registry (one HEAD when the store has the image): the store may hold an image this
+            // user may not pull.
+            return (try await Puller(session: session, store: store).image(location, policy: .newer), .unpacked, lazyOptions)
         case .lazy:
             let image = try await session.source(for: location, backedBy: store).resolve(platform: session.options.platform)
             await lazyOptions.useGzipIndexes(of: image, notice: { _ in })
             return (image, .lazy, lazyOptions)
         case .sif:
-            let image = try await Puller(session: session, store: store).image(location, policy: .always)
+            let image = try await Puller(session: session, store: store).image(location, policy: .newer)
             let lease = try await store.lockForWriting()
             defer { lease.release() }
             let report = try await SIFConverter(store: store).convertIntoCache(image, reference: reference)
@@ -181,7 +182,15 @@ struct WatchedProcess: Sendable {
         startTime = parts.count > 1 ? parts[1] : (RunDirectory.startTime(of: pid) ?? "")
     }
 
-    var isAlive: Bool { RunDirectory.startTime(of: pid) == startTime }
+    /// Running, and not a zombie: a supervisor's parent is init once it detached, and init may take a second to
+    /// reap it.
+    var isAlive: Bool {
+        guard RunDirectory.startTime(of: pid) == startTime,
+            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+        return state != "Z" && state != "X"
+    }
 }
 
 /// What a step container's directory holds besides the run directory's own files: `records` (what the plugin

@@ -5,7 +5,7 @@ import Slipway
 import Testing
 import TestSupport
 
-/// `Puller.image(_:policy:)`, what `run --pull` decides with: which policies ask the registry, and what a store
+/// `Puller.image(_:policy:)`, what `run --pull` (and the Slurm plugin, with `newer`) decides with: which policies ask the registry, and what a store
 /// that already has the image saves.
 @Suite(.tags(.integration)) struct PullPolicyTests {
     @Test func eachPolicyAsksTheRegistryOnlyWhenItSays() async throws {
@@ -37,6 +37,18 @@ import TestSupport
                 #expect(again.manifestDescriptor.digest == pulled.manifestDescriptor.digest)
                 #expect(!proxy.requests(matching: "/manifests/").isEmpty, "always asks the registry")
                 #expect(proxy.requests(matching: "/blobs/", method: "GET").isEmpty, "but fetches no blob the store has")
+
+                // newer: one HEAD while the tag names the stored image; a pull once it names another.
+                proxy.clearLog()
+                let same = try await puller.image(location, policy: .newer)
+                #expect(same.manifestDescriptor.digest == pulled.manifestDescriptor.digest)
+                #expect(proxy.requests().map { "\($0.method) \($0.path)" } == ["HEAD /v2/demo/manifests/v1"], "\(proxy.requests().map(\.path))")
+                let second = try makeDemoLayout(scratch, version: "2")
+                try await push(second, to: "\(proxy.host)/demo:v1", session: session)
+                proxy.clearLog()
+                let moved = try await puller.image(location, policy: .newer)
+                #expect(moved.manifestDescriptor.digest != pulled.manifestDescriptor.digest, "the tag moved: the new image")
+                #expect(!proxy.requests(matching: "/manifests/", method: "GET").isEmpty)
             }
         }
     }

@@ -5,13 +5,14 @@
  * plugin fork/execs, so no Swift runtime enters slurmd or slurmstepd):
  *
  *   init              registers the options in every context (srun, sbatch/salloc, slurmstepd).
- *   user_init         (slurmstepd, as the user) opens the user's registry credentials and checks the mount
- *                     sources with the user's rights, then starts `slipway slurm container` as root: it pulls
- *                     the image (always asking the registry, with those credentials) into the site's store,
- *                     builds the root filesystem once for the node and step, creates a container that owns a
- *                     mount namespace, and prints the namespace owner's pid, the workdir and the image's
- *                     environment. Errors are kept and reported by task_init (user_init's errors do not reach
- *                     srun).
+ *   init_post_opt     (slurmstepd, root, as soon as the options are known) forks a child that takes the user's
+ *                     ids to open the user's registry credentials and check the mount sources, then starts
+ *                     `slipway slurm container` as root: it asks the registry for the image with those
+ *                     credentials (and no others), pulls what the site's store lacks, builds the root filesystem
+ *                     once for the node and step, creates a container that owns a mount namespace, and prints
+ *                     the namespace owner's pid, the workdir and the image's environment.
+ *   user_init         collects that answer. Errors are kept and reported by task_init (these callbacks' errors
+ *                     do not reach srun).
  *   task_init_privileged (each task, root) joins that mount namespace and sets the image's environment
  *                     (--container-env names keep the host's values), before Slurm resolves the command.
  *   task_init         (each task, as the user) reports a failed preparation (the task exits before exec),
@@ -264,12 +265,18 @@ static void free_argv(struct argv_builder *argv)
 	free(argv->items);
 }
 
-/* In the child of a slurmstepd that runs with the user's effective ids: back to root. */
-static int become_root(void)
-{
-	if (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL)) return -1;
-	return 0;
-}
+/* What the user must be able to reach, checked with the user's own ids in the helper's parent process. */
+struct user_access {
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	int group_count;
+	const char *credentials;  /* the docker config to open for the helper (missing: anonymous) */
+	char **sources;           /* bind mount sources that must exist */
+	int source_count;
+};
+
+struct helper_run { pid_t child; int out, err; };
 
 static void exec_helper(char **argv, int output, int errors, int keep)
 {
@@ -277,7 +284,7 @@ static void exec_helper(char **argv, int output, int errors, int keep)
 	int null = open("/dev/null", O_RDONLY);
 	if (null < 0 || dup2(null, 0) < 0 || dup2(output, 1) < 0 || dup2(errors, 2) < 0) _exit(127);
 	if (keep >= 0 && keep != 3 && dup2(keep, 3) < 0) _exit(127);
-	for (int fd = keep >= 0 ? 4 : 3; fd < 65536; fd++) close(fd);
+	close_range(keep >= 0 ? 4 : 3, ~0U, 0);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -288,20 +295,50 @@ static void exec_helper(char **argv, int output, int errors, int keep)
 }
 
 /*
- * Runs the helper as root with the given argv and collects its stdout and stderr to their ends. The helper is a
- * grandchild in a session of its own: Slurm's process tracking kills whatever descends from slurmstepd when a
- * step ends, and neither a container that outlives the step nor the cleanup that runs after it may die with it.
- * Its end is seen as the end of both streams (the container helper closes them once ready, and lives on).
- * Returns 0, or -1 when it could not be started.
+ * In the forked child, with the user's ids: opens the credentials (the descriptor for the helper, or -1 when
+ * there are none) and checks the mount sources. Failures are written to `errors` and end the child.
  */
-static int run_helper(char **argv, int keep, char **output, size_t *output_size, char *errors, size_t errors_size)
+static int check_user_access(const struct user_access *access, int errors)
+{
+	if (setgroups((size_t)access->group_count, access->groups) || setresgid((gid_t)-1, access->gid, (gid_t)-1)
+	    || setresuid((uid_t)-1, access->uid, (uid_t)-1)) {
+		dprintf(errors, "cannot take the user's ids: %s", strerror(errno));
+		_exit(1);
+	}
+	int credentials = -1;
+	if (access->credentials) {
+		credentials = open(access->credentials, O_RDONLY | O_CLOEXEC);
+		if (credentials < 0 && errno != ENOENT && errno != ENOTDIR) {
+			dprintf(errors, "cannot read your registry credentials %s: %s", access->credentials, strerror(errno));
+			_exit(1);
+		}
+	}
+	struct stat info;
+	for (int i = 0; i < access->source_count; i++)
+		if (stat(access->sources[i], &info) != 0) {
+			dprintf(errors, "--container-mounts: the mount source %s does not exist or is not yours to read (%s)",
+				access->sources[i], strerror(errno));
+			_exit(1);
+		}
+	if (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL)) _exit(126);
+	return credentials;
+}
+
+/*
+ * Starts the helper as root with the given argv. The helper is a grandchild in a session of its own: Slurm's
+ * process tracking kills whatever descends from slurmstepd when a step ends, and neither a container that
+ * outlives the step nor the cleanup that runs after it may die with it. `collect_helper` reads its answer.
+ */
+static int spawn_helper(char **argv, const struct user_access *access, struct helper_run *run)
 {
 	int out[2], err[2];
 	if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) return -1;
 	pid_t child = fork();
 	if (child < 0) return -1;
 	if (child == 0) {
-		if (become_root()) _exit(126);
+		int keep = access ? check_user_access(access, err[1]) : -1;
+		/* slurmstepd may run with the user's effective ids (user_init): the helper runs as root. */
+		if (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL)) _exit(126);
 		setsid();
 		pid_t grandchild = fork();
 		if (grandchild < 0) _exit(125);
@@ -310,9 +347,19 @@ static int run_helper(char **argv, int keep, char **output, size_t *output_size,
 	}
 	close(out[1]);
 	close(err[1]);
+	*run = (struct helper_run){ child, out[0], err[0] };
+	return 0;
+}
+
+/*
+ * Reads the helper's stdout and stderr to their ends: the container helper closes both once it is ready (and
+ * lives on), any other helper when it exits. Returns 0, or -1 when the child failed (its message is in errors).
+ */
+static int collect_helper(struct helper_run *run, char **output, size_t *output_size, char *errors, size_t errors_size)
+{
 	size_t used = 0, capacity = 65536, error_used = 0;
 	char *buffer = malloc(capacity);
-	struct pollfd fds[2] = { { out[0], POLLIN, 0 }, { err[0], POLLIN, 0 } };
+	struct pollfd fds[2] = { { run->out, POLLIN, 0 }, { run->err, POLLIN, 0 } };
 	int open_count = 2;
 	while (open_count > 0 && buffer) {
 		if (poll(fds, 2, -1) < 0) {
@@ -321,13 +368,13 @@ static int run_helper(char **argv, int keep, char **output, size_t *output_size,
 		}
 		if (fds[0].revents) {
 			if (used + 4096 > capacity && capacity < MAX_OUTPUT) buffer = realloc(buffer, capacity *= 2);
-			ssize_t n = buffer && used + 4096 <= capacity ? read(out[0], buffer + used, 4096) : 0;
+			ssize_t n = buffer && used + 4096 <= capacity ? read(run->out, buffer + used, 4096) : 0;
 			if (n > 0) used += (size_t)n;
 			else if (n == 0 || errno != EINTR) { fds[0].fd = -1; open_count--; }
 		}
 		if (fds[1].revents) {
 			char scratch[4096];
-			ssize_t n = read(err[0], scratch, sizeof(scratch));
+			ssize_t n = read(run->err, scratch, sizeof(scratch));
 			if (n > 0) {
 				size_t take = (size_t)n < errors_size - 1 - error_used ? (size_t)n : errors_size - 1 - error_used;
 				memcpy(errors + error_used, scratch, take);
@@ -336,10 +383,10 @@ static int run_helper(char **argv, int keep, char **output, size_t *output_size,
 		}
 	}
 	errors[error_used] = '\0';
-	close(out[0]);
-	close(err[0]);
+	close(run->out);
+	close(run->err);
 	int status = 0;
-	while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+	while (waitpid(run->child, &status, 0) < 0 && errno == EINTR) {}
 	*output = buffer;
 	*output_size = used;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
@@ -365,21 +412,9 @@ static char *job_env(spank_t sp, const char *name, char *buffer, int size)
 	return spank_getenv(sp, name, buffer, size) == ESPANK_SUCCESS ? buffer : NULL;
 }
 
-/* Opens the user's docker config with the user's rights (the caller runs as the user here). */
-static int open_credentials(spank_t sp, struct passwd *user, char *path, size_t size)
-{
-	char value[4096];
-	if (job_env(sp, "DOCKER_CONFIG", value, sizeof(value)))
-		snprintf(path, size, "%s/config.json", value);
-	else
-		snprintf(path, size, "%s/.docker/config.json", user->pw_dir);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) return errno == ENOTDIR ? -ENOENT : -errno;
-	return fd;
-}
-
-/* --container-mounts=SRC[:DST[:FLAGS]],... as --bind SRC:DST[:ro]; sources checked with the user's rights. */
-static int add_mounts(struct argv_builder *argv, const char *mounts)
+/* --container-mounts=SRC[:DST[:FLAGS]],... as --bind SRC:DST[:ro]; the sources go to `sources`, for the check with
+ * the user's rights. */
+static int add_mounts(struct argv_builder *argv, const char *mounts, struct argv_builder *sources)
 {
 	char *copy = strdup(mounts), *saveptr = NULL;
 	for (char *item = strtok_r(copy, ",", &saveptr); item; item = strtok_r(NULL, ",", &saveptr)) {
@@ -394,11 +429,7 @@ static int add_mounts(struct argv_builder *argv, const char *mounts)
 			fail("--container-mounts: %s: give absolute paths (SRC[:DST[:FLAGS]])", item);
 			break;
 		}
-		struct stat info;
-		if (stat(source, &info) != 0) {
-			fail("--container-mounts: the mount source %s does not exist or is not yours to read (%s)", source, strerror(errno));
-			break;
-		}
+		add(sources, source);
 		int read_only = 0;
 		if (flags) {
 			char *flag_save = NULL;
@@ -462,10 +493,13 @@ static int safe_name(const char *name)
 	return name[0] != '.';
 }
 
-static void prepare(spank_t sp)
+static struct helper_run preparation = { -1, -1, -1 };
+
+/* Starts the container's helper (slurmstepd, root, once options are known); `finish` collects its answer. */
+static void start(spank_t sp)
 {
 	uint32_t job = 0, stepid = 0;
-	char node[256], credentials_path[4096], batch_script_dir[4096] = "";
+	char node[256], credentials_path[4096], value[4096];
 	spank_get_item(sp, S_JOB_ID, &job);
 	spank_get_item(sp, S_JOB_STEPID, &stepid);
 	spank_get_item(sp, S_JOB_UID, &step.uid);
@@ -497,7 +531,7 @@ static void prepare(spank_t sp)
 	struct passwd *user = getpwuid(step.uid);
 	if (!user) { fail("user %u has no passwd entry on this node", (unsigned)step.uid); return; }
 
-	struct argv_builder argv = { 0 };
+	struct argv_builder argv = { 0 }, sources = { 0 };
 	add(&argv, config.slipway);
 	add(&argv, "slurm");
 	add(&argv, "container");
@@ -515,7 +549,7 @@ static void prepare(spank_t sp)
 	if (config.registry_mirror[0]) add_pair(&argv, "--registry-mirror", config.registry_mirror);
 	if (config.runtime[0]) add_pair(&argv, "--runtime", config.runtime);
 	if ((options.writable == -1 ? config.writable : options.writable) == 0) add(&argv, "--read-only");
-	if (options.mounts && add_mounts(&argv, options.mounts)) { free_argv(&argv); return; }
+	if (options.mounts && add_mounts(&argv, options.mounts, &sources)) goto done;
 	if ((options.mount_home == -1 ? config.mount_home : options.mount_home) == 1) {
 		char bind[8200];
 		snprintf(bind, sizeof(bind), "%s:%s", user->pw_dir, user->pw_dir);
@@ -526,12 +560,13 @@ static void prepare(spank_t sp)
 		int argc = 0;
 		char **job_argv = NULL;
 		if (spank_get_item(sp, S_JOB_ARGV, &argc, &job_argv) == ESPANK_SUCCESS && argc > 0 && job_argv[0][0] == '/') {
-			snprintf(batch_script_dir, sizeof(batch_script_dir), "%s", job_argv[0]);
-			char *slash = strrchr(batch_script_dir, '/');
-			if (slash && slash != batch_script_dir) {
+			char directory[4096];
+			snprintf(directory, sizeof(directory), "%s", job_argv[0]);
+			char *slash = strrchr(directory, '/');
+			if (slash && slash != directory) {
 				*slash = '\0';
 				char bind[8200];
-				snprintf(bind, sizeof(bind), "%s:%s:ro", batch_script_dir, batch_script_dir);
+				snprintf(bind, sizeof(bind), "%s:%s:ro", directory, directory);
 				add_pair(&argv, "--bind", bind);
 			}
 		}
@@ -542,21 +577,31 @@ static void prepare(spank_t sp)
 		snprintf(watch, sizeof(watch), "%d", (int)getpid());
 		add_pair(&argv, "--watch", watch);
 	}
-	int credentials = open_credentials(sp, user, credentials_path, sizeof(credentials_path));
-	if (credentials < 0 && credentials != -ENOENT) {
-		fail("cannot read your registry credentials %s: %s", credentials_path, strerror(-credentials));
-		free_argv(&argv);
-		return;
-	}
-	if (credentials >= 0) add_pair(&argv, "--authfile", "/dev/fd/3");
+	if (job_env(sp, "DOCKER_CONFIG", value, sizeof(value)))
+		snprintf(credentials_path, sizeof(credentials_path), "%s/config.json", value);
+	else
+		snprintf(credentials_path, sizeof(credentials_path), "%s/.docker/config.json", user->pw_dir);
+	/* The helper reads credentials from descriptor 3 when the user's file exists (an empty file otherwise). */
+	add_pair(&argv, "--authfile", "/dev/fd/3");
 
+	gid_t *groups = NULL;
+	int group_count = 0;
+	if (spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, &groups, &group_count) != ESPANK_SUCCESS) { groups = NULL; group_count = 0; }
+	struct user_access access = { step.uid, step.gid, groups, group_count, credentials_path, sources.items, sources.count };
+	if (spawn_helper(argv.items, &access, &preparation)) fail("cannot start %s: %s", config.slipway, strerror(errno));
+done:
+	free_argv(&argv);
+	free_argv(&sources);
+}
+
+static void finish(void)
+{
+	if (preparation.child <= 0) return;
 	char *output = NULL, errors[MAX_ERROR];
 	size_t size = 0;
-	int status = run_helper(argv.items, credentials, &output, &size, errors, sizeof(errors));
-	if (credentials >= 0) close(credentials);
-	free_argv(&argv);
-	if (status < 0) fail("cannot start %s: %s", config.slipway, strerror(errno));
-	else if (size == 0 || output[size - 1] != '\0') {
+	int status = collect_helper(&preparation, &output, &size, errors, sizeof(errors));
+	preparation.child = -1;
+	if (status != 0 || size == 0 || output[size - 1] != '\0') {
 		size_t length = strlen(errors);
 		while (length && (errors[length - 1] == '\n' || errors[length - 1] == ' ')) errors[--length] = '\0';
 		fail("%s", errors[0] ? errors : "the container helper ended without an answer");
@@ -564,7 +609,9 @@ static void prepare(spank_t sp)
 	free(output);
 }
 
-int slurm_spank_user_init(spank_t sp, int ac, char **av)
+/* Started as soon as the options are known (root, before slurmstepd's own set-up of the step), so the image is
+ * pulled and mounted while slurmstepd works. */
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 {
 	(void)ac; (void)av;
 	if (spank_context() != S_CTX_REMOTE || (!options.image && !options.name)) return 0;
@@ -572,8 +619,15 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
 	spank_get_item(sp, S_JOB_STEPID, &stepid);
 	if (stepid == EXTERN_STEP) return 0;
 	step.active = 1;
-	prepare(sp);
+	start(sp);
 	return 0; /* errors reach the user from task_init, where stderr is the task's */
+}
+
+int slurm_spank_user_init(spank_t sp, int ac, char **av)
+{
+	(void)sp; (void)ac; (void)av;
+	if (step.active && !step.failed) finish();
+	return 0;
 }
 
 /* ---- slurmstepd: each task ------------------------------------------------------------------------------ */
@@ -677,10 +731,12 @@ static void cleanup(char **extra)
 	add(&argv, "cleanup");
 	if (config.runtime[0]) add_pair(&argv, "--runtime", config.runtime);
 	for (char **item = extra; *item; item++) add(&argv, *item);
-	char *output = NULL, errors[MAX_ERROR];
+	char *output = NULL, errors[MAX_ERROR] = "";
 	size_t size = 0;
-	int status = run_helper(argv.items, -1, &output, &size, errors, sizeof(errors));
-	if (status != 0 || errors[0]) slurm_error("slipway: cleanup (%s) failed: %s", argv.items[argv.count - 1], status ? strerror(errno) : errors);
+	struct helper_run run;
+	int status = spawn_helper(argv.items, NULL, &run);
+	if (status == 0) status = collect_helper(&run, &output, &size, errors, sizeof(errors));
+	if (status != 0 || errors[0]) slurm_error("slipway: cleanup (%s) failed: %s", argv.items[argv.count - 1], errors[0] ? errors : strerror(errno));
 	free(output);
 	free_argv(&argv);
 }

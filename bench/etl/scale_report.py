@@ -14,11 +14,12 @@ SCALE_STRATEGIES = {"direct": "each node from the registry, own store",
 SCALE_KEYS = ("link", "cache", "strategy", "nodes")
 SCALE_FIELDS = ("t_job_start", "t_first_start", "t_last_start", "t_first_result", "t_median_result", "t_last_result", "t_job_end",
                 "upstream_bytes", "cache_upstream_bytes", "node_link_bytes", "cpu_busy", "io_wait",
-                "t_result_after_job_start")
+                "t_result_after_job_start", "t_start_after_job_start", "image_bytes")
 TARGET_FACTOR = 1.5   # the issue's target: 16 nodes via the cache within 1.5x the single-node time
 SHAPES = ("circle", "square", "diamond", "ring")
 INTRO = ("The Patch Tuesday job launched at once on N nodes of a local Slurm cluster, one task per node, each running "
-         "the worker in the image through <code>slipway run</code>. <b>cold</b>: v1 onto empty stores and an empty cache "
+         "the worker in the image through <code>slipway run</code> (the <b>plugin</b> strategy: through Slipway's SPANK plugin, "
+         "<code>srun --container-image</code>). <b>cold</b>: v1 onto empty stores and an empty cache "
          "server; <b>warm</b>: v2 right after (only <code>/version.txt</code> changed). Times are seconds from "
          "<code>sbatch</code> until the <b>last</b> task wrote its result (every task's first result) and until the job "
          "ended; Slurm's own scheduling takes 0.1–3 s of that on this cluster, so the last result is also given from "
@@ -37,6 +38,9 @@ def load(path, warnings):
         r["nodes"] = int(num(r, "nodes") or 0)
         if None not in (num(r, "t_last_result"), num(r, "t_job_start")):   # without Slurm's scheduling latency
             r["t_result_after_job_start"] = r["t_last_result"] - r["t_job_start"]
+        if None not in (num(r, "t_last_start"), num(r, "t_job_start")):
+            r["t_start_after_job_start"] = r["t_last_start"] - r["t_job_start"]
+        r["image_bytes"] = num(r, "image_bytes")
     return rows
 
 
@@ -53,8 +57,12 @@ def context(results_dir, warnings):
 
 
 def one_image(sc, link):
-    """Upstream bytes of one node's cold pull straight from the registry (wire bytes, as the others are)."""
-    return mean_of(sc["stats"].get((link, "cold", "direct", 1)), "upstream_bytes")
+    """Upstream bytes of one node's cold pull straight from the registry (wire bytes, as the others are); without
+    that strategy in the run, the image's compressed size."""
+    direct = mean_of(sc["stats"].get((link, "cold", "direct", 1)), "upstream_bytes")
+    if direct is not None:
+        return direct
+    return next((mean_of(st, "image_bytes") for k, st in sc["stats"].items() if k[0] == link and mean_of(st, "image_bytes")), None)
 
 
 def line_chart(sc, link, cache, field, title, subtitle, y_title, fmt, uid, scale=1.0, target=None):
@@ -174,10 +182,13 @@ def plugin_headlines(sc, link, image):
         for n in sc["nodes"]:
             plugin, run = sc["stats"].get((link, cache, "plugin", n)), sc["stats"].get((link, cache, "shared", n))
             tp, tr = mean_of(plugin, "t_last_start"), mean_of(run, "t_last_start")
+            jp, jr = mean_of(plugin, "t_start_after_job_start"), mean_of(run, "t_start_after_job_start")
             if None in (tp, tr):
                 continue
             line = (f"registry link {link}, {cache}, {n} node{'s' if n > 1 else ''}: the plugin's last task began {tp:.2f} s after "
                     f"sbatch, srun slipway run's {tr:.2f} s ({fmt_ratio(tp / tr)})")
+            if None not in (jp, jr):
+                line += f"; {jp:.2f} s against {jr:.2f} s after Slurm started the job ({fmt_ratio(jp / jr)})"
             up = ratio(mean_of(plugin, "upstream_bytes"), image)
             if cache == "cold" and up is not None:
                 line += f"; upstream {fmt_ratio(up)} one image"

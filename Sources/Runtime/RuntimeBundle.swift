@@ -29,11 +29,16 @@ public struct RuntimeBundle: Sendable {
         let spec = try makeSpec(
             image: image, options: options, rootfs: rootfs, readOnlyRootfs: readOnlyRootfs, identity: identity, containerID: containerID,
             users: UserResolver(rootfs: rootfs))
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try writeConfig(spec, to: directory)
+        return RuntimeBundle(directory: directory, spec: spec)
+    }
+
+    /// Writes `spec` as `directory/config.json`.
+    public static func writeConfig(_ spec: RuntimeSpec, to directory: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try encoder.encode(spec).write(to: URL(fileURLWithPath: "\(directory)/config.json"), options: .atomic)
-        return RuntimeBundle(directory: directory, spec: spec)
     }
 
     /// The spec alone (no I/O besides reading the rootfs for bind destinations of a read-only root).
@@ -69,22 +74,7 @@ public struct RuntimeBundle: Sendable {
             user: RuntimeSpec.User(uid: user.uid, gid: user.gid, additionalGids: user.additionalGids.isEmpty ? nil : user.additionalGids),
             args: args, env: env, cwd: cwd, capabilities: capabilities)
 
-        var mounts = defaultMounts(rootless: identity.isRootless)
-        if readOnlyRootfs {
-            // The runtime cannot create mountpoints in a read-only root; most images have these, minimal ones may not.
-            let missing = ["/proc", "/dev", "/sys"].filter { !RootfsPath.exists($0, in: rootfs) }
-            if !missing.isEmpty { throw RuntimeError.readOnlyRootLacks(missing) }
-        }
-        // The host's network is shared, so its name resolution is too.
-        for file in ["/etc/resolv.conf", "/etc/hosts"] where FileManager.default.fileExists(atPath: file) {
-            if readOnlyRootfs && !RootfsPath.exists(file, in: rootfs) { continue }
-            mounts.append(RuntimeSpec.Mount(destination: file, type: "bind", source: file, options: ["rbind", "ro", "nosuid", "nodev"]))
-        }
-        for bind in options.binds {
-            // A writable root (the overlay's upper) lets the runtime create missing destinations; a read-only one cannot.
-            if readOnlyRootfs && !RootfsPath.exists(bind.destination, in: rootfs) { throw RuntimeError.bindDestinationMissing(bind.destination) }
-            mounts.append(bind.specMount)
-        }
+        let mounts = defaultMounts(rootless: identity.isRootless) + (try hostMounts(rootfs: rootfs, readOnly: readOnlyRootfs, binds: options.binds))
 
         var namespaces = ["pid", "ipc", "uts", "mount"].map(RuntimeSpec.Namespace.init)
         var linux = RuntimeSpec.Linux(namespaces: namespaces, maskedPaths: maskedPaths, readonlyPaths: readonlyPaths)
@@ -101,6 +91,26 @@ public struct RuntimeBundle: Sendable {
         return RuntimeSpec(
             process: process, root: RuntimeSpec.Root(path: rootfs, readonly: readOnlyRootfs), hostname: options.hostname, mounts: mounts,
             linux: linux)
+    }
+
+    /// The host's name resolution (its network is shared) and the user's binds, after `/proc`, `/dev` and `/sys`.
+    /// The runtime cannot create mountpoints in a read-only root, so there every mountpoint must exist (most images
+    /// have the usual ones; minimal ones may not); a writable root (the overlay's upper) gets the missing ones.
+    static func hostMounts(rootfs: String, readOnly: Bool, binds: [BindMount]) throws -> [RuntimeSpec.Mount] {
+        if readOnly {
+            let missing = ["/proc", "/dev", "/sys"].filter { !RootfsPath.exists($0, in: rootfs) }
+            if !missing.isEmpty { throw RuntimeError.readOnlyRootLacks(missing) }
+        }
+        var mounts: [RuntimeSpec.Mount] = []
+        for file in ["/etc/resolv.conf", "/etc/hosts"] where FileManager.default.fileExists(atPath: file) {
+            if readOnly && !RootfsPath.exists(file, in: rootfs) { continue }
+            mounts.append(RuntimeSpec.Mount(destination: file, type: "bind", source: file, options: ["rbind", "ro", "nosuid", "nodev"]))
+        }
+        for bind in binds {
+            if readOnly && !RootfsPath.exists(bind.destination, in: rootfs) { throw RuntimeError.bindDestinationMissing(bind.destination) }
+            mounts.append(bind.specMount)
+        }
+        return mounts
     }
 
     /// The image's Env with the user's `KEY=VALUE`s replacing or adding by key, PATH defaulted, HOME set from the

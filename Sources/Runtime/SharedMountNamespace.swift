@@ -20,36 +20,17 @@ public enum SharedMountNamespace {
     /// the container, even though it never runs it: `/proc/self/exe` (the runtime's own binary, seen through the
     /// container's `/proc`) exists in every image.
     public static func spec(rootfs: String, readOnly: Bool, binds: [BindMount]) throws -> RuntimeSpec {
-        var mounts = [
+        let mounts = [
             RuntimeSpec.Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
             RuntimeSpec.Mount(destination: "/dev", type: "bind", source: "/dev", options: ["rbind", "nosuid"]),
             RuntimeSpec.Mount(destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "nosuid", "noexec", "nodev", "ro"]),
-        ]
-        if readOnly {
-            let missing = ["/proc", "/dev", "/sys"].filter { !RootfsPath.exists($0, in: rootfs) }
-            if !missing.isEmpty { throw RuntimeError.readOnlyRootLacks(missing) }
-        }
-        for file in ["/etc/resolv.conf", "/etc/hosts"] where FileManager.default.fileExists(atPath: file) {
-            if readOnly && !RootfsPath.exists(file, in: rootfs) { continue }
-            mounts.append(RuntimeSpec.Mount(destination: file, type: "bind", source: file, options: ["rbind", "ro", "nosuid", "nodev"]))
-        }
-        for bind in binds {
-            if readOnly && !RootfsPath.exists(bind.destination, in: rootfs) { throw RuntimeError.bindDestinationMissing(bind.destination) }
-            mounts.append(bind.specMount)
-        }
+        ] + (try RuntimeBundle.hostMounts(rootfs: rootfs, readOnly: readOnly, binds: binds))
         let process = RuntimeSpec.Process(
             user: RuntimeSpec.User(uid: 0, gid: 0), args: ["/proc/self/exe"], env: ["PATH=/usr/bin:/bin"], cwd: "/",
             capabilities: RuntimeSpec.Capabilities(bounding: [], effective: [], permitted: []))
         let linux = RuntimeSpec.Linux(
             namespaces: [RuntimeSpec.Namespace("mount")], maskedPaths: RuntimeBundle.maskedPaths, readonlyPaths: RuntimeBundle.readonlyPaths)
         return RuntimeSpec(process: process, root: RuntimeSpec.Root(path: rootfs, readonly: readOnly), hostname: nil, mounts: mounts, linux: linux)
-    }
-
-    /// Writes the spec as `directory/config.json`.
-    public static func writeBundle(to directory: String, spec: RuntimeSpec) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(spec).write(to: URL(fileURLWithPath: "\(directory)/config.json"), options: .atomic)
     }
 }
 

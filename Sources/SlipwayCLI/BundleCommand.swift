@@ -80,7 +80,7 @@ struct Bundle: AsyncParsableCommand {
                 relative.root.path = "rootfs"
                 // Every task of every step runs this bundle at once: the runtime names each one's cgroup by its id.
                 relative.linux.cgroupsPath = nil
-                try SharedMountNamespace.writeBundle(to: path, spec: relative)
+                try RuntimeBundle.writeConfig(relative, to: path)
             }
         } catch {
             try? Self.removeBundle(path)

@@ -104,8 +104,8 @@ struct SlurmContainer: AsyncParsableCommand {
                     assembly.lazyOptions = lazyOptions
                     let assembled = try await assembly.assemble(image: image, name: Puller.storeName(for: location))
                     rootfs = assembled
-                    try SharedMountNamespace.writeBundle(
-                        to: directory.path, spec: try SharedMountNamespace.spec(rootfs: assembled.path, readOnly: readOnly, binds: binds))
+                    try RuntimeBundle.writeConfig(
+                        try SharedMountNamespace.spec(rootfs: assembled.path, readOnly: readOnly, binds: binds), to: directory.path)
                     try Task.checkCancellation()
                     created = true
                     let keeper = try await ociRuntime.create(bundle: directory.path, id: id)

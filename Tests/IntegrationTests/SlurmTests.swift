@@ -389,8 +389,9 @@ struct SlurmTests {
             let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "slipway-full-store", full])
             try #require(mounted.status == 0, "\(mounted.stderr)")
             defer { detachMount(full) }
-            // The site allows this store (plugstack.conf is read at each launch).
-            let plugstack = SlurmTests.directory + "/etc/plugstack.conf"
+            // The site allows this store (the plugin's line, which `scripts/slurm-plugin install` wrote, is read at
+            // each launch).
+            let plugstack = SlurmTests.directory + "/etc/plugstack.conf.d/slipway.conf"
             let line = try String(contentsOfFile: plugstack, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             try (line + " stores=\(full)\n").write(toFile: plugstack, atomically: true, encoding: .utf8)
             try await expectStepFails(

@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import Foundation
 import LazyFS
@@ -84,15 +85,17 @@ public struct ContainerRunner: Sendable {
         -> Int32
     {
         try Task.checkCancellation()
-        var options = configuration
-        if config == nil, options.command == nil, options.entrypoint == nil,
-            RootfsPath.exists("/.singularity.d/runscript", in: rootfs.path)
-        {
-            options.command = ["/.singularity.d/runscript"]
+        let (configuration, path, readOnly, identity, id) = (configuration, rootfs.path, rootfs.readOnly, runtime.bundleIdentity, directory.containerID)
+        // Off the pool: the spec reads the root filesystem (its /etc/passwd, mountpoints), which may be a lazy mount
+        // this process serves, whose reads wait for fetches that need the pool.
+        let bundle = try await runBlocking {
+            var options = configuration
+            if config == nil, options.command == nil, options.entrypoint == nil, RootfsPath.exists("/.singularity.d/runscript", in: path) {
+                options.command = ["/.singularity.d/runscript"]
+            }
+            return try RuntimeBundle.write(
+                to: directory.path, image: config, options: options, rootfs: path, readOnlyRootfs: readOnly, identity: identity, containerID: id)
         }
-        let bundle = try RuntimeBundle.write(
-            to: directory.path, image: config, options: options, rootfs: rootfs.path, readOnlyRootfs: rootfs.readOnly,
-            identity: runtime.bundleIdentity, containerID: directory.containerID)
         logger.debug("running \(directory.containerID) with \(runtime) from \(bundle.configPath)")
         try Task.checkCancellation()
         willStart()

@@ -104,8 +104,11 @@ struct SlurmContainer: AsyncParsableCommand {
                     assembly.lazyOptions = lazyOptions
                     let assembled = try await assembly.assemble(image: image, name: Puller.storeName(for: location))
                     rootfs = assembled
-                    try RuntimeBundle.writeConfig(
-                        try SharedMountNamespace.spec(rootfs: assembled.path, readOnly: readOnly, binds: binds), to: directory.path)
+                    // Off the pool: a read-only lazy root is read through this process's own FUSE mount.
+                    try await runBlocking {
+                        try RuntimeBundle.writeConfig(
+                            try SharedMountNamespace.spec(rootfs: assembled.path, readOnly: readOnly, binds: binds), to: directory.path)
+                    }
                     try Task.checkCancellation()
                     created = true
                     let keeper = try await ociRuntime.create(bundle: directory.path, id: id)

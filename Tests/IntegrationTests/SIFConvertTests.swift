@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import Foundation
 import SIF
@@ -125,14 +126,22 @@ struct SIFConvertTests {
             let store = scratch.sub("store")
             #expect(try await run(slipwayBinary, ["pull", "-q", "--store", store, reference]).status == 0)
             let process = try ChildProcess(slipwayBinary, ["convert", "-q", "--store", store, reference, scratch.sub("big.sif"), "--to", "sif"])
-            // Kill it once mksquashfs is working on the partition.
-            let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline, process.endedStatus == nil {
-                let temporaries = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/sif/sha256")) ?? []
-                if temporaries.contains(where: { $0.hasPrefix(".tmp-") }) { break }
-                try await Task.sleep(for: .milliseconds(20))
+            // Kill it once it writes the partition: its temporary SIF is in the cache. The native writer takes about a
+            // second here, so the watch runs on a thread of its own (a loaded cooperative pool could miss it).
+            let cache = "\(store)/sif/sha256"
+            let caught = await runBlocking { () -> Bool in
+                let deadline = ContinuousClock.now + .seconds(60)
+                while ContinuousClock.now < deadline, process.endedStatus == nil {
+                    let temporaries = (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []
+                    if temporaries.contains(where: { $0.hasPrefix(".tmp-") }) {
+                        kill(process.pid, SIGKILL)
+                        return true
+                    }
+                    usleep(1000)
+                }
+                return false
             }
-            process.signal(SIGKILL)
+            #expect(caught, "the conversion ended before its temporary SIF appeared")
             await process.exitStatus()
             let left = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/sif/sha256")) ?? []
             #expect(!left.contains { $0.hasSuffix(".sif") && !$0.hasPrefix(".tmp-") }, "a SIF appeared in the cache: \(left)")

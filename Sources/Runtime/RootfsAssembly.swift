@@ -132,16 +132,17 @@ public struct RootfsAssembly: Sendable {
         }
         _ = try await Unpacker(store: store, progress: progress).cacheLayers(image)
         try Task.checkCancellation()
-        // Topmost first; a layer that occurs twice is kept at its topmost position (overlayfs refuses a directory
-        // given twice, and the lower copy adds nothing the upper one does not).
-        var seen = Set<Digest>()
-        var lowers: [String] = []
-        for layer in image.layers.reversed() where seen.insert(layer.diffID).inserted {
-            lowers.append(store.layerDirectory(layer.diffID))
-        }
+        var lowers = Self.overlayLowers(of: image, in: store)
         if lowers.isEmpty { lowers = [try directory.makeDirectory("empty")] }
         try await mountOverlay(lowers: lowers, at: rootfs, undo: undo)
         return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
+    }
+
+    /// The image's extracted layers as overlay lower directories, topmost first. A layer that occurs twice is kept
+    /// at its topmost position: overlayfs refuses a directory given twice, and the lower copy adds nothing.
+    public static func overlayLowers(of image: any Image, in store: ContentStore) -> [String] {
+        var seen = Set<Digest>()
+        return image.layers.reversed().filter { seen.insert($0.diffID).inserted }.map { store.layerDirectory($0.diffID) }
     }
 
     /// Short links to the lower directories (so many layers fit the kernel's one page of mount options), a

@@ -79,11 +79,15 @@ public final class RunDirectory: Sendable {
 
     /// The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), which with the pid
     /// identifies a process across pid reuse.
-    public static func startTime(of pid: Int32) -> String? {
+    public static func startTime(of pid: Int32) -> String? { status(of: pid)?.startTime }
+
+    /// The process's state letter (field 3 of /proc/PID/stat: R, S, D, Z…) and start time.
+    public static func status(of pid: Int32) -> (state: Character, startTime: String)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // Fields after the command start at 3 (state); the start time is field 22.
-        return fields.count > 19 ? String(fields[19]) : nil
+        guard fields.count > 19, let state = fields[0].first else { return nil }
+        return (state, String(fields[19]))
     }
 
     /// Removes a tree without crossing into other filesystems (a mount left under it is skipped, never emptied),

@@ -57,9 +57,7 @@ struct Bundle: AsyncParsableCommand {
                 if geteuid() == 0 {
                     _ = try await Unpacker(store: store, progress: display.handler).cacheLayers(resolved)
                     try FileManager.default.createDirectory(atPath: rootfs, withIntermediateDirectories: false)
-                    var seen = Set<Digest>()
-                    var lowers: [String] = []
-                    for layer in resolved.layers.reversed() where seen.insert(layer.diffID).inserted { lowers.append(store.layerDirectory(layer.diffID)) }
+                    var lowers = RootfsAssembly.overlayLowers(of: resolved, in: store)
                     // A read-only overlay needs two lower directories: a one-layer image gets an empty one below.
                     if lowers.count < 2 {
                         let empty = "\(path)/.empty"

@@ -79,12 +79,12 @@ struct SlurmContainer: AsyncParsableCommand {
             try? FileHandle.standardOutput.write(contentsOf: records)
             return
         }
-        await StepContainerState.remove(state, runtime: try? OCIRuntime.locate(runtime, identity: .root))
+        let ociRuntime = try OCIRuntime.locate(runtime, identity: .root)
+        await StepContainerState.remove(state, runtime: ociRuntime)
         guard let reference = image else { throw ValidationError("no container exists at \(state) yet: give --container-image") }
         let binds = try bind.map { try BindMount(parsing: $0) }
         for bind in binds { try bind.checkSource() }
         let location = try parseLocation(reference)
-        let ociRuntime = try OCIRuntime.locate(runtime, identity: .root)
         let store = try global.openStore()
         let logger = global.makeLogger()
         let credentials = try authfile.map { try DockerConfigCredentials(contents: FileManager.default.contents(atPath: $0), path: $0, runsHelpers: false) }
@@ -188,11 +188,8 @@ struct WatchedProcess: Sendable {
     /// Running, and not a zombie: a supervisor's parent is init once it detached, and init may take a second to
     /// reap it.
     var isAlive: Bool {
-        guard RunDirectory.startTime(of: pid) == startTime,
-            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
-        else { return false }
-        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
-        return state != "Z" && state != "X"
+        guard let status = RunDirectory.status(of: pid), status.startTime == startTime else { return false }
+        return status.state != "Z" && status.state != "X"
     }
 }
 

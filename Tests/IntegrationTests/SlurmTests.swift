@@ -299,6 +299,11 @@ struct SlurmTests {
             let ran = try await cluster.shell("cd /tmp && srun -N2 --container=\(bundle) sh -c 'cat /version.txt; test -w / || echo read-only'")
             #expect(ran.status == 0, "\(ran.stderr)")
             #expect(ran.stdout.split(separator: "\n").sorted() == ["read-only", "read-only", "v2", "v2"], "\(ran.stdout)")
+            // --remove deletes only what slipway bundle made.
+            let foreign = cluster.shared + "/not-a-bundle"
+            try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
+            let refused = try await run(slipwayBinary, ["bundle", "--remove", foreign])
+            #expect(refused.status != 0 && refused.stderr.contains("is not a bundle slipway made") && FileManager.default.fileExists(atPath: foreign))
             let removed = try await run(slipwayBinary, ["bundle", "--remove", bundle])
             #expect(removed.status == 0 && !FileManager.default.fileExists(atPath: bundle), "\(removed.stderr)")
         }

@@ -20,6 +20,7 @@ extension ContentStore {
         defer { lock.release() }
         var liveBlobs = Set<Digest>()
         var liveLayers = Set<Digest>()
+        var liveTOCs = Set<Digest>()
         let roots = try readIndex().manifests
         // Referrers (gzip indexes) live as long as their subject: marked after the images.
         var pending = roots.filter { $0.annotations?[Self.subjectAnnotation] == nil }
@@ -45,6 +46,7 @@ extension ContentStore {
             case .index(let index): pending += index.manifests
             case .manifest(let manifest):
                 liveBlobs.formUnion(manifest.layers.map(\.digest))
+                liveTOCs.formUnion(manifest.layers.compactMap { $0.annotations?[tocDigestAnnotation].flatMap { try? Digest($0) } })
                 liveBlobs.insert(manifest.config.digest)
                 // An artifact's config is not an image config (OCI's empty `{}` for Slipway's indexes).
                 guard manifest.artifactType == nil, FileManager.default.fileExists(atPath: blobPath(manifest.config.digest)) else { continue }
@@ -106,12 +108,14 @@ extension ContentStore {
                     if name.hasPrefix(".tmp-") { report.removedPartials += 1 }
                 }
             }
-            let layers = "\(root)/layers/\(algorithm.rawValue)"
-            for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {
-                guard let digest = try? Digest(algorithm: algorithm, hex: name), liveLayers.contains(digest) else {
-                    report.freedBytes += remove("\(layers)/\(name)", dryRun: dryRun)
-                    report.removedLayers += 1
-                    continue
+            for (directory, live) in [("layers/\(algorithm.rawValue)", liveLayers), ("layers/toc/\(algorithm.rawValue)", liveTOCs)] {
+                let layers = "\(root)/\(directory)"
+                for name in (try? fileManager.contentsOfDirectory(atPath: layers)) ?? [] {
+                    guard let digest = try? Digest(algorithm: algorithm, hex: name), live.contains(digest) else {
+                        report.freedBytes += remove("\(layers)/\(name)", dryRun: dryRun)
+                        report.removedLayers += 1
+                        continue
+                    }
                 }
             }
         }

@@ -20,22 +20,43 @@ extension ContentStore {
     /// nothing visible.
     @discardableResult
     public func ensureLayerDirectory(_ diffID: Digest, extract: (String) async throws -> Digest) async throws -> Bool {
-        let final = layerDirectory(diffID)
-        if hasLayerDirectory(diffID) { return false }
-        try FileManager.default.createDirectory(atPath: "\(root)/layers/\(diffID.algorithm.rawValue)", withIntermediateDirectories: true)
-        let lock = try await FileLock.acquire("\(root)/ingest/layer-\(diffID.hex).lock", mode: .exclusive)
+        try await ensureDirectory(layerDirectory(diffID), named: "layer-\(diffID.hex)") { temporary in
+            let actual = try await extract(temporary)
+            guard actual == diffID else {
+                throw StoreError.corrupt(path: temporary, reason: "the layer unpacks to \(actual), not to its diffID \(diffID)")
+            }
+        }
+    }
+
+    /// An eStargz layer written from its TOC and verified chunks rather than from its tar, whose diffID was never
+    /// computed: it is named by the TOC's digest, so only a layer annotated with that TOC (verified against the
+    /// blob when mounted) ever uses it, and a blob that lies about its diffID cannot poison the diffID cache.
+    public func materializedLayerDirectory(toc: Digest) -> String { "\(root)/layers/toc/\(toc.algorithm.rawValue)/\(toc.hex)" }
+
+    public func hasMaterializedLayer(toc: Digest) -> Bool {
+        FileManager.default.fileExists(atPath: materializedLayerDirectory(toc: toc))
+    }
+
+    /// Writes a materialized layer unless present, as `ensureLayerDirectory` does (a temporary directory renamed
+    /// into place once complete: an interrupted materialization leaves nothing a run could use).
+    @discardableResult
+    public func ensureMaterializedLayer(toc: Digest, write: (String) async throws -> Void) async throws -> Bool {
+        try await ensureDirectory(materializedLayerDirectory(toc: toc), named: "toc-\(toc.hex)", fill: write)
+    }
+
+    private func ensureDirectory(_ final: String, named name: String, fill: (String) async throws -> Void) async throws -> Bool {
+        if FileManager.default.fileExists(atPath: final) { return false }
+        try FileManager.default.createDirectory(atPath: (final as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let lock = try await FileLock.acquire("\(root)/ingest/\(name).lock", mode: .exclusive)
         defer { lock.release() }
-        if hasLayerDirectory(diffID) { return false }
-        let temporary = "\(root)/ingest/layer-\(diffID.hex).extracting"
+        if FileManager.default.fileExists(atPath: final) { return false }
+        let temporary = "\(root)/ingest/\(name).extracting"
         try? FileManager.default.removeItem(atPath: temporary)
         let partial = PartialOutput.register(temporary)
         defer { partial.end() }
         try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         do {
-            let actual = try await extract(temporary)
-            guard actual == diffID else {
-                throw StoreError.corrupt(path: temporary, reason: "the layer unpacks to \(actual), not to its diffID \(diffID)")
-            }
+            try await fill(temporary)
             // Flush the extracted files before the rename publishes them; only this filesystem, not the node's.
             try await runBlocking {
                 let fd = open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

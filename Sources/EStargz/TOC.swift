@@ -10,8 +10,6 @@ public let prefetchLandmarkName = ".prefetch.landmark"
 public let estargzFooterSize = 51
 /// Size of the legacy stargz (google/crfs) footer: no `SG` subfield header inside the gzip Extra field.
 public let legacyStargzFooterSize = 47
-/// Layer annotation carrying the digest of the uncompressed TOC JSON.
-public let tocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest"
 /// Layer annotation carrying the uncompressed size of the blob.
 public let uncompressedSizeAnnotation = "io.containers.estargz.uncompressed-size"
 

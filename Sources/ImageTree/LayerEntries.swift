@@ -118,29 +118,4 @@ public enum LayerEntries {
 
     private static func major(_ dev: dev_t) -> UInt32 { UInt32((dev >> 8) & 0xfff) | UInt32((dev >> 32) & 0xffff_f000) }
     private static func minor(_ dev: dev_t) -> UInt32 { UInt32(dev & 0xff) | UInt32((dev >> 12) & 0xfff_ff00) }
-
-    /// "2024-01-02T03:04:05Z" → seconds since the epoch; 0 when empty or malformed.
-    static func parseModtime(_ text: String) -> Int64 {
-        let digits = Array(text.utf8)
-        guard digits.count >= 20, digits[4] == UInt8(ascii: "-"), digits[10] == UInt8(ascii: "T") else { return 0 }
-        func number(_ range: Range<Int>) -> Int64? {
-            var value: Int64 = 0
-            for d in digits[range] {
-                guard d >= 48 && d <= 57 else { return nil }
-                value = value * 10 + Int64(d - 48)
-            }
-            return value
-        }
-        guard var y = number(0..<4), let m = number(5..<7), let d = number(8..<10), let hh = number(11..<13),
-            let mm = number(14..<16), let ss = number(17..<19)
-        else { return 0 }
-        // Days from the civil date (Howard Hinnant's algorithm), the inverse of the writer's formatting.
-        if m <= 2 { y -= 1 }
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        let days = era * 146_097 + doe - 719_468
-        return days * 86400 + hh * 3600 + mm * 60 + ss
-    }
 }

@@ -52,11 +52,18 @@ public final class LazyMount: Sendable {
     private let sequence = Atomic<Int>(0)
     /// Signalled to publish the state now (SIGUSR1 from `slipway status`) instead of at the next second.
     private let publishNow = DispatchSemaphore(value: 0)
+    let store: ContentStore
+    let logger: Logger
+    /// The latest pass writing the layers whose chunks have all arrived into the store (`LayerMaterializer`).
+    private let materializing = Mutex<Task<Int, Never>?>(nil)
 
     private init(
         mountpoint: String, statePath: String, counters: MountCounters, image: LazyImage, fuse: FUSEMount, prefetcher: Prefetcher,
-        recorder: AccessRecorder?, options: LazyMountOptions, storeLease: FileLock, baseState: MountState
+        recorder: AccessRecorder?, options: LazyMountOptions, storeLease: FileLock, baseState: MountState, store: ContentStore,
+        logger: Logger
     ) {
+        self.store = store
+        self.logger = logger
         self.mountpoint = mountpoint
         self.statePath = statePath
         self.counters = counters
@@ -105,9 +112,9 @@ public final class LazyMount: Sendable {
             let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters)
             let mount = LazyMount(
                 mountpoint: mountpoint, statePath: statePath, counters: counters, image: image, fuse: fuse, prefetcher: prefetcher,
-                recorder: recorder, options: options, storeLease: lease, baseState: state)
+                recorder: recorder, options: options, storeLease: lease, baseState: state, store: store, logger: logger)
             mount.publish()
-            prefetcher.start()
+            prefetcher.start { [weak mount] in mount?.materializeCompleteLayers() }
             mount.startPublishing()
             return mount
         } catch {
@@ -146,6 +153,47 @@ public final class LazyMount: Sendable {
 
     /// Publishes the state now (call from a SIGUSR1 handler's queue).
     public func requestPublish() { publishNow.signal() }
+
+    /// Writes every eStargz layer whose chunks have all arrived into the store, in the background, after any pass
+    /// already running; the task yields how many layers this pass wrote.
+    @discardableResult
+    public func materializeCompleteLayers() -> Task<Int, Never> {
+        materializing.withLock { latest in
+            let previous = latest
+            let task = Task { [image, store, logger, counters] in
+                _ = await previous?.value
+                var written = 0
+                for index in image.layers.keys.sorted() {
+                    guard let layer = image.layers[index], let toc = LayerMaterializer.tocDigest(of: layer.layer),
+                        !store.hasMaterializedLayer(toc: toc), LayerMaterializer.isComplete(layer, cache: image.fetcher.cache)
+                    else { continue }
+                    do {
+                        if try await LayerMaterializer.materialize(layer, fetcher: image.fetcher, store: store) {
+                            written += 1
+                            counters.update { $0.layersMaterialized += 1 }
+                        }
+                    } catch {
+                        logger.warning("layer \(layer.descriptor.digest.short) was not materialized (it stays lazy): \(error)")
+                    }
+                }
+                return written
+            }
+            latest = task
+            return task
+        }
+    }
+
+    /// Blocks until the background prefetch has brought the whole image (or was stopped), then writes the layers
+    /// out: what a run does after its container ended, so the next run of any image with these layers needs no FUSE.
+    /// `waiting` is told the compressed bytes still to come, when any are.
+    public func completeAndMaterialize(waiting: (Int64) -> Void) async {
+        if options.prefetch == .all {
+            let statistics = counters.snapshot
+            if !statistics.prefetchFinished { waiting(max(0, statistics.prefetchTotal - statistics.prefetchDone)) }
+            await runBlocking { [prefetcher] in prefetcher.waitUntilFinished() }
+        }
+        _ = await materializeCompleteLayers().value
+    }
 
     /// Unmounts (lazily when busy); `wait` then returns.
     public func stop() {

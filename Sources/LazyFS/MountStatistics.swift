@@ -25,12 +25,14 @@ public struct MountStatistics: Sendable, Codable, Equatable {
     public var layersVerified: Int = 0
     /// Indexed layers whose bytes disagreed with their digest, diffID or index: their reads fail since.
     public var layersRejected: Int = 0
+    /// eStargz layers written into the store for the overlay once all their chunks had arrived.
+    public var layersMaterialized: Int = 0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case bytesFetched, tocBytesFetched, requests, cacheHits, chunksFetched, blockingReads, failedReads, prefetchDone, prefetchTotal
-        case prefetchFinished, layersVerified, layersRejected
+        case prefetchFinished, layersVerified, layersRejected, layersMaterialized
     }
 
     /// Decodes statistics written by any version: counters a writer did not know are 0.
@@ -48,6 +50,7 @@ public struct MountStatistics: Sendable, Codable, Equatable {
         prefetchFinished = try c.decodeIfPresent(Bool.self, forKey: .prefetchFinished) ?? false
         layersVerified = try c.decodeIfPresent(Int.self, forKey: .layersVerified) ?? 0
         layersRejected = try c.decodeIfPresent(Int.self, forKey: .layersRejected) ?? 0
+        layersMaterialized = try c.decodeIfPresent(Int.self, forKey: .layersMaterialized) ?? 0
     }
 }
 

@@ -31,17 +31,30 @@ public final class Prefetcher: Sendable {
         self.counters = counters
     }
 
-    public func start() {
+    /// Entered while the prefetch runs.
+    private let running = DispatchGroup()
+
+    /// Starts the prefetch; `finished` runs once it is done (at once for `.none`), unless it was stopped.
+    public func start(finished: @escaping @Sendable () -> Void = {}) {
         guard mode != .none else {
             counters.update { $0.prefetchFinished = true }
+            finished()
             return
         }
-        let thread = Thread { [self] in run() }
+        running.enter()
+        let thread = Thread { [self] in
+            run()
+            running.leave()
+            if !stopped.load(ordering: .relaxed) { finished() }
+        }
         thread.name = "slipway-prefetch"
         thread.start()
     }
 
     public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    /// Blocks until the prefetch has finished or was stopped.
+    public func waitUntilFinished() { running.wait() }
 
     private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
 

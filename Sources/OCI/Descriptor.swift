@@ -45,3 +45,7 @@ public struct Descriptor: Codable, Sendable, Hashable {
 public enum Annotation {
     public static let refName = "org.opencontainers.image.ref.name"
 }
+
+/// Layer annotation carrying the digest of an eStargz layer's uncompressed TOC JSON, which names every file's
+/// metadata and chunk digests: the TOC with this digest determines the layer's whole tree.
+public let tocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest"

@@ -166,6 +166,11 @@ public struct RootfsAssembly: Sendable {
     // MARK: Lazy
 
     private func lazy(_ image: any Image, name: String, undo: UndoList) async throws -> AssembledRootfs {
+        if isRoot, let lowers = try await localLowers(of: image, undo: undo) {
+            let rootfs = try directory.makeDirectory("rootfs")
+            try await mountOverlay(lowers: lowers, at: rootfs, undo: undo)
+            return AssembledRootfs(path: rootfs, readOnly: false, notes: ["every layer is on this node: no lazy mount"], undo: undo.steps)
+        }
         if !isRoot { try Self.requireFUSEAccess("--mode lazy") }
         let lower = try directory.makeDirectory("lower")
         try Task.checkCancellation()
@@ -178,7 +183,16 @@ public struct RootfsAssembly: Sendable {
             try? FileManager.default.removeItem(atPath: MountState.path(forMountpoint: lower, storeRoot: store.root))
             throw error
         }
-        undo.add("end the lazy mount at \(lower)") { await Self.endLazyMount(mount, at: lower) }
+        undo.add("end the lazy mount at \(lower)") { [progress] in
+            // After a run that was not interrupted, the rest of the image arrives and is written out, so the next run
+            // of any image with these layers stacks them with the kernel's overlay and needs no FUSE.
+            if !Task.isCancelled {
+                await mount.completeAndMaterialize { left in
+                    progress(.message(String(format: "finishing the prefetch (%.1f MB left) so that the next run needs no lazy mount", Double(left) / 1e6)))
+                }
+            }
+            await Self.endLazyMount(mount, at: lower)
+        }
         try Task.checkCancellation()
         guard isRoot else {
             return AssembledRootfs(
@@ -190,6 +204,39 @@ public struct RootfsAssembly: Sendable {
         try await mountOverlay(lowers: [lower], at: rootfs, undo: undo)
         return AssembledRootfs(path: rootfs, readOnly: false, notes: [], undo: undo.steps)
     }
+
+    /// The image's layers as overlay lower directories (topmost first) when every one is on this node, each
+    /// materialized from an earlier lazy mount or extracted by a pull, so the run needs no FUSE at all. A layer
+    /// too small to be worth a lazy mount (its TOC would be most of it) is pulled whole when it is the only thing
+    /// missing, as a patch release's top layer is. Nil when a layer would have to be served lazily.
+    private func localLowers(of image: any Image, undo: UndoList) async throws -> [String]? {
+        func local(_ layer: any Layer) -> String? {
+            if let toc = LayerMaterializer.tocDigest(of: layer), store.hasMaterializedLayer(toc: toc) {
+                return store.materializedLayerDirectory(toc: toc)
+            }
+            return store.hasLayerDirectory(layer.diffID) ? store.layerDirectory(layer.diffID) : nil
+        }
+        let missing = image.layers.filter { local($0) == nil }
+        guard missing.allSatisfy({ $0.descriptor.size <= Self.pulledWholeLayerSize }) else { return nil }
+        // Held shared until the end of the run: gc must not remove layers under a running container.
+        let lease = try await store.lockForWriting()
+        undo.add("release the store") { lease.release() }
+        let unpacker = Unpacker(store: store, progress: progress)
+        for (position, layer) in image.layers.enumerated() where missing.contains(where: { $0.descriptor.digest == layer.descriptor.digest }) {
+            _ = try await unpacker.cacheLayer(layer, position: position, of: image.layers.count)
+        }
+        // Topmost first; a layer that occurs twice is kept at its topmost position (overlayfs refuses a repeat).
+        var lowers: [String] = []
+        for layer in image.layers.reversed() {
+            guard let directory = local(layer) else { throw RuntimeError.mountFailed(what: "layer \(layer.descriptor.digest.short)", target: "", errno: ENOENT) }
+            if !lowers.contains(directory) { lowers.append(directory) }
+        }
+        return lowers.isEmpty ? nil : lowers
+    }
+
+    /// Compressed size up to which a missing layer is pulled whole rather than mounted lazily: one request, about
+    /// what its footer and TOC would cost.
+    static let pulledWholeLayerSize: Int64 = 256 << 10
 
     /// Unmounts, waits (bounded) for the FUSE session to end, and removes the mount's state file.
     static func endLazyMount(_ mount: LazyMount, at mountpoint: String) async {

@@ -25,7 +25,7 @@ public struct LazyLayerOrigin: Codable, Sendable, Hashable {
     }
 
     /// An eStargz layer's annotation, which containerd passes on with every layer's `Prepare`.
-    public static let tocDigestLabel = "containerd.io/snapshot/stargz/toc.digest"
+    public static let tocDigestLabel = tocDigestAnnotation
     /// The image and the layer as the CRI plugin (the kubelet's path) and `ctr-remote image rpull` name them.
     static let referenceLabels = ["containerd.io/snapshot/cri.image-ref", "containerd.io/snapshot/remote/stargz.reference"]
     static let layerLabels = ["containerd.io/snapshot/cri.layer-digest", "containerd.io/snapshot/remote/stargz.digest"]

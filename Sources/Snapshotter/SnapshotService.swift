@@ -39,6 +39,10 @@ public struct SnapshotService: Sendable {
             if let tree = try await cachedLayer(completing: target, on: parent) {
                 try await commitPresent(name: name, parent: parent, labels: labels, tree: tree)
             }
+            // A lazy layer an earlier mount materialized: the kernel's overlay serves it, no FUSE mount.
+            if let toc = labels[LazyLayerOrigin.tocDigestLabel].flatMap({ try? Digest($0) }), store.hasMaterializedLayer(toc: toc) {
+                try await commitPresent(name: name, parent: parent, labels: labels, tree: store.materializedLayerDirectory(toc: toc))
+            }
             if let lazyLayers, let origin = LazyLayerOrigin(labels: labels) {
                 let mountpoint = lazyLayers.mountpoint(of: origin.layer)
                 let remoteLabels = labels.merging([LazyLayerOrigin.remoteLabel: "remote snapshot"]) { _, new in new }

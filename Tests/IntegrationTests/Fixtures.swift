@@ -79,7 +79,7 @@ func makeToolsLayout(_ scratch: ScratchDirectory) async throws -> String {
     }
     chmod("\(base)/tmp", 0o1777)
     try fileManager.copyItem(atPath: "/bin/busybox", toPath: "\(base)/bin/busybox")
-    for applet in ["sh", "cat", "echo", "id", "ls", "sleep", "hostname", "wc", "mkdir", "touch", "pwd", "kill", "env", "true", "false", "rm"] {
+    for applet in ["sh", "cat", "echo", "id", "ls", "sleep", "hostname", "wc", "mkdir", "touch", "pwd", "kill", "env", "true", "false", "rm", "find"] {
         try fileManager.createSymbolicLink(atPath: "\(base)/bin/\(applet)", withDestinationPath: "busybox")
     }
     try write("root:x:0:0:root:/root:/bin/sh\ntester:x:1000:1000:tester:/home/tester:/bin/sh\n", to: "\(base)/etc/passwd")

@@ -136,6 +136,28 @@ struct RunTests {
         }
     }
 
+    @Test func aLazyRunLeavesItsLayersSoTheNextRunNeedsNoFUSE() async throws {
+        let scratch = try ScratchDirectory()
+        let store = scratch.sub("store")
+        try await RegistryProcess.withRegistry { registry in
+            let (_, lazy) = try await publish(registry, scratch)
+            // The default prefetch brings the rest of the image (the files the top layer hides too) by the run's end.
+            let readAll = "find / -xdev -type f -exec cat {} + >/dev/null; " + Self.probe
+            let first = try await slipwayRun(store, ["--mode", "lazy", lazy, "--", "/bin/sh", "-c", readAll])
+            #expect(first.status == 0, "\(first.stderr)")
+            let materialized = (try? FileManager.default.contentsOfDirectory(atPath: "\(store)/layers/toc/sha256")) ?? []
+            #expect(materialized.count == 2, "\(materialized)")
+            // Without its chunks: a lazy mount would make the chunk cache again and fetch into it.
+            try FileManager.default.removeItem(atPath: "\(store)/chunks")
+            let second = try await run(slipwayBinary, ["run", "--store", store, "--mode", "lazy", lazy, "--", "/bin/sh", "-c", readAll])
+            #expect(second.status == 0, "\(second.stderr)")
+            #expect(second.stdout == first.stdout)
+            #expect(second.stderr.contains("no lazy mount"), "\(second.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: "\(store)/chunks"), "the second run mounted the image lazily")
+        }
+        try await expectCleanedUp(scratch)
+    }
+
     @Test func exitCodesAndSignalsComeBack() async throws {
         let scratch = try ScratchDirectory()
         let store = scratch.sub("store")

@@ -182,6 +182,21 @@ public final class LazyImage: Sendable {
         }
     }
 
+    /// The lazily served file at `path` (as a profile names it), its layer and its chunks in order; nil for a path
+    /// the image does not have, or whose file is local or empty.
+    public func chunks(ofFile path: String) -> (layer: LazyLayer, chunks: [EStargzChunk])? {
+        guard let node = tree.node(at: cleanEntryName(path)), case .estargz(let index, let name) = node.content,
+            let layer = layers[index]
+        else { return nil }
+        var chunks: [EStargzChunk] = []
+        var position: Int64 = 0
+        while position < node.size, let chunk = layer.chunk(for: name, at: position), chunk.chunkSize > 0 {
+            chunks.append(chunk)
+            position = chunk.chunkOffset + chunk.chunkSize
+        }
+        return chunks.isEmpty ? nil : (layer, chunks)
+    }
+
     /// What to fetch with a missing chunk: the rest of its file up to one request's worth (files are mostly read
     /// front to back), and, when this miss starts where the previous one's fetch ended, the files after it in
     /// the blob too. A layer's files are in directory order, so a program that reads one file of a directory

@@ -54,14 +54,17 @@ public final class LazyMount: Sendable {
     private let publishNow = DispatchSemaphore(value: 0)
     let store: ContentStore
     let logger: Logger
+    /// The image whose start-up profile this mount keeps in the store when it ends (what its workload opened).
+    let profileToRecord: Digest?
     /// The latest pass writing the layers whose chunks have all arrived into the store (`LayerMaterializer`).
     private let materializing = Mutex<Task<Int, Never>?>(nil)
 
     private init(
         mountpoint: String, statePath: String, counters: MountCounters, image: LazyImage, fuse: FUSEMount, prefetcher: Prefetcher,
         recorder: AccessRecorder?, options: LazyMountOptions, storeLease: FileLock, baseState: MountState, store: ContentStore,
-        logger: Logger
+        logger: Logger, profileToRecord: Digest?
     ) {
+        self.profileToRecord = profileToRecord
         self.store = store
         self.logger = logger
         self.mountpoint = mountpoint
@@ -97,7 +100,13 @@ public final class LazyMount: Sendable {
                 resolved, onlyLayer: options.onlyLayer, expectedTOC: options.expectedTOC, indexes: options.gzipIndexes,
                 prioritizedFiles: options.prioritizedFiles, lazyOnly: options.lazyOnly, store: store, cache: cache, counters: counters, fetchTimeout: options.fetchTimeout,
                 progress: progress)
-            let recorder = options.recordPath == nil ? nil : AccessRecorder()
+            // The start-up profile kept for this image: its files are fetched first. Without one, this mount
+            // records the workload's start for the next cold start (a mount of one layer serves no workload).
+            let manifest = resolved.manifestDescriptor.digest
+            let profile = options.onlyLayer == nil ? StartupProfile.load(for: manifest, storeRoot: store.root) : nil
+            let profiled = profile?.files.compactMap(image.chunks(ofFile:)) ?? []
+            let recordsProfile = options.onlyLayer == nil && (profile == nil || options.recordPath != nil)
+            let recorder = options.recordPath != nil || recordsProfile ? AccessRecorder() : nil
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]
             if options.allowOther { mountOptions.append("allow_other") }
@@ -109,10 +118,12 @@ public final class LazyMount: Sendable {
             state.wholeLayers = image.wholeLayers
             state.indexedLayers = image.indexedLayers
             state.files = image.tree.fileCount
-            let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters)
+            state.profileFiles = profiled.count
+            let prefetcher = Prefetcher(image: image, mode: options.prefetch, counters: counters, profile: profiled)
             let mount = LazyMount(
                 mountpoint: mountpoint, statePath: statePath, counters: counters, image: image, fuse: fuse, prefetcher: prefetcher,
-                recorder: recorder, options: options, storeLease: lease, baseState: state, store: store, logger: logger)
+                recorder: recorder, options: options, storeLease: lease, baseState: state, store: store, logger: logger,
+                profileToRecord: recordsProfile ? manifest : nil)
             mount.publish()
             prefetcher.start { [weak mount] in mount?.materializeCompleteLayers() }
             mount.startPublishing()
@@ -209,6 +220,13 @@ public final class LazyMount: Sendable {
         stopped.store(true, ordering: .relaxed)
         storeLease.release()
         if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
+        if let recorder, let image = profileToRecord, !recorder.paths.isEmpty {
+            do {
+                try StartupProfile(image: image, files: recorder.paths).save(storeRoot: store.root)
+            } catch {
+                logger.warning("the start-up profile of \(image) was not kept: \(error)")
+            }
+        }
         publish()
         return counters.snapshot
     }

@@ -28,6 +28,8 @@ public struct MountState: Codable, Sendable {
     /// mount only for the same layer and TOC.
     public var layer: String?
     public var tocDigest: String?
+    /// Files of the image's start-up profile that the prefetch fetches first (those the image has).
+    public var profileFiles: Int?
 
     public init(
         mountpoint: String, image: String, manifestDigest: String = "", pid: Int32 = getpid(), ready: Bool = false, error: String? = nil,

@@ -25,10 +25,14 @@ public final class Prefetcher: Sendable {
     /// The background workers' shared position in the image.
     private let cursor = Mutex(Cursor())
 
-    public init(image: LazyImage, mode: PrefetchMode, counters: MountCounters) {
+    /// The start-up profile's files, in the order the workload first opened them, each with its layer.
+    let profile: [(layer: LazyLayer, chunks: [EStargzChunk])]
+
+    public init(image: LazyImage, mode: PrefetchMode, counters: MountCounters, profile: [(layer: LazyLayer, chunks: [EStargzChunk])] = []) {
         self.image = image
         self.mode = mode
         self.counters = counters
+        self.profile = profile
     }
 
     /// Entered while the prefetch runs.
@@ -59,13 +63,29 @@ public final class Prefetcher: Sendable {
     private var layers: [LazyLayer] { image.layers.keys.sorted().compactMap { image.layers[$0] } }
 
     private func run() {
-        let landmarkChunks = layers.map { layer in (layer, layer.prioritized) }
+        let profiled = Set(profile.flatMap { $0.chunks.map(\.chunkDigest) })
+        let landmarkChunks = layers.map { layer in (layer, layer.prioritized.filter { !profiled.contains($0.chunkDigest) }) }
         // Indexed layers are read whole instead, which verifies them (`readWhole`).
         let wholeReads = mode == .all ? layers.filter(\.isIndexed) : []
-        let restChunks = mode == .all ? layers.filter { !$0.isIndexed }.map { layer in (layer, Self.rest(of: layer)) } : []
-        let total = (landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + LazyLayer.compressedBytes(of: pair.1) }
+        let restChunks = mode == .all ? layers.filter { !$0.isIndexed }.map { layer in (layer, Self.rest(of: layer, besides: profiled)) } : []
+        let total = (profile + landmarkChunks + restChunks).reduce(Int64(0)) { sum, pair in sum + LazyLayer.compressedBytes(of: pair.1) }
             + wholeReads.reduce(0) { $0 + $1.descriptor.size }
         counters.update { $0.prefetchTotal = total }
+
+        // The recorded start-up first, in the order the workload opened its files, whatever layer each is in. Files
+        // go out in batches per layer that double from 256 KiB, as the prioritized regions below do, so the first
+        // files arrive at once; a batch's scattered chunks share multi-range requests.
+        var batch: (layer: LazyLayer, chunks: [EStargzChunk])?
+        var batchSpan: Int64 = 256 << 10
+        for (layer, chunks) in profile where !stopped.load(ordering: .relaxed) {
+            if let current = batch, current.layer !== layer || LazyLayer.compressedBytes(of: current.chunks) >= batchSpan {
+                fetch(current.chunks.sorted { $0.offset < $1.offset }, of: current.layer, yielding: false)
+                batchSpan = min(batchSpan * 2, ChunkFetcher.maxSpan)
+                batch = nil
+            }
+            batch = (layer, (batch?.chunks ?? []) + chunks)
+        }
+        if let batch, !stopped.load(ordering: .relaxed) { fetch(batch.chunks.sorted { $0.offset < $1.offset }, of: batch.layer, yielding: false) }
 
         // The prioritized region of each layer first: the workload is about to read exactly these files, in this
         // order. Not in one request, as stargz-snapshotter does: a read of the first file would wait for the whole
@@ -167,9 +187,9 @@ public final class Prefetcher: Sendable {
         }
     }
 
-    /// The layer's chunks that are not prioritized, in blob order.
-    private static func rest(of layer: LazyLayer) -> [EStargzChunk] {
-        let first = Set(layer.prioritized.map(\.chunkDigest))
+    /// The layer's chunks that are neither prioritized nor profiled, in blob order.
+    private static func rest(of layer: LazyLayer, besides profiled: Set<String>) -> [EStargzChunk] {
+        let first = Set(layer.prioritized.map(\.chunkDigest)).union(profiled)
         return layer.chunks.filter { !first.contains($0.chunkDigest) }
     }
 

@@ -39,7 +39,7 @@ import time
 from benchlib import Containerd, SlipwaySnapshotter, drop_caches, load_average
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--strategy", required=True, choices=["containerd", "containerd-slipway", "sif-apptainer", "sif-slipway", "overlay", "lazy", "index"])
+ap.add_argument("--strategy", required=True, choices=["containerd", "containerd-slipway", "sif-apptainer", "sif-slipway", "overlay", "lazy", "lazy-profile", "index"])
 ap.add_argument("--ref", required=True)
 ap.add_argument("--version", type=int, required=True)
 ap.add_argument("--node", required=True)
@@ -102,7 +102,7 @@ def deploy(deadline, containerd):
         step("slipway run --sif", [S, "run", "-q", "--store", store, "--sif", sif, *bind], deadline)
     elif args.strategy == "overlay":
         step("slipway run", [S, "run", "-q", "--plain-http", "--store", store, *bind, args.ref], deadline)
-    elif args.strategy == "lazy":
+    elif args.strategy in ("lazy", "lazy-profile"):
         step("slipway run --mode lazy", [S, "run", "-q", "--plain-http", "--mode", "lazy", "--store", store, *bind,
                                          args.ref + "-esgz"], deadline)
     elif args.strategy == "index":
@@ -124,9 +124,22 @@ def rx_bytes():
         return int(f.read())
 
 
+def record_profile(deadline):
+    """lazy-profile: an untimed run on "another node" (its own store) records the image's start-up profile, which
+    this node's store then holds, as a store shared by the cluster would; nothing else of that run is kept."""
+    other = os.path.join(node + "-recorder", "store")
+    shutil.rmtree(os.path.dirname(other), ignore_errors=True)
+    step("record the start-up profile", [S, "run", "-q", "--plain-http", "--mode", "lazy", "--prefetch", "none", "--store", other,
+                                         "--bind", f"{shared}:/shared", args.ref + "-esgz"], deadline)
+    shutil.copytree(os.path.join(other, "profiles"), os.path.join(store, "profiles"), dirs_exist_ok=True)
+    shutil.rmtree(os.path.dirname(other), ignore_errors=True)
+
+
 if args.cold:
     shutil.rmtree(node, ignore_errors=True)
 os.makedirs(node, exist_ok=True)
+if args.strategy == "lazy-profile":
+    record_profile(time.time() + args.timeout)
 forget_conversion_outputs()
 open(os.path.join(node, "log"), "w").close()
 result_path = os.path.join(shared, "results", f"v{args.version}.json")

@@ -25,6 +25,7 @@ STRATEGIES = {"containerd": "containerd (ctr pull + run)",
               "sif-slipway": "Slipway: convert --to sif, run SIF",
               "overlay": "Slipway: layer cache + overlay",
               "lazy": "Slipway: lazy mount (eStargz)",
+              "lazy-profile": "Slipway: lazy mount (eStargz) with a start-up profile",
               "index": "Slipway: lazy mount (plain gzip + cache-built index)"}
 VARIANTS = {"full": "full pull + unpack",
             "containerd": "containerd full pull (ctr pull + run)",
@@ -36,7 +37,7 @@ VARIANTS = {"full": "full pull + unpack",
             "index": "plain gzip + gzip index (built by the cache), prefetch all",
             "index-opt": "plain gzip + pushed gzip index with prioritized files, prefetch all",
             "containerd-stargz": "containerd + stargz-snapshotter"}
-SLIPWAY_STRATEGIES = ("sif-slipway", "overlay", "lazy", "index")
+SLIPWAY_STRATEGIES = ("sif-slipway", "overlay", "lazy", "lazy-profile", "index")
 BASELINE = "sif-apptainer"                  # the path Slipway's strategies are compared with
 PT_KEYS = ("link", "cache", "strategy", "version")
 LVF_KEYS = ("net", "size", "variant")

@@ -9,7 +9,10 @@
 #   sif-apptainer  skopeo copy + umoci unpack + mksquashfs + siftool, run the SIF (the Apptainer path)
 #   sif-slipway    slipway convert --to sif, run the SIF
 #   overlay        slipway run (layer cache + overlayfs)
-#   lazy           slipway run --mode lazy of the eStargz image
+#   lazy           slipway run --mode lazy of the eStargz image (warm: the layers the previous run materialized
+#                  are stacked by the kernel's overlay, no FUSE)
+#   lazy-profile   the same, cold, with the image's start-up profile in the store (recorded by an earlier,
+#                  untimed run on another node that shares the store): the prefetch fetches its files first
 #   index          slipway run --mode lazy of the plain image through the cluster's cache (`slipway serve
 #                  --index` beside the registry, behind the same link), which indexed every version's layers
 #                  while another node pulled them before the deploys: lazy without converting anything
@@ -30,7 +33,7 @@
 #   --links LIST       none and/or TBF rates (tc syntax: 1gbit, 100mbit) [none,1gbit]
 #   --versions N       deploy v1..vN [5]
 #   --runs N           repetitions of each series [3]
-#   --strategies LIST  subset of containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,index [all]
+#   --strategies LIST  subset of containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,lazy-profile,index [all]
 #   --caches LIST      cold and/or warm [cold,warm]
 #   --quick            --links none --versions 2 --runs 1
 #   --repo NAME        repository of the images [etl]
@@ -46,7 +49,7 @@ INVOCATION="patch-tuesday $*"
 LINKS=none,1gbit
 VERSIONS=5
 RUNS=3
-STRATEGIES=containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,index
+STRATEGIES=containerd,containerd-slipway,sif-apptainer,sif-slipway,overlay,lazy,lazy-profile,index
 CACHES=cold,warm
 REPO=etl
 WORK=/var/tmp/slipway-etl
@@ -76,7 +79,7 @@ IFS=, read -r -a link_list <<<"$LINKS"
 IFS=, read -r -a strategy_list <<<"$STRATEGIES"
 IFS=, read -r -a cache_list <<<"$CACHES"
 for s in "${strategy_list[@]}"; do
-  [[ $s =~ ^(containerd|containerd-slipway|sif-apptainer|sif-slipway|overlay|lazy|index)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
+  [[ $s =~ ^(containerd|containerd-slipway|sif-apptainer|sif-slipway|overlay|lazy|lazy-profile|index)$ ]] || { echo "unknown strategy $s" >&2; exit 2; }
 done
 for c in "${cache_list[@]}"; do [[ $c =~ ^(cold|warm)$ ]] || { echo "unknown cache $c (cold or warm)" >&2; exit 2; }; done
 for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/null || exit 2; done

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 
 /// Runs the multi-threaded session loop with at most `max_threads` worker threads (idle workers are kept,
@@ -45,6 +46,35 @@ static inline uint64_t cfuse_file_info_fh(const struct fuse_file_info *fi) {
 static inline int32_t cfuse_file_info_flags(const struct fuse_file_info *fi) {
     return fi == NULL ? 0 : fi->flags;
 }
+
+/// FUSE passthrough (Linux 6.9+), which libfuse 3.14 predates: the kernel reads an opened file straight from a
+/// backing file the server registered, with no request to the server. The ioctls and flags are the kernel's
+/// (include/uapi/linux/fuse.h).
+struct cfuse_backing_map {
+    uint32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+
+/// Registers `fd` as a backing file on the session's /dev/fuse descriptor: its id (> 0), or -1 with errno.
+static inline int cfuse_backing_open(int device, int fd) {
+    struct cfuse_backing_map map = {(uint32_t)fd, 0, 0};
+    return ioctl(device, _IOW(229, 1, struct cfuse_backing_map), &map);
+}
+
+/// Drops the registration (an open file keeps its own reference to the backing file).
+static inline int cfuse_backing_close(int device, int backing_id) {
+    uint32_t id = (uint32_t)backing_id;
+    return ioctl(device, _IOW(229, 2, uint32_t), &id);
+}
+
+#define CFUSE_OPCODE_OPEN 14
+#define CFUSE_OPCODE_INIT 26
+#define CFUSE_INIT_EXT (1u << 30)
+/// FUSE_PASSTHROUGH is bit 37 of the 64-bit init flags: bit 5 of flags2.
+#define CFUSE_INIT2_PASSTHROUGH (1u << 5)
+#define CFUSE_FOPEN_KEEP_CACHE (1u << 1)
+#define CFUSE_FOPEN_PASSTHROUGH (1u << 7)
 
 /// umount2(2) without and with MNT_DETACH (the flag is an enum plus macro in glibc).
 static inline int cfuse_umount(const char *path) { return umount2(path, 0); }

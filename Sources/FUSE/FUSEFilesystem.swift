@@ -41,6 +41,11 @@ public protocol FUSEFilesystem: AnyObject, Sendable {
     /// and is only valid during the call; it is sent to the kernel right after the call returns.
     func read(_ ino: UInt64, fh: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 
+    /// An open descriptor of a local file holding exactly the content of `ino` (the binding closes it), for the
+    /// kernel to read the file from directly (FUSE passthrough, where the kernel and the privileges allow it);
+    /// nil to serve the file's reads through `read`. Called after `open`. Default: nil.
+    func passthroughFile(_ ino: UInt64) -> Int32?
+
     /// The last close of a handle returned by `open`. Default: nothing.
     func release(_ ino: UInt64, fh: UInt64)
 
@@ -88,6 +93,8 @@ extension FUSEFilesystem {
     }
 
     public func release(_ ino: UInt64, fh: UInt64) {}
+
+    public func passthroughFile(_ ino: UInt64) -> Int32? { nil }
 
     public func getxattr(_ ino: UInt64, name: [UInt8]) throws -> [UInt8] {
         throw FUSEError.noData

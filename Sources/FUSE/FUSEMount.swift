@@ -38,6 +38,12 @@ public final class FUSEMount: Sendable {
 
     private let filesystem: any FUSEFilesystem
     private let lifecycle = SessionLifecycle()
+    /// Let the kernel read files the filesystem has locally straight from them (`FUSEFilesystem.passthroughFile`).
+    public let passthrough: Bool
+    private let passthroughState: Passthrough
+
+    /// Opens the kernel reads straight from a local file, since the mount started.
+    public var passthroughOpens: Int { passthroughState.opens }
 
     /// - Parameters:
     ///   - options: mount options, each passed as `-o <option>`. libfuse rejects unknown ones (`start()` throws).
@@ -49,8 +55,11 @@ public final class FUSEMount: Sendable {
         options: [String] = ["ro", "default_permissions"],
         maxThreads: Int = 16,
         maxBackground: Int? = nil,
-        startTimeout: Double = 30
+        startTimeout: Double = 30,
+        passthrough: Bool = false
     ) {
+        self.passthrough = passthrough
+        self.passthroughState = Passthrough(wanted: passthrough)
         self.filesystem = filesystem
         self.mountpoint = mountpoint
         self.options = options
@@ -77,7 +86,8 @@ public final class FUSEMount: Sendable {
         let resources: SessionResources
         do {
             resources = try SessionResources(
-                filesystem: filesystem, options: options, maxBackground: UInt32(maxBackground), lifecycle: lifecycle
+                filesystem: filesystem, options: options, maxBackground: UInt32(maxBackground), lifecycle: lifecycle,
+                passthrough: passthroughState
             )
         } catch {
             lifecycle.endStart(mounted: false)
@@ -90,6 +100,7 @@ public final class FUSEMount: Sendable {
             throw FUSEMountError("cannot mount a FUSE filesystem on \(mountpoint)", errno: code == 0 ? nil : code)
         }
         lifecycle.endStart(mounted: true, session: resources.session)
+        if passthrough { resources.interceptForPassthrough() }
 
         let thread = Thread { [lifecycle, mountpoint, maxThreads] in
             let result = cfuse_session_loop_mt(resources.session, UInt32(maxThreads))
@@ -231,7 +242,7 @@ private final class SessionResources: @unchecked Sendable {
     private let context: Unmanaged<SessionContext>
     private var destroyed = false
 
-    init(filesystem: any FUSEFilesystem, options: [String], maxBackground: UInt32, lifecycle: SessionLifecycle) throws {
+    init(filesystem: any FUSEFilesystem, options: [String], maxBackground: UInt32, lifecycle: SessionLifecycle, passthrough: Passthrough) throws {
         // argv[0] is the program name; libfuse skips it.
         let strings = ["slipway"] + options.flatMap { ["-o", $0] }
         argc = strings.count
@@ -244,7 +255,7 @@ private final class SessionResources: @unchecked Sendable {
         arguments.initialize(to: fuse_args(argc: Int32(strings.count), argv: argv, allocated: 0))
 
         context = Unmanaged.passRetained(
-            SessionContext(filesystem: filesystem, maxBackground: maxBackground, lifecycle: lifecycle)
+            SessionContext(filesystem: filesystem, maxBackground: maxBackground, lifecycle: lifecycle, passthrough: passthrough)
         )
         var operations = FUSEOperations.make()
         guard
@@ -256,6 +267,14 @@ private final class SessionResources: @unchecked Sendable {
             throw FUSEMountError("libfuse rejected the mount options \(options) (see stderr)")
         }
         self.session = session
+    }
+
+    /// Routes the session's /dev/fuse traffic through `Passthrough`'s hooks (before the loop reads the INIT).
+    func interceptForPassthrough() {
+        let device = fuse_session_fd(session)
+        var io = Passthrough.customIO()
+        guard device >= 0, fuse_session_custom_io(session, &io, device) == 0 else { return }
+        context.takeUnretainedValue().passthrough.attach(device: device)
     }
 
     func destroy() {

@@ -14,11 +14,13 @@ final class SessionContext: Sendable {
     let maxBackground: UInt32
     let lifecycle: SessionLifecycle
     let directories = DirectoryHandles()
+    let passthrough: Passthrough
 
-    init(filesystem: any FUSEFilesystem, maxBackground: UInt32, lifecycle: SessionLifecycle) {
+    init(filesystem: any FUSEFilesystem, maxBackground: UInt32, lifecycle: SessionLifecycle, passthrough: Passthrough) {
         self.filesystem = filesystem
         self.maxBackground = maxBackground
         self.lifecycle = lifecycle
+        self.passthrough = passthrough
     }
 }
 
@@ -38,7 +40,10 @@ enum FUSEOperations {
         ops.read = { req, ino, size, offset, fi in FUSEOperations.read(req, ino, size, offset, fi) }
         ops.release = { req, ino, fi in FUSEOperations.release(req, ino, fi) }
         ops.opendir = { req, ino, fi in FUSEOperations.opendir(req, ino, fi) }
-        ops.readdir = { req, ino, size, offset, fi in FUSEOperations.readdir(req, ino, size, offset, fi) }
+        ops.readdir = { req, ino, size, offset, fi in FUSEOperations.readdir(req, ino, size, offset, fi, plus: false) }
+        // With readdirplus each listed entry comes with its attributes, so the lookups that follow a listing
+        // (Python lists every directory on its path, then opens what it found) are answered by the kernel.
+        ops.readdirplus = { req, ino, size, offset, fi in FUSEOperations.readdir(req, ino, size, offset, fi, plus: true) }
         ops.releasedir = { req, _, fi in FUSEOperations.releasedir(req, fi) }
         ops.statfs = { req, _ in FUSEOperations.statfs(req) }
         ops.getxattr = { req, ino, name, size in FUSEOperations.getxattr(req, ino, name, size) }
@@ -166,9 +171,23 @@ enum FUSEOperations {
         respond(req) { context, req in
             guard let fi else { throw FUSEError.io }
             let fh = try context.filesystem.open(ino, flags: cfuse_file_info_flags(fi))
+            let passthrough = context.passthrough
+            if passthrough.isActive {
+                let file = passthrough.allowsPassthrough(ino) ? context.filesystem.passthroughFile(ino) : nil
+                if let handle = passthrough.open(ino, filesystemHandle: fh, file: file) {
+                    // The kernel reads this file from its local copy; the reply names it (`Passthrough.sending`).
+                    cfuse_file_info_set(fi, handle, 0, 0)
+                    if fuse_reply_open(req, fi) != 0 {
+                        passthrough.abandon(handle, ino: ino)
+                        context.filesystem.release(ino, fh: fh)
+                    }
+                    return
+                }
+            }
             cfuse_file_info_set(fi, fh, 1, 0)
             if fuse_reply_open(req, fi) != 0 {
                 // The open was interrupted: the kernel will never send a release for this handle.
+                if passthrough.isActive { _ = passthrough.release(fh, ino: ino) }
                 context.filesystem.release(ino, fh: fh)
             }
         }
@@ -191,7 +210,9 @@ enum FUSEOperations {
 
     private static func release(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
         respond(req) { context, req in
-            context.filesystem.release(ino, fh: cfuse_file_info_fh(fi))
+            var fh = cfuse_file_info_fh(fi)
+            if context.passthrough.isActive { fh = context.passthrough.release(fh, ino: ino) }
+            context.filesystem.release(ino, fh: fh)
             fuse_reply_err(req, 0)
         }
     }
@@ -209,7 +230,7 @@ enum FUSEOperations {
     }
 
     private static func readdir(
-        _ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?
+        _ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool
     ) {
         respond(req) { context, req in
             guard let handle = context.directories.handle(cfuse_file_info_fh(fi)) else { throw FUSEError.badFileHandle }
@@ -227,8 +248,31 @@ enum FUSEOperations {
                 st.st_ino = .init(truncatingIfNeeded: entry.ino)
                 st.st_mode = .init(truncatingIfNeeded: entry.mode)
                 let remaining = size - used
-                let needed = entry.name.withUnsafeBufferPointer { name in
-                    fuse_add_direntry(req, base + used, remaining, name.baseAddress, &st, off_t(index + 1))
+                let needed: Int
+                if plus {
+                    // The kernel takes a lookup reference for every entry but `.` and `..`, as for a lookup.
+                    var parameters = fuse_entry_param()
+                    if index >= 2 {
+                        guard let child = try? context.filesystem.lookup(parent: ino, name: entry.name.dropLast().map { UInt8(bitPattern: $0) })
+                        else {
+                            index += 1
+                            continue
+                        }
+                        parameters = entryParameters(child)
+                    } else {
+                        parameters.attr = st
+                    }
+                    needed = entry.name.withUnsafeBufferPointer { name in
+                        fuse_add_direntry_plus(req, base + used, remaining, name.baseAddress, &parameters, off_t(index + 1))
+                    }
+                    if needed > remaining, index >= 2 {
+                        // Not sent: give back the reference the lookup counted.
+                        context.filesystem.forget(parameters.ino, nlookup: 1)
+                    }
+                } else {
+                    needed = entry.name.withUnsafeBufferPointer { name in
+                        fuse_add_direntry(req, base + used, remaining, name.baseAddress, &st, off_t(index + 1))
+                    }
                 }
                 guard needed <= remaining else { break }
                 used += needed

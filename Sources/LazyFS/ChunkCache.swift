@@ -58,6 +58,23 @@ public final class ChunkCache: Sendable {
         return readFully(fd, offset: Int64(offset), length: length)
     }
 
+    /// An open descriptor of a cached chunk checked against its digest (once per process, as `read` does), for the
+    /// kernel to read from (FUSE passthrough); nil when it is not cached or was found corrupt.
+    public func verifiedDescriptor(_ digest: Digest) -> Int32? {
+        let file = path(digest)
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        if !state.withLock({ $0.verified.contains(digest.hex) }) {
+            guard let whole = Self.readAll(fd), OCI.Digest.sha256(of: whole) == digest else {
+                close(fd)
+                unlink(file)
+                return nil
+            }
+            state.withLock { _ = $0.verified.insert(digest.hex) }
+        }
+        return fd
+    }
+
     public func contains(_ digest: Digest) -> Bool {
         access(path(digest), F_OK) == 0
     }

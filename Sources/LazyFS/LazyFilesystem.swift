@@ -83,6 +83,25 @@ final class LazyFilesystem: FUSEFilesystem {
         return 0
     }
 
+    /// A file whose content is on local disk as one file: a layer extracted whole in the store, or a file that is
+    /// one chunk, cached and verified.
+    func passthroughFile(_ ino: UInt64) -> Int32? {
+        guard let node = try? node(ino), node.size > 0 else { return nil }
+        switch node.content {
+        case .local(let path):
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            return fd >= 0 ? fd : nil
+        case .estargz(let index, let name):
+            guard let layer = image.layers[index], layer.rejection.withLock({ $0 == nil }), !layer.isIndexed,
+                let chunk = layer.chunk(for: name, at: 0), chunk.chunkOffset == 0, chunk.chunkSize == node.size,
+                let digest = try? ChunkFetcher.digest(chunk)
+            else { return nil }
+            return image.fetcher.cache.verifiedDescriptor(digest)
+        case .bytes, nil:
+            return nil
+        }
+    }
+
     func read(_ ino: UInt64, fh: UInt64, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let node = try node(ino)
         do {

@@ -110,7 +110,7 @@ public final class LazyMount: Sendable {
             let filesystem = LazyFilesystem(image: image, recorder: recorder, logger: logger)
             var mountOptions = ["ro", "default_permissions", "fsname=slipway", "subtype=slipway"]
             if options.allowOther { mountOptions.append("allow_other") }
-            let fuse = FUSEMount(filesystem: filesystem, mountpoint: mountpoint, options: mountOptions)
+            let fuse = FUSEMount(filesystem: filesystem, mountpoint: mountpoint, options: mountOptions, passthrough: true)
             // Mounting may run fusermount3, and waits for the kernel's handshake.
             try await runBlocking { try fuse.start() }
             state.ready = true
@@ -140,6 +140,7 @@ public final class LazyMount: Sendable {
     public var state: MountState {
         var state = baseState
         state.statistics = counters.snapshot
+        state.statistics.passthroughOpens = fuse.passthroughOpens
         state.ready = !stopped.load(ordering: .relaxed)
         state.sequence = sequence.load(ordering: .relaxed)
         return state

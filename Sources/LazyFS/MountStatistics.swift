@@ -27,12 +27,14 @@ public struct MountStatistics: Sendable, Codable, Equatable {
     public var layersRejected: Int = 0
     /// eStargz layers written into the store for the overlay once all their chunks had arrived.
     public var layersMaterialized: Int = 0
+    /// Opens the kernel served straight from a local copy of the file (FUSE passthrough), with no read through here.
+    public var passthroughOpens: Int = 0
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case bytesFetched, tocBytesFetched, requests, cacheHits, chunksFetched, blockingReads, failedReads, prefetchDone, prefetchTotal
-        case prefetchFinished, layersVerified, layersRejected, layersMaterialized
+        case prefetchFinished, layersVerified, layersRejected, layersMaterialized, passthroughOpens
     }
 
     /// Decodes statistics written by any version: counters a writer did not know are 0.
@@ -51,6 +53,7 @@ public struct MountStatistics: Sendable, Codable, Equatable {
         layersVerified = try c.decodeIfPresent(Int.self, forKey: .layersVerified) ?? 0
         layersRejected = try c.decodeIfPresent(Int.self, forKey: .layersRejected) ?? 0
         layersMaterialized = try c.decodeIfPresent(Int.self, forKey: .layersMaterialized) ?? 0
+        passthroughOpens = try c.decodeIfPresent(Int.self, forKey: .passthroughOpens) ?? 0
     }
 }
 

@@ -111,6 +111,39 @@ struct LazyMountTests {
         }
     }
 
+    @Test func filesOnLocalDiskArePassedThroughToTheKernelAndStayTheImage() async throws {
+        let scratch = try ScratchDirectory()
+        try await RegistryProcess.withRegistry { registry in
+            let (plain, lazy) = try await publish(registry.host, scratch)
+            #expect(try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)
+            let expected = try await describeTreeOffThePool(scratch.sub("rootfs"))
+            let mounted = try await mount(lazy, scratch, name: "passthrough", store: scratch.sub("store"), options: ["--prefetch", "none"])
+            let file = "\(mounted.directory)/etc/os-release"
+            // Opened before its chunk is here: served through Slipway; a second open while the first is still open
+            // must be served the same way (the kernel refuses an inode open both ways at once).
+            let first = try #require(FileHandle(forReadingAtPath: file))
+            let firstBytes = try first.readToEnd()
+            let second = try #require(FileHandle(forReadingAtPath: file))
+            #expect(try second.readToEnd() == firstBytes)
+            #expect(try await mounted.status().statistics.passthroughOpens == 0)
+            try first.close()
+            try second.close()
+            // Every open from now on finds the chunk cached and verified: the kernel reads the file itself.
+            let third = try #require(FileHandle(forReadingAtPath: file))
+            #expect(try third.readToEnd() == firstBytes)
+            try third.close()
+            #expect(try await mounted.status().statistics.passthroughOpens == 1)
+            // Whatever path each file takes (passed through, served from the cache, fetched), the tree is the image.
+            let tree = try await describeTreeOffThePool(mounted.directory)
+            #expect(try await describeTreeOffThePool(mounted.directory) == tree)
+            for (path, entry) in expected where tree[path] != entry {
+                Issue.record("\(path): unpacked \(entry) vs mounted \(tree[path].map(\.description) ?? "missing")")
+            }
+            #expect(try await mounted.status().statistics.passthroughOpens > 1)
+            try await mounted.unmount()
+        }
+    }
+
     @Test func aLazyMountWorksThroughAColdPullThroughCache() async throws {
         let scratch = try ScratchDirectory()
         try await RegistryProcess.withRegistry { registry in

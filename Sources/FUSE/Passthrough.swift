@@ -15,7 +15,8 @@ import Glibc
 /// backing file needs CAP_SYS_ADMIN; without it, or on an older kernel, every open is served as before.
 ///
 /// The kernel refuses an inode open in both modes at once, so an inode with an open served through this process
-/// is not passed through until that open is released, and the other way round.
+/// is not passed through until that open is released, and the other way round; and it gives an inode one backing
+/// file, so the opens of an inode share one registration, dropped with the last of them.
 final class Passthrough: Sendable {
     private struct State {
         /// /dev/fuse, for the backing-file ioctls.
@@ -24,11 +25,12 @@ final class Passthrough: Sendable {
         var offered = false
         var active = false
         var openUniques: Set<UInt64> = []
-        /// Backing ids by file handle, from the open callback until the handle's release: the kernel looks the id
-        /// up when the opener processes the reply, after the write that sent it.
+        /// Backing ids by inode, while the inode has passed-through opens: the kernel gives an inode one backing
+        /// file (a second open with another id fails), and looks the id up when the opener processes the reply,
+        /// after the write that sent it.
         var backing: [UInt64: Int32] = [:]
-        /// The filesystem's own handle behind each passed-through one, for its `release`.
-        var filesystemHandles: [UInt64: UInt64] = [:]
+        /// The inode and the filesystem's own handle behind each passed-through handle.
+        var handles: [UInt64: (ino: UInt64, filesystemHandle: UInt64)] = [:]
         var nextHandle: UInt64 = 1 << 62
         /// Open handles per inode: passed through, or served through this process.
         var passedThrough: [UInt64: Int] = [:]
@@ -61,15 +63,15 @@ final class Passthrough: Sendable {
                 s.served[ino, default: 0] += 1
                 return nil
             }
-            let id = cfuse_backing_open(s.device, file)
+            let id = s.backing[ino] ?? cfuse_backing_open(s.device, file)
             guard id > 0 else {
                 s.served[ino, default: 0] += 1
                 return nil
             }
             let handle = s.nextHandle
             s.nextHandle &+= 1
-            s.backing[handle] = id
-            s.filesystemHandles[handle] = filesystemHandle
+            s.backing[ino] = id
+            s.handles[handle] = (ino, filesystemHandle)
             s.passedThrough[ino, default: 0] += 1
             return handle
         }
@@ -89,13 +91,18 @@ final class Passthrough: Sendable {
     /// itself for one served here).
     func release(_ handle: UInt64, ino: UInt64) -> UInt64 {
         state.withLock { s in
-            let passed = s.filesystemHandles[handle]
-            if passed != nil { s.filesystemHandles[handle] = nil }
-            if let id = s.backing.removeValue(forKey: handle) { _ = cfuse_backing_close(s.device, id) }
-            let count = passed != nil ? s.passedThrough[ino, default: 0] : s.served[ino, default: 0]
-            let left = count > 1 ? count - 1 : nil
-            if passed != nil { s.passedThrough[ino] = left } else if s.active { s.served[ino] = left }
-            return passed ?? handle
+            guard let passed = s.handles.removeValue(forKey: handle) else {
+                if s.active, let count = s.served[ino] { s.served[ino] = count > 1 ? count - 1 : nil }
+                return handle
+            }
+            let count = s.passedThrough[passed.ino, default: 0]
+            if count > 1 {
+                s.passedThrough[passed.ino] = count - 1
+            } else {
+                s.passedThrough[passed.ino] = nil
+                if let id = s.backing.removeValue(forKey: passed.ino) { _ = cfuse_backing_close(s.device, id) }
+            }
+            return passed.filesystemHandle
         }
     }
 
@@ -146,7 +153,7 @@ final class Passthrough: Sendable {
             guard s.openUniques.remove(unique) != nil, error == 0, iov[1].iov_len >= 16 else { return }
             // fuse_open_out: fh at 0, open_flags at 8, backing_id at 12.
             let handle = body.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
-            guard let id = s.backing[handle] else { return }
+            guard let ino = s.handles[handle]?.ino, let id = s.backing[ino] else { return }
             var flags = body.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
             flags = (flags & ~CFUSE_FOPEN_KEEP_CACHE) | CFUSE_FOPEN_PASSTHROUGH
             body.storeBytes(of: flags, toByteOffset: 8, as: UInt32.self)

@@ -1,3 +1,4 @@
+import Blocking
 import ContentStore
 import EStargz
 import Foundation
@@ -59,9 +60,18 @@ public final class LazyImage: Sendable {
         }
         let lock = try await store.lockForWriting()
         defer { lock.release() }
+        // Every TOC at once: each is a request (or a file read) and a JSON decode, and the mount waits for all.
+        let readers = try await withThrowingTaskGroup(of: (Int, OpenedTOC).self) { group in
+            for (index, layer) in selected {
+                guard let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) else { continue }
+                group.addTask { (index, try await openTOC(layer, expected: expected, cache: cache, counters: counters)) }
+            }
+            var readers: [Int: EStargzReader] = [:]
+            for try await (index, opened) in group { readers[index] = opened.reader }
+            return readers
+        }
         for (index, layer) in selected {
-            if let annotation = layer.descriptor.annotations?[tocDigestAnnotation], let expected = try? Digest(annotation) {
-                let reader = try await openTOC(layer, expected: expected, cache: cache, counters: counters)
+            if let reader = readers[index] {
                 let lazy = LazyLayer(index: index, layer: layer, map: .estargz(reader))
                 lazyLayers[index] = lazy
                 entries.append(LayerEntries.fromTOC(reader.toc, layer: index))
@@ -103,19 +113,28 @@ public final class LazyImage: Sendable {
 
     private struct NeedsEarlierBytes: Error { var offset: Int64 }
 
+    /// A reader whose TOC has been read: its range callback (the one thing not `Sendable` about it) is never
+    /// called again, so it may move between tasks.
+    private struct OpenedTOC: @unchecked Sendable {
+        let reader: EStargzReader
+    }
+
     /// The layer's footer and TOC: from the tail kept by an earlier mount of any image with this layer, else from
     /// the registry (kept for the next mount). Either way checked against the `toc.digest` annotation.
     private static func openTOC(
         _ layer: any Layer, expected: Digest, cache: ChunkCache, counters: MountCounters
-    ) async throws -> EStargzReader {
+    ) async throws -> OpenedTOC {
         let blob = layer.descriptor
         // The kept tail is a file in the store, so its recorded start is checked like any other outside number.
-        if let (start, bytes) = cache.tail(of: blob.digest), start >= 0, start <= blob.size,
-            Int64(bytes.count) == blob.size - start, let reader = try? reader(blob, tail: bytes, from: start),
-            (try? reader.verifyTOC(expected)) != nil
-        {
-            return reader
+        // Decoding a TOC is CPU work (a large layer's is megabytes of JSON): off the pool, and so in parallel.
+        let kept = await runBlocking { () -> OpenedTOC? in
+            guard let (start, bytes) = cache.tail(of: blob.digest), start >= 0, start <= blob.size,
+                Int64(bytes.count) == blob.size - start, let reader = try? reader(blob, tail: bytes, from: start),
+                (try? reader.verifyTOC(expected)) != nil
+            else { return nil }
+            return OpenedTOC(reader: reader)
         }
+        if let kept { return kept }
         var start = max(0, blob.size - tailBytes)
         while true {
             let bytes = try await layer.read(ranges: [start..<blob.size]).first ?? []
@@ -125,10 +144,13 @@ public final class LazyImage: Sendable {
                 $0.tocBytesFetched += Int64(bytes.count)
             }
             do {
-                let reader = try reader(blob, tail: bytes, from: start)
-                try reader.verifyTOC(expected)
-                try? cache.storeTail(of: blob.digest, bytes: bytes, from: start)
-                return reader
+                let from = start
+                return try await runBlocking {
+                    let reader = try reader(blob, tail: bytes, from: from)
+                    try reader.verifyTOC(expected)
+                    try? cache.storeTail(of: blob.digest, bytes: bytes, from: from)
+                    return OpenedTOC(reader: reader)
+                }
             } catch let more as NeedsEarlierBytes where more.offset < start {
                 start = more.offset
             }

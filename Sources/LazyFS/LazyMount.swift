@@ -213,12 +213,20 @@ public final class LazyMount: Sendable {
         try? fuse.unmount()
     }
 
-    /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes
-    /// the access record and the final state. Call on a thread of its own.
+    /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes out
+    /// the layers that arrived whole, the access record and the final state. Call on a thread of its own.
     public func wait() -> MountStatistics {
         fuse.waitUntilUnmounted()
         prefetcher.stop()
         stopped.store(true, ordering: .relaxed)
+        // What arrived whole is written out before the store's lease goes (gc must not collect under it), so the
+        // next run or snapshot of any image with those layers needs no FUSE.
+        let materialized = DispatchSemaphore(value: 0)
+        Task { [self] in
+            _ = await materializeCompleteLayers().value
+            materialized.signal()
+        }
+        materialized.wait()
         storeLease.release()
         if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
         if let recorder, let image = profileToRecord, !recorder.paths.isEmpty {

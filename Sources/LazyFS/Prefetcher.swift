@@ -74,18 +74,31 @@ public final class Prefetcher: Sendable {
 
         // The recorded start-up first, in the order the workload opened its files, whatever layer each is in. Files
         // go out in batches per layer that double from 256 KiB, as the prioritized regions below do, so the first
-        // files arrive at once; a batch's scattered chunks share multi-range requests.
-        var batch: (layer: LazyLayer, chunks: [EStargzChunk])?
+        // files arrive at once; a batch's scattered chunks share multi-range requests. Two batches are in flight
+        // at a time, so one's decompression and hashing overlaps the next one's transfer.
+        var batches: [(layer: LazyLayer, chunks: [EStargzChunk])] = []
         var batchSpan: Int64 = 256 << 10
-        for (layer, chunks) in profile where !stopped.load(ordering: .relaxed) {
-            if let current = batch, current.layer !== layer || LazyLayer.compressedBytes(of: current.chunks) >= batchSpan {
-                fetch(current.chunks.sorted { $0.offset < $1.offset }, of: current.layer, yielding: false)
-                batchSpan = min(batchSpan * 2, ChunkFetcher.maxSpan)
-                batch = nil
+        for (layer, chunks) in profile {
+            if let current = batches.last, current.layer === layer, LazyLayer.compressedBytes(of: current.chunks) < batchSpan {
+                batches[batches.count - 1].chunks += chunks
+            } else {
+                if !batches.isEmpty { batchSpan = min(batchSpan * 2, ChunkFetcher.maxSpan) }
+                batches.append((layer, chunks))
             }
-            batch = (layer, (batch?.chunks ?? []) + chunks)
         }
-        if let batch, !stopped.load(ordering: .relaxed) { fetch(batch.chunks.sorted { $0.offset < $1.offset }, of: batch.layer, yielding: false) }
+        let nextBatch = Mutex(0)
+        let profileBatches = batches
+        DispatchQueue.concurrentPerform(iterations: Self.backgroundWorkers) { _ in
+            while !stopped.load(ordering: .relaxed) {
+                let index = nextBatch.withLock { next -> Int in
+                    defer { next += 1 }
+                    return next
+                }
+                guard index < profileBatches.count else { return }
+                let batch = profileBatches[index]
+                fetch(batch.chunks.sorted { $0.offset < $1.offset }, of: batch.layer, yielding: false)
+            }
+        }
 
         // The prioritized region of each layer first: the workload is about to read exactly these files, in this
         // order. Not in one request, as stargz-snapshotter does: a read of the first file would wait for the whole
@@ -122,6 +135,9 @@ public final class Prefetcher: Sendable {
         for _ in 0..<Self.backgroundWorkers {
             workers.enter()
             let thread = Thread { [self] in
+                // What nobody asked for yet: decompressing and hashing it must not take the cores from the workload
+                // whose start it is meant to speed up.
+                _ = slipway_lower_thread_priority(10)
                 drain(restChunks)
                 workers.leave()
             }

@@ -162,6 +162,35 @@ struct LazySnapshotTests {
         }
     }
 
+    @Test func aLayerAnEarlierMountWroteOutIsPreparedAsItsDirectoryWithoutFUSE() async throws {
+        try await withSetup { setup, _, _, _ in
+            #expect(try await expectAlreadyExists { try await setup.prepare("team-a/1/extract") })
+            // The workload reads the whole layer; when its mount ends, the layer is written out.
+            let served = try await describeTreeOffThePool(setup.mountpoint)
+            let pid = try #require(MountState.read(MountState.path(forMountpoint: setup.mountpoint, storeRoot: setup.store))?.pid)
+            let first = try await setup.service.snapshots.list(filters: [])
+            #expect(first.count == 1)
+            for snapshot in first { try await setup.service.remove(key: snapshot.name) }
+            try await waitUntil("the mount process \(pid) ended") { kill(pid, 0) != 0 }
+            let directory = try ContentStore(root: setup.store).materializedLayerDirectory(toc: setup.toc)
+            #expect(FileManager.default.fileExists(atPath: directory))
+
+            // The next pull of the layer commits that directory: no mount process, and it is the same tree.
+            #expect(try await expectAlreadyExists { try await setup.prepare("team-b/1/extract") })
+            #expect(!(await setup.lazyLayers.isAlive(setup.mountpoint)))
+            let named = try await setup.service.snapshots.list(filters: [])
+            #expect(named.count == 1 && named[0].labels[LazyLayerOrigin.remoteLabel] == nil, "\(named)")
+            let mounts = try await setup.service.prepare(key: "team-b/2/container", parent: named[0].name, labels: [:])
+            #expect(mounts.first?.source == directory || mounts.first?.options.contains { $0.contains(directory) } == true, "\(mounts)")
+            let written = try await describeTreeOffThePool(directory)
+            #expect(Set(written.keys) == Set(served.keys))
+            for (path, entry) in served where written[path] != entry {
+                Issue.record("\(path): served \(entry) vs written \(written[path].map(\.description) ?? "missing")")
+            }
+            try await setup.service.remove(key: "team-b/2/container")
+        }
+    }
+
     /// With `--registry-mirror` (the snapshotter forwards its own), a lazy layer's TOC and chunks come through the
     /// cluster's `slipway serve` cache, which fetches them upstream once.
     @Test func lazyLayersReadThroughTheClustersCache() async throws {

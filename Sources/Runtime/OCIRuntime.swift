@@ -118,9 +118,14 @@ public struct OCIRuntime: Sendable, CustomStringConvertible {
         return await ChildProcess.wait(pid)
     }
 
-    /// Removes the container's state if the runtime kept any (`delete -f`); errors are ignored (a container that
-    /// ran to its end is gone already).
+    /// Where the runtime keeps its containers' state: `stateRoot`, else its default as root (nil when rootless: that
+    /// default depends on the caller's environment).
+    var stateDirectory: String? { stateRoot ?? (identity.isRootless ? nil : "/run/\(kind.rawValue)") }
+
+    /// Removes the container's state if the runtime kept any (`delete -f`); errors are ignored. A container that ran
+    /// to its end left none (`run` removes it), and asking the runtime would cost another of its starts.
     public func delete(id: String) async {
+        if let root = stateDirectory, !FileManager.default.fileExists(atPath: "\(root)/\(id)") { return }
         guard let arguments = try? commandLine(["delete", "--force", id]) else { return }
         _ = try? await HelperCommand.run(arguments[0], Array(arguments.dropFirst()))
     }

@@ -33,11 +33,14 @@ public enum LayerMaterializer {
     /// Materializes the layer unless the store has it; true when this call wrote it. A chunk the cache lost
     /// meanwhile is fetched again (and verified) as a read would.
     @discardableResult
-    public static func materialize(_ layer: LazyLayer, fetcher: ChunkFetcher, store: ContentStore) async throws -> Bool {
+    /// `abandoned` is asked between files; once it says true, the half-written layer is removed and this throws.
+    public static func materialize(
+        _ layer: LazyLayer, fetcher: ChunkFetcher, store: ContentStore, abandoned: @escaping @Sendable () -> Bool = { false }
+    ) async throws -> Bool {
         guard case .estargz(let reader) = layer.map, let toc = tocDigest(of: layer.layer), toc == reader.tocDigest else { return false }
         if store.hasMaterializedLayer(toc: toc) { return false }
         return try await store.ensureMaterializedLayer(toc: toc) { temporary in
-            let stream = TOCTarStream(layer: layer, fetcher: fetcher)
+            let stream = TOCTarStream(layer: layer, fetcher: fetcher, abandoned: abandoned)
             let source = ChunkSource(expectedSize: layer.descriptor.size) { try stream.next() }
             let name = layer.descriptor.digest.description
             _ = try await runBlocking {
@@ -63,14 +66,16 @@ final class TOCTarStream: @unchecked Sendable {
     /// The regular file being written and how far.
     private var file: (name: String, size: Int64, position: Int64)?
     private var finished = false
+    private let abandoned: @Sendable () -> Bool
 
     private final class OutputBuffer: @unchecked Sendable {
         var bytes: [UInt8] = []
     }
 
-    init(layer: LazyLayer, fetcher: ChunkFetcher) {
+    init(layer: LazyLayer, fetcher: ChunkFetcher, abandoned: @escaping @Sendable () -> Bool) {
         self.layer = layer
         self.fetcher = fetcher
+        self.abandoned = abandoned
         self.entries = layer.entries
         let output = self.output
         self.writer = TarWriter { output.bytes += $0 }
@@ -87,6 +92,7 @@ final class TOCTarStream: @unchecked Sendable {
 
     /// Writes one header, one chunk of the current file, or the end of the archive.
     private func step() throws {
+        if abandoned() { throw CancellationError() }
         if let current = file {
             guard current.position < current.size else {
                 file = nil

@@ -58,6 +58,9 @@ public final class LazyMount: Sendable {
     let profileToRecord: Digest?
     /// The latest pass writing the layers whose chunks have all arrived into the store (`LayerMaterializer`).
     private let materializing = Mutex<Task<Int, Never>?>(nil)
+    /// Set when the mount ends while a pass is writing: the process is about to exit, and the next mount or run
+    /// finds the chunks still cached.
+    private let materializingAbandoned = Atomic<Bool>(false)
 
     private init(
         mountpoint: String, statePath: String, counters: MountCounters, image: LazyImage, fuse: FUSEMount, prefetcher: Prefetcher,
@@ -172,7 +175,7 @@ public final class LazyMount: Sendable {
     public func materializeCompleteLayers() -> Task<Int, Never> {
         materializing.withLock { latest in
             let previous = latest
-            let task = Task { [image, store, logger, counters] in
+            let task = Task { [image, store, logger, counters, self] in
                 _ = await previous?.value
                 var written = 0
                 for index in image.layers.keys.sorted() {
@@ -180,10 +183,13 @@ public final class LazyMount: Sendable {
                         !store.hasMaterializedLayer(toc: toc), LayerMaterializer.isComplete(layer, cache: image.fetcher.cache)
                     else { continue }
                     do {
-                        if try await LayerMaterializer.materialize(layer, fetcher: image.fetcher, store: store) {
+                        let abandoned = { @Sendable [self] in materializingAbandoned.load(ordering: .relaxed) }
+                        if try await LayerMaterializer.materialize(layer, fetcher: image.fetcher, store: store, abandoned: abandoned) {
                             written += 1
                             counters.update { $0.layersMaterialized += 1 }
                         }
+                    } catch is CancellationError {
+                        break
                     } catch {
                         logger.warning("layer \(layer.descriptor.digest.short) was not materialized (it stays lazy): \(error)")
                     }
@@ -214,16 +220,20 @@ public final class LazyMount: Sendable {
     }
 
     /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes out
-    /// the layers that arrived whole, the access record and the final state. Call on a thread of its own.
+    /// the layers that reads completed (see below), the access record and the final state. Call on a thread of its
+    /// own.
     public func wait() -> MountStatistics {
         fuse.waitUntilUnmounted()
         prefetcher.stop()
         stopped.store(true, ordering: .relaxed)
-        // What arrived whole is written out before the store's lease goes (gc must not collect under it), so the
-        // next run or snapshot of any image with those layers needs no FUSE.
+        // With the default prefetch, layers were written out as the prefetch completed them: one still being
+        // written is abandoned, so `slipway umount` does not wait for it. Otherwise what reads completed is written
+        // out now. Either way before the store's lease goes (gc must not collect under it).
         let materialized = DispatchSemaphore(value: 0)
+        if options.prefetch == .all { materializingAbandoned.store(true, ordering: .relaxed) }
         Task { [self] in
-            _ = await materializeCompleteLayers().value
+            let running = materializing.withLock { $0 }
+            if options.prefetch == .all { _ = await running?.value } else { _ = await materializeCompleteLayers().value }
             materialized.signal()
         }
         materialized.wait()

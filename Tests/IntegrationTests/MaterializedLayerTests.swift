@@ -1,5 +1,6 @@
 import Blocking
 import ContentStore
+import EStargz
 import Foundation
 import LazyFS
 import OCI
@@ -142,6 +143,37 @@ struct MaterializedLayerTests {
             let expected = try await describeTreeOffThePool(scratch.sub("rootfs"))
             let lowers = try await materializedLowers(lazy, store: store).compactMap { $0 }
             #expect(try await overlayTree(lowers, scratch, name: "again") == expected)
+        }
+    }
+}
+
+extension MaterializedLayerTests {
+    /// A TOC whose symlink points out of the layer (an absolute path on the host), with a file "under" it: writing
+    /// the layer out goes through the extractor, which resolves the link inside the layer, never on the host.
+    @Test func aLayerWhoseLinksLeadOutIsNeverWrittenThroughThem() async throws {
+        let scratch = try ScratchDirectory()
+        let outside = scratch.sub("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let layer = HandMadeEStargzLayer(files: [(name: "evil/planted.txt", contents: Array("planted\n".utf8))]) { entries in
+            var link = TOCEntry(name: "evil", type: "symlink")
+            link.linkName = outside
+            link.mode = 0o777
+            entries.insert(link, at: 0)
+        }
+        try await RegistryProcess.withRegistry { registry in
+            let reference = "\(registry.host)/hostile:links-out"
+            _ = try await layer.publish(to: reference, scratch, name: "links-out")
+            let store = scratch.sub("store")
+            let mounted = try await mounts.mount(reference, scratch, name: "links-out", store: store)
+            try await waitUntil("the prefetch finished") { try await mounted.status().statistics.prefetchFinished }
+            _ = try await mounted.unmount()
+            #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty, "a file was planted outside the store")
+            // Written as a pulled layer's extraction writes it: the link kept, and the file under the link's target
+            // resolved inside the layer, as in the container's root; never through the link to the host.
+            let written = try #require(try await materializedLowers(reference, store: store)[0])
+            let tree = try await describeTreeOffThePool(written)
+            #expect(tree["evil"]?.type == "symlink", "\(tree)")
+            #expect(tree.keys.contains(String(outside.dropFirst()) + "/planted.txt"), "\(tree)")
         }
     }
 }

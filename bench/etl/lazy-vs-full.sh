@@ -11,6 +11,9 @@
 #   esgz-none     `slipway mount --prefetch none REPO:SIZE-esgz`, worker in the mount
 #   opt-landmark  `slipway mount --prefetch landmark REPO:SIZE-esgz-opt`
 #   esgz-all      `slipway mount REPO:SIZE-esgz` (Slipway's default, --prefetch all)
+#   esgz-profile  the same, with the image's start-up profile in the store (the workload's files as
+#                 WORK/record-SIZE.txt has them, recorded once by `slipway bench images`): the plain eStargz
+#                 image, not rebuilt, whose first run on a node that shares the store left its profile
 #   opt-all       `slipway mount REPO:SIZE-esgz-opt` (default --prefetch all)
 #   index         `slipway mount CACHE/REPO:SIZE` (default --prefetch all): the plain gzip image, never converted,
 #                 mounted lazily through the gzip index that the cluster's cache (`slipway serve --index`, beside
@@ -37,7 +40,8 @@
 #   --sizes LIST        small, medium, large [small,medium,large]
 #   --runs N            cold runs per size, link and variant [3]
 #   --links LIST        none and/or TBF rates (tc syntax: 1gbit, 100mbit, ...) [none,1gbit]
-#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,opt-all,index,index-opt [all]
+#   --variants LIST     subset of full,containerd,containerd-slipway,esgz-none,opt-landmark,esgz-all,esgz-profile,opt-all,
+#                       index,index-opt [all]
 #   --quick             --sizes small --links none --runs 1
 #   --repo NAME         repository [etl-lazy]
 #   --work DIR          where `slipway bench images` keeps the registry storage; scratch [/var/tmp/slipway-etl]
@@ -92,7 +96,7 @@ for l in "${link_list[@]}"; do [[ $l == none ]] || link_burst_for "$l" >/dev/nul
 declare -A spec=(
   [full]="full:all:"          [containerd]="containerd:all:" [containerd-slipway]="containerd-slipway:all:-esgz-opt"
   [esgz-none]="lazy:none:-esgz"
-  [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt"
+  [opt-landmark]="lazy:landmark:-esgz-opt" [esgz-all]="lazy:all:-esgz" [esgz-profile]="lazy:all:-esgz" [opt-all]="lazy:all:-esgz-opt"
   [index]="lazy:all:" [index-opt]="lazy:all:")
 for v in "${variant_list[@]}"; do [[ -n ${spec[$v]:-} ]] || { echo "unknown variant $v" >&2; exit 2; }; done
 NOTES=()
@@ -171,8 +175,10 @@ for link in "${link_list[@]}"; do
         host=$LINK_REGISTRY repo=$REPO
         [[ $variant == index ]] && host=$LINK_CACHE
         [[ $variant == index-opt ]] && repo=$REPO-indexed
+        profile=()
+        [[ $variant == esgz-profile ]] && profile=(--profile "$WORK/record-$size.txt")
         row=$(python3 bench/etl/measure.py --variant "$mode" --prefetch "$prefetch" --ref "$host/$repo:$size$suffix" \
-          --slipway "$SLIPWAY" --dir "$RUN_DIR" --plain-http --rx-counter "$(link_rx_counter)" "${follow[@]}" --timeout "$TIMEOUT" \
+          --slipway "$SLIPWAY" --dir "$RUN_DIR" --plain-http --rx-counter "$(link_rx_counter)" "${follow[@]}" "${profile[@]}" --timeout "$TIMEOUT" \
           --label "net=$link" --label "size=$size" --label "variant=$variant" --label "tag=$size$suffix" --label "run=$run") || true
         [[ -n $row ]] || row="{\"net\":\"$link\",\"size\":\"$size\",\"variant\":\"$variant\",\"run\":\"$run\",\"ok\":false,\"error\":\"measure.py crashed\"}"
         echo "$row" >>"$RAW"

@@ -26,6 +26,7 @@ Checkpoint times are taken from the checkpoint files themselves (the worker's ti
 stage, same clock as t0), so polling does not add to them.
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ ap.add_argument("--dir", required=True)
 ap.add_argument("--plain-http", action="store_true")
 ap.add_argument("--rx-counter")
 ap.add_argument("--follow-prefetch", action="store_true")
+ap.add_argument("--profile", help="lazy: a file of paths (one per line) kept in the fresh store as the image's start-up profile")
 ap.add_argument("--timeout", type=float, default=900)
 ap.add_argument("--label", action="append", default=[])
 args = ap.parse_args()
@@ -107,7 +109,25 @@ def finish(code=0):
     sys.exit(code)
 
 
+def keep_profile(paths_file):
+    """The image's start-up profile in the fresh store, as a first run on any node sharing the store leaves it
+    (StartupProfile: the manifest digest it was recorded for, and the paths in first-access order)."""
+    r = subprocess.run([S, "inspect", "--raw", *plain, args.ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        row["error"] = "inspect: " + r.stderr.decode(errors="replace").strip()[-300:]
+        finish(1)
+    digest = "sha256:" + hashlib.sha256(r.stdout).hexdigest()
+    with open(paths_file) as f:
+        files = [line.strip() for line in f if line.strip()]
+    directory = os.path.join(store, "profiles", "sha256")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, digest.split(":")[1] + ".json"), "w") as f:
+        json.dump({"image": digest, "files": files}, f)
+
+
 reset()
+if args.profile:
+    keep_profile(args.profile)
 row["load1"] = load_average()
 containerd = snapshotter = None
 if uses_containerd:

@@ -17,7 +17,8 @@ images = json.load(open(images_path))
 meta = json.load(open(meta_path))
 os.makedirs(out_dir, exist_ok=True)
 
-VARIANTS = ["full", "containerd", "containerd-slipway", "esgz-none", "opt-landmark", "esgz-all", "opt-all", "index", "index-opt"]
+VARIANTS = ["full", "containerd", "containerd-slipway", "esgz-none", "opt-landmark", "esgz-all", "esgz-profile", "opt-all", "index",
+            "index-opt"]
 DESCRIBE = {
     "full": "`slipway unpack` of the gzip image, then run",
     "containerd": "`ctr image pull` of the gzip image (private containerd, overlayfs snapshots), then `ctr run` (runc)",
@@ -26,6 +27,7 @@ DESCRIBE = {
     "esgz-none": "`slipway mount --prefetch none` of the eStargz image",
     "opt-landmark": "`slipway mount --prefetch landmark` of the optimized eStargz image",
     "esgz-all": "`slipway mount` (default `--prefetch all`) of the eStargz image",
+    "esgz-profile": "the same, with the image's start-up profile in the store (recorded by an earlier run, image not rebuilt)",
     "opt-all": "`slipway mount` (default `--prefetch all`) of the optimized eStargz image",
     "index": "`slipway mount` (default `--prefetch all`) of the plain gzip image through the cluster's cache "
              "(`slipway serve --index`), which indexed its layers while another node pulled it",
@@ -128,10 +130,10 @@ for net in nets:
             cells.append(f"{len(failed)}: {failed[0].get('error', '')[:80]}" if failed else "0")
             lines.append("| " + " | ".join(cells) + " |")
         # Issue 4's targets, for Slipway's default (prefetch all) on each image.
-        for v in ("esgz-all", "opt-all", "index", "index-opt"):
+        for v in ("esgz-all", "esgz-profile", "opt-all", "index", "index-opt"):
             cp1, cp3 = mean(values(net, size, v, "cp1")), mean(values(net, size, v, "cp3"))
             b1 = mean(values(net, size, v, "bytes_cp1"))
-            img = images.get(f"{size}{ {'esgz-all': '-esgz', 'opt-all': '-esgz-opt'}.get(v, '')}", {}).get("bytes")
+            img = images.get(f"{size}{ {'esgz-all': '-esgz', 'esgz-profile': '-esgz', 'opt-all': '-esgz-opt'}.get(v, '')}", {}).get("bytes")
             if cp1 == cp1 and full["cp1"] == full["cp1"]:
                 targets.append(f"| {size} | {net} | {v} | {cp1 / full['cp1']:.2f}× {'✅' if cp1 <= 0.1 * full['cp1'] else '❌'} | "
                                f"{cp3 / full['cp3']:.2f}× {'✅' if cp3 <= full['cp3'] else '❌'} | "

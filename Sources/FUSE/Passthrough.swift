@@ -53,17 +53,20 @@ final class Passthrough: Sendable {
         state.withLock { $0.device = device }
     }
 
-    /// Registers `file` (an open descriptor, which this closes) for an open of `ino` whose filesystem handle is
-    /// `filesystemHandle`, and returns the handle the open replies with, or nil when the open must be served through
-    /// this process. Call only once `isActive`.
+    /// Registers `file` (an open descriptor of the content, which this closes; nil when there is none) for an open
+    /// of `ino` whose filesystem handle is `filesystemHandle`, and returns the handle the open replies with, or nil
+    /// when the open must be served through this process. Call only once `isActive`.
     func open(_ ino: UInt64, filesystemHandle: UInt64, file: Int32?) -> UInt64? {
         defer { if let file { close(file) } }
         return state.withLock { s -> UInt64? in
-            guard s.active, let file, s.served[ino, default: 0] == 0, s.device >= 0 else {
+            // An inode already passed through stays so for every open (the kernel refuses to mix), whatever this
+            // open's own file: its registered backing file holds the content.
+            guard s.active, s.served[ino, default: 0] == 0, s.device >= 0,
+                let id = s.backing[ino] ?? file.map({ cfuse_backing_open(s.device, $0) })
+            else {
                 s.served[ino, default: 0] += 1
                 return nil
             }
-            let id = s.backing[ino] ?? cfuse_backing_open(s.device, file)
             guard id > 0 else {
                 s.served[ino, default: 0] += 1
                 return nil
@@ -134,14 +137,17 @@ final class Passthrough: Sendable {
 
     /// Amends a reply before it is written: INIT asks for passthrough, an OPEN that chose a backing file names it.
     func sending(_ iov: UnsafeMutableBufferPointer<iovec>) {
-        guard iov.count >= 2, iov[0].iov_len >= Self.outHeaderSize, let header = iov[0].iov_base, let body = iov[1].iov_base else { return }
+        guard iov.count >= 1, iov[0].iov_len >= Self.outHeaderSize, let header = iov[0].iov_base else { return }
         let error = header.loadUnaligned(fromByteOffset: 4, as: Int32.self)
         let unique = header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        // An error reply is the header alone.
+        let body = iov.count >= 2 ? iov[1].iov_base : nil
+        let bodyLength = iov.count >= 2 ? iov[1].iov_len : 0
         state.withLock { s in
             if unique == s.initUnique {
                 s.initUnique = nil
                 // flags at 12, flags2 at 32, max_stack_depth at 36 of fuse_init_out (which libfuse sends whole).
-                guard s.offered, error == 0, iov[1].iov_len >= 40 else { return }
+                guard s.offered, error == 0, let body, bodyLength >= 40 else { return }
                 let flags = body.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
                 let flags2 = body.loadUnaligned(fromByteOffset: 32, as: UInt32.self)
                 body.storeBytes(of: flags | CFUSE_INIT_EXT, toByteOffset: 12, as: UInt32.self)
@@ -150,7 +156,7 @@ final class Passthrough: Sendable {
                 s.active = true
                 return
             }
-            guard s.openUniques.remove(unique) != nil, error == 0, iov[1].iov_len >= 16 else { return }
+            guard s.openUniques.remove(unique) != nil, error == 0, let body, bodyLength >= 16 else { return }
             // fuse_open_out: fh at 0, open_flags at 8, backing_id at 12.
             let handle = body.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
             guard let ino = s.handles[handle]?.ino, let id = s.backing[ino] else { return }

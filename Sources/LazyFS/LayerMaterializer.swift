@@ -34,8 +34,10 @@ public enum LayerMaterializer {
     /// meanwhile is fetched again (and verified) as a read would.
     @discardableResult
     /// `abandoned` is asked between files; once it says true, the half-written layer is removed and this throws.
+    /// In the `background`, the work runs at nice 10.
     public static func materialize(
-        _ layer: LazyLayer, fetcher: ChunkFetcher, store: ContentStore, abandoned: @escaping @Sendable () -> Bool = { false }
+        _ layer: LazyLayer, fetcher: ChunkFetcher, store: ContentStore, background: Bool = true,
+        abandoned: @escaping @Sendable () -> Bool = { false }
     ) async throws -> Bool {
         guard case .estargz(let reader) = layer.map, let toc = tocDigest(of: layer.layer), toc == reader.tocDigest else { return false }
         if store.hasMaterializedLayer(toc: toc) { return false }
@@ -46,7 +48,7 @@ public enum LayerMaterializer {
             _ = try await runBlocking {
                 // Background work: the workload the mount serves needs the cores more (the decoding thread
                 // the applier starts inherits this).
-                _ = slipway_lower_thread_priority(10)
+                if background { _ = slipway_lower_thread_priority(10) }
                 return try LayerApplier.apply(from: source, compression: .none, to: temporary, options: ApplyOptions(whiteouts: .overlay), name: name)
             }
         }

@@ -172,7 +172,7 @@ public final class LazyMount: Sendable {
     /// Writes every eStargz layer whose chunks have all arrived into the store, in the background, after any pass
     /// already running; the task yields how many layers this pass wrote.
     @discardableResult
-    public func materializeCompleteLayers() -> Task<Int, Never> {
+    public func materializeCompleteLayers(background: Bool = true) -> Task<Int, Never> {
         materializing.withLock { latest in
             let previous = latest
             let task = Task { [image, store, logger, counters, self] in
@@ -184,7 +184,9 @@ public final class LazyMount: Sendable {
                     else { continue }
                     do {
                         let abandoned = { @Sendable [self] in materializingAbandoned.load(ordering: .relaxed) }
-                        if try await LayerMaterializer.materialize(layer, fetcher: image.fetcher, store: store, abandoned: abandoned) {
+                        if try await LayerMaterializer.materialize(
+                            layer, fetcher: image.fetcher, store: store, background: background, abandoned: abandoned)
+                        {
                             written += 1
                             counters.update { $0.layersMaterialized += 1 }
                         }
@@ -210,7 +212,8 @@ public final class LazyMount: Sendable {
             if !statistics.prefetchFinished { waiting(max(0, statistics.prefetchTotal - statistics.prefetchDone)) }
             await runBlocking { [prefetcher] in prefetcher.waitUntilFinished() }
         }
-        _ = await materializeCompleteLayers().value
+        // The container has ended: nothing to yield the cores to.
+        _ = await materializeCompleteLayers(background: false).value
     }
 
     /// Unmounts (lazily when busy); `wait` then returns.
@@ -227,16 +230,19 @@ public final class LazyMount: Sendable {
         prefetcher.stop()
         stopped.store(true, ordering: .relaxed)
         // With the default prefetch, layers were written out as the prefetch completed them: one still being
-        // written is abandoned, so `slipway umount` does not wait for it. Otherwise what reads completed is written
-        // out now. Either way before the store's lease goes (gc must not collect under it).
-        let materialized = DispatchSemaphore(value: 0)
-        if options.prefetch == .all { materializingAbandoned.store(true, ordering: .relaxed) }
-        Task { [self] in
-            let running = materializing.withLock { $0 }
-            if options.prefetch == .all { _ = await running?.value } else { _ = await materializeCompleteLayers().value }
-            materialized.signal()
+        // written is abandoned and not waited for (at nice 10 on a loaded node it could hold `slipway umount` up for
+        // seconds; the next writer removes its half). Otherwise what reads completed is written out now, at full
+        // speed, before the store's lease goes (gc must not collect under it).
+        if options.prefetch == .all {
+            materializingAbandoned.store(true, ordering: .relaxed)
+        } else {
+            let materialized = DispatchSemaphore(value: 0)
+            Task { [self] in
+                _ = await materializeCompleteLayers(background: false).value
+                materialized.signal()
+            }
+            materialized.wait()
         }
-        materialized.wait()
         storeLease.release()
         if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
         if let recorder, let image = profileToRecord, !recorder.paths.isEmpty {

@@ -206,9 +206,10 @@ public struct RootfsAssembly: Sendable {
     }
 
     /// The image's layers as overlay lower directories (topmost first) when every one is on this node, each
-    /// materialized from an earlier lazy mount or extracted by a pull, so the run needs no FUSE at all. A layer
-    /// too small to be worth a lazy mount (its TOC would be most of it) is pulled whole when it is the only thing
-    /// missing, as a patch release's top layer is. Nil when a layer would have to be served lazily.
+    /// materialized from an earlier lazy mount or extracted by a pull, so the run needs no FUSE at all. Layers too
+    /// small to be worth a lazy mount (a TOC would be most of them) are pulled whole when they are all that is
+    /// missing of an image otherwise here, as a patch release's top layer is. Nil when a layer would have to be
+    /// served lazily.
     private func localLowers(of image: any Image, undo: UndoList) async throws -> [String]? {
         func local(_ layer: any Layer) -> String? {
             if let toc = LayerMaterializer.tocDigest(of: layer), store.hasMaterializedLayer(toc: toc) {
@@ -217,7 +218,8 @@ public struct RootfsAssembly: Sendable {
             return store.hasLayerDirectory(layer.diffID) ? store.layerDirectory(layer.diffID) : nil
         }
         let missing = image.layers.filter { local($0) == nil }
-        guard missing.allSatisfy({ $0.descriptor.size <= Self.pulledWholeLayerSize }) else { return nil }
+        // An image none of whose layers is here is mounted lazily, as asked, however small.
+        guard missing.count < image.layers.count, missing.allSatisfy({ $0.descriptor.size <= Self.pulledWholeLayerSize }) else { return nil }
         // Held shared until the end of the run: gc must not remove layers under a running container.
         let lease = try await store.lockForWriting()
         undo.add("release the store") { lease.release() }

@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "LazyFS",
             dependencies: [
-                "Blocking", "Images", "ImageTree", "EStargz", "GzipIndex", "OCI", "ContentStore", "CLinux", "FUSE",
+                "Blocking", "Archive", "Images", "ImageTree", "EStargz", "GzipIndex", "OCI", "ContentStore", "CLinux", "FUSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -7,7 +7,7 @@ import Foundation
 import OCI
 
 /// Writes an eStargz layer whose chunks have all arrived into the store as an overlayfs lower directory
-/// (`ContentStore.materializedLayerDirectory(toc:)`), so the next run, mount or snapshot of any image with the layer
+/// (`ContentStore.materializedLayerDirectory(toc:)`), so the next lazy run or snapshot of any image with the layer
 /// stacks it with the kernel's overlay and no FUSE in the path.
 ///
 /// The layer's tar is rebuilt from the verified TOC and the verified chunks and goes through the same extractor as
@@ -31,10 +31,9 @@ public enum LayerMaterializer {
     }
 
     /// Materializes the layer unless the store has it; true when this call wrote it. A chunk the cache lost
-    /// meanwhile is fetched again (and verified) as a read would.
+    /// meanwhile is fetched again (and verified) as a read would. `abandoned` is asked between files; once it says
+    /// true, the half-written layer is removed and this throws. In the `background`, the work runs at nice 10.
     @discardableResult
-    /// `abandoned` is asked between files; once it says true, the half-written layer is removed and this throws.
-    /// In the `background`, the work runs at nice 10.
     public static func materialize(
         _ layer: LazyLayer, fetcher: ChunkFetcher, store: ContentStore, background: Bool = true,
         abandoned: @escaping @Sendable () -> Bool = { false }

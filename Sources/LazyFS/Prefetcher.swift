@@ -78,12 +78,17 @@ public final class Prefetcher: Sendable {
         // at a time, so one's decompression and hashing overlaps the next one's transfer.
         var batches: [(layer: LazyLayer, chunks: [EStargzChunk])] = []
         var batchSpan: Int64 = 256 << 10
+        var batchBytes: Int64 = 0
         for (layer, chunks) in profile {
-            if let current = batches.last, current.layer === layer, LazyLayer.compressedBytes(of: current.chunks) < batchSpan {
+            // A file's chunks are in order; files of a batch are not.
+            let bytes = LazyLayer.compressedBytes(of: chunks)
+            if let current = batches.last, current.layer === layer, batchBytes < batchSpan {
                 batches[batches.count - 1].chunks += chunks
+                batchBytes += bytes
             } else {
                 if !batches.isEmpty { batchSpan = min(batchSpan * 2, ChunkFetcher.maxSpan) }
                 batches.append((layer, chunks))
+                batchBytes = bytes
             }
         }
         let nextBatch = Mutex(0)

@@ -222,13 +222,22 @@ public final class LazyMount: Sendable {
         try? fuse.unmount()
     }
 
-    /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes out
-    /// the layers that reads completed (see below), the access record and the final state. Call on a thread of its
-    /// own.
+    /// Blocks until the mount is gone (unmounted by `stop`, `slipway umount` or `fusermount3 -u`), then writes the
+    /// access record and the profile, the layers that reads completed (see below) and the final state. Call on a
+    /// thread of its own.
     public func wait() -> MountStatistics {
         fuse.waitUntilUnmounted()
         prefetcher.stop()
         stopped.store(true, ordering: .relaxed)
+        // The access record and the profile first: they are small, and what the next cold start needs.
+        if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
+        if let recorder, let image = profileToRecord, !recorder.paths.isEmpty {
+            do {
+                try StartupProfile(image: image, files: recorder.paths).save(storeRoot: store.root)
+            } catch {
+                logger.warning("the start-up profile of \(image) was not kept: \(error)")
+            }
+        }
         // With the default prefetch, layers were written out as the prefetch completed them: one still being
         // written is abandoned and not waited for (at nice 10 on a loaded node it could hold `slipway umount` up for
         // seconds; the next writer removes its half). Otherwise what reads completed is written out now, at full
@@ -244,14 +253,6 @@ public final class LazyMount: Sendable {
             materialized.wait()
         }
         storeLease.release()
-        if let recorder, let path = options.recordPath { try? recorder.write(to: path) }
-        if let recorder, let image = profileToRecord, !recorder.paths.isEmpty {
-            do {
-                try StartupProfile(image: image, files: recorder.paths).save(storeRoot: store.root)
-            } catch {
-                logger.warning("the start-up profile of \(image) was not kept: \(error)")
-            }
-        }
         publish()
         return counters.snapshot
     }

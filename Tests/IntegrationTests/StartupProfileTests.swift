@@ -36,6 +36,8 @@ struct StartupProfileTests {
             let manifest = try Digest(try await first.status().manifestDigest)
             try await read(first, ["opt/app/data.bin", "etc/os-release"])
             try await first.unmount()
+            // The mount's process keeps the profile as it ends, which `umount` does not wait for on a loaded node.
+            try await waitUntil("the profile is kept") { StartupProfile.load(for: manifest, storeRoot: store) != nil }
             let profile = try #require(StartupProfile.load(for: manifest, storeRoot: store))
             #expect(profile.files == ["opt/app/data.bin", "etc/os-release"])
 
@@ -78,6 +80,7 @@ struct StartupProfileTests {
             #expect(try await ignored.status().statistics.blockingReads > 0)
             try await ignored.unmount()
             // Having no usable profile, that mount recorded one for its own image.
+            try await waitUntil("the mount kept a profile of its own") { StartupProfile.load(for: manifest, storeRoot: store) != nil }
             #expect(StartupProfile.load(for: manifest, storeRoot: store)?.files == ["opt/app/data.bin"])
 
             // A file that is not JSON is no profile either.

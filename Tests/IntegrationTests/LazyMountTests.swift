@@ -24,6 +24,16 @@ struct LazyMountTests {
             return try JSONDecoder().decode(MountState.self, from: Data(result.stdout.utf8))
         }
 
+        /// Unmounts and waits for the mount's process to end: `umount` waits at most 10 s for it, and on a loaded
+        /// node the process may still hold the store (for `gc`) after that.
+        @discardableResult
+        func unmountAndWaitForItsProcess() async throws -> MountState? {
+            let pid = try await status().pid
+            let final = try await unmount()
+            try await waitUntil("the mount process \(pid) ended") { kill(pid, 0) != 0 || LazyMountTests.hasExited(pid) }
+            return final
+        }
+
         @discardableResult
         func unmount() async throws -> MountState? {
             let result = try await run(slipwayBinary, ["umount", "--json", "--store", store, directory])
@@ -83,7 +93,7 @@ struct LazyMountTests {
             // The mount serves extracted layers from the store: gc must not run under it.
             let collected = try await run(slipwayBinary, ["gc", "--store", whole.store])
             #expect(collected.status == 1, "gc ran while mounted: \(collected.stdout)")
-            try await whole.unmount()
+            try await whole.unmountAndWaitForItsProcess()
             let afterUnmount = try await run(slipwayBinary, ["gc", "-q", "--store", whole.store])
             #expect(afterUnmount.status == 0, "gc after the unmount: \(afterUnmount.stderr)")
         }

@@ -76,7 +76,7 @@ struct MaterializedLayerTests {
             for (path, entry) in expected where overlaid[path] != entry {
                 Issue.record("\(path): unpacked \(entry) vs materialized \(overlaid[path].map(\.description) ?? "missing")")
             }
-            let final = try await mounted.unmount()
+            let final = try await mounted.unmountAndWaitForItsProcess()
             #expect(final?.statistics.layersMaterialized == 3)
             // gc keeps what a stored image's layers name by TOC digest, and removes the rest.
             #expect(try await run(slipwayBinary, ["pull", "-q", "--store", store, lazy]).status == 0)
@@ -85,7 +85,7 @@ struct MaterializedLayerTests {
             let other = try await mounts.publish(registry.host, scratch, version: "2").lazy
             let otherMount = try await mounts.mount(other, scratch, name: "other", store: store)
             try await waitForMaterialized(otherMount, layers: 1)
-            try await otherMount.unmount()
+            try await otherMount.unmountAndWaitForItsProcess()
             let changed = try await materializedLowers(other, store: store)[0]
             #expect(changed != nil)
             #expect(try await run(slipwayBinary, ["gc", "-q", "--store", store]).status == 0)
@@ -128,15 +128,17 @@ struct MaterializedLayerTests {
             try await waitUntil("the killed mount daemon \(daemon) has exited") { LazyMountTests.hasExited(daemon) }
             #expect(try await run(slipwayBinary, ["umount", "--store", store, mounted.directory]).status == 0)
             let hex = String(partial.dropFirst("toc-".count).dropLast(".extracting".count))
-            #expect(!FileManager.default.fileExists(atPath: "\(store)/layers/toc/sha256/\(hex)"), "a half-written layer was published")
+            // Killed half way, the layer is not published. (On a loaded node the kill can land only after the last
+            // file and the rename; then what was published is complete, which the comparison below checks.)
+            let publishedBeforeTheKill = FileManager.default.fileExists(atPath: "\(store)/layers/toc/sha256/\(hex)")
 
             // The next mount finds every chunk cached, writes the layers out again, and they are the image.
             let again = try await mounts.mount(lazy, scratch, name: "again", store: store)
-            try await waitForMaterialized(again, layers: 1)
             try await waitUntil("every layer is materialized", timeout: .seconds(120)) {
                 try await materializedLowers(lazy, store: store).allSatisfy { $0 != nil }
             }
             #expect(FileManager.default.fileExists(atPath: "\(store)/layers/toc/sha256/\(hex)"))
+            if !publishedBeforeTheKill { #expect(try await again.status().statistics.layersMaterialized >= 1) }
             #expect(try await again.status().statistics.chunksFetched == 0)
             try await again.unmount()
             #expect(try await run(slipwayBinary, ["unpack", "-q", "--store", scratch.sub("unpack-store"), plain, scratch.sub("rootfs")]).status == 0)

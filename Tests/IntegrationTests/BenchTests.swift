@@ -76,7 +76,8 @@ struct BenchTests {
         let html = try String(contentsOfFile: out.sub("report.html"), encoding: .utf8)
         #expect(html.contains("<svg") && html.contains("Patch Tuesday"))
         #expect(result.stdout.contains("report: \(out.path)/report.html"))
-        #expect(try leftovers() == [])
+        let left = try leftovers()
+        #expect(left == [], "\(left)")
 
         // The report is looked at in a real browser: headless Chromium renders it to a PNG.
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") {
@@ -116,7 +117,8 @@ struct BenchTests {
         #expect(process.endedStatus != nil, "still running 60 s after Ctrl-C")
         if process.endedStatus == nil { kill(-process.pid, SIGKILL) }
         #expect(await process.exitStatus() == 130, "exit status after Ctrl-C")
-        #expect(try leftovers() == [])
+        let left = try leftovers()
+        #expect(left == [], "\(left)")
         let qdiscs = try await run("/usr/sbin/tc", ["qdisc", "show"]).stdout
         #expect(!qdiscs.contains("slwbench"), "\(qdiscs)")
     }
@@ -136,7 +138,8 @@ struct BenchTests {
         #expect((deploys.first?["error"] as? String ?? "").contains("timed out"), "\(deploys)")
         let html = try String(contentsOfFile: out.sub("report.html"), encoding: .utf8)
         #expect(html.contains("Failed runs") && html.contains("timed out"))
-        #expect(try leftovers() == [])
+        let left = try leftovers()
+        #expect(left == [], "\(left)")
     }
 
     @Test func badOptionsAreUsageErrorsNamingTheProblem() async throws {

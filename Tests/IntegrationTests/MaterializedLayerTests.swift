@@ -1,4 +1,5 @@
 import Blocking
+import CLinux
 import ContentStore
 import EStargz
 import Foundation
@@ -99,7 +100,7 @@ struct MaterializedLayerTests {
         let store = scratch.sub("store")
         try await RegistryProcess.withRegistry { registry in
             // A large incompressible asset, so writing its layer out takes long enough to be caught at it.
-            let layout = try makeDemoLayout(scratch, largeFileBytes: 96 << 20)
+            let layout = try makeDemoLayout(scratch, largeFileBytes: 160 << 20)
             let plain = "\(registry.host)/demo:big"
             let lazy = "\(registry.host)/demo:big-esgz"
             #expect(try await run(slipwayBinary, ["copy", "-q", "oci:\(layout.root):demo", plain]).status == 0)
@@ -117,6 +118,9 @@ struct MaterializedLayerTests {
                 let daemon = try await mounted.status().pid
                 let tocs = try await materializedLowers(lazy, store: store).count
                 caught = try await runBlocking { () -> String? in
+                    // The writer runs at nice 10; at -10 the watcher gets a core as soon as it wants one, also on a
+                    // node the rest of the suite keeps busy.
+                    _ = slipway_lower_thread_priority(-10)
                     let deadline = Date() + 120
                     while Date() < deadline {
                         let names = (try? FileManager.default.contentsOfDirectory(atPath: ingest)) ?? []

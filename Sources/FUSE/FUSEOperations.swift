@@ -178,7 +178,7 @@ enum FUSEOperations {
                     // The kernel reads this file from its local copy; the reply names it (`Passthrough.sending`).
                     cfuse_file_info_set(fi, handle, 0, 0)
                     if fuse_reply_open(req, fi) != 0 {
-                        passthrough.abandon(handle, ino: ino)
+                        _ = passthrough.release(handle, ino: ino)
                         context.filesystem.release(ino, fh: fh)
                     }
                     return

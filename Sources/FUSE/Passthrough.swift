@@ -85,13 +85,8 @@ final class Passthrough: Sendable {
         state.withLock { $0.active && $0.served[ino, default: 0] == 0 }
     }
 
-    /// A handle the kernel will never use (the open's reply failed).
-    func abandon(_ handle: UInt64, ino: UInt64) {
-        _ = release(handle, ino: ino)
-    }
-
-    /// Forgets an open (and its backing file's registration); returns the filesystem's handle behind it (`handle`
-    /// itself for one served here).
+    /// Forgets an open (and its backing file's registration with the inode's last), also one whose reply failed;
+    /// returns the filesystem's handle behind it (`handle` itself for one served here).
     func release(_ handle: UInt64, ino: UInt64) -> UInt64 {
         state.withLock { s in
             guard let passed = s.handles.removeValue(forKey: handle) else {

@@ -39,7 +39,6 @@ public enum LayerMaterializer {
         abandoned: @escaping @Sendable () -> Bool = { false }
     ) async throws -> Bool {
         guard case .estargz(let reader) = layer.map, let toc = tocDigest(of: layer.layer), toc == reader.tocDigest else { return false }
-        if store.hasMaterializedLayer(toc: toc) { return false }
         return try await store.ensureMaterializedLayer(toc: toc) { temporary in
             let stream = TOCTarStream(layer: layer, fetcher: fetcher, abandoned: abandoned)
             let source = ChunkSource(expectedSize: layer.descriptor.size) { try stream.next() }

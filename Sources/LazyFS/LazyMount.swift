@@ -245,12 +245,10 @@ public final class LazyMount: Sendable {
         if options.prefetch == .all {
             materializingAbandoned.store(true, ordering: .relaxed)
         } else {
-            let materialized = DispatchSemaphore(value: 0)
-            Task { [self] in
-                _ = await materializeCompleteLayers(background: false).value
-                materialized.signal()
+            // Bounded only so that a broken pass cannot keep the process (and the store's lease) forever.
+            _ = try? waitForAsync(timeout: .seconds(3600), what: "writing out the layers that reads completed") { [self] in
+                await materializeCompleteLayers(background: false).value
             }
-            materialized.wait()
         }
         storeLease.release()
         publish()

@@ -141,8 +141,17 @@ public struct RootfsAssembly: Sendable {
     /// The image's extracted layers as overlay lower directories, topmost first. A layer that occurs twice is kept
     /// at its topmost position: overlayfs refuses a directory given twice, and the lower copy adds nothing.
     public static func overlayLowers(of image: any Image, in store: ContentStore) -> [String] {
-        var seen = Set<Digest>()
-        return image.layers.reversed().filter { seen.insert($0.diffID).inserted }.map { store.layerDirectory($0.diffID) }
+        overlayLowers(of: image) { store.layerDirectory($0.diffID) } ?? []
+    }
+
+    /// The same with each layer's directory from `directory`; nil when a layer has none.
+    static func overlayLowers(of image: any Image, directory: (any Layer) -> String?) -> [String]? {
+        var lowers: [String] = []
+        for layer in image.layers.reversed() {
+            guard let lower = directory(layer) else { return nil }
+            if !lowers.contains(lower) { lowers.append(lower) }
+        }
+        return lowers
     }
 
     /// Short links to the lower directories (so many layers fit the kernel's one page of mount options), a
@@ -227,13 +236,8 @@ public struct RootfsAssembly: Sendable {
         for (position, layer) in image.layers.enumerated() where missing.contains(where: { $0.descriptor.digest == layer.descriptor.digest }) {
             _ = try await unpacker.cacheLayer(layer, position: position, of: image.layers.count)
         }
-        // Topmost first; a layer that occurs twice is kept at its topmost position (overlayfs refuses a repeat).
-        var lowers: [String] = []
-        for layer in image.layers.reversed() {
-            guard let directory = local(layer) else { throw RuntimeError.mountFailed(what: "layer \(layer.descriptor.digest.short)", target: "", errno: ENOENT) }
-            if !lowers.contains(directory) { lowers.append(directory) }
-        }
-        return lowers.isEmpty ? nil : lowers
+        // Every layer has its directory now (the store lease keeps gc away).
+        return Self.overlayLowers(of: image, directory: local)
     }
 
     /// Compressed size up to which a missing layer is pulled whole rather than mounted lazily: one request, about
